@@ -1,0 +1,270 @@
+/*
+ * hsadb.h — the contract of the hsadb embedded library.
+ *
+ * hsadb is a persistent memory database for language models built on Hierarchical Sparse
+ * Attention (HSA). A database is one directory (an LMDB environment). It holds many named
+ * *memories*; each memory is the byte stream of everything appended to it, stored as one
+ * record per completed 64-byte chunk (landmark vector, K/V block, the bytes, provenance) plus
+ * a short tail. A memory is bound to one model (the SHA-256 of its weights file).
+ *
+ *   hsadb_model  *m;  hsadb_model_open("models/hsadb-small", &m);
+ *   hsadb_db     *db; hsadb_db_open("./hsadb-data", &(hsadb_db_options){ .model = m }, &db);
+ *   hsadb_memory_create(db, "notes");
+ *   hsadb_append(db, "notes", text, len, NULL);
+ *   hsadb_answer *a;  hsadb_query(db, "notes", "What is the pass key?", 21, NULL, &a);
+ *   ... a->text, a->layers[i].chunks[j] ...
+ *   hsadb_answer_free(a); hsadb_db_close(db); hsadb_model_close(m);
+ *
+ * Conventions (as in lmdb.h):
+ *   - Every function that can fail returns int: 0 on success, a negative HSADB_ERR_* code, or
+ *     a positive errno value (ENOSPC, EACCES, ENOMEM, ...). hsadb_strerror() names any of
+ *     them; hsadb_last_error() gives a one-line detail of the last failure in this thread
+ *     ("tensor lower.0.attn.q.weight: shape [64,32], expected [64,64]").
+ *   - Handles are opaque. Each _open has its _close; each result object has its _free.
+ *   - Ownership is stated at every pointer. "Borrowed" means the caller keeps ownership and
+ *     the pointer must stay valid for the stated time.
+ *   - Thread safety: a hsadb_model is immutable after open and may be shared. A hsadb_db
+ *     may be used from several threads; queries run concurrently; appends to one memory are
+ *     serialised (a second appender on the same memory gets HSADB_ERR_BUSY). Several
+ *     processes may open the same directory: readers never block, writers are serialised.
+ */
+#ifndef HSADB_H
+#define HSADB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HSADB_VERSION_STRING "0.1.0"
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+enum hsadb_error {
+    HSADB_OK                 = 0,
+    HSADB_ERR_INVALID        = -30900, /* invalid argument or malformed input */
+    HSADB_ERR_NOTFOUND       = -30901, /* no memory (or chunk) of that name/index */
+    HSADB_ERR_EXISTS         = -30902, /* a memory of that name already exists */
+    HSADB_ERR_MODEL_MISMATCH = -30903, /* memory or snapshot bound to a different model */
+    HSADB_ERR_BAD_MODEL      = -30904, /* model files missing, malformed or inconsistent */
+    HSADB_ERR_CORRUPT        = -30905, /* store or file content is damaged */
+    HSADB_ERR_VERSION        = -30906, /* on-disk format version not supported */
+    HSADB_ERR_BUSY           = -30907, /* memory is being appended to by another writer */
+    HSADB_ERR_NO_MODEL       = -30908, /* operation needs a model and none was given */
+    HSADB_ERR_CANCELLED      = -30909, /* stopped by a callback */
+    HSADB_ERR_NODEVICE       = -30910, /* the requested device (cuda) is not available */
+    HSADB_ERR_READONLY       = -30911, /* database opened read-only */
+    HSADB_ERR_STORE          = -30912, /* unexpected LMDB error (detail in hsadb_last_error) */
+};
+
+/* A static string naming err (never NULL). */
+const char *hsadb_strerror(int err);
+
+/* Detail of the last failure in the calling thread ("" if none). Valid until the next hsadb
+ * call in this thread. */
+const char *hsadb_last_error(void);
+
+/* ---- model ----------------------------------------------------------------------------- */
+
+typedef struct hsadb_model hsadb_model;
+
+/* Geometry of a loaded model (model-spec.md, config.json). */
+typedef struct hsadb_model_info {
+    int vocab_size, hidden_size, intermediate_size;
+    int num_heads, head_dim, num_kv_heads, num_memory_heads, retrieval_dim;
+    int num_lower_layers, encoder_layers, num_upper_groups, swa_layers_per_group;
+    int chunk_size, chunk_topk, sliding_window;
+    int hsa_residual_bypass;  /* 0: "standard", 1: "bypass" */
+    uint64_t n_params;
+    char fingerprint[65];     /* hex SHA-256 of model.safetensors */
+} hsadb_model_info;
+
+/* Load <dir>/config.json and <dir>/model.safetensors (memory-mapped, validated; fp32, bf16
+ * or f16 tensors are converted to fp32 once). On failure *out is NULL and
+ * hsadb_last_error() names the file, key or tensor at fault. */
+int  hsadb_model_open(const char *dir, hsadb_model **out);
+void hsadb_model_close(hsadb_model *m);                   /* NULL is a no-op */
+void hsadb_model_get_info(const hsadb_model *m, hsadb_model_info *out);
+
+/* ---- database -------------------------------------------------------------------------- */
+
+typedef struct hsadb_db hsadb_db;
+
+enum hsadb_db_flags {
+    HSADB_DB_RDONLY = 1 << 0, /* open read-only; the directory must exist */
+    HSADB_DB_NOSYNC = 1 << 1, /* faster appends: commits are not flushed one by one. A power
+                                 loss may drop the last commits; integrity is never lost.
+                                 A process crash (kill -9) loses nothing committed. */
+    HSADB_DB_CREATE = 1 << 2, /* create the directory if it does not exist */
+};
+
+enum hsadb_device { HSADB_DEVICE_AUTO = 0, HSADB_DEVICE_CPU = 1, HSADB_DEVICE_CUDA = 2 };
+
+typedef struct hsadb_db_options {
+    unsigned flags;           /* hsadb_db_flags */
+    const hsadb_model *model; /* borrowed, must outlive the db; NULL allows only admin calls
+                                 (list, stat, delete, snapshot) */
+    int device;               /* hsadb_device; AUTO = CUDA if present, else CPU */
+    int threads;              /* CPU threads for the forward pass; 0 = all cores */
+} hsadb_db_options;
+
+/* Open (or with HSADB_DB_CREATE create) the database directory `path`. opts may be NULL
+ * (defaults: create, durable, no model). */
+int  hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out);
+void hsadb_db_close(hsadb_db *db);                        /* NULL is a no-op */
+
+/* ---- memories -------------------------------------------------------------------------- */
+
+/* Memory names: 1..128 bytes of [A-Za-z0-9._-]. */
+
+typedef struct hsadb_memory_stat {
+    char     name[129];
+    char     fingerprint[65]; /* model the memory is bound to */
+    uint64_t n_chunks;        /* stored chunk records */
+    uint64_t n_bytes;         /* bytes appended in total (= tokens of the stream) */
+    uint64_t n_appends;       /* completed or interrupted appends */
+    uint64_t tail_bytes;      /* bytes after the last complete chunk */
+    uint64_t store_bytes;     /* bytes of records on disk for this memory (approximate) */
+    int64_t  created;         /* unix time */
+    int64_t  updated;         /* unix time of the last committed append */
+    int      kv_dtype;        /* 0 = bf16, 1 = f32 */
+} hsadb_memory_stat;
+
+/* Create an empty memory bound to the db's model. HSADB_ERR_EXISTS if the name is taken. */
+int hsadb_memory_create(hsadb_db *db, const char *name);
+
+/* Delete a memory and all its records. HSADB_ERR_NOTFOUND if absent, HSADB_ERR_BUSY if an
+ * append on it is in progress in this process. */
+int hsadb_memory_delete(hsadb_db *db, const char *name);
+
+int hsadb_memory_stat(hsadb_db *db, const char *name, hsadb_memory_stat *out);
+
+/* All memories, sorted by name. *out is owned by the caller: release with hsadb_free(). */
+int hsadb_memory_list(hsadb_db *db, hsadb_memory_stat **out, size_t *n);
+
+void hsadb_free(void *p);
+
+/* Read back stored bytes of a memory's stream: up to n bytes from `offset` into buf
+ * (borrowed). *got = bytes copied (0 at or past the end). Reads one consistent view. */
+int hsadb_memory_read(hsadb_db *db, const char *name, uint64_t offset, void *buf, size_t n,
+                      size_t *got);
+
+/* ---- append ---------------------------------------------------------------------------- */
+
+typedef struct hsadb_appender hsadb_appender;
+
+typedef struct hsadb_append_result {
+    uint64_t append_id;     /* id of this append within the memory (1, 2, ...) */
+    uint64_t bytes;         /* bytes accepted by this append */
+    uint64_t chunks;        /* chunk records written by this append */
+    uint64_t total_chunks;  /* chunks in the memory afterwards */
+    uint64_t total_bytes;   /* bytes in the memory afterwards */
+    double   seconds;       /* wall time of the append */
+} hsadb_append_result;
+
+/* Start an append on memory `name`. Fails with HSADB_ERR_MODEL_MISMATCH if the memory is
+ * bound to another model, HSADB_ERR_BUSY if another appender holds it. */
+int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out);
+
+/* Feed bytes (any size, any number of calls; memory use does not grow with the input).
+ * Completed chunks are committed in batches as they fill: if the process dies, every batch
+ * committed so far survives, and the memory ends at the last committed chunk boundary. */
+int hsadb_appender_write(hsadb_appender *a, const void *bytes, size_t n);
+
+/* Progress so far (may be called between writes, e.g. for a progress bar). */
+void hsadb_appender_progress(const hsadb_appender *a, hsadb_append_result *out);
+
+/* Commit everything written (including the partial last chunk, kept in the tail) and free
+ * the appender. On success the data is durable (unless HSADB_DB_NOSYNC). out may be NULL.
+ * On failure nothing after the last committed batch is kept; the appender is freed. */
+int hsadb_appender_commit(hsadb_appender *a, hsadb_append_result *out);
+
+/* Drop everything not yet committed and free the appender. NULL is a no-op. */
+void hsadb_appender_abort(hsadb_appender *a);
+
+/* One-shot append of a buffer. */
+int hsadb_append(hsadb_db *db, const char *name, const void *bytes, size_t n,
+                 hsadb_append_result *out);
+
+/* ---- query and search ------------------------------------------------------------------ */
+
+/* One retrieved chunk with where it came from. */
+typedef struct hsadb_chunk_ref {
+    uint64_t       chunk;       /* chunk index in the memory (its bytes: [chunk*S, chunk*S+S)) */
+    float          score;       /* weight (query) or relevance (search), see below */
+    int            persisted;   /* 0: chunk completed by the question itself, not stored */
+    uint64_t       append_id;   /* provenance: which append wrote its first byte */
+    uint64_t       byte_offset; /* offset of its first byte in the memory's stream */
+    int64_t        time;        /* unix time of that append */
+    const uint8_t *text;        /* its S bytes, owned by the enclosing result */
+    size_t         text_len;
+} hsadb_chunk_ref;
+
+/* Chunks one HSA layer chose while producing the answer. score = the retrieval weight w
+ * averaged over the answer's tokens and the memory heads; sorted by score, descending. */
+typedef struct hsadb_evidence {
+    int              layer;     /* HSA layer (upper group) index */
+    size_t           n;
+    hsadb_chunk_ref *chunks;
+} hsadb_evidence;
+
+typedef struct hsadb_answer {
+    char           *text;       /* answer bytes, NUL-terminated (may contain other bytes) */
+    size_t          len;
+    int             n_tokens;   /* generated tokens, <eos> included if produced */
+    int             stop;       /* 0: <eos>, 1: max_tokens reached, 2: cancelled */
+    double          prompt_seconds, generate_seconds;
+    size_t          n_layers;
+    hsadb_evidence *layers;     /* [n_layers] */
+} hsadb_answer;
+
+/* Streaming: called with each generated piece of answer bytes; return nonzero to stop. */
+typedef int (*hsadb_piece_fn)(void *ctx, const char *bytes, size_t n);
+
+typedef struct hsadb_query_options {
+    int            max_tokens;  /* answer length limit in tokens; 0 = 256 */
+    float          temperature; /* 0 = greedy (default) */
+    float          top_p;       /* nucleus sampling when temperature > 0; 0 = 1.0 */
+    uint64_t       seed;        /* sampling seed; 0 = fixed default */
+    int            evidence_k;  /* chunks listed per layer; 0 = 8 */
+    hsadb_piece_fn on_piece;    /* optional */
+    void          *ctx;
+} hsadb_query_options;
+
+/* Ask a question about a memory: runs the model over `<query> question <answer>` continuing
+ * the memory's stream and generates until <eos> or max_tokens. The question is not stored.
+ * opts may be NULL. *out is owned by the caller: hsadb_answer_free(). */
+int  hsadb_query(hsadb_db *db, const char *name, const char *question, size_t qlen,
+                 const hsadb_query_options *opts, hsadb_answer **out);
+void hsadb_answer_free(hsadb_answer *a);
+
+/* Search without generating: the k chunks most relevant to the question. score = retrieval
+ * probability (softmax over all eligible chunks at the <answer> position) averaged over HSA
+ * layers and memory heads. *hits is owned by the caller: hsadb_hits_free(). */
+typedef struct hsadb_hits {
+    size_t           n;
+    hsadb_chunk_ref *hits;
+} hsadb_hits;
+
+int  hsadb_search(hsadb_db *db, const char *name, const char *question, size_t qlen, int k,
+                  hsadb_hits **out);
+void hsadb_hits_free(hsadb_hits *h);
+
+/* ---- snapshot and restore -------------------------------------------------------------- */
+
+/* Write a consistent, compacted copy of the whole database (memory == NULL) or of one memory
+ * into `dest_dir`, which must not exist or be empty. Runs while appends continue; the copy
+ * holds exactly what was committed when it started. */
+int hsadb_snapshot(hsadb_db *db, const char *memory, const char *dest_dir);
+
+/* Restore a snapshot directory into a new database directory `dest_dir` (must not exist or
+ * be empty). If model is not NULL, every memory in the snapshot must be bound to it
+ * (HSADB_ERR_MODEL_MISMATCH otherwise, and nothing is written). */
+int hsadb_restore(const char *snapshot_dir, const char *dest_dir, const hsadb_model *model);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HSADB_H */

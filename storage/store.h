@@ -1,0 +1,160 @@
+/*
+ * storage/store.h — the LMDB store of hsadb (internal; the engine is its only caller).
+ *
+ * One database directory is one LMDB environment (data.mdb + lock.mdb), readable by LMDB's
+ * own tools (mdb_stat -a, mdb_dump -s memories). Named sub-databases:
+ *
+ *   "meta"       "format" -> u32 LE format version (HSADB_STORE_FORMAT)
+ *                "next_memory_id" -> u32 LE
+ *   "memories"   memory name (bytes, no NUL)      -> struct hsadb_memory_rec (packed, LE)
+ *   "landmarks"  key(memory_id, chunk)            -> landmark, Hm*dr values of kv_dtype
+ *   "kv"         key(memory_id, chunk)            -> K block [S][Hm][dh] then V block, kv_dtype
+ *   "chunks"     key(memory_id, chunk)            -> struct hsadb_chunk_meta + the chunk's S bytes
+ *   "tails"      key(memory_id)                   -> tail blob (opaque here; the engine's format)
+ *   "appends"    key(memory_id, append_id)        -> struct hsadb_append_rec
+ *
+ *   key(memory_id, n) = 4-byte big-endian memory id then 8-byte big-endian n, so that LMDB's
+ *   byte order is numeric order and a memory's records are contiguous (MDB_APPEND-friendly).
+ *
+ * Durability: every commit is one LMDB write transaction (fsync'd unless
+ * HSADB_STORE_NOSYNC). A batch commit writes its chunk records, the new tail, the memory
+ * record's counters and the append record together: after a crash the memory is exactly as
+ * of some commit. The map grows by itself (MDB_MAP_FULL -> double, retry the batch; another
+ * process's growth -> MDB_MAP_RESIZED -> adopt it).
+ *
+ * Errors: 0, negative HSADB_ERR_* (hsadb.h) or positive errno. LMDB errors are mapped:
+ * MDB_NOTFOUND -> HSADB_ERR_NOTFOUND, MDB_CORRUPTED/MDB_PAGE_NOTFOUND/MDB_INVALID ->
+ * HSADB_ERR_CORRUPT, MDB_VERSION_MISMATCH -> HSADB_ERR_VERSION, errno values pass through
+ * (ENOSPC for a full disk), anything else -> HSADB_ERR_STORE with the mdb_strerror text in
+ * hsadb_last_error().
+ */
+#ifndef HSADB_STORE_H
+#define HSADB_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HSADB_STORE_FORMAT 1u
+#define HSADB_NAME_MAX 128
+
+enum hsadb_kv_dtype { HSADB_KV_BF16 = 0, HSADB_KV_F32 = 1 };
+
+/* Per memory, value of "memories". Fixed layout, little-endian, 8-byte fields aligned. */
+struct hsadb_memory_rec {
+    uint32_t id;               /* memory id, unique in the db, never reused */
+    uint32_t kv_dtype;         /* enum hsadb_kv_dtype */
+    uint8_t  fingerprint[32];  /* SHA-256 of the model's weights file */
+    uint32_t chunk_size;       /* S  } geometry, checked against the model on open */
+    uint32_t mem_heads;        /* Hm } */
+    uint32_t head_dim;         /* dh } */
+    uint32_t retrieval_dim;    /* dr } */
+    uint64_t n_chunks;         /* chunk records 0..n_chunks-1 exist */
+    uint64_t n_bytes;          /* bytes of the stream (committed) */
+    uint64_t n_appends;        /* append records 1..n_appends exist */
+    int64_t  created;          /* unix seconds */
+    int64_t  updated;          /* unix seconds of the last commit */
+};
+
+/* Prefix of a "chunks" value; the chunk's S bytes follow it. */
+struct hsadb_chunk_meta {
+    uint64_t append_id;        /* append that wrote the chunk's first byte */
+    uint64_t byte_offset;      /* = chunk * S; kept so records are self-describing */
+    int64_t  time;             /* unix seconds of that append's start */
+};
+
+/* Value of "appends". */
+struct hsadb_append_rec {
+    uint64_t start_offset;     /* stream offset of the append's first byte */
+    uint64_t bytes;            /* bytes of this append committed so far */
+    uint64_t chunks;           /* chunk records completed by this append so far */
+    int64_t  time_start, time_end;
+    uint32_t state;            /* 0 in progress (or interrupted), 1 complete */
+    uint32_t pad;
+};
+
+typedef struct hsadb_store        hsadb_store;
+typedef struct hsadb_store_reader hsadb_store_reader;
+typedef struct hsadb_store_writer hsadb_store_writer;
+
+enum hsadb_store_flags {
+    HSADB_STORE_RDONLY = 1 << 0,
+    HSADB_STORE_NOSYNC = 1 << 1, /* MDB_NOSYNC (no WRITEMAP); hsadb_store_sync() flushes */
+    HSADB_STORE_CREATE = 1 << 2, /* mkdir the directory if missing */
+};
+
+/* Open the environment in `dir`. Checks the "format" key (HSADB_ERR_VERSION if newer,
+ * HSADB_ERR_CORRUPT if the file is not an LMDB env / garbage). */
+int  hsadb_store_open(const char *dir, unsigned flags, hsadb_store **out);
+void hsadb_store_close(hsadb_store *st);
+int  hsadb_store_sync(hsadb_store *st);
+
+/* ---- memories ---- */
+
+/* rec->id is assigned by the store; the caller fills kv_dtype, fingerprint and geometry.
+ * HSADB_ERR_EXISTS if taken, HSADB_ERR_INVALID for a bad name. */
+int hsadb_store_memory_create(hsadb_store *st, const char *name, struct hsadb_memory_rec *rec);
+int hsadb_store_memory_get(hsadb_store *st, const char *name, struct hsadb_memory_rec *out);
+/* Deletes the memory record and all of its landmarks, kv, chunks, tail and appends (in one
+ * or more transactions: the memory record goes first, so a crash leaves only unreachable
+ * records that a later delete or compaction removes). */
+int hsadb_store_memory_delete(hsadb_store *st, const char *name);
+/* Calls fn for each memory in name order; fn returning nonzero stops and is returned. */
+int hsadb_store_memory_foreach(hsadb_store *st,
+                               int (*fn)(void *ctx, const char *name,
+                                         const struct hsadb_memory_rec *rec),
+                               void *ctx);
+/* Approximate on-disk bytes of a memory's records (sum of value sizes). */
+int hsadb_store_memory_bytes(hsadb_store *st, const char *name, uint64_t *out);
+
+/* ---- reading: a consistent view (one LMDB read transaction) ---- */
+
+/* Pointers returned by reader calls point into the map and stay valid until
+ * hsadb_store_reader_end(). Do not hold a reader for long (it pins pages). */
+int  hsadb_store_reader_begin(hsadb_store *st, const char *name, hsadb_store_reader **out,
+                              struct hsadb_memory_rec *rec);
+/* Copy landmarks of chunks [first, first+n) into dst (n * Hm*dr values of kv_dtype). */
+int  hsadb_store_reader_landmarks(hsadb_store_reader *r, uint64_t first, uint64_t n, void *dst);
+/* Zero-copy K/V block of one chunk: *kv points at K [S][Hm][dh] followed by V, kv_dtype
+ * values (LMDB overflow pages: 16-byte aligned). *len is its byte length. */
+int  hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **kv, size_t *len);
+/* Chunk meta (copied) and a pointer to its S bytes. */
+int  hsadb_store_reader_chunk(hsadb_store_reader *r, uint64_t chunk,
+                              struct hsadb_chunk_meta *meta, const uint8_t **bytes);
+/* Tail blob (zero-copy); *len = 0 and *p = NULL if the memory has no tail yet. */
+int  hsadb_store_reader_tail(hsadb_store_reader *r, const void **p, size_t *len);
+int  hsadb_store_reader_append(hsadb_store_reader *r, uint64_t append_id,
+                               struct hsadb_append_rec *out);
+void hsadb_store_reader_end(hsadb_store_reader *r);
+
+/* ---- writing: one appender per memory ---- */
+
+/* Begin an append on `name`: takes this process's lock on the memory (HSADB_ERR_BUSY if
+ * already held) and allocates append_id = n_appends + 1 (the append record is written with
+ * the first commit). *rec receives the memory record as of now. */
+int  hsadb_store_writer_begin(hsadb_store *st, const char *name, int64_t now,
+                              hsadb_store_writer **out, struct hsadb_memory_rec *rec);
+uint64_t hsadb_store_writer_append_id(const hsadb_store_writer *w);
+/* Stage the next chunk record (chunk index must be n_chunks + number staged). The data is
+ * copied into the writer's batch buffer; nothing is written until commit. */
+int  hsadb_store_writer_put_chunk(hsadb_store_writer *w, const void *landmark,
+                                  const void *kv, const struct hsadb_chunk_meta *meta,
+                                  const uint8_t *bytes);
+/* Commit the staged chunks together with the new tail blob (copied), the memory's new
+ * n_bytes, and this append's progress (bytes so far; `final` marks it complete). One write
+ * transaction, retried after growing the map. On error nothing of the batch is written and
+ * the staged chunks are dropped. */
+int  hsadb_store_writer_commit(hsadb_store_writer *w, const void *tail, size_t tail_len,
+                               uint64_t n_bytes, uint64_t append_bytes, int final);
+/* Number of chunks staged and not yet committed. */
+size_t hsadb_store_writer_staged(const hsadb_store_writer *w);
+/* Release the lock; staged, uncommitted data is dropped. */
+void hsadb_store_writer_end(hsadb_store_writer *w);
+
+/* ---- snapshot / restore ---- */
+
+/* Compacting hot copy of the whole env (memory == NULL: mdb_env_copy2 MDB_CP_COMPACT) or of
+ * one memory (a new env with that memory's records as of one read transaction) into
+ * dest_dir (created if missing; must be empty). */
+int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir);
+
+#endif /* HSADB_STORE_H */
