@@ -119,7 +119,7 @@ void hsadb_db_close(hsadb_db *db);                        /* NULL is a no-op */
 
 /* Memory names: 1..128 bytes of [A-Za-z0-9._-]. */
 
-typedef struct hsadb_memory_stat {
+typedef struct hsadb_memory_info {
     char     name[129];
     char     fingerprint[65]; /* model the memory is bound to */
     uint64_t n_chunks;        /* stored chunk records */
@@ -130,7 +130,7 @@ typedef struct hsadb_memory_stat {
     int64_t  created;         /* unix time */
     int64_t  updated;         /* unix time of the last committed append */
     int      kv_dtype;        /* 0 = bf16, 1 = f32 */
-} hsadb_memory_stat;
+} hsadb_memory_info;
 
 /* Create an empty memory bound to the db's model. HSADB_ERR_EXISTS if the name is taken. */
 int hsadb_memory_create(hsadb_db *db, const char *name);
@@ -139,10 +139,10 @@ int hsadb_memory_create(hsadb_db *db, const char *name);
  * append on it is in progress in this process. */
 int hsadb_memory_delete(hsadb_db *db, const char *name);
 
-int hsadb_memory_stat(hsadb_db *db, const char *name, hsadb_memory_stat *out);
+int hsadb_memory_stat(hsadb_db *db, const char *name, hsadb_memory_info *out);
 
 /* All memories, sorted by name. *out is owned by the caller: release with hsadb_free(). */
-int hsadb_memory_list(hsadb_db *db, hsadb_memory_stat **out, size_t *n);
+int hsadb_memory_list(hsadb_db *db, hsadb_memory_info **out, size_t *n);
 
 void hsadb_free(void *p);
 

@@ -1,0 +1,278 @@
+/*
+ * engine/db.c — hsadb_db: the database handle, memories, read-back, snapshot and restore.
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "util.h"
+
+int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out) {
+    hsadb_db_options dflt = {.flags = HSADB_DB_CREATE};
+    hsadb_db *db;
+    int rc;
+    *out = NULL;
+    hsadb_clear_error();
+    if (!path || !*path) return hsadb_fail(HSADB_ERR_INVALID, "no database directory given");
+    if (!opts) opts = &dflt;
+    if (opts->device == HSADB_DEVICE_CUDA)
+        return hsadb_fail(HSADB_ERR_NODEVICE, "this build has no CUDA engine yet; use --device cpu");
+    if (!(db = calloc(1, sizeof *db))) return ENOMEM;
+    unsigned sf = 0;
+    if (opts->flags & HSADB_DB_RDONLY) sf |= HSADB_STORE_RDONLY;
+    if (opts->flags & HSADB_DB_NOSYNC) sf |= HSADB_STORE_NOSYNC;
+    if (opts->flags & HSADB_DB_CREATE) sf |= HSADB_STORE_CREATE;
+    if ((rc = hsadb_store_open(path, sf, &db->store))) {
+        free(db);
+        return rc;
+    }
+    db->model = opts->model;
+    db->flags = opts->flags;
+    db->threads = opts->threads;
+    pthread_mutex_init(&db->lock, NULL);
+    *out = db;
+    return 0;
+}
+
+void hsadb_db_close(hsadb_db *db) {
+    if (!db) return;
+    for (hsadb_lmk_cache *c = db->caches, *next; c; c = next) {
+        next = c->next;
+        hsadb_index_free(&c->index);
+        pthread_rwlock_destroy(&c->lock);
+        free(c);
+    }
+    hsadb_store_close(db->store);
+    pthread_mutex_destroy(&db->lock);
+    free(db);
+}
+
+void hsadb_db_apply_threads(const hsadb_db *db) {
+    if (db->threads > 0) openblas_set_num_threads(db->threads);
+}
+
+void hsadb_free(void *p) { free(p); }
+
+/* ---- memories --------------------------------------------------------------------------- */
+
+int hsadb_db_check_memory(const hsadb_db *db, const char *name, const struct hsadb_memory_rec *rec) {
+    const hsadb_config *c = &db->model->c;
+    if (memcmp(rec->fingerprint, db->model->fingerprint, 32) != 0) {
+        char have[65];
+        hsadb_hex(rec->fingerprint, 32, have);
+        return hsadb_fail(HSADB_ERR_MODEL_MISMATCH, "memory %s is bound to model %.16s…, the loaded model is %.16s…",
+                          name, have, db->model->fingerprint_hex);
+    }
+    if (rec->chunk_size != (uint32_t)c->chunk || rec->mem_heads != (uint32_t)c->n_mem_heads ||
+        rec->head_dim != (uint32_t)c->head_dim || rec->retrieval_dim != (uint32_t)c->retr_dim)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory %s: stored geometry does not match its model", name);
+    return 0;
+}
+
+int hsadb_memory_create(hsadb_db *db, const char *name) {
+    hsadb_clear_error();
+    if (!db->model) return hsadb_fail(HSADB_ERR_NO_MODEL, "creating a memory needs a model to bind it to");
+    if (db->flags & HSADB_DB_RDONLY) return hsadb_fail(HSADB_ERR_READONLY, "database opened read-only");
+    const hsadb_config *c = &db->model->c;
+    struct hsadb_memory_rec rec = {
+        .kv_dtype = HSADB_KV_BF16,
+        .chunk_size = (uint32_t)c->chunk,
+        .mem_heads = (uint32_t)c->n_mem_heads,
+        .head_dim = (uint32_t)c->head_dim,
+        .retrieval_dim = (uint32_t)c->retr_dim,
+        .created = hsadb_now(),
+    };
+    const char *dt = getenv("HSADB_KV_DTYPE");     /* "f32": exact (test) memories */
+    if (dt && strcmp(dt, "f32") == 0) rec.kv_dtype = HSADB_KV_F32;
+    rec.updated = rec.created;
+    memcpy(rec.fingerprint, db->model->fingerprint, 32);
+    return hsadb_store_memory_create(db->store, name, &rec);
+}
+
+int hsadb_memory_delete(hsadb_db *db, const char *name) {
+    hsadb_clear_error();
+    if (db->flags & HSADB_DB_RDONLY) return hsadb_fail(HSADB_ERR_READONLY, "database opened read-only");
+    return hsadb_store_memory_delete(db->store, name);
+}
+
+static void fill_stat(hsadb_db *db, const char *name, const struct hsadb_memory_rec *rec, hsadb_memory_info *o) {
+    memset(o, 0, sizeof *o);
+    snprintf(o->name, sizeof o->name, "%s", name);
+    hsadb_hex(rec->fingerprint, 32, o->fingerprint);
+    o->n_chunks = rec->n_chunks;
+    o->n_bytes = rec->n_bytes;
+    o->n_appends = rec->n_appends;
+    o->tail_bytes = rec->chunk_size ? rec->n_bytes % rec->chunk_size : 0;
+    o->created = rec->created;
+    o->updated = rec->updated;
+    o->kv_dtype = (int)rec->kv_dtype;
+    hsadb_store_memory_bytes(db->store, name, &o->store_bytes);
+}
+
+int hsadb_memory_stat(hsadb_db *db, const char *name, hsadb_memory_info *out) {
+    struct hsadb_memory_rec rec;
+    hsadb_clear_error();
+    int rc = hsadb_store_memory_get(db->store, name, &rec);
+    if (rc) return rc;
+    fill_stat(db, name, &rec, out);
+    return 0;
+}
+
+typedef struct list_ctx {
+    hsadb_db          *db;
+    hsadb_memory_info *items;
+    size_t             n, cap;
+} list_ctx;
+
+static int list_one(void *ctx, const char *name, const struct hsadb_memory_rec *rec) {
+    list_ctx *L = ctx;
+    if (L->n == L->cap) {
+        size_t cap = L->cap ? 2 * L->cap : 16;
+        hsadb_memory_info *p = realloc(L->items, cap * sizeof *p);
+        if (!p) return ENOMEM;
+        L->items = p, L->cap = cap;
+    }
+    fill_stat(L->db, name, rec, &L->items[L->n++]);
+    return 0;
+}
+
+int hsadb_memory_list(hsadb_db *db, hsadb_memory_info **out, size_t *n) {
+    list_ctx L = {.db = db};
+    hsadb_clear_error();
+    int rc = hsadb_store_memory_foreach(db->store, list_one, &L);
+    if (rc) {
+        free(L.items);
+        return rc;
+    }
+    *out = L.items, *n = L.n;
+    return 0;
+}
+
+int hsadb_memory_read(hsadb_db *db, const char *name, uint64_t offset, void *buf, size_t n, size_t *got) {
+    hsadb_store_reader *r;
+    struct hsadb_memory_rec rec;
+    int rc;
+    *got = 0;
+    hsadb_clear_error();
+    if ((rc = hsadb_store_reader_begin(db->store, name, &r, &rec))) return rc;
+    const uint64_t S = rec.chunk_size, stored = rec.n_chunks * S;
+    uint8_t *dst = buf;
+    size_t done = 0;
+    while (done < n && offset < rec.n_bytes) {
+        if (offset < stored) {            /* from a chunk record */
+            struct hsadb_chunk_meta meta;
+            const uint8_t *bytes;
+            if ((rc = hsadb_store_reader_chunk(r, offset / S, &meta, &bytes))) goto done;
+            size_t in = (size_t)(offset % S), take = (size_t)S - in;
+            if (take > n - done) take = n - done;
+            memcpy(dst + done, bytes + in, take);
+            done += take, offset += take;
+        } else {                          /* the partial chunk, from the tail */
+            const uint8_t *blob;
+            size_t len;
+            if ((rc = hsadb_store_reader_tail(r, (const void **)&blob, &len))) goto done;
+            /* The tail's byte section is its last n_ctx bytes, positions n_bytes-n_ctx.. */
+            uint32_t n_ctx;
+            if (len < 64) { rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory %s: tail record too short", name); goto done; }
+            memcpy(&n_ctx, blob + 20, 4);
+            if (n_ctx > len - 64 || rec.n_bytes - offset > n_ctx) {
+                rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory %s: tail does not hold byte %llu", name, (unsigned long long)offset);
+                goto done;
+            }
+            const uint8_t *tb = blob + len - n_ctx;
+            size_t take = (size_t)(rec.n_bytes - offset);
+            if (take > n - done) take = n - done;
+            memcpy(dst + done, tb + (n_ctx - (rec.n_bytes - offset)), take);
+            done += take, offset += take;
+        }
+    }
+    *got = done;
+done:
+    hsadb_store_reader_end(r);
+    return rc;
+}
+
+/* ---- landmark cache --------------------------------------------------------------------- */
+
+int hsadb_db_landmarks(hsadb_db *db, hsadb_store_reader *r, const struct hsadb_memory_rec *rec,
+                       hsadb_lmk_cache **out) {
+    hsadb_lmk_cache *c;
+    int rc = 0;
+    pthread_mutex_lock(&db->lock);
+    for (c = db->caches; c && c->memory_id != rec->id; c = c->next) {}
+    if (!c) {
+        if (!(c = calloc(1, sizeof *c))) { pthread_mutex_unlock(&db->lock); return ENOMEM; }
+        c->memory_id = rec->id;
+        hsadb_index_init(&c->index, (int)rec->mem_heads, (int)rec->retrieval_dim);
+        pthread_rwlock_init(&c->lock, NULL);
+        c->next = db->caches;
+        db->caches = c;
+    }
+    pthread_mutex_unlock(&db->lock);
+    pthread_rwlock_wrlock(&c->lock);
+    const int64_t want = (int64_t)rec->n_chunks;
+    const size_t per = (size_t)rec->mem_heads * rec->retrieval_dim;
+    /* A newer view may have extended it already: older views only read a prefix. */
+    if (c->index.n < want) {
+        if ((rc = hsadb_index_reserve(&c->index, want))) goto unlock;
+        /* Read in batches straight into the index, converting bf16 in place. */
+        const int64_t B = 4096;
+        uint16_t *tmp = rec->kv_dtype == HSADB_KV_BF16 ? malloc((size_t)B * per * 2) : NULL;
+        if (rec->kv_dtype == HSADB_KV_BF16 && !tmp) { rc = ENOMEM; goto unlock; }
+        while (c->index.n < want) {
+            int64_t nb = want - c->index.n < B ? want - c->index.n : B;
+            float *dst = c->index.lmk + (size_t)c->index.n * per;
+            if ((rc = hsadb_store_reader_landmarks(r, (uint64_t)c->index.n, (uint64_t)nb, tmp ? (void *)tmp : dst))) break;
+            if (tmp)
+                for (size_t i = 0; i < (size_t)nb * per; i++) dst[i] = hsadb_bf16_to_f32(tmp[i]);
+            c->index.n += nb;
+        }
+        free(tmp);
+    }
+unlock:
+    pthread_rwlock_unlock(&c->lock);
+    if (rc) return rc;
+    pthread_rwlock_rdlock(&c->lock);
+    *out = c;
+    return 0;
+}
+
+/* ---- snapshot / restore ----------------------------------------------------------------- */
+
+int hsadb_snapshot(hsadb_db *db, const char *memory, const char *dest_dir) {
+    hsadb_clear_error();
+    return hsadb_store_snapshot(db->store, memory, dest_dir);
+}
+
+typedef struct check_ctx {
+    const hsadb_model *model;
+} check_ctx;
+
+static int check_one(void *ctx, const char *name, const struct hsadb_memory_rec *rec) {
+    const hsadb_model *m = ((check_ctx *)ctx)->model;
+    if (memcmp(rec->fingerprint, m->fingerprint, 32) != 0) {
+        char have[65];
+        hsadb_hex(rec->fingerprint, 32, have);
+        return hsadb_fail(HSADB_ERR_MODEL_MISMATCH, "snapshot memory %s is bound to model %.16s…, the configured model is %.16s…",
+                          name, have, m->fingerprint_hex);
+    }
+    return 0;
+}
+
+int hsadb_restore(const char *snapshot_dir, const char *dest_dir, const hsadb_model *model) {
+    hsadb_store *src;
+    int rc;
+    hsadb_clear_error();
+    if ((rc = hsadb_store_open(snapshot_dir, HSADB_STORE_RDONLY, &src))) return rc;
+    if (model) {
+        check_ctx cc = {model};
+        if ((rc = hsadb_store_memory_foreach(src, check_one, &cc))) goto done;
+    }
+    rc = hsadb_store_snapshot(src, NULL, dest_dir);
+done:
+    hsadb_store_close(src);
+    return rc;
+}

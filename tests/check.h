@@ -1,0 +1,69 @@
+/* tests/check.h — tiny test harness: CHECK(cond, fmt, ...) counts and prints; DONE() prints
+ * "N passed, N failed" and returns the exit status. Plus a safetensors reader for goldens. */
+#ifndef HSADB_CHECK_H
+#define HSADB_CHECK_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+
+static int check_passed, check_failed;
+
+#define CHECK(cond, ...)                                                      \
+    do {                                                                      \
+        if (cond) { check_passed++; printf("ok   "); }                        \
+        else { check_failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); }  \
+        printf(__VA_ARGS__);                                                  \
+        printf("\n");                                                         \
+        fflush(stdout);                                                       \
+    } while (0)
+
+#define DONE() (printf("%d passed, %d failed\n", check_passed, check_failed), check_failed ? 1 : 0)
+
+/* A whole file in memory (NULL if unreadable). */
+static inline unsigned char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    fclose(f);
+    if (b) b[n] = 0, *len = (size_t)n;
+    return b;
+}
+
+/* Pointer to tensor `name` of a safetensors file held in buf (F32 or I32, little-endian),
+ * its element count in *n; NULL if absent. Data may be unaligned: copy before use. */
+static inline const void *st_tensor(const unsigned char *buf, size_t len, const char *name, size_t *n) {
+    unsigned long long hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | buf[i];
+    const char *err;
+    size_t pos;
+    hsadb_json *h = hsadb_json_parse((const char *)buf + 8, hl, &err, &pos);
+    if (!h) return NULL;
+    hsadb_json *t = hsadb_json_get(h, name), *off = t ? hsadb_json_get(t, "data_offsets") : NULL;
+    const void *p = NULL;
+    if (off && off->n == 2) {
+        size_t b0 = (size_t)off->child->number, b1 = (size_t)off->child->next->number;
+        *n = (b1 - b0) / 4;
+        p = buf + 8 + hl + b0;
+    }
+    hsadb_json_free(h);
+    (void)len;
+    return p;
+}
+
+/* Copy of a F32/I32 tensor into aligned memory (caller frees). */
+static inline void *st_copy(const unsigned char *buf, size_t len, const char *name, size_t *n) {
+    const void *p = st_tensor(buf, len, name, n);
+    if (!p) return NULL;
+    void *d = malloc(*n * 4 + 4);
+    memcpy(d, p, *n * 4);
+    return d;
+}
+
+#endif
