@@ -94,9 +94,11 @@ typedef struct hsadb_db hsadb_db;
 
 enum hsadb_db_flags {
     HSADB_DB_RDONLY = 1 << 0, /* open read-only; the directory must exist */
-    HSADB_DB_NOSYNC = 1 << 1, /* faster appends: commits are not flushed one by one. A power
-                                 loss may drop the last commits; integrity is never lost.
-                                 A process crash (kill -9) loses nothing committed. */
+    HSADB_DB_NOSYNC = 1 << 1, /* faster appends: commits are not flushed one by one. A process
+                                 crash (kill -9) loses nothing committed. An OS crash or power
+                                 loss may drop the last commits, and on file systems that do
+                                 not keep write order (ext4 included) may damage the file:
+                                 use it for data you can re-append (docs/storage.md). */
     HSADB_DB_CREATE = 1 << 2, /* create the directory if it does not exist */
 };
 

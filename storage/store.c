@@ -1,0 +1,1693 @@
+/*
+ * storage/store.c — the LMDB store of hsadb.
+ *
+ * The contract is storage/store.h; the on-disk format and operating notes are in
+ * docs/storage.md. This file is organised as:
+ *
+ *   helpers       keys (big-endian), little-endian ints, error mapping, record validation
+ *   map lock      every LMDB transaction of this process runs with st->map_lock held
+ *                 shared; mdb_env_set_mapsize (growth, or adopting another process's
+ *                 growth) needs no transaction open in the process, so it takes the lock
+ *                 exclusively
+ *   store_write   one write transaction, re-run from scratch after growing the map
+ *   open/close, memories, readers, writers, snapshots
+ *
+ * Style: int return codes (0, negative HSADB_ERR_*, positive errno), `goto fail` cleanup,
+ * hsadb_fail() for the one-line detail. Fixed-layout structs are moved in and out of LMDB
+ * values with memcpy: small values in LMDB pages have no alignment guarantee.
+ */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "hsadb.h"
+#include "util.h"
+
+/* The record structs are the on-disk format: pin their layout. */
+_Static_assert(sizeof(struct hsadb_memory_rec) == 96, "hsadb_memory_rec layout");
+_Static_assert(offsetof(struct hsadb_memory_rec, fingerprint) == 8, "hsadb_memory_rec layout");
+_Static_assert(offsetof(struct hsadb_memory_rec, n_chunks) == 56, "hsadb_memory_rec layout");
+_Static_assert(offsetof(struct hsadb_memory_rec, updated) == 88, "hsadb_memory_rec layout");
+_Static_assert(sizeof(struct hsadb_chunk_meta) == 24, "hsadb_chunk_meta layout");
+_Static_assert(sizeof(struct hsadb_append_rec) == 48, "hsadb_append_rec layout");
+_Static_assert(offsetof(struct hsadb_append_rec, state) == 40, "hsadb_append_rec layout");
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "store.c writes its records as little-endian structs; port rec I/O for this host"
+#endif
+
+/* ---- tunables -------------------------------------------------------------------------- */
+
+#define STORE_MAPSIZE_MIN    ((size_t)1 << 30)  /* initial map: max(1 GiB, 2 x data.mdb) */
+#define STORE_MAPSIZE_MAX    ((size_t)1 << 44)  /* growth stops at 16 TiB of address space */
+#define STORE_MAXDBS         16
+#define STORE_MAXREADERS     1024
+#define STORE_DELETE_BATCH   4096               /* deletes per write txn in memory_delete */
+#define STORE_COPY_BATCH     4096               /* records per dest txn in a memory snapshot */
+#define STORE_COPY_BYTES     ((size_t)64 << 20) /* ... or this many value bytes */
+#define STORE_READER_POOL    8                  /* reset read txns kept for reuse */
+#define STORE_DIM_MAX        65536u             /* bound on each geometry field */
+#define STORE_VALUE_MAX      ((uint64_t)1 << 30)/* bound on a kv / tail value */
+#define STORE_LOCK_BASE      ((off_t)1 << 40)   /* appender locks: data.mdb byte BASE + id */
+
+/* ---- the sub-databases ----------------------------------------------------------------- */
+
+enum { DB_META, DB_MEMORIES, DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_TAILS, DB_APPENDS, DB_COUNT };
+
+static const char *const db_name[DB_COUNT] = {
+    "meta", "memories", "landmarks", "kv", "chunks", "tails", "appends",
+};
+
+/* The databases keyed by memory id (key prefix = 4-byte big-endian id). */
+static const int keyed_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_APPENDS, DB_TAILS };
+#define N_KEYED ((int)(sizeof keyed_dbs / sizeof keyed_dbs[0]))
+
+#define KEY_FORMAT  "format"
+#define KEY_NEXT_ID "next_memory_id"
+
+/* Value sizes of one memory's records, from its geometry. */
+struct geom {
+    size_t lm;     /* landmark: Hm * dr * elsize */
+    size_t kv;     /* K then V: 2 * S * Hm * dh * elsize */
+    size_t chunk;  /* chunk record: sizeof(hsadb_chunk_meta) + S */
+};
+
+struct hsadb_store {
+    MDB_env          *env;
+    MDB_dbi           dbi[DB_COUNT];
+    unsigned          flags;              /* hsadb_store_flags */
+    pthread_rwlock_t  map_lock;           /* shared: a txn is open; exclusive: remapping */
+    pthread_mutex_t   mu;                 /* guards busy[] and pool[] */
+    uint32_t         *busy;               /* memory ids held by writers (or a delete) */
+    size_t            n_busy, cap_busy;
+    hsadb_store_reader *pool[STORE_READER_POOL]; /* ended readers: reset txn + cursor */
+    size_t            n_pool;
+    int               lock_fd;            /* data.mdb fd for OFD appender locks, -1: none */
+    int               broken;             /* a remap failed: the env has no map any more */
+    char              dir[];              /* the directory, NUL-terminated */
+};
+
+struct hsadb_store_reader {
+    hsadb_store              *st;
+    MDB_txn                  *txn;        /* read txn; reset while pooled */
+    MDB_cursor               *cur;        /* landmarks cursor, opened on first use */
+    int                       cur_stale;  /* cur belongs to an earlier txn: renew first */
+    struct hsadb_memory_rec   rec;
+    struct geom               g;
+    char                      name[HSADB_NAME_MAX + 1];
+};
+
+struct hsadb_store_writer {
+    hsadb_store             *st;
+    struct hsadb_memory_rec  rec;         /* the memory as of this writer's last commit */
+    struct geom              g;
+    char                     name[HSADB_NAME_MAX + 1];
+    size_t                   name_len;
+    uint64_t                 append_id;   /* n_appends + 1 at begin */
+    uint64_t                 append_start;/* n_bytes at begin: the append's first offset */
+    uint64_t                 append_chunks;/* chunks committed by this append */
+    int64_t                  time_start;
+    size_t                   stride;      /* bytes per staged chunk: lm + kv + chunk */
+    uint8_t                 *buf;         /* staged chunks, n_staged * stride bytes used */
+    size_t                   n_staged, cap;/* cap in chunks; kept across commits */
+    int                      append_ok[DB_COUNT]; /* MDB_APPEND still worth trying */
+};
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+static void put_be64(uint8_t *p, uint64_t v) {
+    put_be32(p, (uint32_t)(v >> 32));
+    put_be32(p + 4, (uint32_t)v);
+}
+static uint32_t get_be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static uint64_t get_be64(const uint8_t *p) {
+    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+static void put_le32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+static uint32_t get_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* key(memory_id): 4 bytes; key(memory_id, n): 12 bytes. Big-endian so that LMDB's byte
+ * order is numeric order and a memory's records are contiguous. */
+static MDB_val key_mem(uint8_t buf[4], uint32_t id) {
+    put_be32(buf, id);
+    return (MDB_val){ 4, buf };
+}
+static MDB_val key_rec(uint8_t buf[12], uint32_t id, uint64_t n) {
+    put_be32(buf, id);
+    put_be64(buf + 4, n);
+    return (MDB_val){ 12, buf };
+}
+static MDB_val key_str(const char *s) {
+    return (MDB_val){ strlen(s), (void *)s };
+}
+
+static int is_hsadb_err(int rc) { return rc <= HSADB_ERR_INVALID && rc >= HSADB_ERR_STORE; }
+
+/*
+ * Maps an LMDB result (or errno) to the store's error space, recording a detail line that
+ * starts with `what`. HSADB_ERR_* codes pass through untouched: their detail is already set
+ * by whoever produced them.
+ */
+static int store_err(int rc, const char *what) {
+    if (rc == 0 || is_hsadb_err(rc)) return rc;
+    switch (rc) {
+    case MDB_NOTFOUND:
+        return hsadb_fail(HSADB_ERR_NOTFOUND, "%s: not found", what);
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+        return hsadb_fail(HSADB_ERR_CORRUPT, "%s: %s", what, mdb_strerror(rc));
+    case MDB_VERSION_MISMATCH:
+        return hsadb_fail(HSADB_ERR_VERSION, "%s: %s", what, mdb_strerror(rc));
+    case MDB_TXN_FULL:
+        return hsadb_fail(HSADB_ERR_STORE, "%s: %s (batch too large for one transaction)",
+                          what, mdb_strerror(rc));
+    }
+    if (rc > 0) return hsadb_fail(rc, "%s: %s", what, strerror(rc));
+    return hsadb_fail(HSADB_ERR_STORE, "%s: %s", what, mdb_strerror(rc));
+}
+
+/*
+ * Checks a memory name: 1..HSADB_NAME_MAX bytes of [A-Za-z0-9._-]. Sets *len.
+ */
+static int name_check(const char *name, size_t *len) {
+    size_t n, i;
+    if (!name) return hsadb_fail(HSADB_ERR_INVALID, "memory name is NULL");
+    n = strnlen(name, HSADB_NAME_MAX + 1);
+    if (n == 0 || n > HSADB_NAME_MAX)
+        return hsadb_fail(HSADB_ERR_INVALID, "bad memory name (length %zu%s): 1..%d bytes",
+                          n, n > HSADB_NAME_MAX ? "+" : "", HSADB_NAME_MAX);
+    for (i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return hsadb_fail(HSADB_ERR_INVALID,
+                              "bad memory name '%s': byte %zu is not one of [A-Za-z0-9._-]",
+                              name, i);
+    }
+    *len = n;
+    return 0;
+}
+
+/*
+ * Derives the value sizes of a memory's records from its geometry. `err` is what a bad
+ * geometry is reported as: HSADB_ERR_INVALID for a caller's record, HSADB_ERR_CORRUPT for a
+ * stored one.
+ */
+static int rec_geom(const struct hsadb_memory_rec *r, const char *name, int err,
+                    struct geom *g) {
+    uint64_t el, lm, kv;
+    if (r->kv_dtype == HSADB_KV_BF16) el = 2;
+    else if (r->kv_dtype == HSADB_KV_F32) el = 4;
+    else return hsadb_fail(err, "memory '%s': kv_dtype %u is neither bf16 (0) nor f32 (1)",
+                           name, r->kv_dtype);
+    if (r->chunk_size == 0 || r->mem_heads == 0 || r->head_dim == 0 || r->retrieval_dim == 0 ||
+        r->chunk_size > STORE_DIM_MAX || r->mem_heads > STORE_DIM_MAX ||
+        r->head_dim > STORE_DIM_MAX || r->retrieval_dim > STORE_DIM_MAX)
+        return hsadb_fail(err, "memory '%s': bad geometry S=%u Hm=%u dh=%u dr=%u", name,
+                          r->chunk_size, r->mem_heads, r->head_dim, r->retrieval_dim);
+    lm = (uint64_t)r->mem_heads * r->retrieval_dim * el;
+    kv = 2 * (uint64_t)r->chunk_size * r->mem_heads * r->head_dim * el;
+    if (kv > STORE_VALUE_MAX || lm > STORE_VALUE_MAX)
+        return hsadb_fail(err, "memory '%s': K/V block of %llu bytes is too large", name,
+                          (unsigned long long)kv);
+    g->lm = (size_t)lm;
+    g->kv = (size_t)kv;
+    g->chunk = sizeof(struct hsadb_chunk_meta) + r->chunk_size;
+    return 0;
+}
+
+/* Copies a "memories" value into *rec after checking its size and geometry. */
+static int rec_load(const MDB_val *v, const char *name, struct hsadb_memory_rec *rec,
+                    struct geom *g) {
+    struct geom tmp;
+    if (v->mv_size != sizeof *rec)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory record '%s': %zu bytes, expected %zu",
+                          name, v->mv_size, sizeof *rec);
+    memcpy(rec, v->mv_data, sizeof *rec);
+    return rec_geom(rec, name, HSADB_ERR_CORRUPT, g ? g : &tmp);
+}
+
+/* ---- the map lock ---------------------------------------------------------------------- */
+
+/*
+ * Per-thread count of map-lock holds, per store. A thread that holds a reader must not wait
+ * for the exclusive lock (it would wait for itself), so map_resize() checks this first. A
+ * few slots suffice; beyond them holds are counted in a shared overflow bucket, which only
+ * makes the check more conservative.
+ */
+#define TLS_STORES 8
+static _Thread_local struct { const hsadb_store *st; int n; } tls_hold[TLS_STORES];
+static _Thread_local int tls_hold_overflow;
+
+static void hold_add(const hsadb_store *st, int d) {
+    int i, free_i = -1;
+    for (i = 0; i < TLS_STORES; i++) {
+        if (tls_hold[i].st == st) {
+            tls_hold[i].n += d;
+            if (tls_hold[i].n == 0) tls_hold[i].st = NULL;
+            return;
+        }
+        if (!tls_hold[i].st && free_i < 0) free_i = i;
+    }
+    if (d > 0 && free_i >= 0) {
+        tls_hold[free_i].st = st;
+        tls_hold[free_i].n = d;
+        return;
+    }
+    tls_hold_overflow += d;
+}
+
+static int hold_count(const hsadb_store *st) {
+    int i;
+    for (i = 0; i < TLS_STORES; i++)
+        if (tls_hold[i].st == st) return tls_hold[i].n + tls_hold_overflow;
+    return tls_hold_overflow;
+}
+
+static void map_enter(hsadb_store *st) {
+    pthread_rwlock_rdlock(&st->map_lock);
+    hold_add(st, 1);
+}
+
+static void map_leave(hsadb_store *st) {
+    hold_add(st, -1);
+    pthread_rwlock_unlock(&st->map_lock);
+}
+
+/*
+ * Remaps the environment: adopt != 0 adopts the map size another process committed
+ * (after MDB_MAP_RESIZED); otherwise doubles the map, unless another thread already grew
+ * it beyond `seen` (the size the failed transaction ran with). mdb_env_set_mapsize needs
+ * no transaction open in this process, so this takes the map lock exclusively and waits
+ * for readers to end. The caller must hold no map lock; a thread that still holds a reader
+ * on this store gets HSADB_ERR_BUSY instead of deadlocking. If the remap itself fails
+ * (mmap), LMDB is left without a map: the store is marked broken.
+ */
+static int map_resize(hsadb_store *st, size_t seen, int adopt) {
+    MDB_envinfo info;
+    size_t size;
+    int rc = 0;
+
+    if (hold_count(st) > 0)
+        return hsadb_fail(HSADB_ERR_BUSY,
+                          "store %s: the map must %s, but this thread holds a reader on it "
+                          "(end readers before writing)", st->dir,
+                          adopt ? "be remapped to another process's size" : "grow");
+    pthread_rwlock_wrlock(&st->map_lock);
+    if (st->broken) {
+        rc = hsadb_fail(HSADB_ERR_STORE, "store %s: map lost after a failed remap; reopen",
+                        st->dir);
+        goto done;
+    }
+    if (adopt) {
+        rc = mdb_env_set_mapsize(st->env, 0);
+    } else {
+        mdb_env_info(st->env, &info);
+        if (info.me_mapsize > seen) goto done;          /* grown meanwhile: just retry */
+        if (info.me_mapsize >= STORE_MAPSIZE_MAX) {
+            rc = hsadb_fail(HSADB_ERR_STORE, "store %s: map full at %zu bytes (the limit)",
+                            st->dir, info.me_mapsize);
+            goto done;
+        }
+        size = info.me_mapsize * 2;
+        if (size > STORE_MAPSIZE_MAX) size = STORE_MAPSIZE_MAX;
+        rc = mdb_env_set_mapsize(st->env, size);
+    }
+    if (rc && rc != EINVAL) st->broken = 1;   /* EINVAL: refused before unmapping */
+    if (rc) rc = store_err(rc, "grow map");
+done:
+    pthread_rwlock_unlock(&st->map_lock);
+    return rc;
+}
+
+/*
+ * Begins a transaction (flags 0 or MDB_RDONLY); the caller holds the map lock shared.
+ * MDB_MAP_RESIZED (another process grew the file beyond our map) is handled by adopting
+ * its size, which drops and retakes the shared lock; MDB_READERS_FULL by clearing the
+ * slots of dead processes once. Returns an LMDB or HSADB code.
+ */
+static int txn_begin(hsadb_store *st, unsigned flags, MDB_txn **txn) {
+    int rc, tries, dead;
+    for (tries = 0;; tries++) {
+        if (st->broken)
+            return hsadb_fail(HSADB_ERR_STORE, "store %s: map lost after a failed remap; reopen",
+                              st->dir);
+        rc = mdb_txn_begin(st->env, NULL, flags, txn);
+        if (rc == MDB_MAP_RESIZED && tries < 64) {
+            map_leave(st);
+            rc = map_resize(st, 0, 1);
+            map_enter(st);
+            if (rc) return rc;
+            continue;
+        }
+        if (rc == MDB_READERS_FULL && tries == 0) {
+            dead = 0;
+            mdb_reader_check(st->env, &dead);
+            continue;
+        }
+        return rc;
+    }
+}
+
+/* A short read transaction: takes the map lock shared; read_end() releases both. */
+static int read_begin(hsadb_store *st, MDB_txn **txn) {
+    int rc;
+    map_enter(st);
+    rc = txn_begin(st, MDB_RDONLY, txn);
+    if (rc) map_leave(st);
+    return rc;
+}
+
+static void read_end(hsadb_store *st, MDB_txn *txn) {
+    mdb_txn_abort(txn);
+    map_leave(st);
+}
+
+/*
+ * Tells a full disk from other short writes. LMDB 0.9.24 reports a short write(2) of dirty
+ * pages as EIO ("short write, filesystem full?"); if the filesystem of the store has less
+ * room than the transaction needed, report ENOSPC.
+ */
+static int eio_or_enospc(const hsadb_store *st, size_t bytes) {
+    struct statvfs vfs;
+    uint64_t avail;
+    if (statvfs(st->dir, &vfs) != 0) return EIO;
+    avail = (uint64_t)(geteuid() == 0 ? vfs.f_bfree : vfs.f_bavail) * vfs.f_frsize;
+    return avail < 2 * (uint64_t)bytes + ((uint64_t)1 << 20) ? ENOSPC : EIO;
+}
+
+typedef int (*write_fn)(hsadb_store *st, MDB_txn *txn, void *ctx);
+
+/*
+ * Runs fn in one write transaction and commits it. After MDB_MAP_FULL (from a put inside fn
+ * or from the commit itself) the transaction is aborted, the map doubled and fn run again
+ * from scratch, so fn must derive everything from ctx and the txn. On any other error the
+ * transaction is aborted and nothing is written. `what` names the operation in error
+ * details; `bytes` estimates what the transaction writes (see eio_or_enospc()).
+ */
+static int store_write(hsadb_store *st, write_fn fn, void *ctx, const char *what,
+                       size_t bytes) {
+    MDB_envinfo info;
+    MDB_txn *txn;
+    int rc;
+
+    if (st->flags & HSADB_STORE_RDONLY)
+        return hsadb_fail(HSADB_ERR_READONLY, "%s: store %s is open read-only", what, st->dir);
+    for (;;) {
+        map_enter(st);
+        rc = txn_begin(st, 0, &txn);
+        if (rc) {
+            map_leave(st);
+            return store_err(rc, what);
+        }
+        rc = fn(st, txn, ctx);
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);              /* on failure LMDB aborts the txn */
+            if (rc == EIO) rc = eio_or_enospc(st, bytes);
+        } else {
+            mdb_txn_abort(txn);
+        }
+        info.me_mapsize = 0;
+        if (rc == MDB_MAP_FULL) mdb_env_info(st->env, &info);
+        map_leave(st);
+        if (rc != MDB_MAP_FULL) return store_err(rc, what);
+        if ((rc = map_resize(st, info.me_mapsize, 0))) return rc;
+    }
+}
+
+/* ---- open / close ---------------------------------------------------------------------- */
+
+/*
+ * Initial map size: HSADB_STORE_MAPSIZE (bytes) if set, else max(1 GiB, 2 x data.mdb).
+ * LMDB itself raises a too small size to what the file already holds.
+ */
+static int initial_mapsize(const char *dir, size_t *out) {
+    const char *e = getenv("HSADB_STORE_MAPSIZE");
+    char path[PATH_MAX];
+    struct stat sb;
+    size_t size = STORE_MAPSIZE_MIN;
+    long page = sysconf(_SC_PAGESIZE);
+
+    if (page <= 0) page = 4096;
+    if (e && *e) {
+        char *end = NULL;
+        unsigned long long v;
+        errno = 0;
+        v = strtoull(e, &end, 0);
+        if (errno || !end || *end || v == 0 || v > STORE_MAPSIZE_MAX)
+            return hsadb_fail(HSADB_ERR_INVALID, "HSADB_STORE_MAPSIZE='%s' is not a byte count",
+                              e);
+        size = (size_t)v;
+    } else {
+        snprintf(path, sizeof path, "%s/data.mdb", dir);
+        if (stat(path, &sb) == 0 && (uint64_t)sb.st_size * 2 > size)
+            size = (size_t)sb.st_size * 2;
+    }
+    size = (size + (size_t)page - 1) / (size_t)page * (size_t)page;
+    *out = size;
+    return 0;
+}
+
+/*
+ * Opens the sub-databases and checks (or, in a new env, writes) the format key. Runs as a
+ * write_fn for a writable store, or in a read transaction for a read-only one (then
+ * nothing can be created: a missing sub-database means this is not an hsadb store).
+ */
+static int init_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
+    unsigned dbflags = (st->flags & HSADB_STORE_RDONLY) ? 0 : MDB_CREATE;
+    uint8_t b[4];
+    MDB_val k, v;
+    MDB_stat ms;
+    uint32_t ver;
+    int i, rc;
+
+    for (i = 0; i < DB_COUNT; i++) {
+        rc = mdb_dbi_open(txn, db_name[i], dbflags, &st->dbi[i]);
+        if (rc == MDB_NOTFOUND)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "%s is not an hsadb store: no sub-database '%s'",
+                              st->dir, db_name[i]);
+        if (rc) return store_err(rc, db_name[i]);
+    }
+    k = key_str(KEY_FORMAT);
+    rc = mdb_get(txn, st->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        if ((rc = mdb_stat(txn, st->dbi[DB_MEMORIES], &ms))) return rc;
+        if (ms.ms_entries > 0)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "%s: meta key 'format' missing in a store "
+                              "that holds %zu memories", st->dir, ms.ms_entries);
+        if (dbflags == 0)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "%s: store not initialised (open it writable "
+                              "once)", st->dir);
+        put_le32(b, HSADB_STORE_FORMAT);
+        v = (MDB_val){ 4, b };
+        if ((rc = mdb_put(txn, st->dbi[DB_META], &k, &v, 0))) return rc;
+        k = key_str(KEY_NEXT_ID);
+        put_le32(b, 1);
+        v = (MDB_val){ 4, b };
+        rc = mdb_put(txn, st->dbi[DB_META], &k, &v, MDB_NOOVERWRITE);
+        return rc == MDB_KEYEXIST ? 0 : rc;
+    }
+    if (rc) return rc;
+    if (v.mv_size != 4)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "%s: meta 'format' has %zu bytes, expected 4",
+                          st->dir, v.mv_size);
+    ver = get_le32(v.mv_data);
+    if (ver == 0)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "%s: meta 'format' is 0", st->dir);
+    if (ver > HSADB_STORE_FORMAT)
+        return hsadb_fail(HSADB_ERR_VERSION, "%s: store format %u is newer than this build "
+                          "supports (%u)", st->dir, ver, HSADB_STORE_FORMAT);
+    return 0;
+}
+
+/* Runs init_fn: in a write txn (writable store) or a committed read txn (read-only). */
+static int store_init(hsadb_store *st) {
+    MDB_txn *txn;
+    int rc;
+
+    if (!(st->flags & HSADB_STORE_RDONLY))
+        return store_write(st, init_fn, NULL, "initialise store", 4096);
+    map_enter(st);
+    rc = txn_begin(st, MDB_RDONLY, &txn);
+    if (rc == 0) {
+        rc = init_fn(st, txn, NULL);
+        if (rc == 0) rc = mdb_txn_commit(txn);   /* keeps the DBI handles */
+        else mdb_txn_abort(txn);
+    }
+    map_leave(st);
+    return store_err(rc, "open store");
+}
+
+static void reader_destroy(hsadb_store_reader *r) {
+    if (r->cur) mdb_cursor_close(r->cur);
+    if (r->txn) mdb_txn_abort(r->txn);
+    free(r);
+}
+
+/*
+ * Opens (HSADB_STORE_CREATE: creating the directory) the environment in `dir`: MDB_NOTLS
+ * (read transactions are not tied to threads), 16 named DBs, 1024 reader slots, no
+ * WRITEMAP; HSADB_STORE_NOSYNC adds MDB_NOSYNC. Clears reader slots of dead processes,
+ * then opens the sub-databases and checks the format version.
+ */
+int hsadb_store_open(const char *dir, unsigned flags, hsadb_store **out) {
+    hsadb_store *st = NULL;
+    struct stat sb;
+    size_t dlen, mapsize;
+    unsigned envflags;
+    const char *lk;
+    int rc, dead;
+
+    if (!out) return hsadb_fail(HSADB_ERR_INVALID, "store open: out is NULL");
+    *out = NULL;
+    if (!dir || !*dir) return hsadb_fail(HSADB_ERR_INVALID, "store open: no directory");
+    dlen = strlen(dir);
+    if (dlen > PATH_MAX - 32) return hsadb_fail(ENAMETOOLONG, "store open: path too long");
+    if ((flags & HSADB_STORE_CREATE) && !(flags & HSADB_STORE_RDONLY) &&
+        mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return hsadb_fail(errno, "mkdir %s: %s", dir, strerror(errno));
+    if (stat(dir, &sb) != 0) return hsadb_fail(errno, "%s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return hsadb_fail(ENOTDIR, "%s: not a directory", dir);
+    if ((rc = initial_mapsize(dir, &mapsize))) return rc;
+
+    st = calloc(1, sizeof *st + dlen + 1);
+    if (!st) return hsadb_fail(ENOMEM, "store open: out of memory");
+    memcpy(st->dir, dir, dlen + 1);
+    st->flags = flags;
+    st->lock_fd = -1;
+    pthread_rwlock_init(&st->map_lock, NULL);   /* default kind: recursive reads never block */
+    pthread_mutex_init(&st->mu, NULL);
+
+    if ((rc = mdb_env_create(&st->env))) {
+        st->env = NULL;
+        goto fail;
+    }
+    if ((rc = mdb_env_set_maxdbs(st->env, STORE_MAXDBS)) ||
+        (rc = mdb_env_set_maxreaders(st->env, STORE_MAXREADERS)) ||
+        (rc = mdb_env_set_mapsize(st->env, mapsize)))
+        goto fail;
+    envflags = MDB_NOTLS;
+    if (flags & HSADB_STORE_NOSYNC) envflags |= MDB_NOSYNC;
+    if (flags & HSADB_STORE_RDONLY) envflags |= MDB_RDONLY;
+    if ((rc = mdb_env_open(st->env, dir, envflags, 0644))) goto fail;
+    mdb_reader_check(st->env, &dead);
+    if ((rc = store_init(st))) goto fail;
+
+    /* Cross-process appender locks: OFD byte locks on data.mdb (LMDB's own fd, so no fd of
+     * ours can drop LMDB's POSIX locks). HSADB_STORE_APPEND_LOCK=0 turns them off (tests of
+     * the commit-time check use that). */
+    lk = getenv("HSADB_STORE_APPEND_LOCK");
+    if (!(flags & HSADB_STORE_RDONLY) && !(lk && strcmp(lk, "0") == 0) &&
+        mdb_env_get_fd(st->env, &st->lock_fd) != 0)
+        st->lock_fd = -1;
+    *out = st;
+    return 0;
+
+fail:
+    rc = store_err(rc, dir);   /* e.g. "<dir>: MDB_INVALID: File is not an LMDB file" */
+    if (st->env) mdb_env_close(st->env);
+    pthread_rwlock_destroy(&st->map_lock);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+    return rc;
+}
+
+/* Closes the environment. Readers and writers must have ended. NULL is a no-op. */
+void hsadb_store_close(hsadb_store *st) {
+    size_t i;
+    if (!st) return;
+    for (i = 0; i < st->n_pool; i++) reader_destroy(st->pool[i]);
+    if (st->env) mdb_env_close(st->env);     /* also closes lock_fd: it is LMDB's */
+    pthread_rwlock_destroy(&st->map_lock);
+    pthread_mutex_destroy(&st->mu);
+    free(st->busy);
+    free(st);
+}
+
+/* Flushes data and meta pages (what HSADB_STORE_NOSYNC commits leave in the page cache). */
+int hsadb_store_sync(hsadb_store *st) {
+    if (!st) return hsadb_fail(HSADB_ERR_INVALID, "store sync: NULL store");
+    if (st->flags & HSADB_STORE_RDONLY) return 0;
+    return store_err(mdb_env_sync(st->env, 1), "sync");
+}
+
+/* ---- per-memory appender lock ---------------------------------------------------------- */
+
+/*
+ * Takes the appender lock on memory `id`: in this process a set of held ids, across
+ * processes an OFD write lock on byte STORE_LOCK_BASE + id of data.mdb (released by the
+ * kernel if the process dies). HSADB_ERR_BUSY if either is held. The commit-time check of
+ * the memory record (commit_fn) remains the backstop where OFD locks are unavailable.
+ */
+static int memory_lock(hsadb_store *st, uint32_t id, const char *name) {
+    struct flock fl;
+    uint32_t *nb;
+    size_t i, cap;
+    int rc = 0;
+
+    pthread_mutex_lock(&st->mu);
+    for (i = 0; i < st->n_busy; i++)
+        if (st->busy[i] == id) {
+            rc = hsadb_fail(HSADB_ERR_BUSY, "memory '%s' is being appended to (or deleted) "
+                            "in this process", name);
+            goto done;
+        }
+    if (st->n_busy == st->cap_busy) {
+        cap = st->cap_busy ? 2 * st->cap_busy : 8;
+        nb = realloc(st->busy, cap * sizeof *nb);
+        if (!nb) {
+            rc = hsadb_fail(ENOMEM, "memory lock: out of memory");
+            goto done;
+        }
+        st->busy = nb;
+        st->cap_busy = cap;
+    }
+    if (st->lock_fd >= 0) {
+        memset(&fl, 0, sizeof fl);
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = STORE_LOCK_BASE + (off_t)id;
+        fl.l_len = 1;
+        if (fcntl(st->lock_fd, F_OFD_SETLK, &fl) != 0) {
+            if (errno == EAGAIN || errno == EACCES) {
+                rc = hsadb_fail(HSADB_ERR_BUSY, "memory '%s' is being appended to (or deleted) "
+                                "by another process", name);
+                goto done;
+            }
+            if (errno != EINVAL) {
+                rc = hsadb_fail(errno, "memory '%s': lock: %s", name, strerror(errno));
+                goto done;
+            }
+            /* EINVAL: no OFD locks on this system; rely on the commit-time check */
+        }
+    }
+    st->busy[st->n_busy++] = id;
+done:
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static void memory_unlock(hsadb_store *st, uint32_t id) {
+    struct flock fl;
+    size_t i;
+
+    pthread_mutex_lock(&st->mu);
+    for (i = 0; i < st->n_busy; i++)
+        if (st->busy[i] == id) {
+            st->busy[i] = st->busy[--st->n_busy];
+            break;
+        }
+    if (st->lock_fd >= 0) {
+        memset(&fl, 0, sizeof fl);
+        fl.l_type = F_UNLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = STORE_LOCK_BASE + (off_t)id;
+        fl.l_len = 1;
+        fcntl(st->lock_fd, F_OFD_SETLK, &fl);
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* ---- memories -------------------------------------------------------------------------- */
+
+/* Looks `name` up in "memories" within txn; HSADB_ERR_NOTFOUND if absent. */
+static int mem_lookup(hsadb_store *st, MDB_txn *txn, const char *name, size_t len,
+                      struct hsadb_memory_rec *rec, struct geom *g) {
+    MDB_val k = { len, (void *)name }, v;
+    int rc = mdb_get(txn, st->dbi[DB_MEMORIES], &k, &v);
+    if (rc == MDB_NOTFOUND) return hsadb_fail(HSADB_ERR_NOTFOUND, "no memory named '%s'", name);
+    if (rc) return store_err(rc, name);
+    return rec_load(&v, name, rec, g);
+}
+
+struct create_ctx {
+    const char *name;
+    size_t len;
+    struct hsadb_memory_rec rec;
+};
+
+/* Allocates the next memory id and inserts the record (MDB_NOOVERWRITE: EXISTS if taken). */
+static int create_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
+    struct create_ctx *c = ctx;
+    uint8_t b[4];
+    MDB_val k = key_str(KEY_NEXT_ID), v;
+    uint32_t id = 1;
+    int rc;
+
+    rc = mdb_get(txn, st->dbi[DB_META], &k, &v);
+    if (rc == 0) {
+        if (v.mv_size != 4)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "meta 'next_memory_id' has %zu bytes",
+                              v.mv_size);
+        id = get_le32(v.mv_data);
+    } else if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    if (id == 0) return hsadb_fail(HSADB_ERR_CORRUPT, "meta 'next_memory_id' is 0");
+    if (id == UINT32_MAX) return hsadb_fail(HSADB_ERR_STORE, "memory ids exhausted");
+    c->rec.id = id;
+    k = (MDB_val){ c->len, (void *)c->name };
+    v = (MDB_val){ sizeof c->rec, &c->rec };
+    rc = mdb_put(txn, st->dbi[DB_MEMORIES], &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST)
+        return hsadb_fail(HSADB_ERR_EXISTS, "memory '%s' already exists", c->name);
+    if (rc) return rc;
+    put_le32(b, id + 1);
+    k = key_str(KEY_NEXT_ID);
+    v = (MDB_val){ 4, b };
+    return mdb_put(txn, st->dbi[DB_META], &k, &v, 0);
+}
+
+/*
+ * Creates an empty memory. The caller fills kv_dtype, fingerprint and geometry; the store
+ * assigns id (never reused), zeroes the counters and sets created = updated = now, and
+ * writes the stored record back into *rec.
+ */
+int hsadb_store_memory_create(hsadb_store *st, const char *name, struct hsadb_memory_rec *rec) {
+    struct create_ctx c;
+    struct geom g;
+    int rc;
+
+    if (!st || !rec) return hsadb_fail(HSADB_ERR_INVALID, "memory create: NULL argument");
+    if ((rc = name_check(name, &c.len))) return rc;
+    if ((rc = rec_geom(rec, name, HSADB_ERR_INVALID, &g))) return rc;
+    c.name = name;
+    c.rec = *rec;
+    c.rec.id = 0;
+    c.rec.n_chunks = c.rec.n_bytes = c.rec.n_appends = 0;
+    c.rec.created = c.rec.updated = hsadb_now();
+    rc = store_write(st, create_fn, &c, "create memory", 4096);
+    if (rc == 0) *rec = c.rec;
+    return rc;
+}
+
+int hsadb_store_memory_get(hsadb_store *st, const char *name, struct hsadb_memory_rec *out) {
+    struct hsadb_memory_rec rec;
+    MDB_txn *txn;
+    size_t len;
+    int rc;
+
+    if (!st) return hsadb_fail(HSADB_ERR_INVALID, "memory get: NULL store");
+    if ((rc = name_check(name, &len))) return rc;
+    if ((rc = read_begin(st, &txn))) return store_err(rc, "memory get");
+    rc = mem_lookup(st, txn, name, len, &rec, NULL);
+    read_end(st, txn);
+    if (rc == 0 && out) *out = rec;
+    return rc;
+}
+
+struct del_ctx {
+    const char *name;
+    size_t len;
+    uint32_t id;
+    int db;      /* keyed database being emptied */
+    int done;    /* set when nothing is left to delete */
+    uint32_t *live;          /* sweep: ids of the memories that exist (sorted) */
+    size_t n_live, cap_live;
+};
+
+/* Deletes the memory record (first step of a delete), if it still is the same memory. */
+static int del_rec_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
+    struct del_ctx *c = ctx;
+    struct hsadb_memory_rec rec;
+    MDB_val k = { c->len, (void *)c->name };
+    int rc;
+
+    if ((rc = mem_lookup(st, txn, c->name, c->len, &rec, NULL))) return rc;
+    if (rec.id != c->id)
+        return hsadb_fail(HSADB_ERR_BUSY, "memory '%s' was replaced during the delete", c->name);
+    return mdb_del(txn, st->dbi[DB_MEMORIES], &k, NULL);
+}
+
+/*
+ * Deletes records whose key starts with memory id `id` through cursor cur, at most *budget
+ * of them (decremented). *emptied = 1 when none is left. Each step re-seeks the first key
+ * with the prefix, which keeps the loop independent of cursor-after-delete semantics.
+ */
+static int del_prefix(MDB_cursor *cur, uint32_t id, size_t *budget, int *emptied) {
+    uint8_t kb[4];
+    MDB_val k, v;
+    int rc;
+
+    *emptied = 0;
+    for (;;) {
+        k = key_mem(kb, id);            /* sorts before every key (id, ...) */
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc == MDB_NOTFOUND || (rc == 0 && (k.mv_size < 4 || get_be32(k.mv_data) != id))) {
+            *emptied = 1;
+            return 0;
+        }
+        if (rc) return rc;
+        if (*budget == 0) return 0;
+        if ((rc = mdb_cursor_del(cur, 0))) return rc;
+        --*budget;
+    }
+}
+
+/* Deletes up to STORE_DELETE_BATCH records of memory c->id from database c->db. */
+static int del_range_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
+    struct del_ctx *c = ctx;
+    size_t budget = STORE_DELETE_BATCH;
+    MDB_cursor *cur;
+    int rc;
+
+    c->done = 0;
+    if ((rc = mdb_cursor_open(txn, st->dbi[c->db], &cur))) return rc;
+    rc = del_prefix(cur, c->id, &budget, &c->done);
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Orphan sweep: deletes, up to STORE_DELETE_BATCH at a time, keyed records whose memory id
+ * has no memory record (left by a delete that crashed after its first transaction). The
+ * live ids are read in the same write transaction, so the view is exact. Skips from id to
+ * id with MDB_SET_RANGE: the cost is O(distinct ids) seeks plus the deletes.
+ */
+static int sweep_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
+    struct del_ctx *c = ctx;
+    size_t budget = STORE_DELETE_BATCH;
+    MDB_cursor *cur = NULL;
+    struct hsadb_memory_rec rec;
+    uint8_t kb[4];
+    uint32_t *nl, id;
+    uint64_t next;
+    MDB_val k, v;
+    int i, rc, emptied;
+
+    c->done = 0;
+    c->n_live = 0;
+    if ((rc = mdb_cursor_open(txn, st->dbi[DB_MEMORIES], &cur))) return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (v.mv_size != sizeof rec) {   /* unreadable memory record: do not sweep at all */
+            mdb_cursor_close(cur);
+            c->done = 1;
+            return 0;
+        }
+        memcpy(&rec, v.mv_data, sizeof rec);
+        if (c->n_live == c->cap_live) {
+            size_t cap = c->cap_live ? 2 * c->cap_live : 64;
+            if (!(nl = realloc(c->live, cap * sizeof *nl))) {
+                mdb_cursor_close(cur);
+                return hsadb_fail(ENOMEM, "sweep: out of memory");
+            }
+            c->live = nl;
+            c->cap_live = cap;
+        }
+        c->live[c->n_live++] = rec.id;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) return rc;
+    if (c->n_live) qsort(c->live, c->n_live, sizeof *c->live, cmp_u32);
+
+    for (i = 0; i < N_KEYED; i++) {
+        if ((rc = mdb_cursor_open(txn, st->dbi[keyed_dbs[i]], &cur))) return rc;
+        for (next = 0; next <= UINT32_MAX; next = (uint64_t)id + 1) {
+            k = key_mem(kb, (uint32_t)next);
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+            if (rc == MDB_NOTFOUND || (rc == 0 && k.mv_size < 4)) {
+                rc = 0;
+                break;
+            }
+            if (rc) break;
+            id = get_be32(k.mv_data);
+            if (c->n_live && bsearch(&id, c->live, c->n_live, sizeof id, cmp_u32)) continue;
+            if ((rc = del_prefix(cur, id, &budget, &emptied)) || !emptied) break;
+        }
+        mdb_cursor_close(cur);
+        if (rc || budget == 0) return rc;    /* not done: the caller runs another batch */
+    }
+    c->done = 1;
+    return 0;
+}
+
+/*
+ * Deletes a memory: takes its appender lock (BUSY if an append is running), deletes the
+ * memory record in one transaction, then its keyed records in transactions of at most
+ * STORE_DELETE_BATCH deletes. A crash in between leaves records no memory refers to (ids
+ * are never reused); every delete ends with an orphan sweep that removes such records.
+ */
+int hsadb_store_memory_delete(hsadb_store *st, const char *name) {
+    struct hsadb_memory_rec rec;
+    struct del_ctx c;
+    char what[HSADB_NAME_MAX + 32];
+    int i, rc;
+
+    if (!st) return hsadb_fail(HSADB_ERR_INVALID, "memory delete: NULL store");
+    memset(&c, 0, sizeof c);
+    if ((rc = name_check(name, &c.len))) return rc;
+    if (st->flags & HSADB_STORE_RDONLY)
+        return hsadb_fail(HSADB_ERR_READONLY, "delete memory '%s': store is read-only", name);
+    if ((rc = hsadb_store_memory_get(st, name, &rec))) return rc;
+    if ((rc = memory_lock(st, rec.id, name))) return rc;
+    c.name = name;
+    c.id = rec.id;
+    snprintf(what, sizeof what, "delete memory '%s'", name);
+    rc = store_write(st, del_rec_fn, &c, what, 4096);
+    for (i = 0; rc == 0 && i < N_KEYED; i++) {
+        c.db = keyed_dbs[i];
+        do {
+            rc = store_write(st, del_range_fn, &c, what, 4096);
+        } while (rc == 0 && !c.done);
+    }
+    memory_unlock(st, rec.id);
+    while (rc == 0) {
+        rc = store_write(st, sweep_fn, &c, what, 4096);
+        if (c.done) break;
+    }
+    free(c.live);
+    return rc;
+}
+
+struct mem_entry {
+    char name[HSADB_NAME_MAX + 1];
+    struct hsadb_memory_rec rec;
+};
+
+/*
+ * Calls fn for each memory in name order. The records are copied out of one read
+ * transaction first, so fn runs with no transaction open and may call any store function.
+ */
+int hsadb_store_memory_foreach(hsadb_store *st,
+                               int (*fn)(void *ctx, const char *name,
+                                         const struct hsadb_memory_rec *rec),
+                               void *ctx) {
+    struct mem_entry *arr = NULL, *na;
+    size_t n = 0, cap = 0, i;
+    MDB_cursor *cur = NULL;
+    MDB_txn *txn;
+    MDB_val k, v;
+    int rc;
+
+    if (!st || !fn) return hsadb_fail(HSADB_ERR_INVALID, "memory foreach: NULL argument");
+    if ((rc = read_begin(st, &txn))) return store_err(rc, "list memories");
+    if ((rc = mdb_cursor_open(txn, st->dbi[DB_MEMORIES], &cur))) goto fail;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            if (!(na = realloc(arr, cap * sizeof *arr))) {
+                rc = hsadb_fail(ENOMEM, "list memories: out of memory");
+                goto fail;
+            }
+            arr = na;
+        }
+        if (k.mv_size == 0 || k.mv_size > HSADB_NAME_MAX) {
+            rc = hsadb_fail(HSADB_ERR_CORRUPT, "memories: key of %zu bytes", k.mv_size);
+            goto fail;
+        }
+        memcpy(arr[n].name, k.mv_data, k.mv_size);
+        arr[n].name[k.mv_size] = 0;
+        if ((rc = rec_load(&v, arr[n].name, &arr[n].rec, NULL))) goto fail;
+        n++;
+    }
+    if (rc == MDB_NOTFOUND) rc = 0;
+fail:
+    if (cur) mdb_cursor_close(cur);
+    read_end(st, txn);
+    rc = store_err(rc, "list memories");
+    for (i = 0; rc == 0 && i < n; i++) rc = fn(ctx, arr[i].name, &arr[i].rec);
+    free(arr);
+    return rc;
+}
+
+/*
+ * Bytes of a memory's values: its record, n_chunks x (landmark + K/V + chunk record),
+ * n_appends append records and the tail. Computed from the record (O(1)), which equals the
+ * sum of the stored value sizes for a consistent memory; LMDB page overhead is not counted.
+ */
+int hsadb_store_memory_bytes(hsadb_store *st, const char *name, uint64_t *out) {
+    struct hsadb_memory_rec rec;
+    struct geom g;
+    uint8_t kb[4];
+    MDB_txn *txn;
+    MDB_val k, v;
+    size_t len;
+    uint64_t tail = 0;
+    int rc;
+
+    if (!st || !out) return hsadb_fail(HSADB_ERR_INVALID, "memory bytes: NULL argument");
+    if ((rc = name_check(name, &len))) return rc;
+    if ((rc = read_begin(st, &txn))) return store_err(rc, "memory bytes");
+    rc = mem_lookup(st, txn, name, len, &rec, &g);
+    if (rc == 0) {
+        k = key_mem(kb, rec.id);
+        rc = mdb_get(txn, st->dbi[DB_TAILS], &k, &v);
+        if (rc == 0) tail = v.mv_size;
+        else if (rc == MDB_NOTFOUND) rc = 0;
+    }
+    read_end(st, txn);
+    if (rc) return store_err(rc, name);
+    *out = sizeof rec + rec.n_chunks * (uint64_t)(g.lm + g.kv + g.chunk) +
+           rec.n_appends * (uint64_t)sizeof(struct hsadb_append_rec) + tail;
+    return 0;
+}
+
+/* ---- readers --------------------------------------------------------------------------- */
+
+/*
+ * Begins a consistent view of memory `name`: one read transaction (reused from a small
+ * pool of reset transactions when possible) with the map lock held shared until
+ * hsadb_store_reader_end(), which must be called by the same thread. *rec (may be NULL)
+ * receives the memory record as of this view.
+ */
+int hsadb_store_reader_begin(hsadb_store *st, const char *name, hsadb_store_reader **out,
+                             struct hsadb_memory_rec *rec) {
+    hsadb_store_reader *r = NULL;
+    size_t len;
+    int rc;
+
+    if (!out) return hsadb_fail(HSADB_ERR_INVALID, "reader begin: out is NULL");
+    *out = NULL;
+    if (!st) return hsadb_fail(HSADB_ERR_INVALID, "reader begin: NULL store");
+    if ((rc = name_check(name, &len))) return rc;
+
+    pthread_mutex_lock(&st->mu);
+    if (st->n_pool) r = st->pool[--st->n_pool];
+    pthread_mutex_unlock(&st->mu);
+    if (!r && !(r = calloc(1, sizeof *r))) return hsadb_fail(ENOMEM, "reader: out of memory");
+    r->st = st;
+
+    map_enter(st);
+    if (r->txn && (st->broken || mdb_txn_renew(r->txn) != 0)) {
+        if (r->cur) mdb_cursor_close(r->cur);     /* renew failed: start afresh */
+        mdb_txn_abort(r->txn);
+        r->cur = NULL;
+        r->txn = NULL;
+    }
+    if (!r->txn && (rc = txn_begin(st, MDB_RDONLY, &r->txn))) {
+        r->txn = NULL;
+        map_leave(st);
+        reader_destroy(r);
+        return store_err(rc, "reader begin");
+    }
+    r->cur_stale = r->cur != NULL;
+    memcpy(r->name, name, len + 1);
+    if ((rc = mem_lookup(st, r->txn, name, len, &r->rec, &r->g))) {
+        hsadb_store_reader_end(r);
+        return rc;
+    }
+    if (rec) *rec = r->rec;
+    *out = r;
+    return 0;
+}
+
+/* Ends the view; the reset transaction goes back to the pool. NULL is a no-op. */
+void hsadb_store_reader_end(hsadb_store_reader *r) {
+    hsadb_store *st;
+    if (!r) return;
+    st = r->st;
+    mdb_txn_reset(r->txn);
+    map_leave(st);
+    pthread_mutex_lock(&st->mu);
+    if (st->n_pool < STORE_READER_POOL) {
+        st->pool[st->n_pool++] = r;
+        r = NULL;
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (r) reader_destroy(r);
+}
+
+static int chunk_range(const hsadb_store_reader *r, uint64_t chunk, const char *what) {
+    if (chunk >= r->rec.n_chunks)
+        return hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s': %s of chunk %llu: the memory has "
+                          "%llu chunks", r->name, what, (unsigned long long)chunk,
+                          (unsigned long long)r->rec.n_chunks);
+    return 0;
+}
+
+/* Gets the value of key(id, chunk) in db and checks its size. */
+static int reader_get(hsadb_store_reader *r, int db, uint64_t n, size_t want, MDB_val *v) {
+    uint8_t kb[12];
+    MDB_val k = key_rec(kb, r->rec.id, n);
+    int rc = mdb_get(r->txn, r->st->dbi[db], &k, v);
+    if (rc == MDB_NOTFOUND)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': %s record %llu missing", r->name,
+                          db_name[db], (unsigned long long)n);
+    if (rc) return store_err(rc, db_name[db]);
+    if (v->mv_size != want)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': %s record %llu has %zu bytes, "
+                          "expected %zu", r->name, db_name[db], (unsigned long long)n,
+                          v->mv_size, want);
+    return 0;
+}
+
+/*
+ * Copies the landmarks of chunks [first, first+n) into dst with one cursor walk (records
+ * of a memory are contiguous in key order). Values are memcpy'd: in-page values are not
+ * aligned.
+ */
+int hsadb_store_reader_landmarks(hsadb_store_reader *r, uint64_t first, uint64_t n, void *dst) {
+    uint8_t kb[12];
+    MDB_val k, v;
+    uint64_t i;
+    int rc;
+
+    if (!r || (n && !dst)) return hsadb_fail(HSADB_ERR_INVALID, "landmarks: NULL argument");
+    if (n == 0) return 0;
+    if (first > r->rec.n_chunks || n > r->rec.n_chunks - first)
+        return hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s': landmarks [%llu, +%llu) beyond its "
+                          "%llu chunks", r->name, (unsigned long long)first,
+                          (unsigned long long)n, (unsigned long long)r->rec.n_chunks);
+    if (!r->cur) {
+        if ((rc = mdb_cursor_open(r->txn, r->st->dbi[DB_LANDMARKS], &r->cur))) {
+            r->cur = NULL;
+            return store_err(rc, "landmarks");
+        }
+    } else if (r->cur_stale) {
+        if ((rc = mdb_cursor_renew(r->txn, r->cur))) return store_err(rc, "landmarks");
+    }
+    r->cur_stale = 0;
+    k = key_rec(kb, r->rec.id, first);
+    rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_KEY);
+    for (i = 0; i < n; i++) {
+        if (i) rc = mdb_cursor_get(r->cur, &k, &v, MDB_NEXT);
+        if (rc == 0 && (k.mv_size != 12 || get_be32(k.mv_data) != r->rec.id ||
+                        get_be64((const uint8_t *)k.mv_data + 4) != first + i))
+            rc = MDB_NOTFOUND;
+        if (rc == MDB_NOTFOUND)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': landmarks record %llu missing",
+                              r->name, (unsigned long long)(first + i));
+        if (rc) return store_err(rc, "landmarks");
+        if (v.mv_size != r->g.lm)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': landmarks record %llu has %zu "
+                              "bytes, expected %zu", r->name, (unsigned long long)(first + i),
+                              v.mv_size, r->g.lm);
+        memcpy((uint8_t *)dst + i * r->g.lm, v.mv_data, r->g.lm);
+    }
+    return 0;
+}
+
+int hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **kv, size_t *len) {
+    MDB_val v;
+    int rc;
+    if (!r || !kv) return hsadb_fail(HSADB_ERR_INVALID, "kv: NULL argument");
+    if ((rc = chunk_range(r, chunk, "kv"))) return rc;
+    if ((rc = reader_get(r, DB_KV, chunk, r->g.kv, &v))) return rc;
+    *kv = v.mv_data;
+    if (len) *len = v.mv_size;
+    return 0;
+}
+
+int hsadb_store_reader_chunk(hsadb_store_reader *r, uint64_t chunk,
+                             struct hsadb_chunk_meta *meta, const uint8_t **bytes) {
+    MDB_val v;
+    int rc;
+    if (!r) return hsadb_fail(HSADB_ERR_INVALID, "chunk: NULL reader");
+    if ((rc = chunk_range(r, chunk, "chunk"))) return rc;
+    if ((rc = reader_get(r, DB_CHUNKS, chunk, r->g.chunk, &v))) return rc;
+    if (meta) memcpy(meta, v.mv_data, sizeof *meta);
+    if (bytes) *bytes = (const uint8_t *)v.mv_data + sizeof(struct hsadb_chunk_meta);
+    return 0;
+}
+
+int hsadb_store_reader_tail(hsadb_store_reader *r, const void **p, size_t *len) {
+    uint8_t kb[4];
+    MDB_val k, v;
+    int rc;
+    if (!r || !p || !len) return hsadb_fail(HSADB_ERR_INVALID, "tail: NULL argument");
+    k = key_mem(kb, r->rec.id);
+    rc = mdb_get(r->txn, r->st->dbi[DB_TAILS], &k, &v);
+    if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size == 0)) {
+        *p = NULL;
+        *len = 0;
+        return 0;
+    }
+    if (rc) return store_err(rc, "tail");
+    *p = v.mv_data;
+    *len = v.mv_size;
+    return 0;
+}
+
+int hsadb_store_reader_append(hsadb_store_reader *r, uint64_t append_id,
+                              struct hsadb_append_rec *out) {
+    MDB_val v;
+    int rc;
+    if (!r || !out) return hsadb_fail(HSADB_ERR_INVALID, "append: NULL argument");
+    if (append_id == 0 || append_id > r->rec.n_appends)
+        return hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s': no append %llu (it has %llu)",
+                          r->name, (unsigned long long)append_id,
+                          (unsigned long long)r->rec.n_appends);
+    if ((rc = reader_get(r, DB_APPENDS, append_id, sizeof *out, &v))) return rc;
+    memcpy(out, v.mv_data, sizeof *out);
+    return 0;
+}
+
+/* ---- writers --------------------------------------------------------------------------- */
+
+/*
+ * Begins an append on `name`: takes the appender lock (HSADB_ERR_BUSY if another writer in
+ * this process, or a live process, holds it), then reads the memory record as of now; the
+ * writer expects exactly that record at its first commit. append_id = n_appends + 1.
+ */
+int hsadb_store_writer_begin(hsadb_store *st, const char *name, int64_t now,
+                             hsadb_store_writer **out, struct hsadb_memory_rec *rec) {
+    struct hsadb_memory_rec r0, r1;
+    hsadb_store_writer *w;
+    struct geom g;
+    size_t len;
+    int i, rc, tries;
+
+    if (!out) return hsadb_fail(HSADB_ERR_INVALID, "writer begin: out is NULL");
+    *out = NULL;
+    if (!st) return hsadb_fail(HSADB_ERR_INVALID, "writer begin: NULL store");
+    if ((rc = name_check(name, &len))) return rc;
+    if (st->flags & HSADB_STORE_RDONLY)
+        return hsadb_fail(HSADB_ERR_READONLY, "append to '%s': store is read-only", name);
+    for (tries = 0;; tries++) {
+        if ((rc = hsadb_store_memory_get(st, name, &r0))) return rc;
+        if ((rc = memory_lock(st, r0.id, name))) return rc;
+        /* re-read under the lock: the record another appender may have committed */
+        rc = hsadb_store_memory_get(st, name, &r1);
+        if (rc == 0 && r1.id == r0.id) break;
+        memory_unlock(st, r0.id);
+        if (rc) return rc;
+        if (tries == 3) return hsadb_fail(HSADB_ERR_BUSY, "memory '%s' keeps being replaced", name);
+    }
+    if ((rc = rec_geom(&r1, name, HSADB_ERR_CORRUPT, &g))) goto fail;
+    if (!(w = calloc(1, sizeof *w))) {
+        rc = hsadb_fail(ENOMEM, "writer: out of memory");
+        goto fail;
+    }
+    w->st = st;
+    w->rec = r1;
+    w->g = g;
+    memcpy(w->name, name, len + 1);
+    w->name_len = len;
+    w->append_id = r1.n_appends + 1;
+    w->append_start = r1.n_bytes;
+    w->time_start = now;
+    w->stride = g.lm + g.kv + g.chunk;
+    for (i = 0; i < DB_COUNT; i++) w->append_ok[i] = 1;
+    if (rec) *rec = r1;
+    *out = w;
+    return 0;
+fail:
+    memory_unlock(st, r1.id);
+    return rc;
+}
+
+uint64_t hsadb_store_writer_append_id(const hsadb_store_writer *w) {
+    return w ? w->append_id : 0;
+}
+
+size_t hsadb_store_writer_staged(const hsadb_store_writer *w) {
+    return w ? w->n_staged : 0;
+}
+
+/*
+ * Stages the next chunk: copies landmark, K/V block, meta and S bytes into the batch
+ * buffer, which doubles when full and keeps its capacity across commits (no allocation per
+ * chunk in steady state). meta->byte_offset must be chunk * S.
+ */
+int hsadb_store_writer_put_chunk(hsadb_store_writer *w, const void *landmark, const void *kv,
+                                 const struct hsadb_chunk_meta *meta, const uint8_t *bytes) {
+    uint64_t chunk;
+    uint8_t *p;
+    size_t cap;
+
+    if (!w || !landmark || !kv || !meta || !bytes)
+        return hsadb_fail(HSADB_ERR_INVALID, "put chunk: NULL argument");
+    chunk = w->rec.n_chunks + w->n_staged;
+    if (meta->byte_offset != chunk * w->rec.chunk_size)
+        return hsadb_fail(HSADB_ERR_INVALID, "memory '%s': chunk %llu has byte_offset %llu, "
+                          "expected %llu", w->name, (unsigned long long)chunk,
+                          (unsigned long long)meta->byte_offset,
+                          (unsigned long long)(chunk * w->rec.chunk_size));
+    if (w->n_staged == w->cap) {
+        cap = w->cap ? 2 * w->cap : 16;
+        if (!(p = realloc(w->buf, cap * w->stride)))
+            return hsadb_fail(ENOMEM, "memory '%s': batch of %zu chunks: out of memory",
+                              w->name, cap);
+        w->buf = p;
+        w->cap = cap;
+    }
+    p = w->buf + w->n_staged * w->stride;
+    memcpy(p, landmark, w->g.lm);
+    p += w->g.lm;
+    memcpy(p, kv, w->g.kv);
+    p += w->g.kv;
+    memcpy(p, meta, sizeof *meta);
+    memcpy(p + sizeof *meta, bytes, w->rec.chunk_size);
+    w->n_staged++;
+    return 0;
+}
+
+/* mdb_put with MDB_APPEND while it works (keys ascend within a memory); once a larger key
+ * exists (a memory with a higher id), plain puts for the rest of this writer. */
+static int put_seq(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, int *append_ok) {
+    int rc;
+    if (*append_ok) {
+        rc = mdb_put(txn, dbi, k, v, MDB_APPEND);
+        if (rc != MDB_KEYEXIST) return rc;
+        *append_ok = 0;
+    }
+    return mdb_put(txn, dbi, k, v, 0);
+}
+
+struct commit_ctx {
+    hsadb_store_writer *w;
+    const void *tail;
+    size_t tail_len;
+    uint64_t n_bytes, append_bytes;
+    int final;
+    int64_t now;
+    struct hsadb_memory_rec rec;   /* out: the record as committed */
+};
+
+/*
+ * The commit transaction: checks the memory record is still what this writer last saw
+ * (another process's appender, or a delete, makes it differ), then writes the staged
+ * chunk records, the tail, the append record and the updated memory record.
+ */
+static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
+    struct commit_ctx *c = ctx;
+    hsadb_store_writer *w = c->w;
+    struct hsadb_memory_rec cur;
+    struct hsadb_append_rec a;
+    uint8_t kb[12], tb[4];
+    const uint8_t *p;
+    MDB_val k, v;
+    size_t i;
+    int rc;
+
+    rc = mem_lookup(st, txn, w->name, w->name_len, &cur, NULL);
+    if (rc == HSADB_ERR_NOTFOUND || (rc == 0 && cur.id != w->rec.id))
+        return hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s' was deleted during the append",
+                          w->name);
+    if (rc) return rc;
+    if (cur.n_chunks != w->rec.n_chunks || cur.n_bytes != w->rec.n_bytes ||
+        cur.n_appends != w->rec.n_appends)
+        return hsadb_fail(HSADB_ERR_BUSY, "memory %s was modified by another writer (it has "
+                          "%llu chunks, %llu appends; this writer expected %llu, %llu)",
+                          w->name, (unsigned long long)cur.n_chunks,
+                          (unsigned long long)cur.n_appends,
+                          (unsigned long long)w->rec.n_chunks,
+                          (unsigned long long)w->rec.n_appends);
+
+    for (i = 0, p = w->buf; i < w->n_staged; i++, p += w->stride) {
+        k = key_rec(kb, cur.id, cur.n_chunks + i);
+        v = (MDB_val){ w->g.lm, (void *)p };
+        if ((rc = put_seq(txn, st->dbi[DB_LANDMARKS], &k, &v, &w->append_ok[DB_LANDMARKS])))
+            return rc;
+        v = (MDB_val){ w->g.kv, (void *)(p + w->g.lm) };
+        if ((rc = put_seq(txn, st->dbi[DB_KV], &k, &v, &w->append_ok[DB_KV]))) return rc;
+        v = (MDB_val){ w->g.chunk, (void *)(p + w->g.lm + w->g.kv) };
+        if ((rc = put_seq(txn, st->dbi[DB_CHUNKS], &k, &v, &w->append_ok[DB_CHUNKS])))
+            return rc;
+    }
+
+    k = key_mem(tb, cur.id);
+    if (c->tail_len) {
+        v = (MDB_val){ c->tail_len, (void *)c->tail };
+        if ((rc = mdb_put(txn, st->dbi[DB_TAILS], &k, &v, 0))) return rc;
+    } else if ((rc = mdb_del(txn, st->dbi[DB_TAILS], &k, NULL)) && rc != MDB_NOTFOUND) {
+        return rc;
+    }
+
+    memset(&a, 0, sizeof a);
+    a.start_offset = w->append_start;
+    a.bytes = c->append_bytes;
+    a.chunks = w->append_chunks + w->n_staged;
+    a.time_start = w->time_start;
+    a.time_end = c->now;
+    a.state = c->final ? 1 : 0;
+    k = key_rec(kb, cur.id, w->append_id);   /* rewritten by each commit of the append */
+    v = (MDB_val){ sizeof a, &a };
+    if ((rc = mdb_put(txn, st->dbi[DB_APPENDS], &k, &v, 0))) return rc;
+
+    c->rec = cur;
+    c->rec.n_chunks = cur.n_chunks + w->n_staged;
+    c->rec.n_bytes = c->n_bytes;
+    c->rec.n_appends = w->append_id;
+    c->rec.updated = c->now;
+    k = (MDB_val){ w->name_len, w->name };
+    v = (MDB_val){ sizeof c->rec, &c->rec };
+    return mdb_put(txn, st->dbi[DB_MEMORIES], &k, &v, 0);
+}
+
+/*
+ * Commits the staged chunks, the tail, n_bytes and the append's progress in one write
+ * transaction (re-run after growing the map). Success or failure, the staged chunks are
+ * dropped afterwards (the buffer's capacity is kept); on failure nothing of the batch was
+ * written and the writer may go on from the last committed state.
+ */
+int hsadb_store_writer_commit(hsadb_store_writer *w, const void *tail, size_t tail_len,
+                              uint64_t n_bytes, uint64_t append_bytes, int final) {
+    struct commit_ctx c;
+    uint64_t new_chunks;
+    char what[HSADB_NAME_MAX + 32];
+    int rc;
+
+    if (!w) return hsadb_fail(HSADB_ERR_INVALID, "commit: NULL writer");
+    new_chunks = w->rec.n_chunks + w->n_staged;
+    if (tail_len && !tail)
+        rc = hsadb_fail(HSADB_ERR_INVALID, "memory '%s': commit: tail is NULL", w->name);
+    else if (tail_len > STORE_VALUE_MAX)
+        rc = hsadb_fail(HSADB_ERR_INVALID, "memory '%s': commit: tail of %zu bytes", w->name,
+                        tail_len);
+    else if (n_bytes < w->rec.n_bytes || n_bytes < new_chunks * w->rec.chunk_size)
+        rc = hsadb_fail(HSADB_ERR_INVALID, "memory '%s': commit: n_bytes %llu is below the "
+                        "committed %llu or the %llu chunks' %llu", w->name,
+                        (unsigned long long)n_bytes, (unsigned long long)w->rec.n_bytes,
+                        (unsigned long long)new_chunks,
+                        (unsigned long long)(new_chunks * w->rec.chunk_size));
+    else if (append_bytes > n_bytes - w->append_start)
+        rc = hsadb_fail(HSADB_ERR_INVALID, "memory '%s': commit: append of %llu bytes but only "
+                        "%llu bytes after its start", w->name,
+                        (unsigned long long)append_bytes,
+                        (unsigned long long)(n_bytes - w->append_start));
+    else {
+        c.w = w;
+        c.tail = tail;
+        c.tail_len = tail_len;
+        c.n_bytes = n_bytes;
+        c.append_bytes = append_bytes;
+        c.final = final;
+        c.now = hsadb_now();
+        snprintf(what, sizeof what, "commit to memory '%s'", w->name);
+        rc = store_write(w->st, commit_fn, &c, what, w->n_staged * w->stride + tail_len + 4096);
+        if (rc == 0) {
+            w->rec = c.rec;
+            w->append_chunks += w->n_staged;
+        }
+    }
+    w->n_staged = 0;
+    return rc;
+}
+
+/* Drops staged data, releases the appender lock and frees the writer. NULL is a no-op. */
+void hsadb_store_writer_end(hsadb_store_writer *w) {
+    if (!w) return;
+    memory_unlock(w->st, w->rec.id);
+    free(w->buf);
+    free(w);
+}
+
+/* ---- snapshots ------------------------------------------------------------------------- */
+
+/* Creates dest (mode 0755) if missing (*created = 1) or checks it is an empty directory. */
+static int dest_prepare(const char *dest, int *created) {
+    struct dirent *de;
+    DIR *d;
+    int rc = 0;
+
+    *created = 0;
+    if (mkdir(dest, 0755) == 0) {
+        *created = 1;
+        return 0;
+    }
+    if (errno != EEXIST) return hsadb_fail(errno, "snapshot: mkdir %s: %s", dest, strerror(errno));
+    if (!(d = opendir(dest))) return hsadb_fail(errno, "snapshot: %s: %s", dest, strerror(errno));
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            rc = hsadb_fail(HSADB_ERR_EXISTS, "snapshot: %s is not empty", dest);
+            break;
+        }
+    closedir(d);
+    return rc;
+}
+
+/* Removes what a failed snapshot left in dest (and dest itself if we created it). */
+static void dest_cleanup(const char *dest, int created) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/data.mdb", dest);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/lock.mdb", dest);
+    unlink(path);
+    if (created) rmdir(dest);
+}
+
+/* Compacting hot copy of the whole env (mdb_env_copy2 runs its own read transaction). */
+static int snapshot_env(hsadb_store *st, const char *dest) {
+    char path[PATH_MAX];
+    int rc, tries;
+
+    for (tries = 0;; tries++) {
+        map_enter(st);
+        rc = st->broken ? HSADB_ERR_STORE : mdb_env_copy2(st->env, dest, MDB_CP_COMPACT);
+        map_leave(st);
+        if (rc != MDB_MAP_RESIZED || tries == 16) break;
+        snprintf(path, sizeof path, "%s/data.mdb", dest);
+        unlink(path);
+        if ((rc = map_resize(st, 0, 1))) return rc;
+    }
+    if (rc == HSADB_ERR_STORE)
+        return hsadb_fail(rc, "store %s: map lost after a failed remap; reopen", st->dir);
+    return store_err(rc, "snapshot");
+}
+
+struct copy_ctx {
+    hsadb_store *src;
+    MDB_txn *stxn;          /* the source read txn: one view for the whole copy */
+    int db;
+    uint32_t id;
+    uint8_t start[12];      /* first key of the current batch (4 bytes: the id prefix) */
+    size_t start_len;
+    int done;
+};
+
+/*
+ * Copies the next batch of memory c->id's records of database c->db from the source view
+ * into the destination (keys ascend: MDB_APPEND). Re-runnable: starts again at c->start,
+ * which is advanced only when the batch has committed (the caller copies it from here).
+ */
+static int copy_fn(hsadb_store *dst, MDB_txn *txn, void *ctx) {
+    struct copy_ctx *c = ctx;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t n = 0, bytes = 0;
+    int ok = 1, rc;
+
+    c->done = 0;
+    if ((rc = mdb_cursor_open(c->stxn, c->src->dbi[c->db], &cur))) return rc;
+    k = (MDB_val){ c->start_len, c->start };
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 4 || get_be32(k.mv_data) != c->id) break;
+        if (k.mv_size > sizeof c->start) {
+            rc = hsadb_fail(HSADB_ERR_CORRUPT, "%s: key of %zu bytes", db_name[c->db], k.mv_size);
+            goto out;
+        }
+        if (n == STORE_COPY_BATCH || bytes >= STORE_COPY_BYTES) {
+            memcpy(c->start, k.mv_data, k.mv_size);   /* next batch starts here */
+            c->start_len = k.mv_size;
+            goto out;
+        }
+        if ((rc = put_seq(txn, dst->dbi[c->db], &k, &v, &ok))) goto out;
+        n++;
+        bytes += v.mv_size;
+    }
+    if (rc == 0 || rc == MDB_NOTFOUND) {
+        c->done = 1;
+        rc = 0;
+    }
+out:
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+struct head_ctx {
+    MDB_val format, next_id;  /* source meta values (point into the source map) */
+    MDB_val name, rec;        /* source memory key and record */
+};
+
+/* First destination txn: the meta keys and the memory record. */
+static int head_fn(hsadb_store *dst, MDB_txn *txn, void *ctx) {
+    struct head_ctx *h = ctx;
+    MDB_val k = key_str(KEY_FORMAT);
+    int rc;
+    if ((rc = mdb_put(txn, dst->dbi[DB_META], &k, &h->format, 0))) return rc;
+    k = key_str(KEY_NEXT_ID);
+    if (h->next_id.mv_size && (rc = mdb_put(txn, dst->dbi[DB_META], &k, &h->next_id, 0)))
+        return rc;
+    return mdb_put(txn, dst->dbi[DB_MEMORIES], &h->name, &h->rec, 0);
+}
+
+/*
+ * Snapshot of one memory: a new env in dest (opened as a store, NOSYNC, flushed once at
+ * the end) receives the meta keys, the memory record and all of its records, all read
+ * from ONE read transaction of the source, written in batches of bounded transactions.
+ * The source's map lock is held shared throughout (a writer needing to grow the source's
+ * map waits for the snapshot).
+ */
+static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const char *dest) {
+    struct hsadb_memory_rec rec;
+    struct head_ctx h;
+    struct copy_ctx c;
+    hsadb_store *dst = NULL;
+    MDB_txn *txn;
+    MDB_val k;
+    int i, rc;
+
+    if ((rc = read_begin(st, &txn))) return store_err(rc, "snapshot");
+    if ((rc = mem_lookup(st, txn, name, len, &rec, NULL))) goto done;
+    memset(&h, 0, sizeof h);
+    k = key_str(KEY_FORMAT);
+    if ((rc = mdb_get(txn, st->dbi[DB_META], &k, &h.format))) goto done;
+    k = key_str(KEY_NEXT_ID);
+    if ((rc = mdb_get(txn, st->dbi[DB_META], &k, &h.next_id)) && rc != MDB_NOTFOUND) goto done;
+    if (rc) h.next_id.mv_size = 0;
+    h.name = (MDB_val){ len, (void *)name };
+    h.rec = (MDB_val){ sizeof rec, &rec };
+
+    if ((rc = hsadb_store_open(dest, HSADB_STORE_NOSYNC, &dst))) goto done;
+    if ((rc = store_write(dst, head_fn, &h, "snapshot", 4096))) goto done;
+    memset(&c, 0, sizeof c);
+    c.src = st;
+    c.stxn = txn;
+    c.id = rec.id;
+    for (i = 0; i < N_KEYED; i++) {
+        c.db = keyed_dbs[i];
+        key_mem(c.start, rec.id);
+        c.start_len = 4;
+        do {
+            rc = store_write(dst, copy_fn, &c, "snapshot", STORE_COPY_BYTES);
+        } while (rc == 0 && !c.done);
+        if (rc) goto done;
+    }
+    rc = hsadb_store_sync(dst);
+done:
+    hsadb_store_close(dst);
+    read_end(st, txn);
+    return store_err(rc, "snapshot");
+}
+
+/*
+ * Snapshot of the whole env (memory == NULL: compacting mdb_env_copy2) or of one memory,
+ * into dest_dir (created if missing; must be empty, else HSADB_ERR_EXISTS). On failure what
+ * was written is removed again.
+ */
+int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir) {
+    size_t len = 0;
+    int created, rc;
+
+    if (!st || !dest_dir || !*dest_dir)
+        return hsadb_fail(HSADB_ERR_INVALID, "snapshot: NULL argument");
+    if (memory && (rc = name_check(memory, &len))) return rc;
+    if (strlen(dest_dir) > PATH_MAX - 32)
+        return hsadb_fail(ENAMETOOLONG, "snapshot: path too long");
+    if ((rc = dest_prepare(dest_dir, &created))) return rc;
+    rc = memory ? snapshot_memory(st, memory, len, dest_dir) : snapshot_env(st, dest_dir);
+    if (rc) {
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s", hsadb_last_error());
+        dest_cleanup(dest_dir, created);
+        hsadb_set_error("%s", detail);
+    }
+    return rc;
+}
