@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""GPU kernel benchmarks, each side by side with what a user would use instead, in one run.
+
+  python3 bench/bench_gpu.py --lib build-gpu/libhsadb_cuda.so [--out results.json]
+
+Runs on the GPU machine (PyTorch there). Timing: CUDA events around each call, after warm-up,
+median of the repeats. Inputs are random (never zeros).
+
+  1. landmark scoring + top-8, one query over 262,144 chunks (16M tokens), dr=256, bf16:
+     hsadb_cuda_topk1  vs  torch (L @ q).topk(8)
+  2. the same for a batch of queries: torch mm + torch topk vs torch mm + hsadb_cuda_topk_rows
+  3. HSA attention forward, B=1, H=16, Hm=1, dh=64, S=64, K=8, T query tokens over a T-token
+     memory: hsadb_cuda_hsa_fwd vs a torch gather implementation vs torch SDPA full causal
+     attention (FlashAttention backend) over the same T tokens.
+"""
+import argparse
+import ctypes
+import json
+import math
+
+import torch
+
+
+def bench(fn, warmup=10, reps=50):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def ptr(t):
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", default="build-gpu/libhsadb_cuda.so")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--lengths", default="16384,65536")
+    args = ap.parse_args()
+    lib = ctypes.CDLL(args.lib)
+    lib.hsadb_cuda_topk1_workspace.restype = ctypes.c_size_t
+    dev = torch.device("cuda")
+    rows, results = [], {}
+    props = torch.cuda.get_device_properties(0)
+    print("# %s, %d SMs, torch %s" % (props.name, props.multi_processor_count, torch.__version__))
+
+    # ceilings: device-to-device copy bandwidth
+    x = torch.randn(1 << 28, device=dev)
+    y = torch.empty_like(x)
+    ms = bench(lambda: y.copy_(x), 3, 10)
+    copy_bw = 2 * x.numel() * 4 / ms / 1e9
+    print("# copy ceiling: %.2f TB/s (read + write)" % copy_bw)
+    del x, y
+
+    # 1. topk1
+    C, dr, K = 262144, 256, 8
+    L = torch.randn(C, dr, device=dev).to(torch.bfloat16)
+    q = torch.randn(dr, device=dev)
+    qb = q.to(torch.bfloat16)
+    idx = torch.empty(K, dtype=torch.int32, device=dev)
+    sc = torch.empty(K, dtype=torch.float32, device=dev)
+    ws = torch.zeros(lib.hsadb_cuda_topk1_workspace(K) // 4 + 1, dtype=torch.int32, device=dev)
+    scale = 1.0 / math.sqrt(dr)
+
+    def ours():
+        rc = lib.hsadb_cuda_topk1(ptr(q), ptr(L), ctypes.c_int64(C), dr, dr, ctypes.c_float(scale), K, ptr(idx), ptr(sc),
+                                  ptr(ws), None)
+        assert rc == 0, rc
+
+    def theirs():
+        return (L @ qb).float().mul_(scale).topk(K)
+
+    ours()
+    torch.cuda.synchronize()
+    ref = (L.float() @ q * scale).topk(K)
+    agree = set(idx.tolist()) == set(ref.indices.tolist())
+    t_ours, t_torch = bench(ours), bench(theirs)
+    nbytes = C * dr * 2
+    rows.append(("scoring+top-8, 1 query, 262,144 chunks x 256 (16M tokens)", t_torch, t_ours,
+                 "%.2f TB/s, same top-8: %s" % (nbytes / t_ours / 1e9, agree)))
+    results["topk1"] = dict(torch_ms=t_torch, ours_ms=t_ours, tb_s=nbytes / t_ours / 1e9, agree=agree)
+
+    # 2. batched queries: GEMM by torch, top-k by torch vs ours
+    for nq in (16, 128):
+        Q = torch.randn(nq, dr, device=dev).to(torch.bfloat16)
+        S_ = torch.empty(nq, C, device=dev)
+        bi = torch.empty(nq, K, dtype=torch.int32, device=dev)
+        bs = torch.empty(nq, K, device=dev)
+
+        def t_mm_topk():
+            return torch.matmul(Q, L.t()).float().topk(K, dim=1)
+
+        def o_mm_topk():
+            S_.copy_(torch.matmul(Q, L.t()))
+            rc = lib.hsadb_cuda_topk_rows(ptr(S_), nq, ctypes.c_int64(C), ctypes.c_int64(C), None, K, ptr(bi), ptr(bs), None)
+            assert rc == 0
+
+        o_mm_topk()
+        torch.cuda.synchronize()
+        ok = all(set(bi[i].tolist()) == set(torch.matmul(Q, L.t()).float()[i].topk(K).indices.tolist()) for i in range(2))
+        a, b = bench(t_mm_topk), bench(o_mm_topk)
+        rows.append(("scoring+top-8, %d queries (torch mm; top-k torch vs ours)" % nq, a, b, "same: %s" % ok))
+        results["topk_batch_%d" % nq] = dict(torch_ms=a, ours_ms=b)
+    del L
+
+    # 3. HSA attention
+    H, Hm, dh, S = 16, 1, 64, 64
+    for T in [int(x) for x in args.lengths.split(",")]:
+        Cm = T // S
+        qh = torch.randn(T, H, dh, device=dev).to(torch.bfloat16)
+        km = torch.randn(Cm, S, Hm, dh, device=dev).to(torch.bfloat16)
+        vm = torch.randn(Cm, S, Hm, dh, device=dev).to(torch.bfloat16)
+        # indices: top-8 of random scores among eligible chunks ((c+1)*S <= t)
+        s = torch.randn(T, Cm, device=dev)
+        t_ = torch.arange(T, device=dev)[:, None]
+        c_ = torch.arange(Cm, device=dev)[None, :]
+        s = s.masked_fill((c_ + 1) * S > t_, float("-inf"))
+        top = s.topk(K, dim=1)
+        ix = top.indices.to(torch.int32)
+        valid = torch.isfinite(top.values)
+        ix = torch.where(valid, ix, torch.full_like(ix, -1)).view(T, Hm, K).contiguous()
+        w = torch.softmax(top.values, dim=1).nan_to_num(0.0).view(T, Hm, K).contiguous()
+        out = torch.empty(T, H, dh, device=dev)
+
+        def ours_hsa():
+            rc = lib.hsadb_cuda_hsa_fwd(ptr(qh), ptr(km), ptr(vm), ptr(ix), ptr(w), T, H, Hm, dh, S, K, ptr(out), None)
+            assert rc == 0, rc
+
+        def torch_gather():
+            ixc = ix.clamp(min=0).long().view(T, K)
+            kk = km[:, :, 0][ixc]                       # [T, K, S, dh]
+            vv = vm[:, :, 0][ixc]
+            a = torch.einsum("thd,tksd->thks", qh.float(), kk.float()) / math.sqrt(dh)
+            p = torch.softmax(a, dim=-1)
+            o = torch.einsum("thks,tksd->thkd", p, vv.float())
+            return torch.einsum("thkd,tk->thd", o, w.view(T, K))
+
+        ours_hsa()
+        torch.cuda.synchronize()
+        ref = torch_gather()
+        rel = ((out - ref).norm() / ref.norm()).item()
+        qf = torch.randn(1, H, T, dh, device=dev, dtype=torch.bfloat16)
+        kf = torch.randn(1, H, T, dh, device=dev, dtype=torch.bfloat16)
+        vf = torch.randn(1, H, T, dh, device=dev, dtype=torch.bfloat16)
+
+        def sdpa():
+            return torch.nn.functional.scaled_dot_product_attention(qf, kf, vf, is_causal=True)
+
+        t_o, t_g, t_s = bench(ours_hsa), bench(torch_gather, 3, 10), bench(sdpa)
+        flops = 4.0 * T * H * K * S * dh
+        rows.append(("HSA fwd T=%d (torch gather / ours); SDPA causal %.3f ms" % (T, t_s), t_g, t_o,
+                     "%.1f TFLOP/s, rel err %.1e" % (flops / t_o / 1e9, rel)))
+        results["hsa_%d" % T] = dict(torch_gather_ms=t_g, ours_ms=t_o, sdpa_causal_ms=t_s, rel_err=rel)
+
+    print("\n| benchmark | torch ms | hsadb ms | speed-up | note |\n|---|---|---|---|---|")
+    for name, a, b, note in rows:
+        print("| %s | %.4f | %.4f | %.2fx | %s |" % (name, a, b, a / b, note))
+    results["copy_tb_s"] = copy_bw
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+/*
+ * kernels/hsa.cu — HSA attention forward (see kernels.h), v1: CUDA cores, any G = H/Hm.
+ *
+ * One CTA per (token t, memory head m), 4 warps; warp w serves query heads w, w+4, ... of the
+ * G heads that share memory head m. For each chosen chunk the CTA stages its K and V rows of
+ * head m in shared memory (K rows padded by one 4-byte word: lane j reads row j without bank
+ * conflicts), each warp computes the S scores (lane j: keys j, j+32, ...), a softmax over the
+ * chunk's own keys, and accumulates w_r * softmax . V into registers (lane: dims lane+32e).
+ * Chunks are mixed only by the retrieval weights (model-spec.md).
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+#define HSA_WARPS 4
+
+__device__ __forceinline__ float bf(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+
+template <int DH, int S>
+__global__ void __launch_bounds__(HSA_WARPS * 32)
+hsa_fwd_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kmem, const uint16_t *__restrict__ vmem,
+               const int32_t *__restrict__ idx, const float *__restrict__ w, int H, int Hm, int K, float *out) {
+    constexpr int KP = DH + 2;               /* padded K row (bf16 elements) */
+    constexpr int E = DH / 32;               /* output dims per lane */
+    constexpr int U = (S + 31) / 32;         /* keys per lane */
+    __shared__ uint16_t ks[S * KP];
+    __shared__ uint16_t vs[S * DH];
+    __shared__ float qs[HSA_WARPS][DH];
+    const int t = blockIdx.x, m = blockIdx.y, G = H / Hm;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const float scale = rsqrtf((float)DH);
+    const int32_t *ti = idx + ((size_t)t * Hm + m) * K;
+    const float *tw = w + ((size_t)t * Hm + m) * K;
+    for (int h0 = 0; h0 < G; h0 += HSA_WARPS) {      /* rounds of HSA_WARPS heads */
+        const int h = h0 + warp, head = m * G + h;
+        const bool active = h < G;
+        if (active)
+            for (int d = lane; d < DH; d += 32) qs[warp][d] = bf(q[((size_t)t * H + head) * DH + d]) * scale;
+        float acc[E];
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[e] = 0.f;
+        for (int r = 0; r < K; r++) {
+            const int c = ti[r];
+            const float wr = tw[r];
+            if (c < 0 || wr == 0.f) continue;     /* uniform across the CTA */
+            __syncthreads();                      /* previous chunk fully consumed */
+            /* stage K and V rows of head m: S rows of DH bf16, 4 bytes per thread per step */
+            for (int j = threadIdx.x; j < S * DH / 2; j += HSA_WARPS * 32) {
+                const int s = j / (DH / 2), d2 = j % (DH / 2);
+                const size_t src = (((size_t)c * S + s) * Hm + m) * DH + 2 * d2;
+                const uint32_t kk = *(const uint32_t *)(kmem + src), vv = *(const uint32_t *)(vmem + src);
+                *(uint32_t *)(ks + s * KP + 2 * d2) = kk;
+                *(uint32_t *)(vs + s * DH + 2 * d2) = vv;
+            }
+            __syncthreads();
+            if (!active) continue;
+            float sc[U], mx = -INFINITY;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int j = lane + 32 * u;
+                float a = -INFINITY;
+                if (j < S) {
+                    a = 0.f;
+                    const uint32_t *kr = (const uint32_t *)(ks + j * KP);
+#pragma unroll 8
+                    for (int d2 = 0; d2 < DH / 2; d2++) {
+                        uint32_t kk = kr[d2];
+                        a = fmaf(qs[warp][2 * d2], __uint_as_float(kk << 16), a);
+                        a = fmaf(qs[warp][2 * d2 + 1], __uint_as_float(kk & 0xffff0000u), a);
+                    }
+                }
+                sc[u] = a;
+                mx = fmaxf(mx, a);
+            }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            float sum = 0.f;
+#pragma unroll
+            for (int u = 0; u < U; u++) sum += (sc[u] = lane + 32 * u < S ? __expf(sc[u] - mx) : 0.f);
+#pragma unroll
+            for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            const float f = wr / sum;
+            float o_[E];
+#pragma unroll
+            for (int e = 0; e < E; e++) o_[e] = 0.f;
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                for (int jj = 0; jj < 32 && jj + 32 * u < S; jj++) {
+                    const float p = __shfl_sync(0xffffffffu, sc[u], jj);
+                    const uint16_t *vr = vs + (jj + 32 * u) * DH;
+#pragma unroll
+                    for (int e = 0; e < E; e++) o_[e] = fmaf(p, bf(vr[lane + 32 * e]), o_[e]);
+                }
+#pragma unroll
+            for (int e = 0; e < E; e++) acc[e] = fmaf(f, o_[e], acc[e]);
+        }
+        if (active)
+#pragma unroll
+            for (int e = 0; e < E; e++) out[((size_t)t * H + head) * DH + lane + 32 * e] = acc[e];
+        __syncthreads();
+    }
+}
+
+extern "C" int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem, const int32_t *idx,
+                                  const float *w, int T, int H, int Hm, int dh, int S, int K, float *out,
+                                  hsadb_stream_t stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (T < 0 || H % Hm || S != 64) return (int)cudaErrorInvalidValue;
+    if (T == 0) return 0;
+    dim3 grid((unsigned)T, (unsigned)Hm);
+    switch (dh) {
+    case 32: hsa_fwd_kernel<32, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, idx, w, H, Hm, K, out); break;
+    case 64: hsa_fwd_kernel<64, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, idx, w, H, Hm, K, out); break;
+    case 128: hsa_fwd_kernel<128, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, idx, w, H, Hm, K, out); break;
+    default: return (int)cudaErrorInvalidValue;
+    }
+    return (int)cudaGetLastError();
+}

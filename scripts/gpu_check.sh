@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The one command for the GPU machine: build the CUDA kernels (GPU-only: that machine has no
+# LMDB), run the agreement tests, run the benchmarks. Logs go to $OUT (or ./gpu-out).
+#   device run: bash scripts/gpu_check.sh
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PATH=/opt/torch/.venv/bin:$PATH
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+cmake -S . -B build-gpu -DHSADB_GPU_ONLY=ON -DCMAKE_BUILD_TYPE=Release -G Ninja > "$OUT/cmake.log" 2>&1 \
+  || { tail -20 "$OUT/cmake.log"; exit 1; }
+cmake --build build-gpu -j 16 > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+./build-gpu/test_gpu_kernels 2>&1 | tee "$OUT/test_gpu_kernels.log"
+rc=${PIPESTATUS[0]}
+PYTHONUNBUFFERED=1 python3 bench/bench_gpu.py --lib build-gpu/libhsadb_cuda.so --out "$OUT/bench_gpu.json" 2>&1 \
+  | tee "$OUT/bench_gpu.log"
+exit $rc

@@ -1,0 +1,211 @@
+/*
+ * tests/test_gpu_kernels.cu — GPU kernels against a float64 CPU reference.
+ *
+ * Fresh random inputs every run (seeded from the clock, printed), outputs poisoned with NaN
+ * before each launch, NaN never passes. Without a CUDA device it prints a skip line and
+ * exits 0.
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels.h"
+
+static int passed, failed;
+#define CHECK(c, ...) do { if (c) passed++, printf("ok   "); else failed++, printf("FAIL line %d: ", __LINE__); \
+    printf(__VA_ARGS__); printf("\n"); fflush(stdout); } while (0)
+#define CU(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("FAIL %s: %s\n", #x, cudaGetErrorString(e_)); \
+    failed++; return; } } while (0)
+
+static uint64_t rng_state;
+static double urand(void) {   /* xorshift64*, [0,1) */
+    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
+    return (double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+static double nrand(void) { double u = urand() + 1e-12, v = urand(); return sqrt(-2 * log(u)) * cos(6.283185307179586 * v); }
+static uint16_t to_bf16(float f) { uint32_t u; memcpy(&u, &f, 4); u += 0x7fff + ((u >> 16) & 1); return (uint16_t)(u >> 16); }
+static double from_bf16(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+
+static void test_topk1(int64_t C, int dr, int k, int64_t n_elig) {
+    const int ld = dr;
+    std::vector<uint16_t> L((size_t)C * ld);
+    std::vector<float> q(dr);
+    for (auto &x : L) x = to_bf16((float)nrand());
+    for (auto &x : q) x = (float)nrand();
+    const float scale = 1.f / sqrtf((float)dr);
+    uint16_t *dL; float *dq, *ds; int32_t *di; void *ws;
+    size_t wsb = hsadb_cuda_topk1_workspace(k);
+    CU(cudaMalloc(&dL, L.size() * 2)); CU(cudaMalloc(&dq, dr * 4)); CU(cudaMalloc(&ds, k * 4)); CU(cudaMalloc(&di, k * 4));
+    CU(cudaMalloc(&ws, wsb)); CU(cudaMemset(ws, 0, wsb));
+    CU(cudaMemcpy(dL, L.data(), L.size() * 2, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dq, q.data(), dr * 4, cudaMemcpyHostToDevice));
+    std::vector<float> gs(k);
+    std::vector<int32_t> gi(k);
+    bool ok = true;
+    double worst = 0;
+    for (int rep = 0; rep < 2; rep++) {          /* twice: the workspace counter must reset */
+        CU(cudaMemset(ds, 0xff, k * 4)); CU(cudaMemset(di, 0x7f, k * 4));   /* poison (NaN, junk) */
+        int rc = hsadb_cuda_topk1(dq, dL, n_elig, ld, dr, scale, k, di, ds, ws, 0);
+        CU((cudaError_t)rc);
+        CU(cudaDeviceSynchronize());
+        CU(cudaMemcpy(gs.data(), ds, k * 4, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(gi.data(), di, k * 4, cudaMemcpyDeviceToHost));
+        /* reference scores in float64 */
+        std::vector<std::pair<double, int64_t>> ref;
+        for (int64_t c = 0; c < n_elig; c++) {
+            double s = 0;
+            for (int d = 0; d < dr; d++) s += from_bf16(L[(size_t)c * ld + d]) * (double)q[d];
+            ref.push_back({s * scale, c});
+        }
+        std::sort(ref.begin(), ref.end(), [](auto &a, auto &b) { return a.first > b.first || (a.first == b.first && a.second > b.second); });
+        const int have = (int)std::min<int64_t>(k, n_elig);
+        for (int r = 0; r < k; r++) {
+            if (r >= have) { ok &= gi[r] == -1 && isinf(gs[r]) && gs[r] < 0; continue; }
+            if (gi[r] < 0 || gi[r] >= n_elig || isnan(gs[r])) { ok = false; continue; }
+            double s = 0;
+            for (int d = 0; d < dr; d++) s += from_bf16(L[(size_t)gi[r] * ld + d]) * (double)q[d];
+            s *= scale;
+            worst = std::max(worst, fabs(s - gs[r]));
+            /* the r-th pick must score like the r-th of the reference (order may differ only
+               between near-equal scores) */
+            if (fabs(s - ref[r].first) > 1e-4 * (1 + fabs(ref[r].first))) ok = false;
+            for (int r2 = 0; r2 < r; r2++) ok &= gi[r2] != gi[r];
+        }
+    }
+    CHECK(ok && worst < 1e-3, "topk1 C=%lld dr=%d k=%d n_elig=%lld: picks match float64 (max score err %.1e)",
+          (long long)C, dr, k, (long long)n_elig, worst);
+    cudaFree(dL), cudaFree(dq), cudaFree(ds), cudaFree(di), cudaFree(ws);
+}
+
+static void test_topk_rows(int rows, int64_t cols, int k) {
+    std::vector<float> sc((size_t)rows * cols);
+    std::vector<int64_t> ne(rows);
+    for (auto &x : sc) x = (float)nrand();
+    for (int r = 0; r < rows; r++) ne[r] = (int64_t)(urand() * (cols + 1));
+    float *dsc, *ds; int32_t *di; int64_t *dne;
+    CU(cudaMalloc(&dsc, sc.size() * 4)); CU(cudaMalloc(&ds, (size_t)rows * k * 4)); CU(cudaMalloc(&di, (size_t)rows * k * 4));
+    CU(cudaMalloc(&dne, rows * 8));
+    CU(cudaMemcpy(dsc, sc.data(), sc.size() * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dne, ne.data(), rows * 8, cudaMemcpyHostToDevice));
+    CU(cudaMemset(ds, 0xff, (size_t)rows * k * 4));
+    CU((cudaError_t)hsadb_cuda_topk_rows(dsc, rows, cols, cols, dne, k, di, ds, 0));
+    CU(cudaDeviceSynchronize());
+    std::vector<float> gs((size_t)rows * k);
+    std::vector<int32_t> gi((size_t)rows * k);
+    CU(cudaMemcpy(gs.data(), ds, gs.size() * 4, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(gi.data(), di, gi.size() * 4, cudaMemcpyDeviceToHost));
+    long bad = 0;
+    for (int r = 0; r < rows; r++) {
+        std::vector<std::pair<float, int>> ref;
+        for (int64_t c = 0; c < ne[r]; c++) ref.push_back({sc[(size_t)r * cols + c], (int)c});
+        std::sort(ref.begin(), ref.end(), [](auto &a, auto &b) { return a.first > b.first || (a.first == b.first && a.second > b.second); });
+        for (int j = 0; j < k; j++) {
+            int want = j < (int)ref.size() ? ref[j].second : -1;
+            if (gi[(size_t)r * k + j] != want) bad++;
+            if (want >= 0 && gs[(size_t)r * k + j] != ref[j].first) bad++;
+        }
+    }
+    CHECK(bad == 0, "topk_rows %d x %lld k=%d: identical to the sorted reference (%ld mismatches)", rows, (long long)cols, k, bad);
+    cudaFree(dsc), cudaFree(ds), cudaFree(di), cudaFree(dne);
+}
+
+static void test_hsa(int T, int H, int Hm, int dh, int C, int K) {
+    const int S = 64, G = H / Hm;
+    std::vector<uint16_t> q((size_t)T * H * dh), km((size_t)C * S * Hm * dh), vm(km.size());
+    std::vector<int32_t> idx((size_t)T * Hm * K);
+    std::vector<float> w(idx.size());
+    for (auto &x : q) x = to_bf16((float)nrand());
+    for (auto &x : km) x = to_bf16((float)nrand());
+    for (auto &x : vm) x = to_bf16((float)nrand());
+    for (int t = 0; t < T; t++)
+        for (int m = 0; m < Hm; m++) {
+            int valid = (int)(urand() * (K + 1));            /* some rows have empty slots */
+            double sum = 0;
+            for (int r = 0; r < K; r++) {
+                size_t o = ((size_t)t * Hm + m) * K + r;
+                idx[o] = r < valid ? (int32_t)(urand() * C) : -1;
+                w[o] = r < valid ? (float)(urand() + 0.05) : 0.f;
+                sum += w[o];
+            }
+            for (int r = 0; r < K; r++) w[((size_t)t * Hm + m) * K + r] /= sum > 0 ? (float)sum : 1.f;
+        }
+    uint16_t *dq, *dk, *dv; int32_t *di; float *dw, *dout;
+    CU(cudaMalloc(&dq, q.size() * 2)); CU(cudaMalloc(&dk, km.size() * 2)); CU(cudaMalloc(&dv, vm.size() * 2));
+    CU(cudaMalloc(&di, idx.size() * 4)); CU(cudaMalloc(&dw, w.size() * 4)); CU(cudaMalloc(&dout, (size_t)T * H * dh * 4));
+    CU(cudaMemcpy(dq, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dk, km.data(), km.size() * 2, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dv, vm.data(), vm.size() * 2, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(di, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dw, w.data(), w.size() * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemset(dout, 0xff, (size_t)T * H * dh * 4));
+    CU((cudaError_t)hsadb_cuda_hsa_fwd(dq, dk, dv, di, dw, T, H, Hm, dh, S, K, dout, 0));
+    CU(cudaDeviceSynchronize());
+    std::vector<float> out((size_t)T * H * dh);
+    CU(cudaMemcpy(out.data(), dout, out.size() * 4, cudaMemcpyDeviceToHost));
+    double num = 0, den = 0;
+    bool nan = false;
+    std::vector<double> sc(S);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            const int m = h / G;
+            std::vector<double> ref(dh, 0.0);
+            for (int r = 0; r < K; r++) {
+                size_t o = ((size_t)t * Hm + m) * K + r;
+                if (idx[o] < 0) continue;
+                double mx = -1e300, sum = 0;
+                for (int s = 0; s < S; s++) {
+                    double a = 0;
+                    for (int d = 0; d < dh; d++)
+                        a += from_bf16(q[((size_t)t * H + h) * dh + d]) * from_bf16(km[(((size_t)idx[o] * S + s) * Hm + m) * dh + d]);
+                    sc[s] = a / sqrt((double)dh);
+                    mx = std::max(mx, sc[s]);
+                }
+                for (int s = 0; s < S; s++) sum += (sc[s] = exp(sc[s] - mx));
+                for (int s = 0; s < S; s++)
+                    for (int d = 0; d < dh; d++)
+                        ref[d] += w[o] * sc[s] / sum * from_bf16(vm[(((size_t)idx[o] * S + s) * Hm + m) * dh + d]);
+            }
+            for (int d = 0; d < dh; d++) {
+                double g = out[((size_t)t * H + h) * dh + d];
+                nan |= isnan(g);
+                num += (g - ref[d]) * (g - ref[d]);
+                den += ref[d] * ref[d];
+            }
+        }
+    double rel = sqrt(num / (den + 1e-30));
+    CHECK(!nan && rel < 1e-4, "hsa_fwd T=%d H=%d Hm=%d (G=%d) dh=%d K=%d: |out-ref|/|ref| = %.2e", T, H, Hm, G, dh, K, rel);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(di), cudaFree(dw), cudaFree(dout);
+}
+
+int main(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        printf("skip: no CUDA device; GPU kernels not checked\n0 passed, 0 failed, 1 skipped\n");
+        return 0;
+    }
+    rng_state = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull | 1;
+    printf("# seed %llu\n", (unsigned long long)rng_state);
+    test_topk1(1, 64, 8, 1);
+    test_topk1(100, 64, 8, 0);
+    test_topk1(100, 64, 8, 5);
+    test_topk1(5000, 64, 8, 4999);
+    test_topk1(70001, 256, 8, 70001);
+    test_topk1(262144, 256, 8, 262144);
+    test_topk1(262144, 256, 16, 200000);
+    test_topk1(4096, 128, 32, 4096);
+    test_topk_rows(300, 257, 8);
+    test_topk_rows(64, 5000, 16);
+    test_hsa(37, 16, 1, 64, 50, 8);
+    test_hsa(37, 8, 2, 32, 20, 8);
+    test_hsa(20, 4, 4, 128, 9, 8);
+    test_hsa(33, 12, 3, 64, 30, 4);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+"""Evaluate a model through the C engine: RULER-style tasks at growing context lengths.
+
+Every haystack is appended to a fresh hsadb memory with the real `hsadb` binary and every
+question is asked with `hsadb query` (greedy); the answer must match exactly. Nothing here runs
+the model in Python: the numbers are the database's.
+
+  /usr/bin/python3 tools/eval/eval_engine.py --hsadb build/hsadb --model models/hsadb-small \\
+      --lengths 4096,16384,65536 --tasks niah,multikey,multiquery,vt --n 10 --out eval-out
+
+  --heatmap: single-needle accuracy over depth x length (the paper's Figure 4 layout), PNG.
+
+Tasks come from tools/train/data.py (the training generators; the haystack is everything before
+the first <query>, the questions are asked one by one). Results: OUT/results.jsonl (one line per
+question), OUT/summary.md (accuracy per task and length), OUT/heatmap.png.
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "train"))
+import data as D  # noqa: E402
+
+FAMILIES = {"niah": D.fam_niah, "passkey": D.fam_passkey, "multikey": D.fam_multikey,
+            "multiquery": D.fam_multiquery, "multivalue": D.fam_multivalue, "vt": D.fam_vt}
+
+
+def split_sample(tokens):
+    """-> haystack bytes, [(question bytes, answer bytes)] from a training-format sequence."""
+    toks = [int(t) for t in tokens]
+    if toks and toks[0] == D.BOS:
+        toks = toks[1:]
+    q0 = toks.index(D.QUERY)
+    hay = bytes(toks[:q0])
+    qas, i = [], q0
+    while i < len(toks) and toks[i] == D.QUERY:
+        j = toks.index(D.ANSWER, i)
+        k = toks.index(D.EOS, j)
+        qas.append((bytes(toks[i + 1:j]), bytes(toks[j + 1:k])))
+        i = k + 1
+    return hay, qas
+
+
+class Engine:
+    def __init__(self, exe, model, db):
+        self.exe, self.model, self.db = exe, model, db
+
+    def run(self, args, data=None):
+        cmd = [self.exe, "--db", self.db, "--model", self.model, "--nosync", "-q"] + args
+        p = subprocess.run(cmd, input=data, capture_output=True)
+        if p.returncode != 0:
+            raise RuntimeError("%s: exit %d: %s" % (" ".join(args[:2]), p.returncode, p.stderr.decode()[-300:]))
+        return p.stdout
+
+    def fresh(self, name, hay):
+        subprocess.run([self.exe, "--db", self.db, "delete", name, "--yes"], capture_output=True)
+        self.run(["create", name])
+        t = time.time()
+        self.run(["append", name, "-"], data=hay)
+        return time.time() - t
+
+    def ask(self, name, q, max_tokens):
+        out = self.run(["--json", "query", name, q.decode("latin-1"), "--max-tokens", str(max_tokens),
+                        "--evidence", "4"])
+        return json.loads(out)
+
+
+def correct(got, want):
+    g, w = got.strip(), want.decode("latin-1").strip()
+    if g == w:
+        return True
+    # list answers (variable tracking, multi-value): same items in any order
+    gs, ws = set(g.replace(",", " ").split()), set(w.replace(",", " ").split())
+    return len(ws) > 1 and gs == ws
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hsadb", default="build/hsadb")
+    ap.add_argument("--model", default="models/hsadb-small")
+    ap.add_argument("--lengths", default="4096,16384,65536")
+    ap.add_argument("--tasks", default="niah,multikey,multiquery,vt")
+    ap.add_argument("--n", type=int, default=10, help="haystacks per task and length")
+    ap.add_argument("--heatmap", action="store_true", help="single needle over depths x lengths")
+    ap.add_argument("--depths", default="0,0.25,0.5,0.75,1")
+    ap.add_argument("--corpus", default=None, help="corpus file (default: .carry/corpus.txt[.gz])")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--out", default="eval-out")
+    ap.add_argument("--db", default="/tmp/hsadb-eval-db")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    corpus = D.Corpus(args.corpus)
+    eng = Engine(os.path.abspath(args.hsadb), os.path.abspath(args.model), args.db)
+    lengths = [int(x) for x in args.lengths.split(",")]
+    res_f = open(os.path.join(args.out, "results.jsonl"), "a")
+    acc = {}
+
+    def record(task, L, depth, q, want, ans, secs):
+        ok = correct(ans["answer"], want)
+        acc.setdefault((task, L), []).append(ok)
+        if depth is not None:
+            acc.setdefault(("depth", L, depth), []).append(ok)
+        res_f.write(json.dumps({"task": task, "length": L, "depth": depth, "question": q.decode("latin-1"),
+                                "want": want.decode("latin-1"), "got": ans["answer"], "ok": ok,
+                                "append_s": round(secs, 2), "prompt_s": ans.get("prompt_seconds"),
+                                "generate_s": ans.get("generate_seconds")}) + "\n")
+        res_f.flush()
+        return ok
+
+    rng = random.Random(args.seed)
+    if args.heatmap:
+        depths = [float(x) for x in args.depths.split(",")]
+        for L in lengths:
+            for d in depths:
+                for i in range(args.n):
+                    toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="number", depth=d)
+                    hay, qas = split_sample(toks)
+                    secs = eng.fresh("eval", hay)
+                    q, want = qas[0]
+                    ok = record("niah-depth", L, d, q, want, eng.ask("eval", q, 32), secs)
+                    print("heatmap L=%d depth=%.2f #%d %s (append %.1fs)" % (L, d, i, "ok" if ok else "miss", secs),
+                          flush=True)
+    else:
+        for task in args.tasks.split(","):
+            fam = FAMILIES[task]
+            for L in lengths:
+                for i in range(args.n):
+                    s = fam(rng, corpus, L, 64)
+                    hay, qas = split_sample(s.tokens)
+                    secs = eng.fresh("eval", hay)
+                    for q, want in qas:
+                        ans = eng.ask("eval", q, max(32, 2 * len(want) + 8))
+                        ok = record(task, L, None, q, want, ans, secs)
+                    print("%s L=%d #%d %s (append %.1fs)" % (task, L, i, "ok" if ok else "miss", secs), flush=True)
+
+    # summary
+    lines = ["| task | " + " | ".join(str(L) for L in lengths) + " |",
+             "|---|" + "---|" * len(lengths)]
+    tasks = ["niah-depth"] if args.heatmap else args.tasks.split(",")
+    for task in tasks:
+        row = []
+        for L in lengths:
+            v = acc.get((task, L), [])
+            row.append("%.0f%% (%d)" % (100.0 * sum(v) / len(v), len(v)) if v else "-")
+        lines.append("| %s | %s |" % (task, " | ".join(row)))
+    summary = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, "summary-heatmap.md" if args.heatmap else "summary.md"), "w") as f:
+        f.write(summary)
+    print(summary)
+    if args.heatmap:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        depths = [float(x) for x in args.depths.split(",")]
+        grid = [[(lambda v: sum(v) / len(v) if v else float("nan"))(acc.get(("depth", L, d), [])) for L in lengths]
+                for d in depths]
+        fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 2, 0.6 * len(depths) + 1.5))
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+        ax.set_xticks(range(len(lengths)), [("%dK" % (L // 1024)) if L < 1 << 20 else "%dM" % (L >> 20) for L in lengths])
+        ax.set_yticks(range(len(depths)), ["%d%%" % round(100 * d) for d in depths])
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel("needle depth")
+        for i in range(len(depths)):
+            for j in range(len(lengths)):
+                ax.text(j, i, "%.0f" % (100 * grid[i][j]), ha="center", va="center", fontsize=8)
+        ax.set_title("single needle through the C engine (%d per cell)" % args.n)
+        fig.colorbar(im)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "heatmap.png"), dpi=120)
+
+
+if __name__ == "__main__":
+    main()
