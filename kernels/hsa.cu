@@ -1,5 +1,6 @@
 /*
- * kernels/hsa.cu — HSA attention forward (see kernels.h), v1: CUDA cores, any G = H/Hm.
+ * kernels/hsa.cu — HSA attention forward (see kernels.h): tensor cores for G = 16, dh = 64
+ * (hsa_mma.cuh); otherwise CUDA cores, any G = H/Hm (below).
  *
  * One CTA per (token t, memory head m), 4 warps; warp w serves query heads w, w+4, ... of the
  * G heads that share memory head m. For each chosen chunk the CTA stages its K and V rows of
@@ -13,6 +14,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "hsa_mma.cuh"
 
 #define HSA_WARPS 4
 
@@ -109,6 +111,16 @@ extern "C" int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const
     cudaStream_t s = (cudaStream_t)stream;
     if (T < 0 || H % Hm || S != 64) return (int)cudaErrorInvalidValue;
     if (T == 0) return 0;
+    if (H / Hm == 16 && dh == 64) {           /* tensor-core path */
+        static bool attr = false;
+        if (!attr) {
+            cudaFuncSetAttribute(hsa_fwd_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, MMA_SMEM);
+            attr = true;
+        }
+        dim3 g((unsigned)((T + MMA_WARPS - 1) / MMA_WARPS), (unsigned)Hm);
+        hsa_fwd_mma_kernel<<<g, MMA_WARPS * 32, MMA_SMEM, s>>>(q, kmem, vmem, idx, w, T, Hm, K, out);
+        return (int)cudaGetLastError();
+    }
     dim3 grid((unsigned)T, (unsigned)Hm);
     switch (dh) {
     case 32: hsa_fwd_kernel<32, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, idx, w, H, Hm, K, out); break;

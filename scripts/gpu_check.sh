@@ -10,6 +10,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | t
 cmake -S . -B build-gpu -DHSADB_GPU_ONLY=ON -DCMAKE_BUILD_TYPE=Release -G Ninja > "$OUT/cmake.log" 2>&1 \
   || { tail -20 "$OUT/cmake.log"; exit 1; }
 cmake --build build-gpu -j 16 > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+(cuobjdump -sass build-gpu/libhsadb_cuda.so | grep -oE "HMMA[.A-Z0-9]*|HGMMA" | sort | uniq -c) > "$OUT/sass.txt" 2>&1; cat "$OUT/sass.txt"
 ./build-gpu/test_gpu_kernels 2>&1 | tee "$OUT/test_gpu_kernels.log"
 rc=${PIPESTATUS[0]}
 PYTHONUNBUFFERED=1 python3 bench/bench_gpu.py --lib build-gpu/libhsadb_cuda.so --out "$OUT/bench_gpu.json" 2>&1 \

@@ -206,6 +206,8 @@ int main(void) {
     test_hsa(37, 8, 2, 32, 20, 8);
     test_hsa(20, 4, 4, 128, 9, 8);
     test_hsa(33, 12, 3, 64, 30, 4);
+    test_hsa(1001, 32, 2, 64, 300, 8);      /* tensor-core path, 2 memory heads */
+    test_hsa(5, 16, 1, 32, 3, 8);           /* G = 16 with dh = 32: CUDA-core path */
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
