@@ -1,0 +1,98 @@
+/*
+ * tests/test_model.c — loading a model: every way the files can be wrong gets
+ * HSADB_ERR_BAD_MODEL (or an errno) and a message that names the file, key or tensor.
+ * Broken copies of tests/data/tiny are written to a temporary directory.
+ */
+#include <unistd.h>
+
+#include "check.h"
+#include "hsadb.h"
+
+static char dir[128];
+
+static void write_file(const char *name, const unsigned char *b, size_t n) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    fwrite(b, 1, n, f);
+    fclose(f);
+}
+
+/* Replace the first occurrence of `from` by `to` (same length) in the safetensors header. */
+static int patch(unsigned char *b, size_t n, const char *from, const char *to) {
+    size_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | b[i];
+    size_t fl = strlen(from);
+    for (size_t i = 8; i + fl <= 8 + hl && i + fl <= n; i++)
+        if (!memcmp(b + i, from, fl)) { memcpy(b + i, to, fl); return 1; }
+    return 0;
+}
+
+/* Load dir with the given config and weights; expect failure `want` mentioning `needle`. */
+static void expect(const char *what, const char *cfg, const unsigned char *st, size_t stn, int want, const char *needle) {
+    hsadb_model *m = NULL;
+    write_file("config.json", (const unsigned char *)cfg, strlen(cfg));
+    write_file("model.safetensors", st, stn);
+    int rc = hsadb_model_open(dir, &m);
+    const char *msg = hsadb_last_error();
+    CHECK(rc == want && m == NULL && strstr(msg, needle), "%s -> %s: %s", what, hsadb_strerror(rc), msg);
+    hsadb_model_close(m);
+}
+
+int main(void) {
+    size_t cn, sn;
+    char *cfg = (char *)slurp("tests/data/tiny/config.json", &cn);
+    unsigned char *st = slurp("tests/data/tiny/model.safetensors", &sn);
+    snprintf(dir, sizeof dir, "/tmp/hsadb-test-model-XXXXXX");
+    if (!cfg || !st || !mkdtemp(dir)) return 1;
+    hsadb_model *m;
+    write_file("config.json", (unsigned char *)cfg, cn);
+    write_file("model.safetensors", st, sn);
+    CHECK(hsadb_model_open(dir, &m) == 0, "intact copy loads");
+    hsadb_model_info info;
+    hsadb_model_get_info(m, &info);
+    CHECK(info.hidden_size == 64 && info.chunk_size == 64 && strlen(info.fingerprint) == 64, "info: D=%d, fingerprint %.12s…",
+          info.hidden_size, info.fingerprint);
+    hsadb_model_close(m);
+
+    unsigned char *b = malloc(sn);
+    memcpy(b, st, sn);
+    CHECK(patch(b, sn, "\"lower.0.attn.q.weight\"", "\"lower.0.attn.x.weight\""), "patched a tensor name");
+    expect("missing tensor", cfg, b, sn, HSADB_ERR_BAD_MODEL, "missing tensor lower.0.attn.q.weight");
+
+    memcpy(b, st, sn);
+    /* dtype: the first F32 in the header becomes I32 (same length) */
+    CHECK(patch(b, sn, "\"F32\"", "\"I32\""), "patched a dtype");
+    expect("wrong dtype", cfg, b, sn, HSADB_ERR_BAD_MODEL, "dtype I32 not supported");
+
+    memcpy(b, st, sn);
+    CHECK(patch(b, sn, "[264,64]", "[263,64]"), "patched a shape");
+    expect("wrong shape", cfg, b, sn, HSADB_ERR_BAD_MODEL, "shape [263,64], expected [264,64]");
+
+    expect("truncated weights", cfg, st, sn / 2, HSADB_ERR_BAD_MODEL, "do not fit");
+    expect("empty weights", cfg, st, 0, HSADB_ERR_BAD_MODEL, "empty");
+    expect("garbage weights", cfg, (const unsigned char *)"\xff\xff\xff\xff\xff\xff\xff\x7fxx", 10, HSADB_ERR_BAD_MODEL, "header length");
+
+    char *c2 = strdup(cfg);
+    char *k = strstr(c2, "\"hidden_size\"");
+    if (k) memcpy(k, "\"hidden_sizX\"", 13);
+    expect("config without hidden_size", c2, st, sn, HSADB_ERR_BAD_MODEL, "missing key \"hidden_size\"");
+    expect("config not JSON", "{\"vocab_size\": 264,", st, sn, HSADB_ERR_BAD_MODEL, "config.json");
+    strcpy(c2, cfg);
+    if ((k = strstr(c2, "\"sliding_window\": 96"))) memcpy(k, "\"sliding_window\": 32", 20);
+    expect("window smaller than chunk", c2, st, sn, HSADB_ERR_BAD_MODEL, "sliding_window must be >= chunk_size");
+
+    /* A bigger model config over the same weights: shapes no longer match. */
+    strcpy(c2, cfg);
+    if ((k = strstr(c2, "\"intermediate_size\": 128"))) memcpy(k, "\"intermediate_size\": 256", 24);
+    expect("config/weights disagree", c2, st, sn, HSADB_ERR_BAD_MODEL, "mlp.gate.weight: shape [128,64], expected [256,64]");
+
+    CHECK(hsadb_model_open("/nonexistent/model", &m) == HSADB_ERR_BAD_MODEL && strstr(hsadb_last_error(), "config.json"),
+          "missing directory: %s", hsadb_last_error());
+
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {}
+    free(b), free(c2), free(cfg), free(st);
+    return DONE();
+}
