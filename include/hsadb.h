@@ -171,8 +171,11 @@ typedef struct hsadb_append_result {
 int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out);
 
 /* Feed bytes (any size, any number of calls; memory use does not grow with the input).
- * Completed chunks are committed in batches as they fill: if the process dies, every batch
- * committed so far survives, and the memory ends at the last committed chunk boundary. */
+ * Bytes are processed in blocks of 256 and committed in batches (every 256 chunks or every
+ * second): if the process dies, every batch committed so far survives and the memory holds a
+ * prefix of this append's bytes whose length is a multiple of 256, with records, tail and
+ * counters consistent. On failure the appender keeps nothing uncommitted and must be
+ * released with hsadb_appender_abort(). */
 int hsadb_appender_write(hsadb_appender *a, const void *bytes, size_t n);
 
 /* Progress so far (may be called between writes, e.g. for a progress bar). */
@@ -242,7 +245,8 @@ int  hsadb_query(hsadb_db *db, const char *name, const char *question, size_t ql
                  const hsadb_query_options *opts, hsadb_answer **out);
 void hsadb_answer_free(hsadb_answer *a);
 
-/* Search without generating: the k chunks most relevant to the question. score = retrieval
+/* Search without generating: the k (>= 1) chunks most relevant to the question (fewer if the
+ * memory holds fewer eligible chunks; HSADB_ERR_INVALID for k < 1). score = retrieval
  * probability (softmax over all eligible chunks at the <answer> position) averaged over HSA
  * layers and memory heads. *hits is owned by the caller: hsadb_hits_free(). */
 typedef struct hsadb_hits {

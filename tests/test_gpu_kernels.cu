@@ -190,6 +190,7 @@ int main(void) {
         printf("skip: no CUDA device; GPU kernels not checked\n0 passed, 0 failed, 1 skipped\n");
         return 0;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0);
     rng_state = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull | 1;
     printf("# seed %llu\n", (unsigned long long)rng_state);
     test_topk1(1, 64, 8, 1);

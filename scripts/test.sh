@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install dependencies, build (Release), run every test with ctest, and end with one line
+# `N passed, N failed` counted from ctest's results. Exit status: ctest's (or the build's).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+build=${HSADB_BUILD_DIR:-build}
+
+scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+if ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release ||
+   ! cmake --build "$build" -j"$(nproc)"; then
+  echo "build failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+log="$build/ctest.log"
+ctest --test-dir "$build" --output-on-failure 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+
+# ctest's summary: "NN% tests passed, F tests failed out of T"
+summary=$(grep -E '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1)
+if [ -n "$summary" ]; then
+  failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$summary")
+  total=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$summary")
+  echo "$((total - failed)) passed, $failed failed"
+elif grep -q 'No tests were found' "$log"; then
+  echo "0 passed, 0 failed"
+else
+  echo "0 passed, 1 failed"
+  [ "$rc" -ne 0 ] || rc=1
+fi
+exit "$rc"
