@@ -96,18 +96,23 @@ def main():
         S_ = torch.empty(nq, C, device=dev)
         bi = torch.empty(nq, K, dtype=torch.int32, device=dev)
         bs = torch.empty(nq, K, device=dev)
+        lib.hsadb_cuda_topk_rows_workspace.restype = ctypes.c_size_t
+        rws = torch.empty(lib.hsadb_cuda_topk_rows_workspace(nq, ctypes.c_int64(C)) // 4 + 1, dtype=torch.int32, device=dev)
 
         def t_mm_topk():
             return torch.matmul(Q, L.t()).float().topk(K, dim=1)
 
         def o_mm_topk():
             S_.copy_(torch.matmul(Q, L.t()))
-            rc = lib.hsadb_cuda_topk_rows(ptr(S_), nq, ctypes.c_int64(C), ctypes.c_int64(C), None, K, ptr(bi), ptr(bs), None)
+            rc = lib.hsadb_cuda_topk_rows(ptr(S_), nq, ctypes.c_int64(C), ctypes.c_int64(C), None, K, ptr(bi), ptr(bs),
+                                          ptr(rws), None)
             assert rc == 0
 
         o_mm_topk()
         torch.cuda.synchronize()
-        ok = all(set(bi[i].tolist()) == set(torch.matmul(Q, L.t()).float()[i].topk(K).indices.tolist()) for i in range(2))
+        # bf16 scores tie often at the top: compare the scores picked, not the indices
+        ref_v = torch.matmul(Q, L.t()).float().topk(K, dim=1).values
+        ok = bool(torch.equal(bs.sort(dim=1, descending=True).values, ref_v))
         a, b = bench(t_mm_topk), bench(o_mm_topk)
         rows.append(("scoring+top-8, %d queries (torch mm; top-k torch vs ours)" % nq, a, b, "same: %s" % ok))
         results["topk_batch_%d" % nq] = dict(torch_ms=a, ours_ms=b)

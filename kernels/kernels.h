@@ -36,10 +36,13 @@ int    hsadb_cuda_topk1(const float *q, const uint16_t *lmk, int64_t n_elig, int
                         hsadb_stream_t stream);
 
 /* Row-wise top-k of scores [rows][ld] (fp32), row r considering columns < n_elig[r]
- * (n_elig may be NULL: all `cols`). Same output convention as above, [rows][k]. */
-int hsadb_cuda_topk_rows(const float *scores, int rows, int64_t cols, int64_t ld,
-                         const int64_t *n_elig, int k, int32_t *idx, float *score,
-                         hsadb_stream_t stream);
+ * (n_elig may be NULL: all `cols`). Same output convention as above, [rows][k]. Each row is
+ * split over CTAs of 8192 columns, then merged. rows <= 65535. workspace:
+ * hsadb_cuda_topk_rows_workspace(rows, cols) bytes (no initialisation needed). */
+size_t hsadb_cuda_topk_rows_workspace(int rows, int64_t cols);
+int    hsadb_cuda_topk_rows(const float *scores, int rows, int64_t cols, int64_t ld,
+                            const int64_t *n_elig, int k, int32_t *idx, float *score,
+                            void *workspace, hsadb_stream_t stream);
 
 /* HSA attention. q [T][H][dh] bf16; kmem, vmem [C][S][Hm][dh] bf16 (the stored layout);
  * idx [T][Hm][K] int32 (-1 = empty slot), w [T][Hm][K] fp32. out [T][H][dh] fp32:

@@ -18,7 +18,18 @@
 
 #include "kernels.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 static int passed, failed;
+static volatile const char *stage = "start";   /* where we are, for the watchdog */
+static void watchdog(int sig) {
+    (void)sig;
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "FAIL watchdog: stuck in %s\n%d passed, %d failed\n", (const char *)stage, passed, failed + 1);
+    if (write(1, buf, (size_t)n) < 0) {}
+    _exit(1);
+}
 #define CHECK(c, ...) do { if (c) passed++, printf("ok   "); else failed++, printf("FAIL line %d: ", __LINE__); \
     printf(__VA_ARGS__); printf("\n"); fflush(stdout); } while (0)
 #define CU(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("FAIL %s: %s\n", #x, cudaGetErrorString(e_)); \
@@ -35,6 +46,7 @@ static double from_bf16(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; m
 
 static void test_topk1(int64_t C, int dr, int k, int64_t n_elig) {
     const int ld = dr;
+    stage = "topk1 setup";
     std::vector<uint16_t> L((size_t)C * ld);
     std::vector<float> q(dr);
     for (auto &x : L) x = to_bf16((float)nrand());
@@ -52,9 +64,12 @@ static void test_topk1(int64_t C, int dr, int k, int64_t n_elig) {
     double worst = 0;
     for (int rep = 0; rep < 2; rep++) {          /* twice: the workspace counter must reset */
         CU(cudaMemset(ds, 0xff, k * 4)); CU(cudaMemset(di, 0x7f, k * 4));   /* poison (NaN, junk) */
+        stage = "topk1 launch";
         int rc = hsadb_cuda_topk1(dq, dL, n_elig, ld, dr, scale, k, di, ds, ws, 0);
         CU((cudaError_t)rc);
+        stage = "topk1 kernel";
         CU(cudaDeviceSynchronize());
+        stage = "topk1 reference";
         CU(cudaMemcpy(gs.data(), ds, k * 4, cudaMemcpyDeviceToHost));
         CU(cudaMemcpy(gi.data(), di, k * 4, cudaMemcpyDeviceToHost));
         /* reference scores in float64 */
@@ -89,14 +104,17 @@ static void test_topk_rows(int rows, int64_t cols, int k) {
     std::vector<int64_t> ne(rows);
     for (auto &x : sc) x = (float)nrand();
     for (int r = 0; r < rows; r++) ne[r] = (int64_t)(urand() * (cols + 1));
-    float *dsc, *ds; int32_t *di; int64_t *dne;
+    float *dsc, *ds; int32_t *di; int64_t *dne; void *ws;
+    CU(cudaMalloc(&ws, hsadb_cuda_topk_rows_workspace(rows, cols)));
     CU(cudaMalloc(&dsc, sc.size() * 4)); CU(cudaMalloc(&ds, (size_t)rows * k * 4)); CU(cudaMalloc(&di, (size_t)rows * k * 4));
     CU(cudaMalloc(&dne, rows * 8));
     CU(cudaMemcpy(dsc, sc.data(), sc.size() * 4, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dne, ne.data(), rows * 8, cudaMemcpyHostToDevice));
     CU(cudaMemset(ds, 0xff, (size_t)rows * k * 4));
-    CU((cudaError_t)hsadb_cuda_topk_rows(dsc, rows, cols, cols, dne, k, di, ds, 0));
+    stage = "topk_rows kernel";
+    CU((cudaError_t)hsadb_cuda_topk_rows(dsc, rows, cols, cols, dne, k, di, ds, ws, 0));
     CU(cudaDeviceSynchronize());
+    stage = "topk_rows reference";
     std::vector<float> gs((size_t)rows * k);
     std::vector<int32_t> gi((size_t)rows * k);
     CU(cudaMemcpy(gs.data(), ds, gs.size() * 4, cudaMemcpyDeviceToHost));
@@ -113,7 +131,7 @@ static void test_topk_rows(int rows, int64_t cols, int k) {
         }
     }
     CHECK(bad == 0, "topk_rows %d x %lld k=%d: identical to the sorted reference (%ld mismatches)", rows, (long long)cols, k, bad);
-    cudaFree(dsc), cudaFree(ds), cudaFree(di), cudaFree(dne);
+    cudaFree(dsc), cudaFree(ds), cudaFree(di), cudaFree(dne), cudaFree(ws);
 }
 
 static void test_hsa(int T, int H, int Hm, int dh, int C, int K) {
@@ -145,8 +163,10 @@ static void test_hsa(int T, int H, int Hm, int dh, int C, int K) {
     CU(cudaMemcpy(di, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dw, w.data(), w.size() * 4, cudaMemcpyHostToDevice));
     CU(cudaMemset(dout, 0xff, (size_t)T * H * dh * 4));
+    stage = "hsa kernel";
     CU((cudaError_t)hsadb_cuda_hsa_fwd(dq, dk, dv, di, dw, T, H, Hm, dh, S, K, dout, 0));
     CU(cudaDeviceSynchronize());
+    stage = "hsa reference";
     std::vector<float> out((size_t)T * H * dh);
     CU(cudaMemcpy(out.data(), dout, out.size() * 4, cudaMemcpyDeviceToHost));
     double num = 0, den = 0;
@@ -180,7 +200,13 @@ static void test_hsa(int T, int H, int Hm, int dh, int C, int K) {
             }
         }
     double rel = sqrt(num / (den + 1e-30));
-    CHECK(!nan && rel < 1e-4, "hsa_fwd T=%d H=%d Hm=%d (G=%d) dh=%d K=%d: |out-ref|/|ref| = %.2e", T, H, Hm, G, dh, K, rel);
+    /* The tensor-core path (G = 16, dh = 64) rounds the softmax probabilities to bf16 as the
+     * second MMA's operand (model-spec.md: MMA operands may be bf16): errors of a few 1e-3.
+     * The CUDA-core path keeps them in fp32. */
+    const int tc = G == 16 && dh == 64;
+    const double tol = tc ? 5e-3 : 1e-4;
+    CHECK(!nan && rel < tol, "hsa_fwd T=%d H=%d Hm=%d (G=%d) dh=%d K=%d (%s): |out-ref|/|ref| = %.2e < %.0e", T, H, Hm, G,
+          dh, K, tc ? "tensor cores" : "CUDA cores", rel, tol);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(di), cudaFree(dw), cudaFree(dout);
 }
 
@@ -191,6 +217,8 @@ int main(void) {
         return 0;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGALRM, watchdog);
+    alarm(100);
     rng_state = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull | 1;
     printf("# seed %llu\n", (unsigned long long)rng_state);
     test_topk1(1, 64, 8, 1);
@@ -203,6 +231,8 @@ int main(void) {
     test_topk1(4096, 128, 32, 4096);
     test_topk_rows(300, 257, 8);
     test_topk_rows(64, 5000, 16);
+    test_topk_rows(16, 262144, 8);
+    test_topk_rows(3, 100000, 32);
     test_hsa(37, 16, 1, 64, 50, 8);
     test_hsa(37, 8, 2, 32, 20, 8);
     test_hsa(20, 4, 4, 128, 9, 8);
