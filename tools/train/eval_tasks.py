@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Exact-match evaluation of an exported model (config.json + model.safetensors) per task family.
+
+A sample counts as correct when every answer of its query blocks is reproduced exactly, including
+the <eos> after it (teacher-forced argmax over the answer bytes, which equals greedy decoding of
+the answer).  As in the engine, the lower half and the memory run over the whole sequence and the
+upper half over the last --tail tokens only.
+
+  python3 tools/train/eval_tasks.py --model models/hsadb-small --lengths 4096 --n 10
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hsa_model import HSAModel, ANSWER, EOS  # noqa: E402
+import data as D  # noqa: E402
+
+
+def answer_spans(tokens):
+    """(start, end) positions: start = the <answer> token, end = the <eos> that closes it."""
+    spans = []
+    t = tokens.tolist()
+    for i, x in enumerate(t):
+        if x == ANSWER:
+            j = t.index(EOS, i)
+            spans.append((i, j))
+    return spans
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="models/hsadb-small")
+    ap.add_argument("--lengths", default="4096")
+    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--tail", type=int, default=1024)
+    ap.add_argument("--families", default="passkey,niah,multikey,multiquery,multivalue,vt")
+    ap.add_argument("--seed", type=int, default=12345)
+    ap.add_argument("--corpus", default="")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = ap.parse_args()
+    dev = torch.device(a.device)
+    m = HSAModel.from_pretrained(a.model, device=dev).eval()
+    corpus = D.Corpus(a.corpus or None)
+    amp = dev.type == "cuda"
+    res = {}
+    for L in [int(x) for x in a.lengths.split(",")]:
+        for fam in a.families.split(","):
+            rng = random.Random(a.seed + L + sum(map(ord, fam)))
+            ok = 0
+            t0 = time.time()
+            for i in range(a.n):
+                s = D.FAMILIES[fam](rng, corpus, L, m.cfg.chunk_size)
+                toks = s.tokens
+                spans = answer_spans(toks)
+                u = max(0, min(L - a.tail, spans[0][0] - 8))
+                with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                    out = m(torch.from_numpy(toks).to(dev)[None], upper_start=u)
+                pred = out["logits"][0].float().argmax(-1).cpu().numpy()
+                good = all((pred[st - u:en - u] == toks[st + 1:en + 1]).all() for st, en in spans)
+                ok += int(good)
+            res["%s@%d" % (fam, L)] = dict(acc=ok / a.n, n=a.n, sec=round(time.time() - t0, 1))
+            print("%-11s L=%-7d exact %d/%d  (%.1fs)" % (fam, L, ok, a.n, time.time() - t0), flush=True)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

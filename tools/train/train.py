@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""Train the small hsadb HSA model on synthetic long-context retrieval data (data.py).
+
+Loss = answer CE + lm_weight * LM CE (other positions) + ret_weight * retrieval CE
+(the probe's retrieval supervision: at answer positions, cross-entropy of the retrieval scores
+s[t, m, :] of every HSA layer and memory head against the chunks holding the needle(s)).
+
+Resumable: --resume DIR loads the newest checkpoint among the given dirs; the learning-rate
+schedule and the length curriculum follow the cumulative *training time* against --plan-minutes,
+so a run that is cut into several processes follows one schedule.  The process stops cleanly
+before --minutes (wall clock, evaluation and saving included) and writes the checkpoint:
+  model-0000N.safetensors (F32 shards <= 15 MB), optim-0000N.safetensors (AdamW moments in BF16),
+  state.json (step, time, tokens, config, history).
+
+Eval (single needle, exact match of the greedy answer, which is what teacher-forced argmax over
+the answer bytes and the <eos> measures): lower half + memory over the whole haystack, upper half
+over the last --eval-tail tokens only, as the engine answers a query.
+
+Example (GPU):
+  python3 tools/train/train.py --out $OUT/ckpt --resume .carry/ckpt --minutes 8.5 --plan-minutes 34
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from hsa_model import HSAConfig, HSAModel  # noqa: E402
+from safetensors_io import save_file, load_file  # noqa: E402
+import data as D  # noqa: E402
+
+PRESETS = {
+    "small": dict(vocab_size=264, hidden_size=256, intermediate_size=768, num_attention_heads=8, head_dim=32,
+                  num_key_value_heads=2, num_memory_heads=2, retrieval_dim=64, num_lower_layers=2,
+                  encoder_layers=1, num_upper_groups=2, swa_layers_per_group=1, chunk_size=64, chunk_topk=8,
+                  sliding_window=128, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                  hsa_residual="standard"),
+    "cputiny": dict(vocab_size=264, hidden_size=64, intermediate_size=128, num_attention_heads=4, head_dim=16,
+                    num_key_value_heads=2, num_memory_heads=2, retrieval_dim=32, num_lower_layers=1,
+                    encoder_layers=1, num_upper_groups=1, swa_layers_per_group=1, chunk_size=64, chunk_topk=8,
+                    sliding_window=128, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                    hsa_residual="standard"),
+}
+
+SHARD_BYTES = 15 * 1024 * 1024
+
+
+def log(msg, f=None):
+    line = time.strftime("%H:%M:%S ") + msg
+    print(line, flush=True)
+    if f is not None:
+        f.write(line + "\n")
+        f.flush()
+
+
+# ---- checkpoint ----------------------------------------------------------------------------------
+
+def _shards(tensors, prefix, outdir):
+    names = sorted(tensors)
+    shard, size, k, files = {}, 0, 1, []
+    for n in names:
+        nb = tensors[n].numel() * tensors[n].element_size()
+        if shard and size + nb > SHARD_BYTES:
+            fn = "%s-%05d.safetensors" % (prefix, k)
+            save_file(shard, os.path.join(outdir, fn))
+            files.append(fn)
+            shard, size, k = {}, 0, k + 1
+        shard[n] = tensors[n]
+        size += nb
+    if shard:
+        fn = "%s-%05d.safetensors" % (prefix, k)
+        save_file(shard, os.path.join(outdir, fn))
+        files.append(fn)
+    return files
+
+
+def save_ckpt(outdir, model, opt, state, with_optim=True):
+    os.makedirs(outdir, exist_ok=True)
+    for fn in os.listdir(outdir):
+        if fn.endswith(".safetensors") and (fn.startswith("model-") or fn.startswith("optim-")):
+            os.remove(os.path.join(outdir, fn))
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    files = _shards(sd, "model", outdir)
+    if with_optim:
+        names = {p: n for n, p in model.named_parameters()}
+        mom = {}
+        for p, st in opt.state.items():
+            n = names[p]
+            mom["exp_avg." + n] = st["exp_avg"].detach().to(torch.bfloat16).cpu().contiguous()
+            mom["exp_avg_sq." + n] = st["exp_avg_sq"].detach().to(torch.bfloat16).cpu().contiguous()
+            state["opt_step"] = float(st["step"])
+        files += _shards(mom, "optim", outdir)
+    state = dict(state)
+    state["files"] = files
+    with open(os.path.join(outdir, "state.json.tmp"), "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(os.path.join(outdir, "state.json.tmp"), os.path.join(outdir, "state.json"))
+
+
+def find_ckpt(dirs):
+    best, best_step = None, -1
+    for d in dirs:
+        p = os.path.join(d, "state.json")
+        if os.path.exists(p):
+            try:
+                st = json.load(open(p))
+            except ValueError:
+                continue
+            if all(os.path.exists(os.path.join(d, f)) for f in st.get("files", [])) and st["step"] > best_step:
+                best, best_step = d, st["step"]
+    return best
+
+
+def load_ckpt(d, model, opt, dev):
+    st = json.load(open(os.path.join(d, "state.json")))
+    sd, mom = {}, {}
+    for fn in st["files"]:
+        t = load_file(os.path.join(d, fn))
+        (sd if fn.startswith("model-") else mom).update(t)
+    model.load_state_dict({k: v.float() for k, v in sd.items()})
+    if mom and opt is not None:
+        params = dict(model.named_parameters())
+        osd = opt.state_dict()
+        idx = {}
+        i = 0
+        for g in opt.param_groups:
+            for p in g["params"]:
+                idx[id(p)] = i
+                i += 1
+        state = {}
+        for n, p in params.items():
+            if "exp_avg." + n in mom:
+                state[idx[id(p)]] = {"step": torch.tensor(float(st.get("opt_step", st["step"]))),
+                                     "exp_avg": mom["exp_avg." + n].float().to(dev),
+                                     "exp_avg_sq": mom["exp_avg_sq." + n].float().to(dev)}
+        osd["state"] = state
+        opt.load_state_dict(osd)
+    return st
+
+
+# ---- eval ------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model, corpus, lengths, n, seed, tail, dev, amp):
+    was = model.training
+    model.eval()
+    res = {}
+    for L in lengths:
+        rng = random.Random(seed * 1000 + L)
+        ok = hit = 0
+        t0 = time.time()
+        for i in range(n):
+            toks, a0, na, chunks, v = D.eval_sample(rng, corpus, L, depth=(i + 0.5) / n)
+            u = max(0, L - tail)
+            x = torch.from_numpy(toks).to(dev)[None]
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x, upper_start=u, return_intermediates=True)
+            pred = out["logits"][0, a0 - u:a0 - u + na].float().argmax(-1).cpu().numpy()
+            ok += int((pred == toks[a0 + 1:a0 + 1 + na]).all())
+            # retrieval hit: any HSA layer / memory head has a needle chunk in its top-K at <answer>
+            h = False
+            for idx in out["topk_idx"]:
+                sel = idx[0, a0 - u].reshape(-1).tolist()
+                h = h or any(c in sel for c in chunks)
+            hit += int(h)
+        res[str(L)] = dict(acc=ok / n, hit=hit / n, n=n, sec=round(time.time() - t0, 2))
+    model.train(was)
+    return res
+
+
+# ---- training ----------------------------------------------------------------------------------------
+
+def lr_at(progress, step, args):
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    p = min(1.0, progress)
+    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def parse_curriculum(s):
+    pts = []
+    for item in s.split(","):
+        a, b = item.split(":")
+        pts.append((float(a), int(b)))
+    return sorted(pts)
+
+
+def length_at(progress, cur):
+    L = cur[0][1]
+    for p, l in cur:
+        if progress >= p:
+            L = l
+    return L
+
+
+def retrieval_loss(scores, sup_b, sup_t, sup_tgt):
+    """scores: list of s [B,T,Hm,C] (-inf = ineligible).  -log(sum of softmax mass on the target
+    chunks), averaged over supervised positions, memory heads and HSA layers; also top-1 accuracy."""
+    if sup_b.numel() == 0 or not scores:
+        z = scores[0].sum() * 0 if scores else torch.zeros(())
+        return z, float("nan")
+    losses, accs = [], []
+    for s in scores:
+        C = s.shape[-1]
+        rows = s[sup_b, sup_t].float()  # [N,Hm,C]
+        tgt = sup_tgt[:, :C][:, None, :].expand_as(rows)
+        lp = torch.log_softmax(rows, -1)
+        lt = torch.logsumexp(lp.masked_fill(~tgt, float("-inf")), -1)
+        losses.append(-lt.mean())
+        top = rows.argmax(-1, keepdim=True)
+        accs.append(tgt.gather(-1, top).float().mean())
+    return torch.stack(losses).mean(), float(torch.stack(accs).mean())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True, help="checkpoint directory to write")
+    ap.add_argument("--extra-out", default="", help="second directory to write the checkpoint to")
+    ap.add_argument("--resume", default="", help="comma-separated checkpoint dirs; newest step wins")
+    ap.add_argument("--log", default="")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--config", default="", help="JSON overrides of the preset")
+    ap.add_argument("--minutes", type=float, default=8.5, help="wall budget of this process")
+    ap.add_argument("--plan-minutes", type=float, default=34.0, help="total training minutes (schedule)")
+    ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--min-lr-ratio", type=float, default=0.1)
+    ap.add_argument("--warmup-steps", type=int, default=150)
+    ap.add_argument("--wd", type=float, default=0.05)
+    ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--tokens-per-step", type=int, default=32768)
+    ap.add_argument("--curriculum", default="0:1024,0.15:2048,0.4:4096,0.7:8192")
+    ap.add_argument("--lm-weight", type=float, default=0.2)
+    ap.add_argument("--ret-weight", type=float, default=1.0)
+    ap.add_argument("--mix", default="", help="JSON family weights")
+    ap.add_argument("--corpus", default="")
+    ap.add_argument("--eval-lengths", default="4096,16384,65536")
+    ap.add_argument("--eval-n", type=int, default=20)
+    ap.add_argument("--eval-tail", type=int, default=1024)
+    ap.add_argument("--eval-every-min", type=float, default=4.0)
+    ap.add_argument("--final-eval-lengths", default="", help="lengths for the last eval (default: eval-lengths)")
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-optim-save", action="store_true")
+    ap.add_argument("--mem-round-bf16", action="store_true")
+    ap.add_argument("--residual", default="", help="override hsa_residual")
+    ap.add_argument("--gain-lr-mult", type=float, default=1.0,
+                    help="lr multiplier of chunk.k_norm and upper.*.hsa.q_norm gains")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+
+    t_start = time.time()
+    dev = torch.device(args.device)
+    amp = dev.type == "cuda"
+    if amp:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    logf = open(args.log, "a") if args.log else None
+
+    cfgd = dict(PRESETS[args.preset])
+    if args.config:
+        cfgd.update(json.loads(args.config))
+    resume = find_ckpt([d for d in args.resume.split(",") if d]) if args.resume else None
+    if resume:
+        cfgd = json.load(open(os.path.join(resume, "state.json")))["config"]
+    if args.residual:
+        cfgd["hsa_residual"] = args.residual
+    cfg = HSAConfig(**cfgd)
+    model = HSAModel(cfg).to(dev)
+    model.mem_round_bf16 = args.mem_round_bf16
+    decay, no_decay, gains = [], [], []
+    for n, p in model.named_parameters():
+        if n == "chunk.k_norm.weight" or (n.startswith("upper.") and n.endswith(".hsa.q_norm.weight")):
+            gains.append(p)  # the HSA logit temperature (QKNorm gains of HSA queries / memory keys)
+        elif p.dim() == 2 and n != "embed.weight":
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    kw = dict(lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    if dev.type == "cuda":
+        kw["foreach"] = True
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd, "lr_mult": 1.0},
+                             {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0},
+                             {"params": gains, "weight_decay": 0.0, "lr_mult": args.gain_lr_mult}], **kw)
+    state = dict(step=0, train_seconds=0.0, tokens=0, history=[], evals=[], runs=[])
+    if resume:
+        st = load_ckpt(resume, model, opt, dev)
+        for k in ("step", "train_seconds", "tokens", "history", "evals", "runs"):
+            state[k] = st.get(k, state[k])
+        log("resumed from %s: step %d, %.1f train-min, %.1fM tokens" % (resume, state["step"], state["train_seconds"] / 60,
+                                                                        state["tokens"] / 1e6), logf)
+    state["config"] = cfg.to_dict()
+    state["args_last"] = vars(args)
+    log("model %.2fM params, device %s %s, torch %s" % (model.num_params() / 1e6, dev,
+                                                       torch.cuda.get_device_name() if amp else "", torch.__version__), logf)
+
+    corpus = D.Corpus(args.corpus or None)
+    log("corpus %.1f MB, %d words" % (len(corpus.data) / 1e6, len(corpus.words)), logf)
+    mix = json.loads(args.mix) if args.mix else None
+    cur = parse_curriculum(args.curriculum)
+    rng = random.Random(args.seed * 7919 + state["step"])
+    eval_lengths = [int(x) for x in args.eval_lengths.split(",") if x]
+    final_lengths = [int(x) for x in args.final_eval_lengths.split(",") if x] or eval_lengths
+    plan = args.plan_minutes * 60.0
+    budget = args.minutes * 60.0
+    # reserve: final eval + save (estimated, updated after the first eval)
+    reserve = 20.0 if amp else 5.0
+    last_eval = time.time()
+    run_info = dict(start_step=state["step"], start_tokens=state["tokens"])
+    acc = dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, t0=time.time())
+    model.train()
+    step_times = []
+    while True:
+        now = time.time()
+        if now - t_start + reserve + (np.median(step_times) if step_times else 0) > budget:
+            break
+        if args.max_steps and state["step"] - run_info["start_step"] >= args.max_steps:
+            break
+        progress = state["train_seconds"] / plan
+        L = length_at(progress, cur)
+        B = max(1, args.tokens_per_step // L)
+        samples = [D.make_sample(rng, corpus, L, cfg.chunk_size, mix) for _ in range(B)]
+        bt = D.collate(samples)
+        ts = time.time()
+        tok = torch.from_numpy(bt["tokens"]).to(dev, non_blocking=True)
+        ans = torch.from_numpy(bt["ans"]).to(dev, non_blocking=True)
+        sup_b = torch.from_numpy(bt["sup_b"]).to(dev)
+        sup_t = torch.from_numpy(bt["sup_t"]).to(dev)
+        sup_tgt = torch.from_numpy(bt["sup_tgt"]).to(dev)
+        lr = lr_at(progress, state["step"], args)
+        for g in opt.param_groups:
+            g["lr"] = lr * g.get("lr_mult", 1.0)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(tok, return_scores=args.ret_weight > 0)
+        logits = out["logits"][:, :-1].float()
+        tgt = tok[:, 1:]
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
+        am = ans[:, :-1].float()
+        lm = 1.0 - am
+        l_ans = (ce * am).sum() / am.sum().clamp(min=1)
+        l_lm = (ce * lm).sum() / lm.sum().clamp(min=1)
+        if args.ret_weight > 0:
+            l_ret, racc = retrieval_loss(out["scores"], sup_b, sup_t, sup_tgt)
+        else:
+            l_ret, racc = torch.zeros((), device=dev), float("nan")
+        loss = l_ans + args.lm_weight * l_lm + args.ret_weight * l_ret
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        opt.step()
+        with torch.no_grad():
+            hitm = (logits.argmax(-1) == tgt).float() * am
+            tacc = hitm.sum() / am.sum().clamp(min=1)
+            fam_hit = hitm.sum(1).cpu().numpy()
+            fam_n = am.sum(1).cpu().numpy()
+        for i, smp in enumerate(samples):
+            fa = acc.setdefault("fam", {}).setdefault(smp.family, [0.0, 0.0])
+            fa[0] += float(fam_hit[i])
+            fa[1] += float(fam_n[i])
+        # bookkeeping (one sync per step is fine at these step sizes)
+        acc["n"] += 1
+        acc["ans"] += float(l_ans.detach())
+        acc["lm"] += float(l_lm.detach())
+        acc["ret"] += float(l_ret.detach())
+        acc["tacc"] += float(tacc)
+        if not math.isnan(racc):
+            acc["racc"] += racc
+            acc["racc_n"] += 1
+        acc["tok"] += B * L
+        dt = time.time() - ts
+        step_times.append(dt)
+        step_times = step_times[-50:]
+        state["train_seconds"] += dt
+        state["tokens"] += B * L
+        state["step"] += 1
+        if state["step"] % args.log_every == 0:
+            el = time.time() - acc["t0"]
+            rec = dict(step=state["step"], L=L, B=B, lr=round(lr, 6), ans=round(acc["ans"] / acc["n"], 4),
+                       lm=round(acc["lm"] / acc["n"], 4), ret=round(acc["ret"] / acc["n"], 4),
+                       ret_top1=round(acc["racc"] / max(1, acc["racc_n"]), 4), ans_tok_acc=round(acc["tacc"] / acc["n"], 4),
+                       tok_s=int(acc["tok"] / el), train_min=round(state["train_seconds"] / 60, 2))
+            rec["fam_tok_acc"] = {k: round(v[0] / v[1], 3) for k, v in sorted(acc.get("fam", {}).items()) if v[1] > 0}
+            state["history"].append(rec)
+            log("step %(step)d L %(L)d B %(B)d lr %(lr).2e | ans %(ans).4f lm %(lm).4f ret %(ret).4f "
+                "ret_top1 %(ret_top1).3f ans_tok_acc %(ans_tok_acc).3f | %(tok_s)d tok/s | %(train_min).2f train-min" % rec
+                + " | " + " ".join("%s %.2f" % kv for kv in rec["fam_tok_acc"].items()), logf)
+            acc = dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, t0=time.time())
+        if args.eval_every_min > 0 and time.time() - last_eval > args.eval_every_min * 60 and \
+                time.time() - t_start + 2 * reserve < budget:
+            te = time.time()
+            r = evaluate(model, corpus, eval_lengths, args.eval_n, 1, args.eval_tail, dev, amp)
+            reserve = max(reserve, 1.5 * (time.time() - te) + 15)
+            state["evals"].append(dict(step=state["step"], res=r))
+            log("eval step %d: %s (%.1fs)" % (state["step"], json.dumps(r), time.time() - te), logf)
+            last_eval = time.time()
+            acc["t0"] += time.time() - te
+
+    te = time.time()
+    r = evaluate(model, corpus, final_lengths, args.eval_n, 1, args.eval_tail, dev, amp)
+    state["evals"].append(dict(step=state["step"], res=r, final=True))
+    log("final eval step %d: %s (%.1fs)" % (state["step"], json.dumps(r), time.time() - te), logf)
+    run_info.update(end_step=state["step"], end_tokens=state["tokens"], wall_s=round(time.time() - t_start, 1),
+                    device=torch.cuda.get_device_name() if amp else "cpu")
+    state["runs"].append(run_info)
+    save_ckpt(args.out, model, opt, state, with_optim=not args.no_optim_save)
+    if args.extra_out:
+        save_ckpt(args.extra_out, model, opt, state, with_optim=not args.no_optim_save)
+    log("saved %s at step %d (wall %.1fs)" % (args.out, state["step"], time.time() - t_start), logf)
+
+
+if __name__ == "__main__":
+    main()
