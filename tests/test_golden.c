@@ -156,6 +156,36 @@ static void run_model(const char *dir) {
     CHECK(diff == 0, "chunk choices identical in %ld of %ld (layer, token, head) rows", rows - diff, rows);
     CHECK(wmax < 1e-5, "chunk weights max abs error %.2e", wmax);
 
+    /* ---- 1b. chunks a query completes live in a per-query extra index: the last chunks
+     * served from there (merged with the base index's top-k) must give the same result ---- */
+    for (int n_extra = 1; n_extra <= 4; n_extra += 3) {
+        hsadb_index base, extra;
+        hsadb_index_init(&base, Hm, dr);
+        hsadb_index_init(&extra, Hm, dr);
+        hsadb_index_push(&base, lmk, C - n_extra);
+        hsadb_index_push(&extra, lmk + (size_t)(C - n_extra) * Hm * dr, n_extra);
+        hsadb_memview mv2 = {&base, C - n_extra, &extra, kv_arrays, &ma};
+        hsadb_swa_state u3;
+        hsadb_swa_state_init(&u3, m, hsadb_config_upper_attn_layers(c), 100, 0);
+        float *h3 = malloc((size_t)T * D * 4), *lg3 = malloc((size_t)T * V * 4);
+        int32_t *ti3 = malloc((size_t)T * G * Hm * K * 4);
+        float *tw3 = malloc((size_t)T * G * Hm * K * 4);
+        int f3 = 0;
+        for (int t = 0; t < T && !f3; t += 100) {
+            int nb = T - t < 100 ? T - t : 100;
+            hsadb_trace tr = {ti3 + (size_t)t * G * Hm * K, tw3 + (size_t)t * G * Hm * K, NULL};
+            f3 |= hsadb_upper_forward(&run, &u3, &mv2, x_mid + (size_t)t * D, nb, h3 + (size_t)t * D, &tr);
+        }
+        hsadb_logits(&run, h3, T, lg3);
+        double e3 = rel_err(lg3, g.logits, (size_t)T * V);
+        int same = !memcmp(ti3, tidx, (size_t)T * G * Hm * K * 4);
+        CHECK(!f3 && e3 <= 1e-4 && same, "last %d chunks from the per-query extra index: logits err %.2e, same choices: %s",
+              n_extra, e3, same ? "yes" : "no");
+        free(h3), free(lg3), free(ti3), free(tw3);
+        hsadb_swa_state_free(&u3);
+        hsadb_index_free(&base), hsadb_index_free(&extra);
+    }
+
     /* ---- 2. the database split: carry the state through the tail at cut points ---- */
     static const int cuts[] = {1, 63, 64, 300, 701};
     for (size_t ci = 0; ci < sizeof cuts / sizeof cuts[0]; ci++) {
