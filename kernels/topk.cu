@@ -155,16 +155,34 @@ topk1_kernel(const float *__restrict__ q, const uint16_t *__restrict__ lmk, int6
         if (lane == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
     }
     __syncthreads();
-    if (!last || threadIdx.x >= 32) return;
-    /* The last CTA: merge every CTA's k best. */
+    if (!last) return;
+    /* The last CTA: merge every CTA's k best, all 8 warps over slices, then warp 0. The other
+     * CTAs' lists are read through L2 (__ldcg: coherent after their fences and our atomic),
+     * 4 loads per lane in flight; volatile loads (v2) cannot overlap and cost ~60 us. */
     __threadfence();
     TopK<KK> m;
     m.init();
-    for (int64_t e = lane; e < (int64_t)gridDim.x * KK; e += 32) {
-        int64_t b = e / KK, rr = e % KK;
-        if (rr < k) m.push(((volatile float *)ws_s)[b * KK + rr], ((volatile int *)ws_i)[b * KK + rr]);
+    const int total = gridDim.x * KK;
+    for (int e0 = warp * 32 * 4; e0 < total; e0 += TOPK1_WARPS * 32 * 4) {
+        float vs[4];
+        int vi[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int e = e0 + 32 * u + lane;
+            vs[u] = e < total && e % KK < k ? __ldcg(ws_s + e) : -INFINITY;
+            vi[u] = e < total && e % KK < k ? __ldcg(ws_i + e) : -1;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) m.push(vs[u], vi[u]);
     }
-    warp_extract<KK>(m, k, score, idx);
+    warp_extract<KK>(m, k, cand_s + warp * KK, cand_i + warp * KK);
+    __syncthreads();
+    if (warp != 0) return;
+    TopK<KK> f;
+    f.init();
+    for (int e = lane; e < TOPK1_WARPS * KK; e += 32)
+        if (e % KK < k) f.push(cand_s[e], cand_i[e]);
+    warp_extract<KK>(f, k, score, idx);
     if (lane == 0) *counter = 0;
 }
 
@@ -181,7 +199,7 @@ static int sm_count(void) {
 
 static int topk1_grid(int64_t n) {
     int64_t want = (n + 16 * TOPK1_WARPS - 1) / (16 * TOPK1_WARPS);
-    int64_t cap = (int64_t)sm_count() * 4;
+    int64_t cap = (int64_t)sm_count() * 2;     /* 2 CTAs per SM fit (128 registers) */
     return (int)(want < 1 ? 1 : want < cap ? want : cap);
 }
 
