@@ -124,19 +124,17 @@ static int st_load(const st_file *f, const char *name, int ndim, const int64_t *
     if (!dt || dt->type != JSON_STRING || !sh || sh->type != JSON_ARRAY || !off ||
         off->type != JSON_ARRAY || off->n != 2)
         return hsadb_fail(HSADB_ERR_BAD_MODEL, "tensor %s: malformed header entry", name);
+    /* shape check; both shapes are formatted for the message */
     char got[128] = "", want[128] = "";
     size_t n = 1, gl = 0, wl = 0;
-    int ok = (int)sh->n == ndim;
-    hsadb_json *e = sh->child;
-    for (int i = 0; i < ndim || e; i++) {
-        if (e) { gl += snprintf(got + gl, sizeof got - gl > 0 ? sizeof got - gl : 0, "%s%lld", i ? "," : "", (long long)e->number); }
-        if (i < ndim) {
-            wl += snprintf(want + wl, sizeof want - wl, "%s%lld", i ? "," : "", (long long)shape[i]);
-            if (!e || (int64_t)e->number != shape[i]) ok = 0;
-            n *= (size_t)shape[i];
-        }
-        if (e) e = e->next;
-        if (gl >= sizeof got || wl >= sizeof want) break;
+    int ok = (int)sh->n == ndim, i = 0;
+    for (hsadb_json *e = sh->child; e && gl < sizeof got - 24; e = e->next, i++) {
+        gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", i ? "," : "", (long long)e->number);
+        if (i < ndim && (int64_t)e->number != shape[i]) ok = 0;
+    }
+    for (i = 0; i < ndim; i++) {
+        wl += (size_t)snprintf(want + wl, sizeof want - wl, "%s%lld", i ? "," : "", (long long)shape[i]);
+        n *= (size_t)shape[i];
     }
     if (!ok) return hsadb_fail(HSADB_ERR_BAD_MODEL, "tensor %s: shape [%s], expected [%s]", name, got, want);
     size_t esize;
