@@ -212,8 +212,16 @@ int hsadb_db_landmarks(hsadb_db *db, hsadb_store_reader *r, const struct hsadb_m
         db->caches = c;
     }
     pthread_mutex_unlock(&db->lock);
-    pthread_rwlock_wrlock(&c->lock);
     const int64_t want = (int64_t)rec->n_chunks;
+    /* Fast path: already holds this view's chunks (queries hold the read lock while they run,
+     * so taking the write lock here would serialise every query on the memory). */
+    pthread_rwlock_rdlock(&c->lock);
+    if (c->index.n >= want) {
+        *out = c;
+        return 0;
+    }
+    pthread_rwlock_unlock(&c->lock);
+    pthread_rwlock_wrlock(&c->lock);
     const size_t per = (size_t)rec->mem_heads * rec->retrieval_dim;
     /* A newer view may have extended it already: older views only read a prefix. */
     if (c->index.n < want) {

@@ -14,6 +14,7 @@
  */
 #include "cli.h"
 #include "hsadb.h"
+#include "server.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <unistd.h>
 
 /* ---- exit codes (docs/cli.md) ---------------------------------------------------------- */
@@ -65,6 +67,8 @@ enum opt_id {
     OPT_VERSION,
     OPT_PROGRESS, OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_P, OPT_SEED, OPT_EVIDENCE,
     OPT_NO_EVIDENCE, OPT_K, OPT_OFFSET, OPT_LENGTH, OPT_YES, OPT_MEMORY, OPT_NO_CHECK,
+    OPT_LISTEN, OPT_KEYS, OPT_INSECURE_NO_AUTH, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SNAPSHOT_DIR,
+    OPT_WORKERS, OPT_HASH_KEY,
 };
 
 typedef struct optdef {
@@ -112,6 +116,8 @@ struct cli {
     int            yes;
     const char    *memory;
     int            no_check;
+    const char    *listen, *keys, *tls_cert, *tls_key, *snapshot_dir, *hash_key;
+    int            insecure_no_auth, workers;
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -207,9 +213,11 @@ static void note(const cli *c, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
+    flockfile(stderr);  /* one line, even beside serve's per-call log lines */
     fputs("hsadb: note: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    funlockfile(stderr);
     va_end(ap);
 }
 
@@ -1133,6 +1141,84 @@ out:
     return ec;
 }
 
+static int cmd_serve(cli *c)
+{
+    if (c->hash_key) {
+        char hex[65];
+        if (!c->hash_key[0])
+            return usage_error("--hash-key expects a non-empty key");
+        hsadb_server_hash_key(c->hash_key, hex);
+        printf("%s\n", hex);
+        return EXIT_OK;
+    }
+    hsadb_model *m = NULL;
+    hsadb_db *db = NULL;
+    hsadb_server *srv = NULL;
+    int ec;
+    if ((ec = load_model(c, &m)))
+        return ec;
+    if ((ec = open_db(c, m, DB_CREATE, &db)))
+        goto out;
+    /* Signals go to this thread only (sigwait below); the server's threads inherit the mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    hsadb_server_options o;
+    memset(&o, 0, sizeof o);
+    o.listen = c->listen ? c->listen : "127.0.0.1:50051";
+    o.keys_file = c->keys;
+    o.insecure_no_auth = c->insecure_no_auth;
+    o.tls_cert = c->tls_cert;
+    o.tls_key = c->tls_key;
+    o.snapshot_dir = c->snapshot_dir;
+    o.model = m;
+    o.workers = c->workers;
+    o.log = !c->quiet;
+    int rc = hsadb_server_start(db, &o, &srv);
+    if (rc) {
+        ec = fail_cli(rc, "%s", hsadb_server_last_error());
+        goto out;
+    }
+    char addr[300];
+    const char *colon = strrchr(o.listen, ':');
+    snprintf(addr, sizeof addr, "%.*s:%d", colon ? (int)(colon - o.listen) : (int)strlen(o.listen),
+             o.listen, hsadb_server_port(srv));
+    if (c->json) {
+        jw w;
+        jw_init(&w, stdout);
+        jw_begin_obj(&w);
+        jw_key(&w, "listening"); jw_str(&w, addr);
+        jw_key(&w, "port");      jw_int(&w, hsadb_server_port(srv));
+        jw_key(&w, "tls");       jw_bool(&w, c->tls_cert != NULL);
+        jw_key(&w, "auth");      jw_bool(&w, c->keys != NULL);
+        jw_end_obj(&w);
+        jw_end(&w);
+    } else {
+        printf("listening on %s\n", addr);
+    }
+    fflush(stdout);
+    if (!c->keys)
+        note(c, "no --keys: every client may do everything");
+    else if (!c->tls_cert && !hsadb_server_is_loopback(o.listen))
+        note(c, "API keys travel in clear text without --tls-cert/--tls-key");
+    int sig = 0;
+    sigwait(&set, &sig);
+    g_signal = sig;
+    signal(SIGINT, SIG_DFL);   /* a second signal ends the process at once */
+    signal(SIGTERM, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    note(c, "%s: shutting down (calls in flight get 10 s)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    hsadb_server_stop(srv);
+    note(c, "stopped");
+    ec = EXIT_OK;
+out:
+    hsadb_db_close(db);
+    hsadb_model_close(m);
+    return ec;
+}
+
 /* ---- command table and help ------------------------------------------------------------ */
 
 static const optdef append_opts[] = { { "progress", 0, 0, OPT_PROGRESS }, { NULL, 0, 0, 0 } };
@@ -1149,6 +1235,13 @@ static const optdef read_opts[] = {
 static const optdef delete_opts[] = { { "yes", 'y', 0, OPT_YES }, { NULL, 0, 0, 0 } };
 static const optdef snapshot_opts[] = { { "memory", 0, 1, OPT_MEMORY }, { NULL, 0, 0, 0 } };
 static const optdef restore_opts[] = { { "no-check", 0, 0, OPT_NO_CHECK }, { NULL, 0, 0, 0 } };
+static const optdef serve_opts[] = {
+    { "listen", 0, 1, OPT_LISTEN },         { "keys", 0, 1, OPT_KEYS },
+    { "insecure-no-auth", 0, 0, OPT_INSECURE_NO_AUTH },
+    { "tls-cert", 0, 1, OPT_TLS_CERT },     { "tls-key", 0, 1, OPT_TLS_KEY },
+    { "snapshot-dir", 0, 1, OPT_SNAPSHOT_DIR }, { "workers", 0, 1, OPT_WORKERS },
+    { "hash-key", 0, 1, OPT_HASH_KEY },     { NULL, 0, 0, 0 },
+};
 static const optdef no_opts[] = { { NULL, 0, 0, 0 } };
 
 static const command commands[] = {
@@ -1233,6 +1326,27 @@ static const command commands[] = {
       "\n"
       "Options:\n"
       "  --no-check        do not check the memories against a model\n" },
+    { "serve", cmd_serve, 0, 0, serve_opts, "serve [--listen ADDR:PORT] [--keys FILE]",
+      "serve the database over gRPC (hsadb.v1.Memory, docs/rpc.md)",
+      "Serves the database and the model over gRPC: service hsadb.v1.Memory (create, list,\n"
+      "get, delete, streamed append, streamed query, search, snapshot, restore) and the\n"
+      "standard grpc.health.v1.Health. Prints `listening on ADDR:PORT` on stdout once ready\n"
+      "(with --json one object), then one line per call on stderr (not with --quiet).\n"
+      "SIGINT or SIGTERM stops it gracefully: no new calls, calls in flight get 10 s to\n"
+      "finish, then they are cancelled (an unfinished append is rolled back); exit 0.\n"
+      "Without --keys it serves only a loopback address unless --insecure-no-auth is given.\n"
+      "\n"
+      "Options:\n"
+      "  --listen ADDR:PORT  address to listen on (default 127.0.0.1:50051; port 0 = any)\n"
+      "  --keys FILE         API keys: lines '<sha256 hex> <read|write|admin> <name-or-glob>';\n"
+      "                      clients send 'authorization: Bearer <key>'\n"
+      "  --hash-key KEY      print the SHA-256 of KEY for the keys file, and exit\n"
+      "  --insecure-no-auth  allow serving a non-loopback address without --keys\n"
+      "  --tls-cert FILE     PEM certificate chain: serve TLS (needs --tls-key)\n"
+      "  --tls-key FILE      PEM private key\n"
+      "  --snapshot-dir DIR  existing server-side directory for Snapshot/Restore (default:\n"
+      "                      disabled)\n"
+      "  --workers N         calls handled at once (default 16)\n" },
     { "help", NULL, 0, 1, no_opts, "help [COMMAND]", "show help for hsadb or one command", "" },
 };
 
@@ -1333,6 +1447,14 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_YES:         c->yes = 1; break;
     case OPT_MEMORY:      c->memory = v; break;
     case OPT_NO_CHECK:    c->no_check = 1; break;
+    case OPT_LISTEN:      c->listen = v; break;
+    case OPT_KEYS:        c->keys = v; break;
+    case OPT_INSECURE_NO_AUTH: c->insecure_no_auth = 1; break;
+    case OPT_TLS_CERT:    c->tls_cert = v; break;
+    case OPT_TLS_KEY:     c->tls_key = v; break;
+    case OPT_SNAPSHOT_DIR: c->snapshot_dir = v; break;
+    case OPT_WORKERS:     rc = parse_int(shown, v, 1, 1024, &c->workers); break;
+    case OPT_HASH_KEY:    c->hash_key = v; break;
     }
     return rc;
 }
