@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "st_file.h"
 #include "hsadb.h"
 #include "store.h"
 
@@ -41,15 +41,14 @@ static void *bg_append(void *p) {
 int main(void) {
     hsadb_model *m, *other;
     hsadb_db *db;
-    snprintf(dir, sizeof dir, "/tmp/hsadb-test-engine-XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    if (!tu_tmpdir(dir, sizeof dir, "test-engine")) return 1;
     setenv("HSADB_KV_DTYPE", "f32", 1);
     CHECK(hsadb_model_open("tests/data/tiny", &m) == 0, "load tiny model");
     CHECK(hsadb_model_open("tests/data/tiny-bypass", &other) == 0, "load second model");
     hsadb_db_options o = {.flags = HSADB_DB_CREATE, .model = m, .threads = 2};
     int rc = hsadb_db_open(dir, &o, &db);
     CHECK(rc == 0, "open db %s (%s)", dir, hsadb_last_error());
-    if (rc) return DONE();
+    if (rc) return tu_summary();
 
     CHECK(hsadb_memory_create(db, "pieces") == 0, "create pieces");
     CHECK(hsadb_memory_create(db, "one") == 0, "create one");
@@ -178,11 +177,9 @@ int main(void) {
     CHECK(hsadb_memory_delete(db2, "one") == 0 && hsadb_memory_stat(db2, "one", &info) == HSADB_ERR_NOTFOUND, "delete");
     hsadb_db_close(db2);
 
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {}
+    tu_rmrf(dir);
     free(data), free(back);
     hsadb_model_close(m);
     hsadb_model_close(other);
-    return DONE();
+    return tu_summary();
 }

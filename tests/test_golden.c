@@ -13,7 +13,7 @@
  */
 #include <math.h>
 
-#include "check.h"
+#include "st_file.h"
 #include "engine.h"
 #include "forward.h"
 #include "model.h"
@@ -263,5 +263,5 @@ static void run_model(const char *dir) {
 int main(void) {
     run_model("tests/data/tiny");
     run_model("tests/data/tiny-bypass");
-    return DONE();
+    return tu_summary();
 }

@@ -5,7 +5,7 @@
  */
 #include <unistd.h>
 
-#include "check.h"
+#include "st_file.h"
 #include "hsadb.h"
 
 static char dir[128];
@@ -43,8 +43,7 @@ int main(void) {
     size_t cn, sn;
     char *cfg = (char *)slurp("tests/data/tiny/config.json", &cn);
     unsigned char *st = slurp("tests/data/tiny/model.safetensors", &sn);
-    snprintf(dir, sizeof dir, "/tmp/hsadb-test-model-XXXXXX");
-    if (!cfg || !st || !mkdtemp(dir)) return 1;
+    if (!cfg || !st || !tu_tmpdir(dir, sizeof dir, "test-model")) return 1;
     hsadb_model *m;
     write_file("config.json", (unsigned char *)cfg, cn);
     write_file("model.safetensors", st, sn);
@@ -90,9 +89,7 @@ int main(void) {
     CHECK(hsadb_model_open("/nonexistent/model", &m) == HSADB_ERR_BAD_MODEL && strstr(hsadb_last_error(), "config.json"),
           "missing directory: %s", hsadb_last_error());
 
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {}
+    tu_rmrf(dir);
     free(b), free(c2), free(cfg), free(st);
-    return DONE();
+    return tu_summary();
 }

@@ -50,7 +50,7 @@ static int tu_summary(void) {
     return tu_failed ? 1 : 0;
 }
 
-static char *tu_tmpdir(char *buf, size_t n, const char *tag) {
+__attribute__((unused)) static char *tu_tmpdir(char *buf, size_t n, const char *tag) {
     snprintf(buf, n, "/tmp/hsadb-%s-XXXXXX", tag);
     return mkdtemp(buf);
 }
@@ -60,7 +60,7 @@ static int tu_rm_one(const char *path, const struct stat *sb, int flag, struct F
     return remove(path);
 }
 
-static int tu_rmrf(const char *path) {
+__attribute__((unused)) static int tu_rmrf(const char *path) {
     return nftw(path, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 

@@ -1,26 +1,14 @@
-/* tests/check.h — tiny test harness: CHECK(cond, fmt, ...) counts and prints; DONE() prints
- * "N passed, N failed" and returns the exit status. Plus a safetensors reader for goldens. */
-#ifndef HSADB_CHECK_H
-#define HSADB_CHECK_H
+/* tests/st_file.h — read test data: whole files and safetensors tensors (golden outputs).
+ * The test harness itself (CHECK, tu_summary) is tests/test_util.h. */
+#ifndef HSADB_ST_FILE_H
+#define HSADB_ST_FILE_H
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
-
-static int check_passed, check_failed;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (cond) { check_passed++; printf("ok   "); }                        \
-        else { check_failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); }  \
-        printf(__VA_ARGS__);                                                  \
-        printf("\n");                                                         \
-        fflush(stdout);                                                       \
-    } while (0)
-
-#define DONE() (printf("%d passed, %d failed\n", check_passed, check_failed), check_failed ? 1 : 0)
+#include "test_util.h"
 
 /* A whole file in memory (NULL if unreadable). */
 static inline unsigned char *slurp(const char *path, size_t *len) {
