@@ -11,6 +11,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -28,6 +29,39 @@ static void fill(uint8_t *b, size_t n, unsigned seed) {
 }
 
 typedef struct bg { hsadb_db *db; int rc; } bg;
+
+/* Two queries on one memory at once: A stops inside its first on_piece (holding its read
+ * view) until B, started meanwhile, has finished. If queries serialised on the memory, B
+ * would wait for A forever: the alarm turns that into a failure. */
+static pthread_mutex_t pc_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pc_cv = PTHREAD_COND_INITIALIZER;
+static int a_inside, b_done;
+
+static int a_piece(void *ctx, const char *bytes, size_t n) {
+    (void)ctx, (void)bytes, (void)n;
+    pthread_mutex_lock(&pc_mu);
+    a_inside = 1;
+    pthread_cond_broadcast(&pc_cv);
+    while (!b_done) pthread_cond_wait(&pc_cv, &pc_mu);
+    pthread_mutex_unlock(&pc_mu);
+    return 1;                               /* stop A here */
+}
+
+static void *query_a(void *p) {
+    bg *b = p;
+    hsadb_query_options o = {.max_tokens = 8, .on_piece = a_piece};
+    hsadb_answer *ans = NULL;
+    b->rc = hsadb_query(b->db, "pieces", "first?", 6, &o, &ans);
+    hsadb_answer_free(ans);
+    return NULL;
+}
+
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "FAIL a second query on the same memory waited for the first (deadlock)\n";
+    if (write(1, msg, sizeof msg - 1)) {}
+    _exit(1);
+}
 
 static void *bg_append(void *p) {
     bg *b = p;
@@ -155,6 +189,29 @@ int main(void) {
     size_t n;
     CHECK(hsadb_memory_list(db, &list, &n) == 0 && n == 2 && !strcmp(list[0].name, "one"), "list: %zu memories", n);
     hsadb_free(list);
+
+    /* Two queries on one memory overlap. */
+    {
+        bg a = {db, -1};
+        pthread_t ta;
+        signal(SIGALRM, on_alarm);
+        alarm(60);
+        pthread_create(&ta, NULL, query_a, &a);
+        pthread_mutex_lock(&pc_mu);
+        while (!a_inside) pthread_cond_wait(&pc_cv, &pc_mu);
+        pthread_mutex_unlock(&pc_mu);
+        hsadb_query_options qb = {.max_tokens = 4};
+        hsadb_answer *ab = NULL;
+        int rb = hsadb_query(db, "pieces", "second?", 7, &qb, &ab);
+        hsadb_answer_free(ab);
+        pthread_mutex_lock(&pc_mu);
+        b_done = 1;
+        pthread_cond_broadcast(&pc_cv);
+        pthread_mutex_unlock(&pc_mu);
+        pthread_join(ta, NULL);
+        alarm(0);
+        CHECK(rb == 0 && a.rc == 0, "a query completes while another on the same memory is mid-generation (%d, %d)", rb, a.rc);
+    }
 
     /* Query while another thread appends. */
     hsadb_memory_create(db, "busy");
