@@ -1,59 +1,18 @@
 /*
  * attention/attention.c — CPU attention kernels (see attention.h).
  *
- * The inner products and the V accumulation run 8 floats at a time with GCC vector
- * extensions (AVX2+FMA under -march=x86-64-v3); the softmax exponentials use a vectorised
- * exp. Ring buffers are walked as at most two contiguous segments (no modulo per key).
+ * The inner products and the V accumulation run 8 floats at a time (util/vec.h: AVX2+FMA
+ * under -march=x86-64-v3); the softmax exponentials use a vectorised exp. Ring buffers are walked as at most two contiguous segments (no modulo per key).
  */
 #include "attention.h"
 
-#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
-typedef float v8 __attribute__((vector_size(32)));
+#include "vec.h"
 
-static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, 32); return v; }
-static inline void store8(float *p, v8 v) { memcpy(p, &v, 32); }
-
-static inline float hsum8(v8 v) {
-    return (v[0] + v[4]) + (v[1] + v[5]) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
-
-static inline float dot(const float *a, const float *b, int n) {
-    v8 acc = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8) acc += load8(a + i) * load8(b + i);
-    float s = hsum8(acc);
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static inline void axpy(float a, const float *x, float *y, int n) {
-    int i = 0;
-    v8 av = {a, a, a, a, a, a, a, a};
-    for (; i + 8 <= n; i += 8) store8(y + i, load8(y + i) + av * load8(x + i));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
-/* exp(x) for softmax arguments (x <= 0), 8 at a time: Cephes' expf polynomial,
- * 2^k * p(r) with k = round(x / ln 2); relative error below 2e-7. */
-static inline v8 exp8(v8 xv) {
-    __m256 x = _mm256_max_ps((__m256)xv, _mm256_set1_ps(-87.f));
-    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    return (v8)_mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
+#define dot hsadb_vdot
+#define axpy hsadb_vaxpy
 
 /* scores[0..n) = exp(scores - max); returns their sum. */
 static inline float softmax_exp(float *s, int n, float mx) {

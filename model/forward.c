@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "vec.h"
 
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
@@ -24,9 +25,7 @@ static void rmsnorm(float *out, const float *x, const float *g, int n, int d, fl
     for (int t = 0; t < n; t++) {
         const float *xr = x + (size_t)t * d;
         float *o = out + (size_t)t * d;
-        float ss = 0.f;
-        for (int i = 0; i < d; i++) ss += xr[i] * xr[i];
-        float inv = 1.f / sqrtf(ss / (float)d + eps);
+        float inv = 1.f / sqrtf(hsadb_vdot(xr, xr, d) / (float)d + eps);
         for (int i = 0; i < d; i++) o[i] = xr[i] * inv * g[i];
     }
 }
@@ -110,10 +109,7 @@ static void mlp(hsadb_run *r, const hsadb_mlp_w *w, const float *in, float *x, i
     rmsnorm(r->xb, in, w->norm, n, D, c->eps);
     matmul(r->hb, r->xb, w->gate, n, D, F);
     matmul(r->hb2, r->xb, w->up, n, D, F);
-    for (size_t i = 0; i < (size_t)n * F; i++) {
-        float g = r->hb[i];
-        r->hb[i] = g / (1.f + expf(-g)) * r->hb2[i];
-    }
+    hsadb_silu_mul(r->hb, r->hb2, (size_t)n * F);
     matmul(r->xb2, r->hb, w->down, n, F, D);
     for (size_t i = 0; i < (size_t)n * D; i++) x[i] += r->xb2[i];
 }

@@ -1,0 +1,71 @@
+/*
+ * util/vec.h — 8-wide float helpers for the CPU kernels (AVX2 + FMA, -march=x86-64-v3).
+ *
+ *   v8, load8/store8       unaligned 8-float loads and stores
+ *   hsum8                  horizontal sum
+ *   exp8                   exp(x) for x in [-87, 88] (clamped), |rel err| < 2e-7
+ *   hsadb_vdot, hsadb_vaxpy  dot product and y += a*x over n floats
+ *   hsadb_silu_mul         g[i] = silu(g[i]) * u[i] (the SwiGLU gate)
+ */
+#ifndef HSADB_VEC_H
+#define HSADB_VEC_H
+
+#include <immintrin.h>
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+
+static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, 32); return v; }
+static inline void store8(float *p, v8 v) { memcpy(p, &v, 32); }
+
+static inline float hsum8(v8 v) {
+    return (v[0] + v[4]) + (v[1] + v[5]) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* Cephes' expf: 2^k * p(r) with k = round(x / ln 2), r = x - k ln 2. */
+static inline v8 exp8(v8 xv) {
+    __m256 x = _mm256_min_ps(_mm256_max_ps((__m256)xv, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return (v8)_mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline float hsadb_vdot(const float *a, const float *b, int n) {
+    v8 acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc += load8(a + i) * load8(b + i);
+    float s = hsum8(acc);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void hsadb_vaxpy(float a, const float *x, float *y, int n) {
+    int i = 0;
+    v8 av = {a, a, a, a, a, a, a, a};
+    for (; i + 8 <= n; i += 8) store8(y + i, load8(y + i) + av * load8(x + i));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static inline void hsadb_silu_mul(float *g, const float *u, size_t n) {
+    size_t i = 0;
+    const v8 one = {1, 1, 1, 1, 1, 1, 1, 1};
+    for (; i + 8 <= n; i += 8) {
+        v8 x = load8(g + i);
+        store8(g + i, x / (one + exp8(-x)) * load8(u + i));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+}
+
+#endif
