@@ -119,7 +119,9 @@ void hsadb_db_close(hsadb_db *db);                        /* NULL is a no-op */
 
 /* ---- memories -------------------------------------------------------------------------- */
 
-/* Memory names: 1..128 bytes of [A-Za-z0-9._-]. */
+/* Memory names: 1..128 bytes of [A-Za-z0-9._-]. Returns 1 if `name` is one (else 0, with
+ * the reason in hsadb_last_error()). */
+int hsadb_memory_name_valid(const char *name);
 
 typedef struct hsadb_memory_info {
     char     name[129];

@@ -53,7 +53,7 @@ static void fill_chunk(Hsadb__V1__Chunk *m, const hsadb_chunk_ref *r)
 
 static int check_name(rpc_call *c, const char *what, const char *name)
 {
-    if (rpc_valid_name(name))
+    if (hsadb_memory_name_valid(name))
         return RPC_OK;
     return rpc_call_status(c, RPC_INVALID_ARGUMENT,
                            "%s '%.140s' must be 1..128 bytes of [A-Za-z0-9._-]", what, name);

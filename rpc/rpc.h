@@ -110,6 +110,5 @@ extern const rpc_service rpc_memory_service;
 extern const rpc_service rpc_health_service;
 
 /* Valid memory (and snapshot directory) name: 1..128 bytes of [A-Za-z0-9._-]. */
-int rpc_valid_name(const char *s);
 
 #endif /* HSADB_RPC_H */

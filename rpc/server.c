@@ -135,19 +135,6 @@ void hsadb_server_hash_key(const char *key, char out[65])
     hsadb_hex(d, 32, out);
 }
 
-int rpc_valid_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 1 || n > 128)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return 0;
-    }
-    return 1;
-}
 
 int hsadb_server_is_loopback(const char *listen)
 {

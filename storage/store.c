@@ -216,6 +216,11 @@ static int name_check(const char *name, size_t *len) {
     return 0;
 }
 
+int hsadb_memory_name_valid(const char *name) {
+    size_t len;
+    return name_check(name, &len) == 0;
+}
+
 /*
  * Derives the value sizes of a memory's records from its geometry. `err` is what a bad
  * geometry is reported as: HSADB_ERR_INVALID for a caller's record, HSADB_ERR_CORRUPT for a

@@ -246,23 +246,10 @@ static int interrupted_exit(void) { return 128 + (g_signal ? (int)g_signal : SIG
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
-static int valid_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 1 || n > 128)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return 0;
-    }
-    return 1;
-}
 
 static int check_name(const char *s)
 {
-    if (valid_name(s))
+    if (hsadb_memory_name_valid(s))
         return 0;
     fprintf(stderr, "hsadb: %s: %s: memory name '", g_cmdname, hsadb_strerror(HSADB_ERR_INVALID));
     print_escaped(stderr, s, strlen(s));
