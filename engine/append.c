@@ -161,29 +161,26 @@ static int commit(hsadb_appender *a, int final) {
 /* Run the buffered bytes a->in[0..n_in) through the lower half and the encoder. */
 static int process_block(hsadb_appender *a) {
     const hsadb_config *c = &a->m->c;
-    const int S = c->chunk, D = c->dim, n = a->n_in;
+    const int S = c->chunk, n = a->n_in;
     const int64_t p0 = a->tail.pos;
     const int part = (int)(p0 % S);                      /* rows of the partial chunk held */
     int nc = 0, rc;
     if (n == 0) return 0;
     for (int i = 0; i < n; i++) a->tok[i] = a->in[i];
     hsadb_lower_forward(&a->run, &a->lower, a->tok, n, a->xmid);
-    /* Gather every chunk that completes in this block: its first rows may be the partial
-     * chunk at the end of the tail, the rest come from this block. */
-    for (int64_t end = p0 - part + S; end <= p0 + n; end += S) {
-        const int64_t cs = end - S;
-        float *dx = a->chunk_x + (size_t)nc * S * D;
-        uint8_t *db = a->chunk_bytes + (size_t)nc * S;
-        int from_tail = cs < p0 ? (int)(p0 - cs) : 0;
-        memcpy(dx, a->tail.x_mid + (size_t)(a->tail.n_ctx - from_tail) * D, (size_t)from_tail * D * 4);
+    /* Every chunk that completes in this block: its first rows may be the partial chunk at
+     * the end of the tail, the rest come from this block. Then its bytes and provenance. */
+    nc = hsadb_tail_gather_chunks(&a->tail, a->m, a->xmid, n, a->chunk_x);
+    for (int j = 0; j < nc; j++) {
+        const int64_t cs = p0 - part + (int64_t)j * S;
+        const int from_tail = cs < p0 ? (int)(p0 - cs) : 0;
+        uint8_t *db = a->chunk_bytes + (size_t)j * S;
         memcpy(db, a->tail.bytes + a->tail.n_ctx - from_tail, (size_t)from_tail);
-        memcpy(dx + (size_t)from_tail * D, a->xmid + (size_t)(cs + from_tail - p0) * D, (size_t)(S - from_tail) * D * 4);
         memcpy(db + from_tail, a->in + (cs + from_tail - p0), (size_t)(S - from_tail));
-        a->chunk_meta[nc] = (struct hsadb_chunk_meta){
+        a->chunk_meta[j] = (struct hsadb_chunk_meta){
             .append_id = from_tail ? a->tail.part_append_id : a->append_id,
             .byte_offset = (uint64_t)cs,
             .time = from_tail ? a->tail.part_time : a->start_time};
-        nc++;
     }
     hsadb_tail_push_rows(&a->tail, a->m, a->xmid, a->in, n);
     if (nc) a->tail.part_append_id = a->append_id, a->tail.part_time = a->start_time;

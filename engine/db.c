@@ -171,18 +171,15 @@ int hsadb_memory_read(hsadb_db *db, const char *name, uint64_t offset, void *buf
             memcpy(dst + done, bytes + in, take);
             done += take, offset += take;
         } else {                          /* the partial chunk, from the tail */
-            const uint8_t *blob;
-            size_t len;
-            if ((rc = hsadb_store_reader_tail(r, (const void **)&blob, &len))) goto done;
-            /* The tail's byte section is its last n_ctx bytes, positions n_bytes-n_ctx.. */
-            uint32_t n_ctx;
-            if (len < 64) { rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory %s: tail record too short", name); goto done; }
-            memcpy(&n_ctx, blob + 20, 4);
-            if (n_ctx > len - 64 || rec.n_bytes - offset > n_ctx) {
+            const void *blob;
+            const uint8_t *tb;
+            size_t len, n_ctx;
+            if ((rc = hsadb_store_reader_tail(r, &blob, &len))) goto done;
+            if ((rc = hsadb_tail_blob_bytes(blob, len, &tb, &n_ctx))) goto done;
+            if (rec.n_bytes - offset > n_ctx) {
                 rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory %s: tail does not hold byte %llu", name, (unsigned long long)offset);
                 goto done;
             }
-            const uint8_t *tb = blob + len - n_ctx;
             size_t take = (size_t)(rec.n_bytes - offset);
             if (take > n - done) take = n - done;
             memcpy(dst + done, tb + (n_ctx - (rec.n_bytes - offset)), take);

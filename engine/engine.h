@@ -65,6 +65,15 @@ int  hsadb_tail_decode(hsadb_tail *t, const hsadb_model *m, const void *blob, si
 /* Serialise into *buf (grown with realloc as needed; caller frees). */
 int  hsadb_tail_encode(const hsadb_tail *t, const hsadb_model *m, uint8_t **buf, size_t *cap,
                        size_t *len);
+/* The stream bytes a stored tail blob holds, without decoding it: *bytes points into blob at
+ * the last *n bytes of the stream. HSADB_ERR_CORRUPT if the blob is too short. */
+int  hsadb_tail_blob_bytes(const void *blob, size_t len, const uint8_t **bytes, size_t *n);
+/* Copy the x_mid rows of the chunks that complete within a block: positions p0..p0+n-1 of
+ * the block are x_mid[0..n) (and bytes/tokens), the tail holds the rows before p0 (it has not
+ * been pushed yet). For each chunk ending in the block, its S rows go to xs [nc][S][D].
+ * Returns the number of chunks nc. */
+int  hsadb_tail_gather_chunks(const hsadb_tail *t, const hsadb_model *m, const float *x_mid, int n,
+                              float *xs);
 /* Put the lower K/V of the tail into fresh rings (state at position t->pos). */
 void hsadb_tail_to_lower(const hsadb_tail *t, const hsadb_model *m, hsadb_swa_state *s);
 /* Record the lower K/V of the last min(pos, W-1) positions from the rings. */

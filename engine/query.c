@@ -175,19 +175,12 @@ static int extra_push(qsession *q, const float *lmk, const float *k, const float
  * is q->hid[q->last_row]; q->tr holds the rows' selections. */
 static int feed(qsession *q, const int *tokens, int n) {
     const hsadb_config *c = &q->m->c;
-    const int S = c->chunk, D = c->dim;
+    const int S = c->chunk;
     const int64_t p0 = q->tail.pos;
     int nc = 0, rc;
     hsadb_lower_forward(&q->run, &q->lower, tokens, n, q->xmid);
     const int part = (int)(p0 % S);
-    for (int64_t end = p0 - part + S; end <= p0 + n; end += S) {
-        const int64_t cs = end - S;
-        int from_tail = cs < p0 ? (int)(p0 - cs) : 0;
-        float *dx = q->chunk_x + (size_t)nc * S * D;
-        memcpy(dx, q->tail.x_mid + (size_t)(q->tail.n_ctx - from_tail) * D, (size_t)from_tail * D * 4);
-        memcpy(dx + (size_t)from_tail * D, q->xmid + (size_t)(cs + from_tail - p0) * D, (size_t)(S - from_tail) * D * 4);
-        nc++;
-    }
+    nc = hsadb_tail_gather_chunks(&q->tail, q->m, q->xmid, n, q->chunk_x);
     uint8_t bytes[HSADB_BLOCK];
     for (int i = 0; i < n; i++) bytes[i] = tokens[i] < 256 ? (uint8_t)tokens[i] : (uint8_t)'?';
     if (nc) {

@@ -179,3 +179,27 @@ void hsadb_tail_push_rows(hsadb_tail *t, const hsadb_model *m, const float *x_mi
     t->n_ctx += n;
     t->pos += n;
 }
+
+int hsadb_tail_blob_bytes(const void *blob, size_t len, const uint8_t **bytes, size_t *n) {
+    const uint8_t *h = blob;
+    if (len < TAIL_HDR || memcmp(h, "HSAT", 4) != 0) return hsadb_fail(HSADB_ERR_CORRUPT, "tail record: bad header");
+    uint32_t n_ctx = get32(h + 20);
+    if (n_ctx > len - TAIL_HDR) return hsadb_fail(HSADB_ERR_CORRUPT, "tail record: %u bytes do not fit", n_ctx);
+    *bytes = h + len - n_ctx;        /* the byte section ends the blob */
+    *n = n_ctx;
+    return 0;
+}
+
+int hsadb_tail_gather_chunks(const hsadb_tail *t, const hsadb_model *m, const float *x_mid, int n, float *xs) {
+    const int S = m->c.chunk, D = m->c.dim;
+    const int64_t p0 = t->pos, part = p0 % S;
+    int nc = 0;
+    for (int64_t end = p0 - part + S; end <= p0 + n; end += S, nc++) {
+        const int64_t cs = end - S;
+        const int from_tail = cs < p0 ? (int)(p0 - cs) : 0;
+        float *dx = xs + (size_t)nc * S * D;
+        memcpy(dx, t->x_mid + (size_t)(t->n_ctx - from_tail) * D, (size_t)from_tail * D * 4);
+        memcpy(dx + (size_t)from_tail * D, x_mid + (size_t)(cs + from_tail - p0) * D, (size_t)(S - from_tail) * D * 4);
+    }
+    return nc;
+}

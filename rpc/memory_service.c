@@ -275,16 +275,23 @@ static const char *stop_name(int s)
     return s == 0 ? "eos" : s == 1 ? "max_tokens" : s == 2 ? "cancelled" : "?";
 }
 
+/* What Query and Search check first: a valid name, read access, a bounded question. */
+static int check_question(rpc_call *c, const char *memory, const char *question)
+{
+    int code;
+    if ((code = check_name(c, "memory name", memory)) || (code = rpc_call_allow(c, RPC_ROLE_READ, memory)))
+        return code;
+    if (strlen(question) > MAX_QUESTION)
+        return rpc_call_status(c, RPC_INVALID_ARGUMENT, "question longer than %d bytes", MAX_QUESTION);
+    return 0;
+}
+
 static int h_query(rpc_call *c, const ProtobufCMessage *msg)
 {
     const Hsadb__V1__QueryRequest *r = (const void *)msg;
     int code;
-    if ((code = check_name(c, "memory name", r->memory)) ||
-        (code = rpc_call_allow(c, RPC_ROLE_READ, r->memory)))
+    if ((code = check_question(c, r->memory, r->question)))
         return code;
-    if (strlen(r->question) > MAX_QUESTION)
-        return rpc_call_status(c, RPC_INVALID_ARGUMENT, "question longer than %d bytes",
-                               MAX_QUESTION);
     if (r->max_tokens < 0 || r->max_tokens > MAX_TOKENS)
         return rpc_call_status(c, RPC_INVALID_ARGUMENT, "max_tokens must be in 0..%d", MAX_TOKENS);
     if (r->evidence_k < 0 || r->evidence_k > MAX_EVIDENCE_K)
@@ -359,12 +366,8 @@ static int h_search(rpc_call *c, const ProtobufCMessage *msg)
 {
     const Hsadb__V1__SearchRequest *r = (const void *)msg;
     int code;
-    if ((code = check_name(c, "memory name", r->memory)) ||
-        (code = rpc_call_allow(c, RPC_ROLE_READ, r->memory)))
+    if ((code = check_question(c, r->memory, r->question)))
         return code;
-    if (strlen(r->question) > MAX_QUESTION)
-        return rpc_call_status(c, RPC_INVALID_ARGUMENT, "question longer than %d bytes",
-                               MAX_QUESTION);
     if (r->k < 0 || r->k > MAX_SEARCH_K)
         return rpc_call_status(c, RPC_INVALID_ARGUMENT, "k must be in 0..%d", MAX_SEARCH_K);
     hsadb_hits *h = NULL;
