@@ -8,10 +8,26 @@ followed by one or more query blocks.  Every sample carries:
   tokens   int64 [L]
   ans      bool  [L]   position t predicts an answer byte or the <eos> after it (answer loss)
   sup      list of (t, [chunks]): retrieval supervision: at answer position t the retrieval
-           scores should put their mass on these chunks (those holding the needles the answer
-           comes from, eligible at t: (c+1)*S <= t)
+           scores should put their mass on these chunks.  With opts["sup"] == "per-pos" (default)
+           they are the chunks of the needle whose content is emitted at t (value i of a
+           multi-value answer, the assignment that introduces the variable name being emitted in
+           vt, each query block's own needle in multiquery); separators take both neighbours,
+           the <eos> takes the union.  "union": every position of a query block takes all of its
+           needles (the old behaviour).  Only chunks eligible at t ((c+1)*S <= t) are listed; a
+           position whose needle is not in a complete chunk yet gets no entry at all.
+  meta     dict: spans (start, end) of every needle, and pos_needles {t: [needle indices]} (what
+           the supervision at t was built from; for tests and debugging)
 Families: passkey, niah (single needle; values numbers / words / uuid-like keys), multikey (with
 distractors), multivalue, multiquery, vt (variable tracking), lm (plain text, no query).
+
+Options (opts dict, see DEFAULT_OPTS / TRAIN_OPTS): tail_frac places that fraction of the needles
+at the very end of the haystack (immediately before the query block, or up to tail_span bytes
+before it, often in the chunk that is still incomplete at the answer); mv_order "sorted" makes the
+multi-value answer list the values in sorted (byte) order, which the model can infer from the
+retrieved content, while "doc" is document order; vt_hops weights the number of hops.
+The defaults (DEFAULT_OPTS) are eval-faithful: no tail placement, uniform 1-3 hops; with them the
+generators reproduce the previous samples for the same seed, except multivalue (sorted answer,
+shuffled needle order) and vt (the distractor is placed among the chain).
 """
 import gzip
 import os
@@ -148,48 +164,126 @@ VT_Q = ["Find all variables that are assigned the value {v}.",
         "List the variables equal to {v}."]
 
 
+DEFAULT_OPTS = dict(
+    tail_frac=0.0,      # fraction of needles put at the very end of the haystack
+    tail_span=None,     # a tail needle ends at most this many bytes before the query block (None: 3*S)
+    tail_zero=0.3,      # fraction of the tail needles that sit immediately before <query>
+    sup="per-pos",      # "per-pos": the needle being emitted; "union": all needles of the query block
+    sup_span="value",   # supervised chunks: those holding the needle's value text ("value"), or the
+                        # whole needle ("needle", the old behaviour)
+    mv_order="sorted",  # multivalue answer order: "sorted" (byte order of the values) or "doc"
+    vt_hops=None,       # weights of 1, 2, 3, ... hops (None: uniform 1-3, as RULER)
+)
+# what train.py uses unless told otherwise
+TRAIN_OPTS = dict(DEFAULT_OPTS, tail_frac=0.12, vt_hops=(0.5, 0.3, 0.2))
+
+
+def _opts(opts):
+    o = dict(DEFAULT_OPTS)
+    if opts:
+        unknown = set(opts) - set(o)
+        if unknown:
+            raise KeyError("unknown data options: %s" % sorted(unknown))
+        o.update(opts)
+    return o
+
+
 class Sample:
-    __slots__ = ("tokens", "ans", "sup", "family", "answers")
+    __slots__ = ("tokens", "ans", "sup", "family", "answers", "meta")
 
-    def __init__(self, tokens, ans, sup, family, answers):
+    def __init__(self, tokens, ans, sup, family, answers, meta=None):
         self.tokens, self.ans, self.sup, self.family, self.answers = tokens, ans, sup, family, answers
+        self.meta = meta or {}
 
 
-def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True):
-    """needles: list of byte-lists; qas: list of (question str, answer str, [needle indices]).
-    Builds haystack + needles at random depths + query blocks; returns Sample."""
+def answer_parts(parts, sep, eos=None):
+    """parts: [(text, [needle indices])] -> (answer str, needle sets per predicted answer byte).
+    Entry j of the list is for the position that predicts answer byte j (entry len(answer) for the
+    <eos>).  A part's bytes take its needles; separator bytes take the needles of both neighbours
+    (ending one value and starting the next depend on both); the <eos> takes `eos` (default: the
+    union of all parts: deciding that nothing follows is not a per-needle lookup)."""
+    text = sep.join(t for t, _ in parts)
+    union = sorted(set(i for _, ns in parts for i in ns))
+    segs = []
+    for k, (t, ns) in enumerate(parts):
+        if k > 0:
+            segs += [sorted(set(parts[k - 1][1]) | set(ns))] * len(sep)
+        segs += [sorted(set(ns))] * len(t)
+    segs.append(sorted(eos) if eos is not None else union)
+    assert len(segs) == len(text) + 1
+    return text, segs
+
+
+def _find(hay, m, start):
+    for k in range(start, len(hay) - len(m) + 1):
+        if hay[k:k + len(m)] == m:
+            return k
+    return -1
+
+
+def _snap(fill, nf, p):
+    """move an insertion point forward to just after a space/newline when one is near"""
+    for k in range(p, min(nf, p + 40)):
+        if fill[k] in (32, 10):
+            return min(k + 1, nf)
+    return min(p, nf)
+
+
+def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=None, ordered=True, marks=None):
+    """needles: list of byte-lists; qas: list of (question str, answer str, [needle indices]) or
+    (question, answer, [needle indices], per-byte needle sets from answer_parts()).
+    marks: per needle, the text that an answer copies from it (its value; every occurrence in the
+    needle counts); with sup_span "value" only the chunks holding it are supervised.
+    Builds haystack + needles at random depths + query blocks; returns Sample.
+    ordered: needle i goes to the i-th insertion point (chains, document-order answers); tail
+    needles are then the last ones.  Otherwise the tail needles are any of them."""
+    o = _opts(opts)
     tail = []
     ans_pos = []  # (start, end) positions in tail whose next token is answer/eos
-    for q, a, _ in qas:
+    for qa in qas:
+        q, a = qa[0], qa[1]
         tail += [QUERY] + b(q) + [ANSWER]
         st = len(tail) - 1  # the <answer> token predicts the first answer byte
         tail += b(a) + [EOS]
         ans_pos.append((st, len(tail) - 1))  # positions st .. len-2 predict a..eos
     head = [BOS] if bos else []
-    nbytes = sum(len(n) for n in needles)
+    n = len(needles)
+    nbytes = sum(len(x) for x in needles)
     Lh = L - len(tail) - len(head)
-    nf = Lh - nbytes - len(needles)  # one separator space per needle
+    nf = Lh - nbytes - n  # one separator space per needle
     if nf < 0:
         raise ValueError("sequence too short for the needles")
     kind = filler if filler != "mix" else ("corpus" if rng.random() < 0.75 else "noise")
     fill = corpus.slice(rng, nf) if kind == "corpus" else noise_filler(rng, nf)
-    # insertion points (sorted), snapped forward to a space/newline when one is near
-    pts = sorted(rng.randrange(0, nf + 1) for _ in needles)
-    snapped = []
-    for p in pts:
-        q = p
-        for k in range(p, min(nf, p + 40)):
-            if fill[k] in (32, 10):
-                q = k + 1
-                break
-        snapped.append(min(q, nf))
-    pts = sorted(snapped)
-    order = list(range(len(needles)))
-    # needle i goes to the i-th point (keeps the given order, e.g. for multi-value / vt chains)
+    # which needles go to the end of the haystack (no rng use when tail_frac == 0: same samples)
+    is_tail = [False] * n
+    if o["tail_frac"] > 0 and n:
+        flags = [rng.random() < o["tail_frac"] for _ in range(n)]
+        if ordered:
+            k = sum(flags)
+            is_tail = [i >= n - k for i in range(n)]
+        else:
+            is_tail = flags
+    norm_idx = [i for i in range(n) if not is_tail[i]]
+    tail_idx = [i for i in range(n) if is_tail[i]]
+    # insertion points in filler coordinates (sorted), snapped forward to a space/newline
+    pts = sorted(rng.randrange(0, nf + 1) for _ in norm_idx)
+    pts = sorted(_snap(fill, nf, p) for p in pts)
+    span = o["tail_span"] if o["tail_span"] is not None else 3 * S
+    tpts = []
+    for _ in tail_idx:
+        g = 0 if rng.random() < o["tail_zero"] else rng.randint(0, max(0, min(span, nf)))
+        tpts.append(_snap(fill, nf, nf - g))
+    tpts.sort()
+    if ordered:  # needle i goes to the i-th point (keeps the given order, e.g. vt chains)
+        allp = sorted(pts + tpts)
+        pairs = list(zip(allp, range(n)))
+    else:
+        pairs = sorted(list(zip(pts, norm_idx)) + list(zip(tpts, tail_idx)), key=lambda x: x[0])
     out = list(head)
-    spans = [None] * len(needles)
+    spans = [None] * n
     prev = 0
-    for i, p in zip(order, pts):
+    for p, i in pairs:
         out += fill[prev:p].tolist()
         start = len(out)
         out += needles[i] + [32]
@@ -202,36 +296,63 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True):
     toks = np.array(out, dtype=np.int64)
     ans = np.zeros(L, dtype=bool)
     sup = []
-    for (st, en), (_, _, nidx) in zip(ans_pos, qas):
-        chunks = sorted(set(c for i in nidx for c in range(spans[i][0] // S, (spans[i][1] - 1) // S + 1)))
-        for t in range(base + st, base + en):
+    pos_needles = {}
+
+    # the byte ranges whose chunks are supervised, per needle
+    sspans = [[sp] for sp in spans]
+    if o["sup_span"] == "value" and marks is not None:
+        for i, mk in enumerate(marks):
+            if not mk:
+                continue
+            hay, m, r, k = needles[i], b(mk), [], 0
+            while True:
+                k = _find(hay, m, k)
+                if k < 0:
+                    break
+                r.append((spans[i][0] + k, spans[i][0] + k + len(m)))
+                k += len(m)
+            if r:
+                sspans[i] = r
+
+    def chunks_of(idx):
+        return sorted(set(c for i in idx for s, e in sspans[i] for c in range(s // S, (e - 1) // S + 1)))
+
+    for (st, en), qa in zip(ans_pos, qas):
+        nidx = qa[2]
+        segs = qa[3] if len(qa) > 3 and o["sup"] == "per-pos" else None
+        if segs is not None:
+            assert len(segs) == en - st, (len(segs), en - st)
+        for j, t in enumerate(range(base + st, base + en)):
             ans[t] = True
-            el = [c for c in chunks if (c + 1) * S <= t]
+            idx = segs[j] if segs is not None else nidx
+            pos_needles[t] = list(idx)
+            el = [c for c in chunks_of(idx) if (c + 1) * S <= t]
             if el:
                 sup.append((t, el))
-    return Sample(toks, ans, sup, None, [a for _, a, _ in qas])
+    meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles, tail=[i for i in range(n) if is_tail[i]], base=base)
+    return Sample(toks, ans, sup, None, [qa[1] for qa in qas], meta)
 
 
 # ---- families -------------------------------------------------------------------------------------
 
-def fam_passkey(rng, corpus, L, S):
+def fam_passkey(rng, corpus, L, S, opts=None):
     v = rand_number(rng)
     nd = rng.choice(PASSKEY_NEEDLE).format(v=v)
-    return assemble(rng, corpus, L, [b(nd)], [(rng.choice(PASSKEY_Q), v, [0])], S)
+    return assemble(rng, corpus, L, [b(nd)], [(rng.choice(PASSKEY_Q), v, [0])], S, opts=opts, marks=[v])
 
 
 def _kv_needle(rng, kind, key, value):
     return rng.choice(NEEDLE_T).format(kind=kind, key=key, value=value)
 
 
-def fam_niah(rng, corpus, L, S, kind=None):
+def fam_niah(rng, corpus, L, S, kind=None, opts=None):
     kind = kind or rng.choice(["number", "number", "word", "uuid"])
     kname, gen = VALUE_KINDS[kind]
     key = rand_key(rng, corpus)
     v = gen(rng, corpus)
     nd = _kv_needle(rng, kname, key, v)
     q = rng.choice(QUESTION_T).format(kind=kname, key=key)
-    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S)
+    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=opts, marks=[v])
 
 
 def _distinct_keys(rng, corpus, n):
@@ -243,7 +364,7 @@ def _distinct_keys(rng, corpus, n):
     return ks
 
 
-def fam_multikey(rng, corpus, L, S, nq=1):
+def fam_multikey(rng, corpus, L, S, nq=1, opts=None):
     kind = rng.choice(["number", "number", "word", "uuid"])
     kname, gen = VALUE_KINDS[kind]
     n = rng.randint(max(2, nq), 8)
@@ -252,55 +373,96 @@ def fam_multikey(rng, corpus, L, S, nq=1):
     tmpl = rng.choice(NEEDLE_T)  # same template for all: distractors look alike
     needles = [b(tmpl.format(kind=kname, key=k, value=v)) for k, v in zip(keys, vals)]
     asked = rng.sample(range(n), nq)
+    # every query block is supervised with its own needle only
     qas = [(rng.choice(QUESTION_T).format(kind=kname, key=keys[i]), vals[i], [i]) for i in asked]
-    return assemble(rng, corpus, L, needles, qas, S)
+    return assemble(rng, corpus, L, needles, qas, S, opts=opts, ordered=False, marks=vals)
 
 
-def fam_multiquery(rng, corpus, L, S):
-    return fam_multikey(rng, corpus, L, S, nq=rng.randint(2, 4))
+def fam_multiquery(rng, corpus, L, S, opts=None):
+    return fam_multikey(rng, corpus, L, S, nq=rng.randint(2, 4), opts=opts)
 
 
-def fam_multivalue(rng, corpus, L, S):
+def fam_multivalue(rng, corpus, L, S, opts=None):
+    o = _opts(opts)
     kind = rng.choice(["number", "number", "word"])
     kname, gen = VALUE_KINDS[kind]
     key = rand_key(rng, corpus)
     nv = rng.randint(2, 4)
     vals = [gen(rng, corpus) for _ in range(nv)]
+    sorted_ans = o["mv_order"] == "sorted"
+    if sorted_ans:  # distinct values, so that the order and the per-value supervision are defined
+        seen = set()
+        for i in range(nv):
+            while vals[i] in seen:
+                vals[i] = gen(rng, corpus)
+            seen.add(vals[i])
     needles = [b(_kv_needle(rng, kname, key, v)) for v in vals]
+    marks = list(vals)
     # a distractor key or two
     nd = rng.randint(0, 2)
     for k in _distinct_keys(rng, corpus, nd + 1)[:nd]:
         if k != key:
             needles.append(b(_kv_needle(rng, kname, k, gen(rng, corpus))))
-    # assemble keeps needle i at the i-th insertion point: the values appear in order
+            marks.append(None)
     q = rng.choice(MV_QUESTION_T).format(kind=kname, key=key)
-    return assemble(rng, corpus, L, needles, [(q, ", ".join(vals), list(range(nv)))], S)
+    if sorted_ans:
+        # the answer lists the values in byte order (RULER scores multi-value as a set; a content-
+        # defined order is one the model can infer from the retrieved chunks, document order is
+        # not: HSA has no positions).  The needles, distractors included, go in random order.
+        perm = list(range(len(needles)))
+        rng.shuffle(perm)  # perm[j] = original needle placed j-th
+        inv = {orig: j for j, orig in enumerate(perm)}
+        needles = [needles[orig] for orig in perm]
+        marks = [marks[orig] for orig in perm]
+        order = sorted(range(nv), key=lambda i: vals[i])
+        parts = [(vals[i], [inv[i]]) for i in order]
+        a, segs = answer_parts(parts, ", ")
+        return assemble(rng, corpus, L, needles, [(q, a, sorted(inv[i] for i in range(nv)), segs)], S,
+                        opts=o, ordered=False, marks=marks)
+    # "doc": assemble keeps needle i at the i-th insertion point: the values appear in order
+    a, segs = answer_parts([(v, [i]) for i, v in enumerate(vals)], ", ")
+    return assemble(rng, corpus, L, needles, [(q, a, list(range(nv)), segs)], S, opts=o, marks=marks)
 
 
 def _varname(rng):
     return "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
 
 
-def fam_vt(rng, corpus, L, S):
-    hops = rng.randint(1, 3)
+def fam_vt(rng, corpus, L, S, opts=None):
+    o = _opts(opts)
+    if o["vt_hops"]:
+        w = list(o["vt_hops"])
+        hops = rng.choices(range(1, len(w) + 1), weights=w)[0]
+    else:
+        hops = rng.randint(1, 3)
     v = rand_number(rng)
     names = []
     while len(names) < hops + 1:
         nm = _varname(rng)
         if nm not in names:
             names.append(nm)
-    needles = [b("VAR %s = %s." % (names[0], v))]
+    chain = [b("VAR %s = %s." % (names[0], v))]
     for i in range(1, hops + 1):
-        needles.append(b("VAR %s = VAR %s." % (names[i], names[i - 1])))
-    # a distractor chain with another value
+        chain.append(b("VAR %s = VAR %s." % (names[i], names[i - 1])))
+    # a distractor chain with another value, somewhere among the chain (not always last)
     v2 = rand_number(rng)
     d = _varname(rng)
-    needles.append(b("VAR %s = %s." % (d, v2)))
+    while d in names:
+        d = _varname(rng)
+    dpos = rng.randint(0, hops + 1)
+    needles = chain[:dpos] + [b("VAR %s = %s." % (d, v2))] + chain[dpos:]
+    ci = [i if i < dpos else i + 1 for i in range(hops + 1)]  # needle index of chain link i
+    marks = [None] * len(needles)
+    for i in range(hops + 1):
+        marks[ci[i]] = names[i]  # the name that link i introduces (its left-hand side)
     q = rng.choice(VT_Q).format(v=v)
-    return assemble(rng, corpus, L, needles, [(q, " ".join(names), list(range(hops + 1)))], S)
+    # emitting name i needs the assignment that introduces it: link 0 (found by the value), then
+    # link i ("VAR names[i] = VAR names[i-1]", found by the name just emitted)
+    a, segs = answer_parts([(names[i], [ci[i]]) for i in range(hops + 1)], " ")
+    return assemble(rng, corpus, L, needles, [(q, a, ci, segs)], S, opts=o, marks=marks)
 
 
-def fam_lm(rng, corpus, L, S):
+def fam_lm(rng, corpus, L, S, opts=None):
     toks = np.concatenate([[BOS], corpus.slice(rng, L - 1).astype(np.int64)])
     return Sample(toks, np.zeros(L, dtype=bool), [], None, [])
 
@@ -314,13 +476,15 @@ DEFAULT_MIX = {"passkey": 0.12, "niah": 0.28, "multikey": 0.2, "multiquery": 0.1
                "vt": 0.1, "lm": 0.05}
 
 
-def make_sample(rng, corpus, L, S=64, mix=None):
+def make_sample(rng, corpus, L, S=64, mix=None, opts=None):
+    """One training sample of a family drawn from mix; opts: data options (default DEFAULT_OPTS,
+    train.py passes TRAIN_OPTS plus its flags)."""
     mix = mix or DEFAULT_MIX
     names = list(mix)
     fam = rng.choices(names, weights=[mix[n] for n in names])[0]
     for _ in range(10):
         try:
-            s = FAMILIES[fam](rng, corpus, L, S)
+            s = FAMILIES[fam](rng, corpus, L, S, opts=opts)
             break
         except ValueError:  # too many needles for a short sequence: fall back to one needle
             fam = "niah"
@@ -348,8 +512,11 @@ def collate(samples):
                 sup_tgt=tg)
 
 
-def eval_sample(rng, corpus, L, S=64, kind="number", depth=None):
-    """One single-needle (niah-number) haystack of exactly L tokens, needle at relative depth."""
+def eval_sample(rng, corpus, L, S=64, kind="number", depth=None, dist=None):
+    """One single-needle (niah-number) haystack of exactly L tokens.  The needle sits at relative
+    depth `depth` of the filler (1.0: immediately before the query block), or, with dist, it ends
+    `dist` filler bytes before the query block (dist=0 is depth 1.0).
+    -> tokens, position of <answer>, number of answer tokens incl. <eos>, needle chunks, value."""
     kname, gen = VALUE_KINDS[kind]
     key = rand_key(rng, corpus)
     v = gen(rng, corpus)
@@ -359,8 +526,11 @@ def eval_sample(rng, corpus, L, S=64, kind="number", depth=None):
     Lh = L - len(tail) - 1
     nf = Lh - len(nd) - 1
     fill = corpus.slice(rng, nf)
-    d = rng.random() if depth is None else depth
-    p = int(d * nf)
+    if dist is not None:
+        p = max(0, nf - int(dist))
+    else:
+        d = rng.random() if depth is None else depth
+        p = int(d * nf)
     out = [BOS] + fill[:p].tolist() + nd + [32] + fill[p:].tolist()
     needle_chunks = list(range((1 + p) // S, (1 + p + len(nd) - 1) // S + 1))
     base = len(out)

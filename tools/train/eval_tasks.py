@@ -7,6 +7,10 @@ the answer).  As in the engine, the lower half and the memory run over the whole
 upper half over the last --tail tokens only.
 
   python3 tools/train/eval_tasks.py --model models/hsadb-small --lengths 4096 --n 10
+
+Single needle at given depths ("niah-number" with the eval template of train.py), e.g. right before
+the question (depth 1.0) and at fixed distances (bytes between the needle's end and <query>):
+  python3 tools/train/eval_tasks.py --lengths 4096 --families "" --depths 0.5,1.0 --dists 0,64,128,192
 """
 import argparse
 import json
@@ -40,7 +44,17 @@ def main():
     ap.add_argument("--lengths", default="4096")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--tail", type=int, default=1024)
-    ap.add_argument("--families", default="passkey,niah,multikey,multiquery,multivalue,vt")
+    ap.add_argument("--families", default="passkey,niah,multikey,multiquery,multivalue,vt",
+                    help="comma-separated task families ('' = none)")
+    ap.add_argument("--depths", default="", help="also single needle at these relative depths (1.0 = "
+                    "immediately before the query block), e.g. 0,0.5,0.9,1.0")
+    ap.add_argument("--dists", default="", help="also single needle ending this many bytes before the "
+                    "query block, e.g. 0,32,64,128,192,256")
+    ap.add_argument("--tail-frac", type=float, default=0.0,
+                    help="families: fraction of needles placed at the very end (training does 0.12)")
+    ap.add_argument("--mv-order", default="sorted", choices=["sorted", "doc"],
+                    help="multivalue answer order (training default: sorted)")
+    ap.add_argument("--vt-hops", default="", help="weights of 1,2,3.. vt hops ('' = uniform 1-3)")
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--corpus", default="")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -49,15 +63,27 @@ def main():
     m = HSAModel.from_pretrained(a.model, device=dev).eval()
     corpus = D.Corpus(a.corpus or None)
     amp = dev.type == "cuda"
+    S = m.cfg.chunk_size
+    opts = dict(tail_frac=a.tail_frac, mv_order=a.mv_order,
+                vt_hops=tuple(float(x) for x in a.vt_hops.split(",") if x) or None)
     res = {}
+
+    def single(rng, L, depth=None, dist=None):
+        return D.eval_sample(rng, corpus, L, S, depth=depth, dist=dist)[0]
+
     for L in [int(x) for x in a.lengths.split(",")]:
-        for fam in a.families.split(","):
+        jobs = [(fam, None) for fam in a.families.split(",") if fam]
+        jobs += [("depth%g" % float(d), dict(depth=float(d))) for d in a.depths.split(",") if d]
+        jobs += [("dist%d" % int(d), dict(dist=int(d))) for d in a.dists.split(",") if d]
+        for fam, kw in jobs:
             rng = random.Random(a.seed + L + sum(map(ord, fam)))
             ok = 0
             t0 = time.time()
             for i in range(a.n):
-                s = D.FAMILIES[fam](rng, corpus, L, m.cfg.chunk_size)
-                toks = s.tokens
+                if kw is None:
+                    toks = D.FAMILIES[fam](rng, corpus, L, S, opts=opts).tokens
+                else:
+                    toks = single(rng, L, **kw)
                 spans = answer_spans(toks)
                 u = max(0, min(L - a.tail, spans[0][0] - 8))
                 with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):

@@ -124,7 +124,7 @@ def load_ckpt(d, model, opt, dev):
     sd, mom = {}, {}
     for fn in st["files"]:
         t = load_file(os.path.join(d, fn))
-        (sd if fn.startswith("model-") else mom).update(t)
+        (sd if os.path.basename(fn).startswith("model") else mom).update(t)
     model.load_state_dict({k: v.float() for k, v in sd.items()})
     if mom and opt is not None:
         params = dict(model.named_parameters())
@@ -149,16 +149,25 @@ def load_ckpt(d, model, opt, dev):
 # ---- eval ------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate(model, corpus, lengths, n, seed, tail, dev, amp):
+def evaluate(model, corpus, lengths, n, seed, tail, dev, amp, dists=()):
+    """Single needle at depths (i+0.5)/n per length (key str(L)); with dists also a needle that
+    ends d bytes before the query block (d=0: immediately before it), at the first length only
+    (key "end<d>@<L>")."""
     was = model.training
     model.eval()
     res = {}
-    for L in lengths:
-        rng = random.Random(seed * 1000 + L)
+    jobs = [(str(L), L, None) for L in lengths]
+    if lengths:
+        jobs += [("end%d@%d" % (d, lengths[0]), lengths[0], d) for d in dists]
+    for name, L, dist in jobs:
+        rng = random.Random(seed * 1000 + L + (0 if dist is None else 7 + dist))
         ok = hit = 0
         t0 = time.time()
         for i in range(n):
-            toks, a0, na, chunks, v = D.eval_sample(rng, corpus, L, depth=(i + 0.5) / n)
+            if dist is None:
+                toks, a0, na, chunks, v = D.eval_sample(rng, corpus, L, depth=(i + 0.5) / n)
+            else:
+                toks, a0, na, chunks, v = D.eval_sample(rng, corpus, L, dist=dist)
             u = max(0, L - tail)
             x = torch.from_numpy(toks).to(dev)[None]
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -171,7 +180,7 @@ def evaluate(model, corpus, lengths, n, seed, tail, dev, amp):
                 sel = idx[0, a0 - u].reshape(-1).tolist()
                 h = h or any(c in sel for c in chunks)
             hit += int(h)
-        res[str(L)] = dict(acc=ok / n, hit=hit / n, n=n, sec=round(time.time() - t0, 2))
+        res[name] = dict(acc=ok / n, hit=hit / n, n=n, sec=round(time.time() - t0, 2))
     model.train(was)
     return res
 
@@ -203,20 +212,32 @@ def length_at(progress, cur):
 
 def retrieval_loss(scores, sup_b, sup_t, sup_tgt):
     """scores: list of s [B,T,Hm,C] (-inf = ineligible).  -log(sum of softmax mass on the target
-    chunks), averaged over supervised positions, memory heads and HSA layers; also top-1 accuracy."""
+    chunks), averaged over supervised positions, memory heads and HSA layers; also top-1 accuracy.
+    Rows whose target set is empty or holds no eligible chunk (data.py never emits them: a needle
+    that is not in a complete chunk at t gets no entry) are dropped instead of giving inf/NaN."""
     if sup_b.numel() == 0 or not scores:
-        z = scores[0].sum() * 0 if scores else torch.zeros(())
+        # a constant 0 (scores[0].sum() * 0 would be NaN: ineligible scores are -inf)
+        z = scores[0].new_zeros(()) if scores else torch.zeros(())
         return z, float("nan")
     losses, accs = [], []
     for s in scores:
         C = s.shape[-1]
         rows = s[sup_b, sup_t].float()  # [N,Hm,C]
-        tgt = sup_tgt[:, :C][:, None, :].expand_as(rows)
+        tgt = sup_tgt[:, :C][:, None, :].expand_as(rows) & torch.isfinite(rows)
+        rows, tgt = rows.reshape(-1, C), tgt.reshape(-1, C)
+        ok = tgt.any(-1)
+        if not bool(ok.all()):
+            if not bool(ok.any()):
+                losses.append(s.new_zeros((), dtype=torch.float32))
+                continue
+            rows, tgt = rows[ok], tgt[ok]
         lp = torch.log_softmax(rows, -1)
         lt = torch.logsumexp(lp.masked_fill(~tgt, float("-inf")), -1)
         losses.append(-lt.mean())
         top = rows.argmax(-1, keepdim=True)
         accs.append(tgt.gather(-1, top).float().mean())
+    if not accs:
+        return torch.stack(losses).mean(), float("nan")
     return torch.stack(losses).mean(), float(torch.stack(accs).mean())
 
 
@@ -241,6 +262,24 @@ def main():
     ap.add_argument("--lm-weight", type=float, default=0.2)
     ap.add_argument("--ret-weight", type=float, default=1.0)
     ap.add_argument("--mix", default="", help="JSON family weights")
+    ap.add_argument("--tail-frac", type=float, default=D.TRAIN_OPTS["tail_frac"],
+                    help="fraction of needles put at the very end of the haystack (0: old data)")
+    ap.add_argument("--tail-span", type=int, default=0,
+                    help="a tail needle ends at most this many bytes before <query> (0: 3 chunks)")
+    ap.add_argument("--tail-zero", type=float, default=D.TRAIN_OPTS["tail_zero"],
+                    help="fraction of the tail needles placed immediately before <query>")
+    ap.add_argument("--sup-mode", default="per-pos", choices=["per-pos", "union"],
+                    help="retrieval targets: the needle being emitted at each answer position, or "
+                         "all needles of the query block (old)")
+    ap.add_argument("--sup-span", default="value", choices=["value", "needle"],
+                    help="supervise the chunks holding the needle's value, or the whole needle (old)")
+    ap.add_argument("--mv-order", default="sorted", choices=["sorted", "doc"],
+                    help="multivalue answer order: sorted values, or document order (old)")
+    ap.add_argument("--vt-hops", default=",".join(str(x) for x in D.TRAIN_OPTS["vt_hops"]),
+                    help="weights of 1,2,3.. hops for vt ('' = uniform 1-3, old)")
+    ap.add_argument("--eval-end-dists", default="0,16,64,192",
+                    help="also evaluate a needle ending this many bytes before the query block "
+                         "(first eval length only; '' = off)")
     ap.add_argument("--corpus", default="")
     ap.add_argument("--eval-lengths", default="4096,16384,65536")
     ap.add_argument("--eval-n", type=int, default=20)
@@ -305,6 +344,12 @@ def main():
     corpus = D.Corpus(args.corpus or None)
     log("corpus %.1f MB, %d words" % (len(corpus.data) / 1e6, len(corpus.words)), logf)
     mix = json.loads(args.mix) if args.mix else None
+    dopts = dict(D.TRAIN_OPTS, tail_frac=args.tail_frac, tail_span=args.tail_span or None,
+                 tail_zero=args.tail_zero, sup=args.sup_mode,
+                 sup_span=args.sup_span, mv_order=args.mv_order,
+                 vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None)
+    end_dists = [int(x) for x in args.eval_end_dists.split(",") if x]
+    log("data options %s" % json.dumps(dopts), logf)
     cur = parse_curriculum(args.curriculum)
     rng = random.Random(args.seed * 7919 + state["step"])
     eval_lengths = [int(x) for x in args.eval_lengths.split(",") if x]
@@ -327,7 +372,7 @@ def main():
         progress = state["train_seconds"] / plan
         L = length_at(progress, cur)
         B = max(1, args.tokens_per_step // L)
-        samples = [D.make_sample(rng, corpus, L, cfg.chunk_size, mix) for _ in range(B)]
+        samples = [D.make_sample(rng, corpus, L, cfg.chunk_size, mix, dopts) for _ in range(B)]
         bt = D.collate(samples)
         ts = time.time()
         tok = torch.from_numpy(bt["tokens"]).to(dev, non_blocking=True)
@@ -396,7 +441,7 @@ def main():
         if args.eval_every_min > 0 and time.time() - last_eval > args.eval_every_min * 60 and \
                 time.time() - t_start + 2 * reserve < budget:
             te = time.time()
-            r = evaluate(model, corpus, eval_lengths, args.eval_n, 1, args.eval_tail, dev, amp)
+            r = evaluate(model, corpus, eval_lengths, args.eval_n, 1, args.eval_tail, dev, amp, end_dists)
             reserve = max(reserve, 1.5 * (time.time() - te) + 15)
             state["evals"].append(dict(step=state["step"], res=r))
             log("eval step %d: %s (%.1fs)" % (state["step"], json.dumps(r), time.time() - te), logf)
@@ -404,7 +449,7 @@ def main():
             acc["t0"] += time.time() - te
 
     te = time.time()
-    r = evaluate(model, corpus, final_lengths, args.eval_n, 1, args.eval_tail, dev, amp)
+    r = evaluate(model, corpus, final_lengths, args.eval_n, 1, args.eval_tail, dev, amp, end_dists)
     state["evals"].append(dict(step=state["step"], res=r, final=True))
     log("final eval step %d: %s (%.1fs)" % (state["step"], json.dumps(r), time.time() - te), logf)
     run_info.update(end_step=state["step"], end_tokens=state["tokens"], wall_s=round(time.time() - t_start, 1),

@@ -1,0 +1,221 @@
+"""Checks of the synthetic data (data.py) and of the retrieval loss on it (fast, CPU).
+
+  /usr/bin/python3 -m pytest -q tools/train/test_data.py
+"""
+import os
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import data as D  # noqa: E402
+import train as T  # noqa: E402
+
+S = 64
+NEEDLE_FAMS = ["passkey", "niah", "multikey", "multiquery", "multivalue", "vt"]
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    rng = random.Random(0)
+    words = D.FALLBACK_WORDS + D.NOISE
+    text = " ".join(rng.choice(words) for _ in range(60000))
+    return D.Corpus(text=text)
+
+
+def text(tokens):
+    return bytes(int(x) for x in tokens if x < 256).decode("ascii")
+
+
+def runs(sample):
+    """maximal runs of answer positions with the same needle set -> (set, [positions])"""
+    out = []
+    for t in sorted(sample.meta["pos_needles"]):
+        ns = tuple(sample.meta["pos_needles"][t])
+        if out and out[-1][0] == ns and out[-1][1][-1] == t - 1:
+            out[-1][1].append(t)
+        else:
+            out.append((ns, [t]))
+    return out
+
+
+def samples(corpus, fams, opts, n=40, lengths=(1024, 2048)):
+    for fam in fams:
+        for seed in range(n):
+            for L in lengths:
+                s = D.FAMILIES[fam](random.Random(seed * 7 + L), corpus, L, S, opts=opts)
+                s.family = fam
+                yield s
+
+
+@pytest.mark.parametrize("tail_frac", [0.0, 0.5])
+def test_supervision_is_eligible_and_holds_the_emitted_text(corpus, tail_frac):
+    opts = dict(D.TRAIN_OPTS, tail_frac=tail_frac)
+    n_pos = n_unsup = n_checked = 0
+    for s in samples(corpus, NEEDLE_FAMS, opts):
+        toks, m = s.tokens, s.meta
+        sup = dict(s.sup)
+        assert len(sup) == len(s.sup)
+        for t, chunks in s.sup:
+            assert s.ans[t], "supervision outside the answer"
+            assert chunks and chunks == sorted(set(chunks))
+            assert all((c + 1) * S <= t for c in chunks), "ineligible chunk supervised"
+            # every supervised chunk holds part of the value text of a needle emitted at t
+            for c in chunks:
+                assert any(a < (c + 1) * S and e > c * S for i in m["pos_needles"][t] for a, e in m["sup_spans"][i])
+        assert set(m["pos_needles"]) == set(np.nonzero(s.ans)[0].tolist())
+        n_pos += len(m["pos_needles"])
+        n_unsup += len(m["pos_needles"]) - len(sup)
+        for ns, ts in runs(s):
+            emitted = text(toks[t + 1] for t in ts)
+            if len(ns) != 1 or not emitted or toks[ts[-1] + 1] == D.EOS:
+                continue
+            i = ns[0]
+            a, e = m["spans"][i]
+            assert emitted in text(toks[a:e]), (s.family, emitted, text(toks[a:e]))
+            # the supervised chunks (when all of them are complete) hold the emitted text
+            for t in ts:
+                if t not in sup:
+                    continue
+                want = sorted(set(c for a2, e2 in m["sup_spans"][i] for c in range(a2 // S, (e2 - 1) // S + 1)))
+                if sup[t] == want and all(sup[t][k + 1] == sup[t][k] + 1 for k in range(len(want) - 1)):
+                    assert emitted in text(toks[want[0] * S:(want[-1] + 1) * S])
+                    n_checked += 1
+    assert n_checked > 1000
+    if tail_frac > 0:
+        assert n_unsup > 0, "tail needles should sometimes sit in a chunk that is not complete yet"
+    assert n_unsup < 0.5 * n_pos
+
+
+def test_per_position_targets(corpus):
+    """multivalue: value i's needle while emitting value i; vt: the link that introduces each name."""
+    opts = dict(D.TRAIN_OPTS)
+    for s in samples(corpus, ["multivalue", "vt"], opts, n=30):
+        m = s.meta
+        ans = s.answers[0]
+        r = [(ns, ts) for ns, ts in runs(s) if len(ns) == 1]
+        if s.family == "multivalue":
+            vals = ans.split(", ")
+            assert vals == sorted(vals) and len(set(vals)) == len(vals)
+        else:
+            vals = ans.split(" ")
+        assert len(r) == len(vals)
+        for (ns, ts), v in zip(r, vals):
+            a, e = m["spans"][ns[0]]
+            nd = text(s.tokens[a:e])
+            assert text(s.tokens[t + 1] for t in ts) == v
+            if s.family == "multivalue":
+                assert nd.rstrip(".").endswith(v)
+            else:
+                assert nd.startswith("VAR %s = " % v)  # the assignment introducing the name
+        if s.family == "vt":  # the chain appears in order in the document
+            starts = [m["spans"][ns[0]][0] for ns, _ in r]
+            assert starts == sorted(starts)
+
+
+def test_multiquery_blocks_use_their_own_needle(corpus):
+    for s in samples(corpus, ["multiquery"], dict(D.TRAIN_OPTS), n=20):
+        blocks = [ns for ns, _ in runs(s)]
+        assert len(blocks) == len(s.answers) >= 2
+        for ns, want in zip(blocks, s.answers):
+            a, e = s.meta["spans"][ns[0]]
+            assert text(s.tokens[a:e]).rstrip(".").endswith(want)
+
+
+def test_union_mode_keeps_old_supervision(corpus):
+    opts = dict(D.TRAIN_OPTS, tail_frac=0.0, sup="union", sup_span="needle")
+    for s in samples(corpus, ["multivalue", "vt"], opts, n=10):
+        for t, chunks in s.sup:
+            allc = set(c for i in s.meta["pos_needles"][t] for c in range(s.meta["spans"][i][0] // S,
+                                                                         (s.meta["spans"][i][1] - 1) // S + 1))
+            assert set(chunks) == set(c for c in allc if (c + 1) * S <= t)
+            assert len(s.meta["pos_needles"][t]) >= 2
+
+
+def test_tail_needles_land_right_before_the_query(corpus):
+    # tail_zero=1: every needle immediately before <query> (one separator space), adjacent to each other
+    opts = dict(D.TRAIN_OPTS, tail_frac=1.0, tail_zero=1.0)
+    for s in samples(corpus, NEEDLE_FAMS, opts, n=10):
+        sp = sorted(s.meta["spans"])
+        base = s.meta["base"]
+        assert s.tokens[base] == D.QUERY
+        assert sp[-1][1] + 1 == base
+        for (a0, e0), (a1, e1) in zip(sp, sp[1:]):
+            assert a1 == e0 + 1 and s.tokens[e0] == 32
+        if s.family == "vt":  # ordered chains keep their order
+            starts = [s.meta["spans"][i][0] for i in range(len(sp))]
+            assert starts == sorted(starts)
+    # tail_zero=0: within tail_span (plus snapping to a word boundary, < 40 bytes) of the query block
+    span = 3 * S
+    opts = dict(D.TRAIN_OPTS, tail_frac=1.0, tail_zero=0.0)
+    dists = []
+    for s in samples(corpus, ["niah", "passkey", "multikey"], opts, n=30):
+        for a, e in s.meta["spans"]:
+            d = s.meta["base"] - e
+            dists.append(d)
+            assert 1 <= d
+            assert d <= span + sum(e2 - a2 + 1 for a2, e2 in s.meta["spans"]) + 1
+    assert min(dists) == 1 and np.mean(dists) > 40
+
+
+def test_tail_fraction(corpus):
+    opts = dict(D.TRAIN_OPTS, tail_frac=0.12)
+    k = n = 0
+    for s in samples(corpus, ["niah", "multikey"], opts, n=150, lengths=(1024,)):
+        k += len(s.meta["tail"])
+        n += len(s.meta["spans"])
+    assert 0.07 < k / n < 0.17
+
+
+def test_defaults_do_not_move_needles(corpus):
+    for s in samples(corpus, NEEDLE_FAMS, None, n=10):
+        assert s.meta["tail"] == []
+
+
+def test_eval_sample_depth_and_dist(corpus):
+    for L in (1024, 4096):
+        for kw in (dict(depth=1.0), dict(dist=0)):
+            toks, a0, na, chunks, v = D.eval_sample(random.Random(1), corpus, L, S, **kw)
+            q0 = int(np.nonzero(toks == D.QUERY)[0][0])
+            assert text(toks[q0 - len(v) - 2:q0]) == v + ". "
+            assert toks[a0] == D.ANSWER and text(toks[a0 + 1:a0 + na]) == v
+        toks, a0, na, chunks, v = D.eval_sample(random.Random(1), corpus, L, S, dist=100)
+        q0 = int(np.nonzero(toks == D.QUERY)[0][0])
+        assert text(toks[q0 - 100 - len(v) - 2:q0 - 100]) == v + ". "
+
+
+def test_retrieval_loss_on_batches(corpus):
+    rng = random.Random(3)
+    opts = dict(D.TRAIN_OPTS, tail_frac=0.5)
+    smp = [D.make_sample(rng, corpus, 1024, S, None, opts) for _ in range(16)]
+    bt = D.collate(smp)
+    B, L = bt["tokens"].shape
+    C = L // S
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(B, L, 2, C, generator=g)
+    c = torch.arange(C)
+    elig = (c[None, :] + 1) * S <= torch.arange(L)[:, None]
+    s = s.masked_fill(~elig[None, :, None, :], float("-inf")).requires_grad_(True)
+    args = [torch.from_numpy(bt[k]) for k in ("sup_b", "sup_t", "sup_tgt")]
+    loss, acc = T.retrieval_loss([s], *args)
+    assert torch.isfinite(loss) and 0 <= acc <= 1
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
+    # a row whose only target is ineligible (or an empty row) is dropped, not inf/NaN
+    sb, st, tg = args
+    tg2 = torch.cat([tg, torch.zeros(2, tg.shape[1], dtype=torch.bool)])
+    tg2[-2, C - 1] = True
+    sb2 = torch.cat([sb, torch.tensor([0, 1])])
+    st2 = torch.cat([st, torch.tensor([70, 5])])
+    s2 = s.detach().clone().requires_grad_(True)
+    loss2, _ = T.retrieval_loss([s2], sb2, st2, tg2)
+    assert torch.allclose(loss2, loss.detach())
+    loss2.backward()
+    assert torch.isfinite(s2.grad).all()
+    # nothing supervised at all
+    z, a = T.retrieval_loss([s2], sb2[:0], st2[:0], tg2[:0])
+    assert float(z) == 0.0 and a != a
