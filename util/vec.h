@@ -3,6 +3,8 @@
  *
  *   v8, load8/store8       unaligned 8-float loads and stores
  *   hsum8                  horizontal sum
+ *   hsum8x8                the horizontal sums of 8 vectors at once (lane r = sum of a[r]);
+ *                          every lane is summed in the same order
  *   exp8                   exp(x) for x in [-87, 88] (clamped), |rel err| < 2e-7
  *   hsadb_vdot, hsadb_vaxpy  dot product and y += a*x over n floats
  *   hsadb_silu_mul         g[i] = silu(g[i]) * u[i] (the SwiGLU gate)
@@ -22,6 +24,13 @@ static inline void store8(float *p, v8 v) { memcpy(p, &v, 32); }
 
 static inline float hsum8(v8 v) {
     return (v[0] + v[4]) + (v[1] + v[5]) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+static inline v8 hsum8x8(const v8 a[8]) {
+    __m256 t0 = _mm256_hadd_ps((__m256)a[0], (__m256)a[1]), t1 = _mm256_hadd_ps((__m256)a[2], (__m256)a[3]);
+    __m256 t2 = _mm256_hadd_ps((__m256)a[4], (__m256)a[5]), t3 = _mm256_hadd_ps((__m256)a[6], (__m256)a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);  /* [a0..a3 low | a0..a3 high] */
+    return (v8)_mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
 /* Cephes' expf: 2^k * p(r) with k = round(x / ln 2), r = x - k ln 2. */
