@@ -27,6 +27,7 @@
 
 #include <cblas.h>
 
+#include "bench_common.h"
 #include "hsadb.h"
 #include "model.h"
 #include "pool.h"
@@ -89,56 +90,10 @@ static double append_flops(const hsadb_config *c) {
     return lower + enc + proj;
 }
 
-static void fill(uint8_t *b, size_t n) {
-    static const char *words[] = {"the ", "memory ", "of ", "agent ", "stored ", "chunk ", "and ", "key ",
-                                  "42 ", "value ", "query ", "answer ", "log: ", "user ", "said ", "\n"};
-    uint32_t s = 12345;
-    size_t i = 0;
-    while (i < n) {
-        s = s * 1664525u + 1013904223u;
-        const char *w = words[s >> 28];
-        for (size_t j = 0; w[j] && i < n; j++) b[i++] = (uint8_t)w[j];
-    }
-}
-
-static int rm_rf(const char *d) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    return system(cmd);
-}
-
-/* Store alone: the same records (landmark, K/V, bytes) for n chunks, no model. */
-static double store_alone(const char *dir, const hsadb_model *m, uint64_t n_chunks, int nosync) {
-    const hsadb_config *c = &m->c;
-    hsadb_store *st;
-    rm_rf(dir);
-    if (hsadb_store_open(dir, HSADB_STORE_CREATE | (nosync ? HSADB_STORE_NOSYNC : 0), &st)) return -1;
-    struct hsadb_memory_rec rec = {.kv_dtype = HSADB_KV_BF16, .chunk_size = (uint32_t)c->chunk,
-                                   .mem_heads = (uint32_t)c->n_mem_heads, .head_dim = (uint32_t)c->head_dim,
-                                   .retrieval_dim = (uint32_t)c->retr_dim};
-    hsadb_store_memory_create(st, "m", &rec);
-    size_t lmk = (size_t)c->n_mem_heads * c->retr_dim * 2, kv = (size_t)2 * c->chunk * c->n_mem_heads * c->head_dim * 2;
-    uint8_t *l = calloc(1, lmk), *k = calloc(1, kv), bytes[4096] = {0}, tail[65536] = {0};
-    hsadb_store_writer *w;
-    double t = hsadb_seconds();
-    hsadb_store_writer_begin(st, "m", 0, &w, &rec);
-    for (uint64_t i = 0; i < n_chunks; i++) {
-        struct hsadb_chunk_meta meta = {1, i * (uint64_t)c->chunk, 0};
-        hsadb_store_writer_put_chunk(w, l, k, &meta, bytes);
-        if (hsadb_store_writer_staged(w) >= 256 || i + 1 == n_chunks)
-            hsadb_store_writer_commit(w, tail, sizeof tail, (i + 1) * (uint64_t)c->chunk, (i + 1) * (uint64_t)c->chunk, i + 1 == n_chunks);
-    }
-    hsadb_store_writer_end(w);
-    t = hsadb_seconds() - t;
-    hsadb_store_close(st);
-    free(l), free(k);
-    return t;
-}
-
 /* Raw disk: write + fsync the same byte volume in the same number of commits. */
 static double raw_disk(const char *dir, size_t bytes, int commits) {
     char path[600];
-    rm_rf(dir);
+    bench_rm_rf(dir);
     mkdir(dir, 0755);
     snprintf(path, sizeof path, "%s/raw", dir);
     int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
@@ -197,13 +152,13 @@ int main(int argc, char **argv) {
     for (int si = 0; si < nsizes; si++) {
         size_t n = (size_t)sizes[si];
         uint8_t *data = malloc(n);
-        fill(data, n);
+        bench_fill(data, n);
         double tok_s[2] = {0};
         double qp = 0, qt = 0, qs = 0;
         char dir[512];
         for (int mode = 0; mode < 2; mode++) {
             snprintf(dir, sizeof dir, "%s-%zu-%d", base, n, mode);
-            rm_rf(dir);
+            bench_rm_rf(dir);
             hsadb_db *db;
             hsadb_db_options o = {.flags = HSADB_DB_CREATE | (mode ? HSADB_DB_NOSYNC : 0), .model = m, .threads = threads};
             if (hsadb_db_open(dir, &o, &db) || hsadb_memory_create(db, "bench")) {
@@ -237,14 +192,14 @@ int main(int argc, char **argv) {
                 hsadb_hits_free(h);
             }
             hsadb_db_close(db);
-            rm_rf(dir);
+            bench_rm_rf(dir);
         }
         snprintf(dir, sizeof dir, "%s-store", base);
         uint64_t nch = n / (uint64_t)c->chunk;
-        double st = store_alone(dir, m, nch, 0);
+        double st = bench_store_alone(dir, m, nch, 0);
         size_t vol = nch * ((size_t)c->n_mem_heads * c->retr_dim * 2 + (size_t)4 * c->chunk * c->n_mem_heads * c->head_dim + c->chunk + 24);
         double rd = raw_disk(dir, vol, (int)(nch / 256 + 1));
-        rm_rf(dir);
+        bench_rm_rf(dir);
         printf("| %zu | %.0f | %.0f | %.0f%% | %.2f | %.2f | %.1f | %.2f | %.1f |\n", n, tok_s[0], tok_s[1],
                100.0 * tok_s[1] / (g_blk / fpt), st, rd, qp, qt, qs);
         fflush(stdout);

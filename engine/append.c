@@ -1,21 +1,29 @@
 /*
  * engine/append.c — hsadb_appender: bytes in, chunk records out.
  *
- * Bytes are buffered into blocks of HSADB_BLOCK tokens. Each block goes through the lower
+ * Bytes are buffered into blocks of the backend's block size (256 tokens on the CPU, 16K on
+ * the GPU: hsadb_run_init_dev picks it). Each block goes through the lower
  * half (continuing the memory's sliding-window state from its tail), its x_mid rows fill
  * the partial chunk, every chunk that completes is encoded into landmark + K/V and staged
  * in the store writer. A batch is committed (records + tail + counters in one LMDB
  * transaction) when enough chunks are staged or a second has passed, so memory use stays
  * bounded whatever the input size, and a crash leaves the memory as of the last commit.
+ *
+ * Intermediate commits run on a committer thread: the LMDB write and its fsync overlap the
+ * next block's forward pass. The main thread waits for the previous commit before it touches
+ * the writer again (staging records, the next commit); the final commit is synchronous, so an
+ * append that returned success is durable.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
 #include "util.h"
 
-#define COMMIT_CHUNKS 256      /* commit after this many staged chunks (16K tokens) */
+#define COMMIT_CHUNKS 2048     /* commit after this many staged chunks (128K tokens, 34 MB) */
 #define COMMIT_SECONDS 1.0     /* ... or this long after the last commit */
 
 struct hsadb_appender {
@@ -34,30 +42,80 @@ struct hsadb_appender {
     hsadb_swa_state        lower;
     hsadb_tail             tail;          /* tail state after all processed bytes */
 
-    uint8_t                in[HSADB_BLOCK];   /* bytes not yet processed */
+    int                    block;         /* rows per forward block (the run's max_rows) */
+    uint8_t               *in;            /* [block] bytes not yet processed */
     int                    n_in;
-    int                    tok[HSADB_BLOCK];
-    float                 *xmid;          /* [HSADB_BLOCK][D] */
+    int                   *tok;           /* [block] */
+    float                 *xmid;          /* [block][D] */
     float                 *chunk_x;       /* [max_nc][S][D] completed chunks to encode */
     uint8_t               *chunk_bytes;   /* [max_nc][S] */
     struct hsadb_chunk_meta *chunk_meta;  /* [max_nc] */
-    float                 *lmk, *kmem, *vmem;  /* encoder outputs, [max_nc][...] */
-    void                  *rec_lmk, *rec_kv;   /* one record in the memory's dtype */
+    void                  *rec_lmk, *rec_kv;   /* [max_nc] records in the memory's dtype */
     uint8_t               *blob;          /* encoded tail */
     size_t                 blob_cap;
     int                    failed;        /* an error happened: only abort is allowed */
+
+    /* the committer thread; mu guards the fields below it */
+    pthread_t              th;
+    int                    has_th;
+    pthread_mutex_t        mu;
+    pthread_cond_t         cv;
+    int                    pending, quit; /* a commit is handed over / the thread should exit */
+    size_t                 c_len;         /* its arguments: tail blob length, */
+    uint64_t               c_nbytes, c_mine;  /* stream bytes and this append's bytes */
+    int                    c_rc;          /* its result, and the detail of a failure */
+    char                   c_err[256];
 };
 
-static int max_chunks(const hsadb_model *m) { return HSADB_BLOCK / m->c.chunk + 1; }
+static void *committer(void *arg) {
+    hsadb_appender *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->pending && !a->quit) pthread_cond_wait(&a->cv, &a->mu);
+        if (!a->pending) break;
+        pthread_mutex_unlock(&a->mu);
+        int rc = hsadb_store_writer_commit(a->w, a->blob, a->c_len, a->c_nbytes, a->c_mine, 0);
+        pthread_mutex_lock(&a->mu);
+        a->c_rc = rc;
+        if (rc) snprintf(a->c_err, sizeof a->c_err, "%s", hsadb_last_error());
+        else a->committed = a->c_mine;
+        a->pending = 0;
+        pthread_cond_broadcast(&a->cv);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* Wait for the commit in flight (if any); its error, with its detail, becomes ours. */
+static int commit_wait(hsadb_appender *a) {
+    if (!a->has_th) return 0;
+    pthread_mutex_lock(&a->mu);
+    while (a->pending) pthread_cond_wait(&a->cv, &a->mu);
+    int rc = a->c_rc;
+    a->c_rc = 0;
+    pthread_mutex_unlock(&a->mu);
+    return rc ? hsadb_fail(rc, "%s", a->c_err) : 0;
+}
 
 static void appender_free(hsadb_appender *a) {
     if (!a) return;
+    if (a->has_th) {              /* a commit in flight completes first */
+        pthread_mutex_lock(&a->mu);
+        a->quit = 1;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->th, NULL);
+        pthread_cond_destroy(&a->cv);
+        pthread_mutex_destroy(&a->mu);
+    }
     hsadb_store_writer_end(a->w);
+    /* row buffers come from the run's allocator (page-locked on the GPU) */
+    hsadb_run_host_free(&a->run, a->xmid), hsadb_run_host_free(&a->run, a->chunk_x);
+    hsadb_run_host_free(&a->run, a->rec_lmk), hsadb_run_host_free(&a->run, a->rec_kv);
     hsadb_run_free(&a->run);
     hsadb_swa_state_free(&a->lower);
     hsadb_tail_free(&a->tail);
-    free(a->xmid), free(a->chunk_x), free(a->chunk_bytes), free(a->chunk_meta);
-    free(a->lmk), free(a->kmem), free(a->vmem), free(a->rec_lmk), free(a->rec_kv), free(a->blob);
+    free(a->in), free(a->tok), free(a->chunk_bytes), free(a->chunk_meta), free(a->blob);
     free(a);
 }
 
@@ -71,7 +129,7 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
     if (db->flags & HSADB_DB_RDONLY) return hsadb_fail(HSADB_ERR_READONLY, "database opened read-only");
     const hsadb_model *m = db->model;
     const hsadb_config *c = &m->c;
-    const int S = c->chunk, D = c->dim, nc = max_chunks(m);
+    const int S = c->chunk, D = c->dim;
     const size_t lmk_n = (size_t)c->n_mem_heads * c->retr_dim, kv_n = (size_t)S * c->n_mem_heads * c->head_dim;
     if (!(a = calloc(1, sizeof *a))) return ENOMEM;
     a->db = db, a->m = m;
@@ -81,16 +139,18 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
     if ((rc = hsadb_db_check_memory(db, name, &a->rec))) goto fail;
     a->append_id = hsadb_store_writer_append_id(a->w);
     a->start_bytes = a->rec.n_bytes;
+    if ((rc = hsadb_run_init_dev(&a->run, m, 0, db->device))) goto fail;
+    a->block = a->run.max_rows;
+    const int B = a->block, nc = B / S + 1;
     rc = ENOMEM;
-    if (hsadb_run_init(&a->run, m, HSADB_BLOCK) || hsadb_swa_state_init(&a->lower, m, c->n_lower, HSADB_BLOCK, 0) ||
-        hsadb_tail_init(&a->tail, m))
-        goto fail;
+    if (hsadb_swa_state_init(&a->lower, m, c->n_lower, B, 0) || hsadb_tail_init(&a->tail, m)) goto fail;
     const size_t es = a->rec.kv_dtype == HSADB_KV_F32 ? 4 : 2;
-    if (!(a->xmid = malloc((size_t)HSADB_BLOCK * D * 4)) || !(a->chunk_x = malloc((size_t)nc * S * D * 4)) ||
+    if (!(a->in = malloc((size_t)B)) || !(a->tok = malloc((size_t)B * sizeof(int))) ||
+        !(a->xmid = hsadb_run_host_alloc(&a->run, (size_t)B * D * 4)) ||
+        !(a->chunk_x = hsadb_run_host_alloc(&a->run, (size_t)nc * S * D * 4)) ||
         !(a->chunk_bytes = malloc((size_t)nc * S)) || !(a->chunk_meta = malloc((size_t)nc * sizeof *a->chunk_meta)) ||
-        !(a->lmk = malloc((size_t)nc * lmk_n * 4)) || !(a->kmem = malloc((size_t)nc * kv_n * 4)) ||
-        !(a->vmem = malloc((size_t)nc * kv_n * 4)) || !(a->rec_lmk = malloc(lmk_n * es)) ||
-        !(a->rec_kv = malloc(2 * kv_n * es)))
+        !(a->rec_lmk = hsadb_run_host_alloc(&a->run, (size_t)nc * lmk_n * es)) ||
+        !(a->rec_kv = hsadb_run_host_alloc(&a->run, (size_t)nc * 2 * kv_n * es)))
         goto fail;
     /* Continue from the stored tail. */
     const void *blob;
@@ -110,6 +170,10 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
         goto fail;
     }
     hsadb_tail_to_lower(&a->tail, m, &a->lower);
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    if (pthread_create(&a->th, NULL, committer, a) == 0) a->has_th = 1;   /* else commits stay inline */
+    else pthread_cond_destroy(&a->cv), pthread_mutex_destroy(&a->mu);
     if (a->tail.pos % S == 0) a->tail.part_append_id = a->append_id, a->tail.part_time = a->start_time;
     hsadb_db_apply_threads(db);
     *out = a;
@@ -120,37 +184,39 @@ fail:
     return rc;
 }
 
-/* Encode the nc completed chunks gathered in a->chunk_x and stage their records. */
+/* Stage the nc records the forward wrote into rec_lmk / rec_kv. */
 static int stage_chunks(hsadb_appender *a, int nc) {
     const hsadb_config *c = &a->m->c;
-    const size_t lmk_n = (size_t)c->n_mem_heads * c->retr_dim, kv_n = (size_t)c->chunk * c->n_mem_heads * c->head_dim;
-    hsadb_encode_chunks(&a->run, a->chunk_x, nc, a->lmk, a->kmem, a->vmem);
+    const size_t es = a->rec.kv_dtype == HSADB_KV_F32 ? 4 : 2;
+    const size_t lmk_b = (size_t)c->n_mem_heads * c->retr_dim * es, kv_b = 2 * (size_t)c->chunk * c->n_mem_heads * c->head_dim * es;
     for (int j = 0; j < nc; j++) {
-        const float *l = a->lmk + j * lmk_n, *k = a->kmem + j * kv_n, *v = a->vmem + j * kv_n;
-        if (a->rec.kv_dtype == HSADB_KV_F32) {
-            memcpy(a->rec_lmk, l, lmk_n * 4);
-            memcpy(a->rec_kv, k, kv_n * 4);
-            memcpy((float *)a->rec_kv + kv_n, v, kv_n * 4);
-        } else {
-            uint16_t *ol = a->rec_lmk, *ok = a->rec_kv, *ov = ok + kv_n;
-            for (size_t i = 0; i < lmk_n; i++) ol[i] = hsadb_f32_to_bf16(l[i]);
-            for (size_t i = 0; i < kv_n; i++) ok[i] = hsadb_f32_to_bf16(k[i]), ov[i] = hsadb_f32_to_bf16(v[i]);
-        }
-        int rc = hsadb_store_writer_put_chunk(a->w, a->rec_lmk, a->rec_kv, &a->chunk_meta[j],
-                                              a->chunk_bytes + (size_t)j * c->chunk);
+        int rc = hsadb_store_writer_put_chunk(a->w, (uint8_t *)a->rec_lmk + j * lmk_b, (uint8_t *)a->rec_kv + j * kv_b,
+                                              &a->chunk_meta[j], a->chunk_bytes + (size_t)j * c->chunk);
         if (rc) return rc;
     }
     a->chunks += (uint64_t)nc;
     return 0;
 }
 
-/* Commit staged chunks and the current tail. */
+/* Commit staged chunks and the current tail: handed to the committer thread, or inline for
+ * the final commit (and when there is no thread). */
 static int commit(hsadb_appender *a, int final) {
     size_t len;
-    hsadb_tail_from_lower(&a->tail, a->m, &a->lower);
-    int rc = hsadb_tail_encode(&a->tail, a->m, &a->blob, &a->blob_cap, &len);
+    int rc = commit_wait(a);                       /* a->blob is free again */
     if (rc) return rc;
+    if ((rc = hsadb_swa_state_pull(&a->lower))) return rc;   /* the rings may live on the device */
+    hsadb_tail_from_lower(&a->tail, a->m, &a->lower);
+    if ((rc = hsadb_tail_encode(&a->tail, a->m, &a->blob, &a->blob_cap, &len))) return rc;
     uint64_t mine = (uint64_t)a->tail.pos - a->start_bytes;
+    if (!final && a->has_th) {
+        pthread_mutex_lock(&a->mu);
+        a->c_len = len, a->c_nbytes = (uint64_t)a->tail.pos, a->c_mine = mine;
+        a->pending = 1;
+        a->last_commit = hsadb_seconds();          /* the next one is timed from the hand-over */
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        return 0;
+    }
     rc = hsadb_store_writer_commit(a->w, a->blob, len, (uint64_t)a->tail.pos, mine, final);
     if (rc) return rc;
     a->committed = mine;
@@ -167,10 +233,13 @@ static int process_block(hsadb_appender *a) {
     int nc = 0, rc;
     if (n == 0) return 0;
     for (int i = 0; i < n; i++) a->tok[i] = a->in[i];
-    hsadb_lower_forward(&a->run, &a->lower, a->tok, n, a->xmid);
-    /* Every chunk that completes in this block: its first rows may be the partial chunk at
-     * the end of the tail, the rest come from this block. Then its bytes and provenance. */
-    nc = hsadb_tail_gather_chunks(&a->tail, a->m, a->xmid, n, a->chunk_x);
+    /* Lower half, then the encoder over every chunk that completes in this block (its first
+     * rows may be the partial chunk at the end of the tail). */
+    const float *part_x = a->tail.x_mid + (size_t)(a->tail.n_ctx - part) * c->dim;
+    if ((rc = hsadb_append_forward(&a->run, &a->lower, a->tok, n, part_x, part, a->xmid, a->tail.ctx_cap, a->chunk_x,
+                                   a->rec.kv_dtype == HSADB_KV_F32, a->rec_lmk, a->rec_kv, &nc)))
+        return rc;
+    /* the chunks' bytes and provenance */
     for (int j = 0; j < nc; j++) {
         const int64_t cs = p0 - part + (int64_t)j * S;
         const int from_tail = cs < p0 ? (int)(p0 - cs) : 0;
@@ -185,6 +254,7 @@ static int process_block(hsadb_appender *a) {
     hsadb_tail_push_rows(&a->tail, a->m, a->xmid, a->in, n);
     if (nc) a->tail.part_append_id = a->append_id, a->tail.part_time = a->start_time;
     a->n_in = 0;
+    if ((rc = commit_wait(a))) return rc;          /* from here the writer is ours again */
     if (nc && (rc = stage_chunks(a, nc))) return rc;
     return 0;
 }
@@ -194,10 +264,10 @@ int hsadb_appender_write(hsadb_appender *a, const void *bytes, size_t n) {
     int rc;
     if (a->failed) return hsadb_fail(HSADB_ERR_INVALID, "appender failed earlier; abort it");
     while (n) {
-        size_t take = (size_t)(HSADB_BLOCK - a->n_in) < n ? (size_t)(HSADB_BLOCK - a->n_in) : n;
+        size_t take = (size_t)(a->block - a->n_in) < n ? (size_t)(a->block - a->n_in) : n;
         memcpy(a->in + a->n_in, p, take);
         a->n_in += (int)take, p += take, n -= take;
-        if (a->n_in < HSADB_BLOCK) break;
+        if (a->n_in < a->block) break;
         if ((rc = process_block(a))) goto fail;
         if (hsadb_store_writer_staged(a->w) >= COMMIT_CHUNKS ||
             (hsadb_store_writer_staged(a->w) && hsadb_seconds() - a->last_commit >= COMMIT_SECONDS))

@@ -1,13 +1,14 @@
 /*
  * engine/db.c — hsadb_db: the database handle, memories, read-back, snapshot and restore.
  */
-#include <cblas.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "engine.h"
+#include "pool.h"
 #include "util.h"
 
 int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out) {
@@ -18,8 +19,9 @@ int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out
     hsadb_clear_error();
     if (!path || !*path) return hsadb_fail(HSADB_ERR_INVALID, "no database directory given");
     if (!opts) opts = &dflt;
-    if (opts->device == HSADB_DEVICE_CUDA)
-        return hsadb_fail(HSADB_ERR_NODEVICE, "this build has no CUDA engine yet; use --device cpu");
+    /* Admin-only handles (no model) never run the network: they need no device. */
+    const int device = opts->model ? hsadb_device_resolve(opts->device) : HSADB_DEVICE_CPU;
+    if (device < 0) return device;
     if (!(db = calloc(1, sizeof *db))) return ENOMEM;
     unsigned sf = 0;
     if (opts->flags & HSADB_DB_RDONLY) sf |= HSADB_STORE_RDONLY;
@@ -32,6 +34,7 @@ int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out
     db->model = opts->model;
     db->flags = opts->flags;
     db->threads = opts->threads;
+    db->device = device;
     pthread_mutex_init(&db->lock, NULL);
     *out = db;
     return 0;
@@ -42,6 +45,7 @@ void hsadb_db_close(hsadb_db *db) {
     for (hsadb_lmk_cache *c = db->caches, *next; c; c = next) {
         next = c->next;
         hsadb_index_free(&c->index);
+        hsadb_tier_close(c->tier);
         pthread_rwlock_destroy(&c->lock);
         free(c);
     }
@@ -51,7 +55,7 @@ void hsadb_db_close(hsadb_db *db) {
 }
 
 void hsadb_db_apply_threads(const hsadb_db *db) {
-    if (db->threads > 0) openblas_set_num_threads(db->threads);
+    hsadb_threads_set(db->threads);     /* the forward pass's thread limit (0 = every CPU) */
 }
 
 void hsadb_free(void *p) { free(p); }
@@ -194,6 +198,47 @@ done:
 
 /* ---- landmark cache --------------------------------------------------------------------- */
 
+/* Bring the GPU memory tier up to `want` chunks: records are read in batches (the K/V blocks
+ * straight out of LMDB's map: zero-copy pointers, one memcpy into the staging buffer) and
+ * uploaded with one copy per batch. fp32 (test) memories are rounded to bf16 on the way. */
+static int tier_extend(hsadb_tier *t, hsadb_store_reader *r, const struct hsadb_memory_rec *rec, int64_t want) {
+    const size_t ln = (size_t)rec->mem_heads * rec->retrieval_dim;
+    const size_t per = (size_t)rec->chunk_size * rec->mem_heads * rec->head_dim;
+    const int f32 = rec->kv_dtype == HSADB_KV_F32;
+    const int64_t B = 2048;                      /* chunks per batch: 34 MB of K/V (shipped model) */
+    uint16_t *lmk = malloc((size_t)B * ln * 2), *kv = malloc((size_t)B * 2 * per * 2);
+    float *l32 = f32 ? malloc((size_t)B * ln * 4) : NULL;
+    int rc = 0;
+    if (!lmk || !kv || (f32 && !l32)) { rc = ENOMEM; goto done; }
+    while (hsadb_tier_count(t) < want) {
+        const int64_t first = hsadb_tier_count(t), nb = want - first < B ? want - first : B;
+        if ((rc = hsadb_store_reader_landmarks(r, (uint64_t)first, (uint64_t)nb, f32 ? (void *)l32 : (void *)lmk))) break;
+        if (f32)
+            for (size_t i = 0; i < (size_t)nb * ln; i++) lmk[i] = hsadb_f32_to_bf16(l32[i]);
+        for (int64_t j = 0; j < nb && !rc; j++) {
+            const void *blk;
+            size_t len;
+            if ((rc = hsadb_store_reader_kv(r, (uint64_t)(first + j), &blk, &len))) break;
+            uint16_t *dst = kv + (size_t)j * 2 * per;
+            if (f32) {
+                const uint8_t *b = blk;
+                for (size_t i = 0; i < 2 * per; i++) {
+                    float f;
+                    memcpy(&f, b + 4 * i, 4);
+                    dst[i] = hsadb_f32_to_bf16(f);
+                }
+            } else {
+                memcpy(dst, blk, 2 * per * 2);
+            }
+        }
+        if (!rc) rc = hsadb_tier_push(t, lmk, kv, nb);
+        if (rc) break;
+    }
+done:
+    free(lmk), free(kv), free(l32);
+    return rc;
+}
+
 int hsadb_db_landmarks(hsadb_db *db, hsadb_store_reader *r, const struct hsadb_memory_rec *rec,
                        hsadb_lmk_cache **out) {
     hsadb_lmk_cache *c;
@@ -204,6 +249,12 @@ int hsadb_db_landmarks(hsadb_db *db, hsadb_store_reader *r, const struct hsadb_m
         if (!(c = calloc(1, sizeof *c))) { pthread_mutex_unlock(&db->lock); return ENOMEM; }
         c->memory_id = rec->id;
         hsadb_index_init(&c->index, (int)rec->mem_heads, (int)rec->retrieval_dim);
+        if ((rc = hsadb_tier_open(db->device, &db->model->c, &c->tier))) {
+            hsadb_index_free(&c->index);
+            free(c);
+            pthread_mutex_unlock(&db->lock);
+            return rc;
+        }
         pthread_rwlock_init(&c->lock, NULL);
         c->next = db->caches;
         db->caches = c;
@@ -213,7 +264,7 @@ int hsadb_db_landmarks(hsadb_db *db, hsadb_store_reader *r, const struct hsadb_m
     /* Fast path: already holds this view's chunks (queries hold the read lock while they run,
      * so taking the write lock here would serialise every query on the memory). */
     pthread_rwlock_rdlock(&c->lock);
-    if (c->index.n >= want) {
+    if (c->index.n >= want && (!c->tier || hsadb_tier_count(c->tier) >= want)) {
         *out = c;
         return 0;
     }
@@ -237,6 +288,7 @@ int hsadb_db_landmarks(hsadb_db *db, hsadb_store_reader *r, const struct hsadb_m
         }
         free(tmp);
     }
+    if (!rc && c->tier) rc = tier_extend(c->tier, r, rec, want);
 unlock:
     pthread_rwlock_unlock(&c->lock);
     if (rc) return rc;

@@ -21,6 +21,8 @@
 typedef struct hsadb_lmk_cache {
     uint32_t                memory_id;
     hsadb_index             index;     /* chunks 0..index.n-1 of the memory, fp32 */
+    hsadb_tier             *tier;      /* GPU memory tier (CUDA backend; NULL on the CPU): the
+                                          same chunks' landmarks and K/V on the device */
     pthread_rwlock_t        lock;      /* readers: queries; writer: extending the index */
     struct hsadb_lmk_cache *next;
 } hsadb_lmk_cache;
@@ -30,11 +32,12 @@ struct hsadb_db {
     const hsadb_model *model;          /* borrowed; NULL for admin-only use */
     unsigned           flags;
     int                threads;
+    int                device;         /* resolved backend: HSADB_DEVICE_CPU or _CUDA */
     pthread_mutex_t    lock;           /* guards `caches` */
     hsadb_lmk_cache   *caches;
 };
 
-/* Tokens per forward block during append and query. */
+/* Tokens per forward block of a query (appends use the backend's preferred block). */
 #define HSADB_BLOCK 256
 
 /* ---- tail (tail.c) ---- */

@@ -108,8 +108,9 @@ static int session_open(qsession *q, hsadb_db *db, const char *name) {
     q->db = db, q->m = m, q->name = name;
     if ((rc = hsadb_store_reader_begin(db->store, name, &q->r, &q->rec))) goto fail;
     if ((rc = hsadb_db_check_memory(db, name, &q->rec))) goto fail;
+    if ((rc = hsadb_run_init_dev(&q->run, m, B, db->device))) goto fail;
     rc = ENOMEM;
-    if (hsadb_run_init(&q->run, m, B) || hsadb_swa_state_init(&q->lower, m, c->n_lower, B, 0) ||
+    if (hsadb_swa_state_init(&q->lower, m, c->n_lower, B, 0) ||
         hsadb_tail_init(&q->tail, m) || hsadb_index_init(&q->extra, Hm, c->retr_dim))
         goto fail;
     if (!(q->xmid = malloc((size_t)B * D * 4)) || !(q->hid = malloc((size_t)B * D * 4)) ||
@@ -137,7 +138,7 @@ static int session_open(qsession *q, hsadb_db *db, const char *name) {
     /* Re-run the upper half over the context rows. */
     const int64_t p0 = q->tail.pos - q->tail.n_ctx;
     if ((rc = hsadb_swa_state_init(&q->upper, m, hsadb_config_upper_attn_layers(c), B, p0))) goto fail;
-    hsadb_memview mv = {&q->cache->index, (int64_t)q->rec.n_chunks, NULL, kv_fetch, q};
+    hsadb_memview mv = {&q->cache->index, (int64_t)q->rec.n_chunks, NULL, kv_fetch, q, q->cache->tier};
     for (int i = 0; i < q->tail.n_ctx; i += B) {
         int n = q->tail.n_ctx - i < B ? q->tail.n_ctx - i : B;
         if ((rc = hsadb_upper_forward(&q->run, &q->upper, &mv, q->tail.x_mid + (size_t)i * D, n, q->hid, NULL)))
@@ -196,7 +197,7 @@ static int feed(qsession *q, const int *tokens, int n) {
     }
     for (int i = 0; i < n; i++) q->tok_hist[(p0 + i) % S] = tokens[i];
     hsadb_tail_push_rows(&q->tail, q->m, q->xmid, bytes, n);
-    hsadb_memview mv = {&q->cache->index, (int64_t)q->rec.n_chunks, &q->extra, kv_fetch, q};
+    hsadb_memview mv = {&q->cache->index, (int64_t)q->rec.n_chunks, &q->extra, kv_fetch, q, q->cache->tier};
     if ((rc = hsadb_upper_forward(&q->run, &q->upper, &mv, q->xmid, n, q->hid, &q->tr))) return rc;
     q->last_row = n - 1;
     return 0;

@@ -191,15 +191,7 @@ int hsadb_tail_blob_bytes(const void *blob, size_t len, const uint8_t **bytes, s
 }
 
 int hsadb_tail_gather_chunks(const hsadb_tail *t, const hsadb_model *m, const float *x_mid, int n, float *xs) {
-    const int S = m->c.chunk, D = m->c.dim;
-    const int64_t p0 = t->pos, part = p0 % S;
-    int nc = 0;
-    for (int64_t end = p0 - part + S; end <= p0 + n; end += S, nc++) {
-        const int64_t cs = end - S;
-        const int from_tail = cs < p0 ? (int)(p0 - cs) : 0;
-        float *dx = xs + (size_t)nc * S * D;
-        memcpy(dx, t->x_mid + (size_t)(t->n_ctx - from_tail) * D, (size_t)from_tail * D * 4);
-        memcpy(dx + (size_t)from_tail * D, x_mid + (size_t)(cs + from_tail - p0) * D, (size_t)(S - from_tail) * D * 4);
-    }
-    return nc;
+    const int part = (int)(t->pos % m->c.chunk);    /* the partial chunk: the tail's last rows */
+    return hsadb_gather_chunks(t->x_mid + (size_t)(t->n_ctx - part) * m->c.dim, part, x_mid, n, m->c.chunk,
+                               m->c.dim, xs);
 }

@@ -23,6 +23,7 @@ __device__ __forceinline__ float bf(uint16_t h) { return __uint_as_float((uint32
 template <int DH, int S>
 __global__ void __launch_bounds__(HSA_WARPS * 32)
 hsa_fwd_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kmem, const uint16_t *__restrict__ vmem,
+               int64_t base_n, const uint16_t *__restrict__ kx, const uint16_t *__restrict__ vx,
                const int32_t *__restrict__ idx, const float *__restrict__ w, int H, int Hm, int K, float *out) {
     constexpr int KP = DH + 2;               /* padded K row (bf16 elements) */
     constexpr int E = DH / 32;               /* output dims per lane */
@@ -48,11 +49,15 @@ hsa_fwd_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kmem
             const float wr = tw[r];
             if (c < 0 || wr == 0.f) continue;     /* uniform across the CTA */
             __syncthreads();                      /* previous chunk fully consumed */
-            /* stage K and V rows of head m: S rows of DH bf16, 4 bytes per thread per step */
+            /* stage K and V rows of head m: S rows of DH bf16, 4 bytes per thread per step;
+             * chunks from base_n on live in the second source (a query's own chunks) */
+            const bool second = c >= base_n;
+            const uint16_t *kb = second ? kx : kmem, *vb = second ? vx : vmem;
+            const int64_t cc = second ? c - base_n : c;
             for (int j = threadIdx.x; j < S * DH / 2; j += HSA_WARPS * 32) {
                 const int s = j / (DH / 2), d2 = j % (DH / 2);
-                const size_t src = (((size_t)c * S + s) * Hm + m) * DH + 2 * d2;
-                const uint32_t kk = *(const uint32_t *)(kmem + src), vv = *(const uint32_t *)(vmem + src);
+                const size_t src = (((size_t)cc * S + s) * Hm + m) * DH + 2 * d2;
+                const uint32_t kk = *(const uint32_t *)(kb + src), vv = *(const uint32_t *)(vb + src);
                 *(uint32_t *)(ks + s * KP + 2 * d2) = kk;
                 *(uint32_t *)(vs + s * DH + 2 * d2) = vv;
             }
@@ -108,6 +113,12 @@ hsa_fwd_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kmem
 extern "C" int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem, const int32_t *idx,
                                   const float *w, int T, int H, int Hm, int dh, int S, int K, float *out,
                                   hsadb_stream_t stream) {
+    return hsadb_cuda_hsa_fwd2(q, kmem, vmem, INT64_MAX, NULL, NULL, idx, w, T, H, Hm, dh, S, K, out, stream);
+}
+
+extern "C" int hsadb_cuda_hsa_fwd2(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem, int64_t base_n,
+                                   const uint16_t *kx, const uint16_t *vx, const int32_t *idx, const float *w, int T,
+                                   int H, int Hm, int dh, int S, int K, float *out, hsadb_stream_t stream) {
     cudaStream_t s = (cudaStream_t)stream;
     if (T < 0 || H % Hm || S != 64) return (int)cudaErrorInvalidValue;
     if (T == 0) return 0;
@@ -118,14 +129,14 @@ extern "C" int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const
             attr = true;
         }
         dim3 g((unsigned)((T + MMA_WARPS - 1) / MMA_WARPS), (unsigned)Hm);
-        hsa_fwd_mma_kernel<<<g, MMA_WARPS * 32, MMA_SMEM, s>>>(q, kmem, vmem, idx, w, T, Hm, K, out);
+        hsa_fwd_mma_kernel<<<g, MMA_WARPS * 32, MMA_SMEM, s>>>(q, kmem, vmem, base_n, kx, vx, idx, w, T, Hm, K, out);
         return (int)cudaGetLastError();
     }
     dim3 grid((unsigned)T, (unsigned)Hm);
     switch (dh) {
-    case 32: hsa_fwd_kernel<32, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, idx, w, H, Hm, K, out); break;
-    case 64: hsa_fwd_kernel<64, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, idx, w, H, Hm, K, out); break;
-    case 128: hsa_fwd_kernel<128, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, idx, w, H, Hm, K, out); break;
+    case 32: hsa_fwd_kernel<32, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, base_n, kx, vx, idx, w, H, Hm, K, out); break;
+    case 64: hsa_fwd_kernel<64, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, base_n, kx, vx, idx, w, H, Hm, K, out); break;
+    case 128: hsa_fwd_kernel<128, 64><<<grid, HSA_WARPS * 32, 0, s>>>(q, kmem, vmem, base_n, kx, vx, idx, w, H, Hm, K, out); break;
     default: return (int)cudaErrorInvalidValue;
     }
     return (int)cudaGetLastError();

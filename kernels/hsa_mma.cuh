@@ -46,6 +46,7 @@ __device__ __forceinline__ int swz(int row, int col) { return row * 64 + (((col 
 
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 hsa_fwd_mma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kmem, const uint16_t *__restrict__ vmem,
+                   int64_t base_n, const uint16_t *__restrict__ kx, const uint16_t *__restrict__ vx,
                    const int32_t *__restrict__ idx, const float *__restrict__ w, int T, int Hm, int K, float *out) {
     extern __shared__ __align__(128) uint16_t smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -76,13 +77,16 @@ hsa_fwd_mma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ 
         const int c = j < K ? ti[j] : -1;
         if (c >= 0) {
             uint16_t *kt = stages + (j & 1) * MMA_STAGE_ELEMS, *vt = kt + 64 * 64;
+            const bool second = c >= base_n;        /* a query's own chunk: second source */
+            const uint16_t *kb = second ? kx : kmem, *vb = second ? vx : vmem;
+            const int64_t cc = second ? c - base_n : c;
 #pragma unroll
             for (int i = 0; i < 16; i++) {           /* 512 16-byte pieces per tile, 16 per lane */
                 const int p = lane + 32 * i, row = p >> 3, unit = p & 7;
-                const size_t src = (((size_t)c * 64 + row) * Hm + m) * 64 + unit * 8;
+                const size_t src = (((size_t)cc * 64 + row) * Hm + m) * 64 + unit * 8;
                 const int dst = row * 64 + ((unit ^ (row & 7)) << 3);
-                cp_async16(smem_u32(kt + dst), kmem + src);
-                cp_async16(smem_u32(vt + dst), vmem + src);
+                cp_async16(smem_u32(kt + dst), kb + src);
+                cp_async16(smem_u32(vt + dst), vb + src);
             }
         }
         cp_commit();

@@ -51,6 +51,11 @@ int    hsadb_cuda_topk_rows(const float *scores, int rows, int64_t cols, int64_t
 int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem,
                        const int32_t *idx, const float *w, int T, int H, int Hm, int dh, int S,
                        int K, float *out, hsadb_stream_t stream);
+/* The same with a second K/V source: chunks c >= base_n are read from kx/vx at c - base_n
+ * (the chunks a query completed itself, kept apart from the shared memory tier). */
+int hsadb_cuda_hsa_fwd2(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem, int64_t base_n,
+                        const uint16_t *kx, const uint16_t *vx, const int32_t *idx, const float *w, int T,
+                        int H, int Hm, int dh, int S, int K, float *out, hsadb_stream_t stream);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,124 @@
+/*
+ * bench/bench_gpu_engine.c — the engine end to end on a device: append throughput including
+ * the store writes, and query latency over large memories.
+ *
+ *   bench_gpu_engine MODEL_DIR [--sizes 1048576,16777216] [--dir /tmp/x] [--device cuda|cpu]
+ *                    [--tokens 32]
+ *
+ * One table row per memory size, every figure measured in this run through the public API
+ * (hsadb.h) exactly as the CLI and the server use it:
+ *   - append tokens/s, durable (default) and --nosync, the input written in 1 MiB pieces;
+ *   - the same records through the store alone (LMDB, no model): the floor under the append;
+ *   - the first query on the memory (its landmarks and K/V go into the GPU memory tier), then
+ *     the best of 3: prompt ms (tail context + question), ms per generated token, search ms.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_common.h"
+
+static int append_all(hsadb_db *db, const uint8_t *data, size_t n, double *sec) {
+    hsadb_appender *a;
+    int rc = hsadb_appender_open(db, "bench", &a);
+    if (rc) return rc;
+    double t = hsadb_seconds();
+    for (size_t off = 0; off < n && !rc; off += 1 << 20)
+        rc = hsadb_appender_write(a, data + off, n - off < (1u << 20) ? n - off : 1u << 20);
+    if (rc) {
+        hsadb_appender_abort(a);
+        return rc;
+    }
+    rc = hsadb_appender_commit(a, NULL);
+    *sec = hsadb_seconds() - t;
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *model_dir = NULL, *base = "/tmp/hsadb-gbench";
+    long sizes[8] = {1048576, 16777216};
+    int nsizes = 2, device = HSADB_DEVICE_CUDA, max_tokens = 32;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
+            nsizes = 0;
+            for (char *p = strtok(argv[++i], ","); p && nsizes < 8; p = strtok(NULL, ",")) sizes[nsizes++] = atol(p);
+        } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) base = argv[++i];
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            ++i;
+            device = !strcmp(argv[i], "cpu") ? HSADB_DEVICE_CPU : HSADB_DEVICE_CUDA;
+        } else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) max_tokens = atoi(argv[++i]);
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "usage: bench_gpu_engine MODEL_DIR [--sizes 1048576,16777216] [--dir DIR] "
+                            "[--device cuda|cpu] [--tokens N]\n");
+            return 2;
+        } else model_dir = argv[i];
+    }
+    if (!model_dir) { fprintf(stderr, "usage: bench_gpu_engine MODEL_DIR [options] (--help)\n"); return 2; }
+    hsadb_model *m;
+    if (hsadb_model_open(model_dir, &m)) { fprintf(stderr, "model: %s\n", hsadb_last_error()); return 1; }
+    const hsadb_config *c = &m->c;
+    printf("# model %s: %.2fM params; device %s\n\n", model_dir, m->n_params / 1e6,
+           device == HSADB_DEVICE_CUDA ? "cuda" : "cpu");
+    printf("| tokens | append tok/s (durable) | append tok/s (nosync) | store alone tok/s (durable / nosync) | "
+           "first query s | prompt ms | ms/token | tokens | search ms |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (int si = 0; si < nsizes; si++) {
+        const size_t n = (size_t)sizes[si];
+        uint8_t *data = malloc(n);
+        bench_fill(data, n);
+        double tok_s[2] = {0}, cold = 0, qp = 1e9, qt = 1e9, qs = 0;
+        int ntok = 0;
+        char dir[512];
+        for (int mode = 0; mode < 2; mode++) {
+            snprintf(dir, sizeof dir, "%s-%zu-%d", base, n, mode);
+            bench_rm_rf(dir);
+            hsadb_db *db;
+            hsadb_db_options o = {.flags = HSADB_DB_CREATE | (mode ? HSADB_DB_NOSYNC : 0), .model = m, .device = device};
+            double sec;
+            if (hsadb_db_open(dir, &o, &db) || hsadb_memory_create(db, "bench") || append_all(db, data, n, &sec)) {
+                fprintf(stderr, "append: %s\n", hsadb_last_error());
+                return 1;
+            }
+            tok_s[mode] = (double)n / sec;
+            if (mode == 0) {
+                /* a fresh handle, as a new process would query it */
+                hsadb_db_close(db);
+                o.flags = 0;
+                if (hsadb_db_open(dir, &o, &db)) { fprintf(stderr, "open: %s\n", hsadb_last_error()); return 1; }
+                hsadb_query_options qo = {.max_tokens = max_tokens};
+                hsadb_answer *a;
+                const char *question = "What did the user say about the key?";
+                double t = hsadb_seconds();
+                if (hsadb_query(db, "bench", question, strlen(question), &qo, &a)) {
+                    fprintf(stderr, "query: %s\n", hsadb_last_error());
+                    return 1;
+                }
+                cold = hsadb_seconds() - t;
+                hsadb_answer_free(a);
+                for (int rep = 0; rep < 3; rep++) {
+                    if (hsadb_query(db, "bench", question, strlen(question), &qo, &a)) return 1;
+                    if (a->prompt_seconds * 1e3 < qp) qp = a->prompt_seconds * 1e3;
+                    double per = a->generate_seconds / (a->n_tokens > 1 ? a->n_tokens - 1 : 1) * 1e3;
+                    if (per < qt) qt = per;
+                    ntok = a->n_tokens;
+                    hsadb_answer_free(a);
+                }
+                hsadb_hits *h;
+                t = hsadb_seconds();
+                if (hsadb_search(db, "bench", question, strlen(question), 8, &h) == 0) hsadb_hits_free(h);
+                qs = (hsadb_seconds() - t) * 1e3;
+            }
+            hsadb_db_close(db);
+            bench_rm_rf(dir);
+        }
+        snprintf(dir, sizeof dir, "%s-store", base);
+        const uint64_t nch = n / (uint64_t)c->chunk;
+        const double st0 = bench_store_alone(dir, m, nch, 0), st1 = bench_store_alone(dir, m, nch, 1);
+        bench_rm_rf(dir);
+        printf("| %zu | %.0f | %.0f | %.0f / %.0f | %.2f | %.1f | %.3f | %d | %.1f |\n", n, tok_s[0], tok_s[1], n / st0,
+               n / st1, cold, qp, qt, ntok, qs);
+        fflush(stdout);
+        free(data);
+    }
+    hsadb_model_close(m);
+    return 0;
+}

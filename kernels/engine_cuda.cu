@@ -1,0 +1,936 @@
+/*
+ * kernels/engine_cuda.cu — the CUDA backend of the forward pass (see engine_cuda.h).
+ *
+ * Read top-down: error handling, the weights on the device, the run (scratch), the small
+ * kernels (embedding, RMSNorm, QKNorm + RoPE, attention over a window or a group, SwiGLU,
+ * packing), then the four stages in the order of model/forward.c, whose CPU code they mirror
+ * line for line. Matrix products are cuBLAS SGEMMs (fp32, row-major [n][din] x W[dout][din]^T).
+ */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_cuda.h"
+#include "kernels.h"
+
+extern "C" {
+#include "util.h"
+}
+
+/* ---- errors ----------------------------------------------------------------------------- */
+
+static int cuda_fail(cudaError_t e, const char *what, int line) {
+    return hsadb_fail(HSADB_ERR_NODEVICE, "CUDA: %s (%s, engine_cuda.cu:%d)", cudaGetErrorString(e), what, line);
+}
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) return cuda_fail(e_, #x, __LINE__); } while (0)
+#define CKB(x) do { cublasStatus_t s_ = (x); if (s_ != CUBLAS_STATUS_SUCCESS) \
+    return hsadb_fail(HSADB_ERR_NODEVICE, "cuBLAS error %d (%s, engine_cuda.cu:%d)", (int)s_, #x, __LINE__); } while (0)
+#define CKK(x) do { int k_ = (x); if (k_) return cuda_fail((cudaError_t)k_, #x, __LINE__); } while (0)
+
+extern "C" int hsadb_cuda_available(void) {
+    static int avail = -1;
+    if (avail < 0) {
+        int n = 0;
+        avail = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+        if (!avail) cudaGetLastError();
+    }
+    return avail;
+}
+
+extern "C" void *hsadb_cuda_host_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaMallocHost(&p, bytes ? bytes : 1) != cudaSuccess) return NULL;
+    return p;
+}
+extern "C" void hsadb_cuda_host_free(void *p) { if (p) cudaFreeHost(p); }
+
+/* ---- weights: the model's fp32 arena on the device, shared by the runs of the process ---- */
+
+typedef struct dev_weights {
+    const hsadb_model  *m;
+    float              *d;      /* device copy of m->arena */
+    int                 refs;
+    struct dev_weights *next;
+} dev_weights;
+
+static pthread_mutex_t g_wlock = PTHREAD_MUTEX_INITIALIZER;
+static dev_weights *g_weights;
+
+static int weights_get(const hsadb_model *m, dev_weights **out) {
+    int rc = 0;
+    pthread_mutex_lock(&g_wlock);
+    dev_weights *w;
+    for (w = g_weights; w && w->m != m; w = w->next) {}
+    if (!w) {
+        cudaError_t e;
+        if (!(w = (dev_weights *)calloc(1, sizeof *w))) { rc = ENOMEM; goto out; }
+        w->m = m;
+        if ((e = cudaMalloc(&w->d, m->arena_len * sizeof(float))) != cudaSuccess ||
+            (e = cudaMemcpy(w->d, m->arena, m->arena_len * sizeof(float), cudaMemcpyHostToDevice)) != cudaSuccess) {
+            cudaFree(w->d);
+            free(w);
+            rc = cuda_fail(e, "uploading the model", __LINE__);
+            goto out;
+        }
+        w->next = g_weights;
+        g_weights = w;
+    }
+    w->refs++;
+    *out = w;
+out:
+    pthread_mutex_unlock(&g_wlock);
+    return rc;
+}
+
+static void weights_put(dev_weights *w) {
+    if (!w) return;
+    pthread_mutex_lock(&g_wlock);
+    if (--w->refs == 0) {
+        dev_weights **p = &g_weights;
+        while (*p != w) p = &(*p)->next;
+        *p = w->next;
+        cudaFree(w->d);
+        free(w);
+    }
+    pthread_mutex_unlock(&g_wlock);
+}
+
+/* ---- the run ---------------------------------------------------------------------------- */
+
+struct hsadb_cuda_run {
+    const hsadb_model  *m;
+    const hsadb_config *c;
+    int                 max_rows, rows_cap, max_nc;
+    cudaStream_t        st;
+    cublasHandle_t      blas;
+    dev_weights        *wt;
+    /* device scratch, rows_cap rows unless stated */
+    float    *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2;
+    float    *qr;                 /* [max_rows][Hm*dr] */
+    float    *rope;               /* [rows_cap][dh] cos | sin */
+    double   *inv_freq;           /* [dh/2] */
+    float    *logits;             /* [rows_cap][V] */
+    int      *tok;                /* [max_rows] */
+    uint16_t *qb;                 /* [max_rows][H*dh] bf16 HSA queries */
+    int32_t  *idx, *idx2;         /* [max_rows][Hm][K] top-k of the tier / of the extra chunks */
+    float    *sc, *sc2, *w;       /* scores, and the mixing weights [max_rows][Hm][K] */
+    float    *lmk, *kmem, *vmem;  /* encoder outputs [max_nc][...] fp32 */
+    float    *part;               /* [S][D] x_mid rows of a partial chunk (append) */
+    uint16_t *rec_l, *rec_kv;     /* the same as bf16 records */
+    void     *topk_ws;
+    /* page-locked host mirrors of the selections */
+    int32_t  *h_idx, *h_idx2;
+    float    *h_sc, *h_sc2, *h_w;
+    /* chunks completed by the query's own tokens (the memview's extra index), mirrored */
+    int64_t   x_base, x_n, x_cap;
+    uint16_t *x_lmk, *x_k, *x_v;
+    uint16_t *h_xl, *h_xk, *h_xv; /* staging for one chunk */
+    float    *h_kb, *h_vb;        /* [S][dh] from the kv callback */
+};
+
+struct hsadb_cuda_swa {
+    float  *buf;       /* device copy of hsadb_swa_state.buf */
+    size_t  floats;
+};
+
+struct hsadb_tier {
+    int       Hm, dr, S, dh;
+    int64_t   n, cap;
+    uint16_t *lmk;     /* [cap][Hm*dr] */
+    uint16_t *k, *v;   /* [cap][S][Hm][dh] */
+};
+
+#define DW(c, p) ((c)->wt->d + ((p) - (c)->m->arena))   /* device address of a weight */
+
+extern "C" void hsadb_cuda_run_free(hsadb_cuda_run *c) {
+    if (!c) return;
+    if (c->st) cudaStreamSynchronize(c->st);
+    void *dev[] = {c->x, c->xb, c->xb2, c->q, c->k, c->v, c->att, c->hb, c->hb2, c->qr, c->rope, c->inv_freq,
+                   c->logits, c->tok, c->qb, c->idx, c->idx2, c->sc, c->sc2, c->w, c->lmk, c->kmem, c->vmem,
+                   c->rec_l, c->rec_kv, c->topk_ws, c->x_lmk, c->x_k, c->x_v, c->part};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
+    void *host[] = {c->h_idx, c->h_idx2, c->h_sc, c->h_sc2, c->h_w, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) cudaFreeHost(host[i]);
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->st) cudaStreamDestroy(c->st);
+    weights_put(c->wt);
+    free(c);
+}
+
+extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, int max_rows) {
+    const hsadb_config *cf = &m->c;
+    *out = NULL;
+    if (!hsadb_cuda_available()) return hsadb_fail(HSADB_ERR_NODEVICE, "no CUDA device is usable");
+    if (cf->chunk != 64 || (cf->head_dim != 32 && cf->head_dim != 64 && cf->head_dim != 128) ||
+        cf->retr_dim % 32 || cf->topk > HSADB_TOPK_MAX || cf->head_dim > 128)
+        return hsadb_fail(HSADB_ERR_NODEVICE, "the CUDA backend needs chunk 64, head_dim 32/64/128, retrieval_dim %% 32 == 0 "
+                          "(model has %d, %d, %d)", cf->chunk, cf->head_dim, cf->retr_dim);
+    hsadb_cuda_run *c = (hsadb_cuda_run *)calloc(1, sizeof *c);
+    if (!c) return ENOMEM;
+    c->m = m, c->c = cf;
+    c->max_rows = max_rows;
+    const int S = cf->chunk, H = cf->n_heads, dh = cf->head_dim, Hm = cf->n_mem_heads, K = cf->topk;
+    c->max_nc = max_rows / S + 1;
+    const int rows = max_rows > c->max_nc * (S + 1) ? max_rows : c->max_nc * (S + 1);
+    const int kvh = cf->n_kv_heads > Hm ? cf->n_kv_heads : Hm;
+    c->rows_cap = rows;
+    int rc;
+    if ((rc = weights_get(m, &c->wt))) { free(c); return rc; }
+    cudaError_t e = cudaSuccess;
+#define DALLOC(p, count) if (e == cudaSuccess) e = cudaMalloc((void **)&(p), (size_t)(count) * sizeof *(p))
+#define HALLOC(p, count) if (e == cudaSuccess) e = cudaMallocHost((void **)&(p), (size_t)(count) * sizeof *(p))
+    DALLOC(c->x, (size_t)rows * cf->dim);
+    DALLOC(c->xb, (size_t)rows * cf->dim);
+    DALLOC(c->xb2, (size_t)rows * cf->dim);
+    DALLOC(c->q, (size_t)rows * H * dh);
+    DALLOC(c->k, (size_t)rows * kvh * dh);
+    DALLOC(c->v, (size_t)rows * kvh * dh);
+    DALLOC(c->att, (size_t)rows * H * dh);
+    DALLOC(c->hb, (size_t)rows * cf->hidden);
+    DALLOC(c->hb2, (size_t)rows * cf->hidden);
+    DALLOC(c->qr, (size_t)max_rows * Hm * cf->retr_dim);
+    DALLOC(c->rope, (size_t)rows * dh);
+    DALLOC(c->inv_freq, dh / 2);
+    DALLOC(c->logits, (size_t)rows * cf->vocab);
+    DALLOC(c->tok, max_rows);
+    DALLOC(c->qb, (size_t)max_rows * H * dh);
+    DALLOC(c->idx, (size_t)max_rows * Hm * K);
+    DALLOC(c->idx2, (size_t)max_rows * Hm * K);
+    DALLOC(c->sc, (size_t)max_rows * Hm * K);
+    DALLOC(c->sc2, (size_t)max_rows * Hm * K);
+    DALLOC(c->w, (size_t)max_rows * Hm * K);
+    DALLOC(c->lmk, (size_t)c->max_nc * Hm * cf->retr_dim);
+    DALLOC(c->kmem, (size_t)c->max_nc * S * Hm * dh);
+    DALLOC(c->vmem, (size_t)c->max_nc * S * Hm * dh);
+    DALLOC(c->rec_l, (size_t)c->max_nc * Hm * cf->retr_dim);
+    DALLOC(c->rec_kv, (size_t)c->max_nc * 2 * S * Hm * dh);
+    DALLOC(c->part, (size_t)S * cf->dim);
+    HALLOC(c->h_idx, (size_t)max_rows * Hm * K);
+    HALLOC(c->h_idx2, (size_t)max_rows * Hm * K);
+    HALLOC(c->h_sc, (size_t)max_rows * Hm * K);
+    HALLOC(c->h_sc2, (size_t)max_rows * Hm * K);
+    HALLOC(c->h_w, (size_t)max_rows * Hm * K);
+    HALLOC(c->h_xl, (size_t)Hm * cf->retr_dim);
+    HALLOC(c->h_xk, (size_t)S * Hm * dh);
+    HALLOC(c->h_xv, (size_t)S * Hm * dh);
+    HALLOC(c->h_kb, (size_t)S * dh);
+    HALLOC(c->h_vb, (size_t)S * dh);
+#undef DALLOC
+#undef HALLOC
+    if (e == cudaSuccess) e = cudaMalloc(&c->topk_ws, hsadb_cuda_topk1_workspace(K));
+    if (e == cudaSuccess) e = cudaMemset(c->topk_ws, 0, hsadb_cuda_topk1_workspace(K));
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        rc = cuda_fail(e, "allocating the run", __LINE__);
+        goto fail;
+    }
+    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(c->blas, c->st) != CUBLAS_STATUS_SUCCESS) {
+        rc = hsadb_fail(HSADB_ERR_NODEVICE, "cuBLAS could not start");
+        goto fail;
+    }
+    /* GEMMs on TF32 tensor cores (10-bit mantissa: finer than the bf16 the records are stored
+     * in); HSADB_CUDA_FP32=1 keeps full fp32 (the agreement tests use both) */
+    {
+        const char *e32 = getenv("HSADB_CUDA_FP32");
+        cublasSetMathMode(c->blas, e32 && *e32 == '1' ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH);
+    }
+    {
+        double inv[64];
+        for (int i = 0; i < dh / 2; i++) inv[i] = pow((double)cf->rope_theta, -2.0 * i / dh);
+        if ((e = cudaMemcpy(c->inv_freq, inv, (size_t)dh / 2 * sizeof(double), cudaMemcpyHostToDevice)) != cudaSuccess) {
+            rc = cuda_fail(e, "rope table", __LINE__);
+            goto fail;
+        }
+    }
+    *out = c;
+    return 0;
+fail:
+    hsadb_cuda_run_free(c);
+    return rc;
+}
+
+/* ---- kernels ---------------------------------------------------------------------------- */
+
+#define WARPS 4          /* warps per CTA of the row kernels: one warp per row (or row, head) */
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+static unsigned row_grid(int64_t rows) { return (unsigned)((rows + WARPS - 1) / WARPS); }
+
+__global__ void embed_kernel(const int *tok, const float *embed, float *x, int n, int D) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)n * D) return;
+    const int t = (int)(i / D), d = (int)(i % D);
+    x[i] = embed[(size_t)tok[t] * D + d];
+}
+
+/* out[r][:] = x[r][:] / sqrt(mean(x^2) + eps) * g (per row of d); out may alias x. */
+__global__ void rmsnorm_kernel(const float *x, const float *g, float *out, int64_t rows, int d, float eps) {
+    const int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const float *xr = x + r * d;
+    float ss = 0.f;
+    for (int i = lane; i < d; i += 32) ss = fmaf(xr[i], xr[i], ss);
+    const float inv = rsqrtf(warp_sum(ss) / (float)d + eps);
+    float *o = out + r * d;
+    for (int i = lane; i < d; i += 32) o[i] = xr[i] * inv * g[i];
+}
+
+/* rope[t] = cos | sin of position (period ? t % period : pos0 + t), angles in double. */
+__global__ void rope_kernel(float *rope, const double *inv_freq, int n, int64_t pos0, int period, int half) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)n * half) return;
+    const int t = (int)(i / half), j = (int)(i % half);
+    const double p = (double)(period ? t % period : pos0 + t), a = p * inv_freq[j];
+    rope[(size_t)t * 2 * half + j] = (float)cos(a);
+    rope[(size_t)t * 2 * half + half + j] = (float)sin(a);
+}
+
+/* Per head: RMSNorm over dh with gain, then rotate-half RoPE (rope may be NULL). x [n][nh][dh]. */
+__global__ void qk_prep_kernel(float *x, int n, int nh, int dh, const float *g, float eps, const float *rope) {
+    __shared__ float buf[WARPS][128];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * WARPS + warp;
+    if (row >= (int64_t)n * nh) return;
+    const int t = (int)(row / nh), half = dh / 2;
+    float *v = x + row * dh;
+    float ss = 0.f;
+    for (int i = lane; i < dh; i += 32) ss = fmaf(v[i], v[i], ss);
+    const float inv = rsqrtf(warp_sum(ss) / (float)dh + eps);
+    for (int i = lane; i < dh; i += 32) buf[warp][i] = v[i] * inv * g[i];
+    __syncwarp();
+    for (int i = lane; i < dh; i += 32) {
+        float o = buf[warp][i];
+        if (rope) {
+            const float *cs = rope + (size_t)t * dh, *sn = cs + half;
+            o = i < half ? buf[warp][i] * cs[i] - buf[warp][i + half] * sn[i]
+                         : buf[warp][i] * cs[i - half] + buf[warp][i - half] * sn[i - half];
+        }
+        v[i] = o;
+    }
+}
+
+/* Write the block's K/V rows (positions pos..pos+n-1) into a ring of cap rows. */
+__global__ void ring_write_kernel(const float *k, const float *v, float *rk, float *rv, int n, int64_t pos, int cap,
+                                  int kd) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)n * kd) return;
+    const int t = (int)(i / kd), d = (int)(i % kd);
+    const size_t row = (size_t)((pos + t) % cap);
+    rk[row * kd + d] = k[i];
+    rv[row * kd + d] = v[i];
+}
+
+/* One warp per (query row t, head h). Keys: with cap > 0, ring rows (causal window of W over
+ * positions, first position `start`); with cap == 0, the rows of t's group of `group` rows
+ * (bidirectional: the chunk encoder). Lanes score keys j, j+32, ..., then accumulate V over
+ * dims lane, lane+32, ... Scores live in dynamic shared memory: WARPS x maxk floats. */
+__global__ void attn_kernel(const float *q, const float *kb, const float *vb, int cap, int64_t start, int64_t p0,
+                            int n, int H, int Hk, int dh, int W, int group, int maxk, float *out) {
+    extern __shared__ float smem[];
+    __shared__ float qs[WARPS][128];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t gw = (int64_t)blockIdx.x * WARPS + warp;
+    if (gw >= (int64_t)n * H) return;
+    const int t = (int)(gw / H), h = (int)(gw % H), kh = h / (H / Hk), kd = Hk * dh;
+    float *sc = smem + (size_t)warp * maxk;
+    int64_t lo, hi;
+    if (cap) {
+        const int64_t p = p0 + t;
+        lo = p - W + 1 < start ? start : p - W + 1;
+        hi = p;
+    } else {
+        lo = (int64_t)(t / group) * group;
+        hi = lo + group - 1;
+    }
+    const int nk = (int)(hi - lo + 1);
+    const float scale = rsqrtf((float)dh);
+    for (int i = lane; i < dh; i += 32) qs[warp][i] = q[((size_t)t * H + h) * dh + i] * scale;
+    __syncwarp();
+    float mx = -INFINITY;
+    for (int j = lane; j < nk; j += 32) {
+        const int64_t key = lo + j;
+        const float *kr = kb + (size_t)(cap ? key % cap : key) * kd + (size_t)kh * dh;
+        float a = 0.f;
+        for (int i = 0; i < dh; i += 4) {
+            const float4 k4 = *(const float4 *)(kr + i);
+            a = fmaf(qs[warp][i], k4.x, a);
+            a = fmaf(qs[warp][i + 1], k4.y, a);
+            a = fmaf(qs[warp][i + 2], k4.z, a);
+            a = fmaf(qs[warp][i + 3], k4.w, a);
+        }
+        sc[j] = a;
+        mx = fmaxf(mx, a);
+    }
+    mx = warp_max(mx);
+    float sum = 0.f;
+    for (int j = lane; j < nk; j += 32) sum += (sc[j] = __expf(sc[j] - mx));
+    sum = warp_sum(sum);
+    __syncwarp();
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int j = 0; j < nk; j++) {
+        const int64_t key = lo + j;
+        const float p = sc[j], *vr = vb + (size_t)(cap ? key % cap : key) * kd + (size_t)kh * dh;
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (lane + 32 * e < dh) acc[e] = fmaf(p, vr[lane + 32 * e], acc[e]);
+    }
+    const float inv = 1.f / sum;
+    float *o = out + ((size_t)t * H + h) * dh;
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        if (lane + 32 * e < dh) o[lane + 32 * e] = acc[e] * inv;
+}
+
+__global__ void silu_mul_kernel(float *a, const float *b, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float g = a[i];
+        a[i] = g / (1.f + __expf(-g)) * b[i];
+    }
+}
+
+__global__ void add_kernel(float *a, const float *b, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) a[i] += b[i];
+}
+
+__global__ void to_bf16_kernel(const float *x, uint16_t *y, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        __nv_bfloat16 b = __float2bfloat16_rn(x[i]);
+        y[i] = *(uint16_t *)&b;
+    }
+}
+
+/* Encoder input: row j*(S+1)+s is RMSNorm_in(xs[j*S+s]) for s < S, else e_cls. */
+__global__ void enc_in_kernel(const float *xs, const float *g, const float *cls, float *E, int nc, int S, int D,
+                              float eps) {
+    const int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (r >= (int64_t)nc * (S + 1)) return;
+    const int j = (int)(r / (S + 1)), s = (int)(r % (S + 1));
+    float *o = E + r * D;
+    if (s == S) {
+        for (int i = lane; i < D; i += 32) o[i] = cls[i];
+        return;
+    }
+    const float *xr = xs + ((size_t)j * S + s) * D;
+    float ss = 0.f;
+    for (int i = lane; i < D; i += 32) ss = fmaf(xr[i], xr[i], ss);
+    const float inv = rsqrtf(warp_sum(ss) / (float)D + eps);
+    for (int i = lane; i < D; i += 32) o[i] = xr[i] * inv * g[i];
+}
+
+/* Records: kv[j] = K block [S][Hm*dh] then V block, bf16. */
+__global__ void pack_kv_kernel(const float *k, const float *v, uint16_t *kv, int nc, int per) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)nc * per) return;
+    const int64_t j = i / per, o = i % per;
+    __nv_bfloat16 a = __float2bfloat16_rn(k[i]), b = __float2bfloat16_rn(v[i]);
+    kv[j * 2 * per + o] = *(uint16_t *)&a;
+    kv[j * 2 * per + per + o] = *(uint16_t *)&b;
+}
+
+/* Rows of the chunks completing in a block: chunk j's row s is stream position
+ * p0 - part + j*S + s: from the partial rows (before p0) or from the block's x_mid. */
+__global__ void gather_kernel(const float *part_x, int part, const float *x, float *xs, int nc, int S, int D) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)nc * S * D) return;
+    const int64_t row = i / D, d = i % D, off = row - part;   /* position - p0 */
+    xs[i] = off < 0 ? part_x[(part + off) * D + d] : x[off * D + d];
+}
+
+static unsigned lin_grid(int64_t n) { return (unsigned)((n + 255) / 256); }
+
+/* ---- building blocks -------------------------------------------------------------------- */
+
+/* out[n][dout] (row stride ldo) = x[n][din] (row stride ldx) @ W[dout][din]^T + beta*out */
+static int gemm(hsadb_cuda_run *c, float *out, int ldo, const float *x, int ldx, const float *W, int n, int din,
+                int dout, float beta) {
+    const float one = 1.f;
+    if (n == 0) return 0;
+    CKB(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, dout, n, din, &one, W, din, x, ldx, &beta, out, ldo));
+    return 0;
+}
+
+static int rmsnorm(hsadb_cuda_run *c, float *out, const float *x, const float *g, int64_t rows, int d) {
+    if (rows == 0) return 0;
+    rmsnorm_kernel<<<row_grid(rows), WARPS * 32, 0, c->st>>>(x, g, out, rows, d, c->c->eps);
+    CK(cudaGetLastError());
+    return 0;
+}
+
+static int rope_table(hsadb_cuda_run *c, int n, int64_t pos0, int period) {
+    const int half = c->c->head_dim / 2;
+    rope_kernel<<<lin_grid((int64_t)n * half), 256, 0, c->st>>>(c->rope, c->inv_freq, n, pos0, period, half);
+    CK(cudaGetLastError());
+    return 0;
+}
+
+static int qk_prep(hsadb_cuda_run *c, float *x, int n, int nh, const float *g, int use_rope) {
+    qk_prep_kernel<<<row_grid((int64_t)n * nh), WARPS * 32, 0, c->st>>>(x, n, nh, c->c->head_dim, g, c->c->eps,
+                                                                        use_rope ? c->rope : NULL);
+    CK(cudaGetLastError());
+    return 0;
+}
+
+/* The layer's ring pair on the device: K rows of layer l, V rows right after (host layout). */
+static float *ring_k(const hsadb_swa_state *s, int l) { return s->dev->buf + (s->ring[l].k - s->buf); }
+static float *ring_v(const hsadb_swa_state *s, int l) { return s->dev->buf + (s->ring[l].v - s->buf); }
+
+/* x += W_o Attn(RMSNorm(x)), as forward.c's attention(): ring layer l of s, or groups. */
+static int attention(hsadb_cuda_run *c, const hsadb_attn_w *a, float *x, int n, hsadb_swa_state *s, int l,
+                     int64_t pos, int group) {
+    const hsadb_config *cf = c->c;
+    const int D = cf->dim, H = cf->n_heads, Hk = cf->n_kv_heads, dh = cf->head_dim, qd = H * dh, kd = Hk * dh;
+    int rc;
+    if ((rc = rmsnorm(c, c->xb, x, DW(c, a->norm), n, D))) return rc;
+    if ((rc = gemm(c, c->q, qd, c->xb, D, DW(c, a->wq), n, D, qd, 0.f))) return rc;
+    if ((rc = gemm(c, c->k, kd, c->xb, D, DW(c, a->wk), n, D, kd, 0.f))) return rc;
+    if ((rc = gemm(c, c->v, kd, c->xb, D, DW(c, a->wv), n, D, kd, 0.f))) return rc;
+    if ((rc = qk_prep(c, c->q, n, H, DW(c, a->q_norm), 1))) return rc;
+    if ((rc = qk_prep(c, c->k, n, Hk, DW(c, a->k_norm), 1))) return rc;
+    const int maxk = s ? cf->window : group;
+    const size_t smem = (size_t)WARPS * maxk * sizeof(float);
+    if (s) {
+        const hsadb_kv_ring *ring = &s->ring[l];
+        float *rk = ring_k(s, l), *rv = ring_v(s, l);
+        ring_write_kernel<<<lin_grid((int64_t)n * kd), 256, 0, c->st>>>(c->k, c->v, rk, rv, n, pos, ring->cap, kd);
+        CK(cudaGetLastError());
+        attn_kernel<<<row_grid((int64_t)n * H), WARPS * 32, smem, c->st>>>(c->q, rk, rv, ring->cap, ring->start, pos, n,
+                                                                          H, Hk, dh, cf->window, 0, maxk, c->att);
+    } else {
+        attn_kernel<<<row_grid((int64_t)n * H), WARPS * 32, smem, c->st>>>(c->q, c->k, c->v, 0, 0, 0, n, H, Hk, dh, 0,
+                                                                          group, maxk, c->att);
+    }
+    CK(cudaGetLastError());
+    return gemm(c, x, D, c->att, qd, DW(c, a->wo), n, qd, D, 1.f);     /* x += W_o att */
+}
+
+/* x += W_down(silu(W_gate h) * W_up h), h = RMSNorm(in); in may alias x. */
+static int mlp(hsadb_cuda_run *c, const hsadb_mlp_w *w, const float *in, float *x, int n) {
+    const int D = c->c->dim, F = c->c->hidden;
+    int rc;
+    if ((rc = rmsnorm(c, c->xb, in, DW(c, w->norm), n, D))) return rc;
+    if ((rc = gemm(c, c->hb, F, c->xb, D, DW(c, w->gate), n, D, F, 0.f))) return rc;
+    if ((rc = gemm(c, c->hb2, F, c->xb, D, DW(c, w->up), n, D, F, 0.f))) return rc;
+    silu_mul_kernel<<<lin_grid((int64_t)n * F), 256, 0, c->st>>>(c->hb, c->hb2, (int64_t)n * F);
+    CK(cudaGetLastError());
+    return gemm(c, x, D, c->hb, F, DW(c, w->down), n, F, D, 1.f);
+}
+
+static int swa_layer(hsadb_cuda_run *c, const hsadb_swa_w *w, float *x, int n, hsadb_swa_state *s, int l, int64_t pos) {
+    int rc = attention(c, &w->attn, x, n, s, l, pos, 0);
+    return rc ? rc : mlp(c, &w->mlp, x, x, n);
+}
+
+/* ---- sliding-window state on the device --------------------------------------------------- */
+
+static size_t swa_floats(const hsadb_swa_state *s) {
+    if (s->n == 0) return 0;
+    return (size_t)(s->ring[s->n - 1].v - s->buf) + (size_t)(s->ring[s->n - 1].v - s->ring[s->n - 1].k);
+}
+
+/* Upload the host rings on first use. */
+static int swa_attach(hsadb_swa_state *s) {
+    if (s->dev) return 0;
+    hsadb_cuda_swa *d = (hsadb_cuda_swa *)calloc(1, sizeof *d);
+    if (!d) return ENOMEM;
+    d->floats = swa_floats(s);
+    cudaError_t e = cudaMalloc(&d->buf, d->floats * sizeof(float) + 16);
+    if (e == cudaSuccess) e = cudaMemcpy(d->buf, s->buf, d->floats * sizeof(float), cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        cudaFree(d->buf);
+        free(d);
+        return cuda_fail(e, "uploading the sliding-window state", __LINE__);
+    }
+    s->dev = d;
+    return 0;
+}
+
+extern "C" void hsadb_cuda_swa_free(hsadb_cuda_swa *d) {
+    if (!d) return;
+    cudaFree(d->buf);
+    free(d);
+}
+
+extern "C" int hsadb_cuda_swa_pull(hsadb_swa_state *s) {
+    if (!s->dev) return 0;
+    CK(cudaMemcpy(s->buf, s->dev->buf, s->dev->floats * sizeof(float), cudaMemcpyDeviceToHost));
+    return 0;
+}
+
+/* ---- lower half ------------------------------------------------------------------------- */
+
+/* The lower half on the device: c->x = x_mid of the block (stays there). */
+static int lower_dev(hsadb_cuda_run *c, hsadb_swa_state *s, const int *tokens, int n) {
+    const hsadb_config *cf = c->c;
+    const int D = cf->dim;
+    int rc;
+    if (n > c->max_rows) return hsadb_fail(HSADB_ERR_INVALID, "block of %d rows > %d", n, c->max_rows);
+    if ((rc = swa_attach(s))) return rc;
+    CK(cudaMemcpyAsync(c->tok, tokens, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, c->st));
+    embed_kernel<<<lin_grid((int64_t)n * D), 256, 0, c->st>>>(c->tok, DW(c, c->m->w.embed), c->x, n, D);
+    CK(cudaGetLastError());
+    if ((rc = rope_table(c, n, s->pos, 0))) return rc;
+    for (int l = 0; l < cf->n_lower; l++)
+        if ((rc = swa_layer(c, &c->m->w.lower[l], c->x, n, s, l, s->pos))) return rc;
+    return 0;
+}
+
+extern "C" int hsadb_cuda_lower_forward(hsadb_cuda_run *c, hsadb_swa_state *s, const int *tokens, int n, float *x_mid) {
+    int rc = lower_dev(c, s, tokens, n);
+    if (rc) return rc;
+    CK(cudaMemcpyAsync(x_mid, c->x, (size_t)n * c->c->dim * sizeof(float), cudaMemcpyDeviceToHost, c->st));
+    CK(cudaStreamSynchronize(c->st));
+    s->pos += n;
+    return 0;
+}
+
+/* ---- chunk encoder ---------------------------------------------------------------------- */
+
+/* The encoder over nc chunks whose rows are in c->xb2 [nc][S][D]; outputs to the host. */
+static int encode_dev(hsadb_cuda_run *c, int nc, int kv_f32, void *lmk, void *kv, float *lmk32, float *k32, float *v32) {
+    const hsadb_config *cf = c->c;
+    const hsadb_chunk_w *cw = &c->m->w.chunk;
+    const int D = cf->dim, S = cf->chunk, Hm = cf->n_mem_heads, dh = cf->head_dim, dr = cf->retr_dim;
+    const int rows = nc * (S + 1), per = S * Hm * dh, ln = Hm * dr;
+    int rc;
+    if (nc == 0) return 0;
+    if (nc > c->max_nc) return hsadb_fail(HSADB_ERR_INVALID, "%d chunks > %d", nc, c->max_nc);
+    float *E = c->x;
+    enc_in_kernel<<<row_grid(rows), WARPS * 32, 0, c->st>>>(c->xb2, DW(c, cw->in_norm), DW(c, cw->cls), E, nc, S, D,
+                                                            cf->eps);
+    CK(cudaGetLastError());
+    if ((rc = rope_table(c, rows, 0, S + 1))) return rc;
+    for (int l = 0; l < cf->n_encoder; l++) {
+        if ((rc = attention(c, &c->m->w.encoder[l].attn, E, rows, NULL, 0, 0, S + 1))) return rc;
+        if ((rc = mlp(c, &c->m->w.encoder[l].mlp, E, E, rows))) return rc;
+    }
+    if ((rc = rmsnorm(c, E, E, DW(c, cw->out_norm), rows, D))) return rc;
+    /* landmarks from the cls rows; K and V from the S token rows of every chunk */
+    if ((rc = gemm(c, c->lmk, ln, E + (size_t)S * D, (S + 1) * D, DW(c, cw->lmk), nc, D, ln, 0.f))) return rc;
+    const float one = 1.f, zero = 0.f;
+    CKB(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, DW(c, cw->mk), D, 0, E, D,
+                                  (long long)(S + 1) * D, &zero, c->kmem, Hm * dh, (long long)per, nc));
+    CKB(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, DW(c, cw->mv), D, 0, E, D,
+                                  (long long)(S + 1) * D, &zero, c->vmem, Hm * dh, (long long)per, nc));
+    if ((rc = rmsnorm(c, c->kmem, c->kmem, DW(c, cw->k_norm), (int64_t)nc * S * Hm, dh))) return rc;
+    if (lmk32) {
+        CK(cudaMemcpyAsync(lmk32, c->lmk, (size_t)nc * ln * 4, cudaMemcpyDeviceToHost, c->st));
+        CK(cudaMemcpyAsync(k32, c->kmem, (size_t)nc * per * 4, cudaMemcpyDeviceToHost, c->st));
+        CK(cudaMemcpyAsync(v32, c->vmem, (size_t)nc * per * 4, cudaMemcpyDeviceToHost, c->st));
+    }
+    if (lmk && kv_f32) {
+        CK(cudaMemcpyAsync(lmk, c->lmk, (size_t)nc * ln * 4, cudaMemcpyDeviceToHost, c->st));
+        CK(cudaMemcpy2DAsync(kv, (size_t)2 * per * 4, c->kmem, (size_t)per * 4, (size_t)per * 4, nc,
+                             cudaMemcpyDeviceToHost, c->st));
+        CK(cudaMemcpy2DAsync((float *)kv + per, (size_t)2 * per * 4, c->vmem, (size_t)per * 4, (size_t)per * 4, nc,
+                             cudaMemcpyDeviceToHost, c->st));
+    } else if (lmk) {
+        to_bf16_kernel<<<lin_grid((int64_t)nc * ln), 256, 0, c->st>>>(c->lmk, c->rec_l, (int64_t)nc * ln);
+        pack_kv_kernel<<<lin_grid((int64_t)nc * per), 256, 0, c->st>>>(c->kmem, c->vmem, c->rec_kv, nc, per);
+        CK(cudaGetLastError());
+        CK(cudaMemcpyAsync(lmk, c->rec_l, (size_t)nc * ln * 2, cudaMemcpyDeviceToHost, c->st));
+        CK(cudaMemcpyAsync(kv, c->rec_kv, (size_t)nc * 2 * per * 2, cudaMemcpyDeviceToHost, c->st));
+    }
+    CK(cudaStreamSynchronize(c->st));
+    return 0;
+}
+
+extern "C" int hsadb_cuda_encode(hsadb_cuda_run *c, const float *xs, int nc, int kv_f32, void *lmk, void *kv,
+                                 float *lmk32, float *k32, float *v32) {
+    if (nc <= 0) return 0;
+    if (nc > c->max_nc) return hsadb_fail(HSADB_ERR_INVALID, "%d chunks > %d", nc, c->max_nc);
+    /* xs goes through xb2 (rows_cap x D >= nc*S x D) */
+    CK(cudaMemcpyAsync(c->xb2, xs, (size_t)nc * c->c->chunk * c->c->dim * sizeof(float), cudaMemcpyHostToDevice, c->st));
+    return encode_dev(c, nc, kv_f32, lmk, kv, lmk32, k32, v32);
+}
+
+/* Lower half + encoder of an append block with x_mid kept on the device: only the partial
+ * chunk's rows go up, and x_mid (for the tail) and the records come down. */
+extern "C" int hsadb_cuda_append_forward(hsadb_cuda_run *c, hsadb_swa_state *s, const int *tokens, int n,
+                                         const float *part_x, int part, float *x_mid, int keep, int kv_f32, void *lmk,
+                                         void *kv,
+                                         int *nc_out) {
+    const int S = c->c->chunk, D = c->c->dim, nc = (part + n) / S;
+    int rc;
+    *nc_out = 0;
+    if ((rc = lower_dev(c, s, tokens, n))) return rc;
+    const int first = keep > 0 && keep < n ? n - keep : 0;     /* only the rows the tail keeps */
+    CK(cudaMemcpyAsync(x_mid + (size_t)first * D, c->x + (size_t)first * D, (size_t)(n - first) * D * sizeof(float),
+                       cudaMemcpyDeviceToHost, c->st));
+    if (nc > 0) {
+        if (part) CK(cudaMemcpyAsync(c->part, part_x, (size_t)part * D * sizeof(float), cudaMemcpyHostToDevice, c->st));
+        gather_kernel<<<lin_grid((int64_t)nc * S * D), 256, 0, c->st>>>(c->part, part, c->x, c->xb2, nc, S, D);
+        CK(cudaGetLastError());
+        if ((rc = encode_dev(c, nc, kv_f32, lmk, kv, NULL, NULL, NULL))) return rc;
+    }
+    CK(cudaStreamSynchronize(c->st));
+    s->pos += n;
+    *nc_out = nc;
+    return 0;
+}
+
+/* ---- the memory tier -------------------------------------------------------------------- */
+
+extern "C" int hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh) {
+    hsadb_tier *g = (hsadb_tier *)calloc(1, sizeof *g);
+    if (!g) return ENOMEM;
+    g->Hm = Hm, g->dr = dr, g->S = S, g->dh = dh;
+    *out = g;
+    return 0;
+}
+
+extern "C" void hsadb_cuda_mem_free(hsadb_tier *g) {
+    if (!g) return;
+    cudaFree(g->lmk), cudaFree(g->k), cudaFree(g->v);
+    free(g);
+}
+
+extern "C" int64_t hsadb_cuda_mem_count(const hsadb_tier *g) { return g ? g->n : 0; }
+
+extern "C" size_t hsadb_cuda_mem_bytes(const hsadb_tier *g) {
+    return g ? (size_t)g->cap * ((size_t)g->Hm * g->dr + (size_t)2 * g->S * g->Hm * g->dh) * 2 : 0;
+}
+
+static int mem_grow(hsadb_tier *g, int64_t want) {
+    if (want <= g->cap) return 0;
+    int64_t cap = g->cap ? g->cap : 1024;
+    while (cap < want) cap *= 2;
+    const size_t ln = (size_t)g->Hm * g->dr, per = (size_t)g->S * g->Hm * g->dh;
+    uint16_t *l = NULL, *k = NULL, *v = NULL;
+    cudaError_t e = cudaMalloc(&l, (size_t)cap * ln * 2);
+    if (e == cudaSuccess) e = cudaMalloc(&k, (size_t)cap * per * 2);
+    if (e == cudaSuccess) e = cudaMalloc(&v, (size_t)cap * per * 2);
+    if (e == cudaSuccess && g->n) {
+        e = cudaMemcpy(l, g->lmk, (size_t)g->n * ln * 2, cudaMemcpyDeviceToDevice);
+        if (e == cudaSuccess) e = cudaMemcpy(k, g->k, (size_t)g->n * per * 2, cudaMemcpyDeviceToDevice);
+        if (e == cudaSuccess) e = cudaMemcpy(v, g->v, (size_t)g->n * per * 2, cudaMemcpyDeviceToDevice);
+    }
+    if (e != cudaSuccess) {
+        cudaFree(l), cudaFree(k), cudaFree(v);
+        cudaGetLastError();
+        return hsadb_fail(HSADB_ERR_NODEVICE, "GPU memory tier: %lld chunks (%.1f GiB) do not fit on the device (%s); "
+                          "use --device cpu", (long long)cap, (double)cap * (ln + 2 * per) * 2 / (1 << 30),
+                          cudaGetErrorString(e));
+    }
+    cudaFree(g->lmk), cudaFree(g->k), cudaFree(g->v);
+    g->lmk = l, g->k = k, g->v = v, g->cap = cap;
+    return 0;
+}
+
+extern "C" int hsadb_cuda_mem_push(hsadb_tier *g, const uint16_t *lmk, const uint16_t *kv, int64_t n) {
+    int rc;
+    if (n <= 0) return 0;
+    if ((rc = mem_grow(g, g->n + n))) return rc;
+    const size_t ln = (size_t)g->Hm * g->dr, per = (size_t)g->S * g->Hm * g->dh;
+    CK(cudaMemcpy(g->lmk + (size_t)g->n * ln, lmk, (size_t)n * ln * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy2D(g->k + (size_t)g->n * per, per * 2, kv, 2 * per * 2, per * 2, (size_t)n, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy2D(g->v + (size_t)g->n * per, per * 2, kv + per, 2 * per * 2, per * 2, (size_t)n, cudaMemcpyHostToDevice));
+    g->n += n;
+    return 0;
+}
+
+/* ---- upper half ------------------------------------------------------------------------- */
+
+/* Mirror the memview's extra chunks (completed by the query's own tokens) on the device. */
+static int sync_extra(hsadb_cuda_run *c, const hsadb_memview *mv) {
+    const hsadb_config *cf = c->c;
+    const int S = cf->chunk, Hm = cf->n_mem_heads, dh = cf->head_dim, ln = Hm * cf->retr_dim, per = S * Hm * dh;
+    const int64_t want = mv->extra ? mv->extra->n : 0;
+    if (c->x_base != mv->base_n || want < c->x_n) c->x_base = mv->base_n, c->x_n = 0;
+    if (want > c->x_cap) {
+        int64_t cap = c->x_cap ? c->x_cap : 16;
+        while (cap < want) cap *= 2;
+        uint16_t *l = NULL, *k = NULL, *v = NULL;
+        cudaError_t e = cudaMalloc(&l, (size_t)cap * ln * 2);
+        if (e == cudaSuccess) e = cudaMalloc(&k, (size_t)cap * per * 2);
+        if (e == cudaSuccess) e = cudaMalloc(&v, (size_t)cap * per * 2);
+        if (e == cudaSuccess && c->x_n) {
+            e = cudaMemcpy(l, c->x_lmk, (size_t)c->x_n * ln * 2, cudaMemcpyDeviceToDevice);
+            if (e == cudaSuccess) e = cudaMemcpy(k, c->x_k, (size_t)c->x_n * per * 2, cudaMemcpyDeviceToDevice);
+            if (e == cudaSuccess) e = cudaMemcpy(v, c->x_v, (size_t)c->x_n * per * 2, cudaMemcpyDeviceToDevice);
+        }
+        if (e != cudaSuccess) {
+            cudaFree(l), cudaFree(k), cudaFree(v);
+            return cuda_fail(e, "query chunks", __LINE__);
+        }
+        cudaFree(c->x_lmk), cudaFree(c->x_k), cudaFree(c->x_v);
+        c->x_lmk = l, c->x_k = k, c->x_v = v, c->x_cap = cap;
+    }
+    for (; c->x_n < want; c->x_n++) {
+        const float *l = mv->extra->lmk + (size_t)c->x_n * ln;
+        for (int i = 0; i < ln; i++) c->h_xl[i] = hsadb_f32_to_bf16(l[i]);
+        for (int m = 0; m < Hm; m++) {
+            int rc = mv->kv(mv->ctx, mv->base_n + c->x_n, m, c->h_kb, c->h_vb);
+            if (rc) return rc;
+            for (int s = 0; s < S; s++)
+                for (int i = 0; i < dh; i++) {
+                    c->h_xk[((size_t)s * Hm + m) * dh + i] = hsadb_f32_to_bf16(c->h_kb[(size_t)s * dh + i]);
+                    c->h_xv[((size_t)s * Hm + m) * dh + i] = hsadb_f32_to_bf16(c->h_vb[(size_t)s * dh + i]);
+                }
+        }
+        CK(cudaMemcpy(c->x_lmk + (size_t)c->x_n * ln, c->h_xl, (size_t)ln * 2, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(c->x_k + (size_t)c->x_n * per, c->h_xk, (size_t)per * 2, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(c->x_v + (size_t)c->x_n * per, c->h_xv, (size_t)per * 2, cudaMemcpyHostToDevice));
+    }
+    return 0;
+}
+
+/* The HSA sub-layer of group g, as forward.c's hsa(): retrieval over the tier (and the
+ * query's own chunks), weights on the host (the evidence is read there anyway), attention
+ * into the chosen chunks on the device. c->xb holds h = RMSNorm(x); writes c->att. */
+static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t pos, const hsadb_trace *tr) {
+    const hsadb_config *cf = c->c;
+    const hsadb_hsa_w *w = &c->m->w.hsa[g];
+    const int D = cf->dim, H = cf->n_heads, Hm = cf->n_mem_heads, dh = cf->head_dim, dr = cf->retr_dim;
+    const int K = cf->topk, S = cf->chunk, G = cf->n_groups;
+    const hsadb_tier *tier = mv->tier;
+    int rc;
+    const int64_t have = mv->base_n + (mv->extra ? mv->extra->n : 0);
+    if (!tier || tier->n < mv->base_n)
+        return hsadb_fail(HSADB_ERR_INVALID, "CUDA upper half: the memory tier holds %lld of %lld chunks",
+                          (long long)(tier ? tier->n : 0), (long long)mv->base_n);
+    for (int t = 0; t < n; t++)
+        if ((pos + t) / S > have)
+            return hsadb_fail(HSADB_ERR_INVALID, "position %lld needs %lld chunks, memory has %lld",
+                              (long long)(pos + t), (long long)((pos + t) / S), (long long)have);
+    if ((rc = sync_extra(c, mv))) return rc;
+    if ((rc = gemm(c, c->qr, Hm * dr, c->xb, D, DW(c, w->wr), n, D, Hm * dr, 0.f))) return rc;
+    if ((rc = gemm(c, c->q, H * dh, c->xb, D, DW(c, w->wq), n, D, H * dh, 0.f))) return rc;
+    if ((rc = qk_prep(c, c->q, n, H, DW(c, w->q_norm), 0))) return rc;
+    to_bf16_kernel<<<lin_grid((int64_t)n * H * dh), 256, 0, c->st>>>(c->q, c->qb, (int64_t)n * H * dh);
+    CK(cudaGetLastError());
+    const float scale = 1.f / sqrtf((float)dr);
+    int any_extra = 0;
+    for (int t = 0; t < n; t++) {
+        const int64_t e = (pos + t) / S, eb = e < mv->base_n ? e : mv->base_n, ex = e - mv->base_n;
+        for (int m = 0; m < Hm; m++) {
+            const size_t o = ((size_t)t * Hm + m) * K;
+            const float *q = c->qr + (size_t)t * Hm * dr + (size_t)m * dr;
+            if (eb > 0) CKK(hsadb_cuda_topk1(q, tier->lmk + (size_t)m * dr, eb, Hm * dr, dr, scale, K, c->idx + o, c->sc + o,
+                                             c->topk_ws, (hsadb_stream_t)c->st));
+            if (ex > 0) {
+                CKK(hsadb_cuda_topk1(q, c->x_lmk + (size_t)m * dr, ex, Hm * dr, dr, scale, K, c->idx2 + o, c->sc2 + o,
+                                     c->topk_ws, (hsadb_stream_t)c->st));
+                any_extra = 1;
+            }
+        }
+    }
+    const size_t sel = (size_t)n * Hm * K;
+    CK(cudaMemcpyAsync(c->h_idx, c->idx, sel * 4, cudaMemcpyDeviceToHost, c->st));
+    CK(cudaMemcpyAsync(c->h_sc, c->sc, sel * 4, cudaMemcpyDeviceToHost, c->st));
+    if (any_extra) {
+        CK(cudaMemcpyAsync(c->h_idx2, c->idx2, sel * 4, cudaMemcpyDeviceToHost, c->st));
+        CK(cudaMemcpyAsync(c->h_sc2, c->sc2, sel * 4, cudaMemcpyDeviceToHost, c->st));
+    }
+    if (tr && tr->qr)
+        CK(cudaMemcpy2DAsync(tr->qr + (size_t)g * Hm * dr, (size_t)G * Hm * dr * 4, c->qr, (size_t)Hm * dr * 4,
+                             (size_t)Hm * dr * 4, (size_t)n, cudaMemcpyDeviceToHost, c->st));
+    CK(cudaStreamSynchronize(c->st));
+    /* merge the query's own chunks (newer than every tier chunk: they win ties), then the
+     * softmax over each row's selected scores, exactly as the CPU does */
+    for (int t = 0; t < n; t++) {
+        const int64_t e = (pos + t) / S, eb = e < mv->base_n ? e : mv->base_n, ex = e - mv->base_n;
+        for (int m = 0; m < Hm; m++) {
+            const size_t o = ((size_t)t * Hm + m) * K;
+            int32_t *bi = c->h_idx + o;
+            float *bs = c->h_sc + o, *wt = c->h_w + o;
+            if (eb <= 0)
+                for (int j = 0; j < K; j++) bi[j] = -1, bs[j] = -INFINITY;
+            if (ex > 0) {
+                const int32_t *ei = c->h_idx2 + o;
+                const float *es = c->h_sc2 + o;
+                int32_t mi[HSADB_TOPK_MAX];
+                float ms[HSADB_TOPK_MAX];
+                for (int a = 0, b = 0, k = 0; k < K; k++) {
+                    const int take_e = ei[b] >= 0 && (bi[a] < 0 || es[b] >= bs[a]);
+                    if (take_e) mi[k] = ei[b] + (int32_t)mv->base_n, ms[k] = es[b++];
+                    else mi[k] = bi[a], ms[k] = bs[a++];
+                }
+                memcpy(bi, mi, (size_t)K * 4);
+                memcpy(bs, ms, (size_t)K * 4);
+            }
+            float mx = bs[0], sum = 0.f;
+            for (int j = 0; j < K; j++) sum += (wt[j] = bi[j] >= 0 ? expf(bs[j] - mx) : 0.f);
+            for (int j = 0; j < K; j++) wt[j] = bi[j] >= 0 ? wt[j] / sum : 0.f;
+            if (tr && tr->idx) {
+                const size_t to = (((size_t)t * G + g) * Hm + m) * K;
+                memcpy(tr->idx + to, bi, (size_t)K * 4);
+                memcpy(tr->w + to, wt, (size_t)K * 4);
+            }
+        }
+    }
+    CK(cudaMemcpyAsync(c->idx, c->h_idx, sel * 4, cudaMemcpyHostToDevice, c->st));
+    CK(cudaMemcpyAsync(c->w, c->h_w, sel * 4, cudaMemcpyHostToDevice, c->st));
+    CKK(hsadb_cuda_hsa_fwd2(c->qb, tier->k, tier->v, mv->base_n, c->x_k, c->x_v, c->idx, c->w, n, H, Hm, dh, S, K,
+                            c->att, (hsadb_stream_t)c->st));
+    return 0;
+}
+
+extern "C" int hsadb_cuda_upper_forward(hsadb_cuda_run *c, hsadb_swa_state *s, const hsadb_memview *mv,
+                                        const float *x_mid, int n, float *out, const hsadb_trace *tr) {
+    const hsadb_config *cf = c->c;
+    const int D = cf->dim, R = cf->swa_per_group, qd = cf->n_heads * cf->head_dim;
+    float *x = c->x;
+    int u = 0, rc;
+    if (n > c->max_rows) return hsadb_fail(HSADB_ERR_INVALID, "block of %d rows > %d", n, c->max_rows);
+    if ((rc = swa_attach(s))) return rc;
+    CK(cudaMemcpyAsync(x, x_mid, (size_t)n * D * sizeof(float), cudaMemcpyHostToDevice, c->st));
+    if ((rc = rope_table(c, n, s->pos, 0))) return rc;
+    for (int g = 0; g < cf->n_groups; g++) {
+        const hsadb_hsa_w *w = &c->m->w.hsa[g];
+        if ((rc = attention(c, &w->swa, x, n, s, u++, s->pos, 0))) return rc;
+        if ((rc = rmsnorm(c, c->xb, x, DW(c, w->norm), n, D))) return rc;
+        if ((rc = hsa(c, g, mv, n, s->pos, tr))) return rc;
+        if (cf->bypass) {            /* x = x + MLP(RMSNorm(x + W_o O)) */
+            if ((rc = gemm(c, c->xb2, D, c->att, qd, DW(c, w->wo), n, qd, D, 0.f))) return rc;
+            add_kernel<<<lin_grid((int64_t)n * D), 256, 0, c->st>>>(c->xb2, x, (int64_t)n * D);
+            CK(cudaGetLastError());
+            /* mlp() normalises into xb before reading its input, so xb2 stays intact */
+            if ((rc = mlp(c, &w->mlp, c->xb2, x, n))) return rc;
+        } else {                     /* x = x + W_o O + MLP(RMSNorm(x + W_o O)) */
+            if ((rc = gemm(c, x, D, c->att, qd, DW(c, w->wo), n, qd, D, 1.f))) return rc;
+            if ((rc = mlp(c, &w->mlp, x, x, n))) return rc;
+        }
+        for (int j = 0; j < R; j++)
+            if ((rc = swa_layer(c, &c->m->w.upper[g * R + j], x, n, s, u++, s->pos))) return rc;
+    }
+    CK(cudaMemcpyAsync(out, x, (size_t)n * D * sizeof(float), cudaMemcpyDeviceToHost, c->st));
+    CK(cudaStreamSynchronize(c->st));
+    s->pos += n;
+    return 0;
+}
+
+extern "C" int hsadb_cuda_logits(hsadb_cuda_run *c, const float *h, int n, float *logits) {
+    const hsadb_config *cf = c->c;
+    int rc;
+    for (int t0 = 0; t0 < n; t0 += c->rows_cap) {
+        const int nb = n - t0 < c->rows_cap ? n - t0 : c->rows_cap;
+        CK(cudaMemcpyAsync(c->x, h + (size_t)t0 * cf->dim, (size_t)nb * cf->dim * 4, cudaMemcpyHostToDevice, c->st));
+        if ((rc = rmsnorm(c, c->xb, c->x, DW(c, c->m->w.final_norm), nb, cf->dim))) return rc;
+        if ((rc = gemm(c, c->logits, cf->vocab, c->xb, cf->dim, DW(c, c->m->w.lm_head), nb, cf->dim, cf->vocab, 0.f)))
+            return rc;
+        CK(cudaMemcpyAsync(logits + (size_t)t0 * cf->vocab, c->logits, (size_t)nb * cf->vocab * 4,
+                           cudaMemcpyDeviceToHost, c->st));
+    }
+    CK(cudaStreamSynchronize(c->st));
+    return 0;
+}

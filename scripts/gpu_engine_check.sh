@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU engine end to end, in one command on the GPU machine. That machine has CUDA, cuBLAS
+# and PyTorch but no LMDB, OpenBLAS or liburing, so the engine is built here (same CUDA 13
+# toolchain) and travels with the Debian libraries it links:
+#
+#   here:        bash scripts/gpu_engine_check.sh --prepare     (build-cuda/ + .carry/gpu/)
+#   GPU machine: bash scripts/gpu_engine_check.sh               (carry .carry/gpu; logs in $OUT)
+#
+# It runs the agreement tests (tests/test_gpu_engine.c, tests/test_gpu_kernels.cu), the end-to-
+# end benchmark at 1M and 16M tokens (bench/bench_gpu_engine.c) and full-attention decode with
+# torch SDPA at the same lengths (bench/bench_sdpa_decode.py). GPU_SIZES overrides the sizes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--prepare" ]; then
+  cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null || exit 1
+  cmake --build build-cuda -j"$(nproc)" --target hsadb_cli test_gpu_engine test_gpu_kernels bench_gpu_engine || exit 1
+  rm -rf .carry/gpu && mkdir -p .carry/gpu/lib
+  cp build-cuda/hsadb build-cuda/test_gpu_engine build-cuda/test_gpu_kernels build-cuda/bench_gpu_engine .carry/gpu/
+  # the Debian libraries the binaries link that the GPU machine (Ubuntu 24.04) lacks
+  ldd build-cuda/hsadb build-cuda/bench_gpu_engine | awk '{print $3}' |
+    grep -E 'lmdb|openblas|gfortran|quadmath|uring|absl|grpc|gpr|upb|address_sorting|cares|re2|protobuf-c' |
+    sort -u | xargs -I{} cp -L {} .carry/gpu/lib/
+  (cd .carry/gpu && tar cJf lib.txz lib && rm -rf lib)
+  du -sh .carry/gpu
+  exit 0
+fi
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PATH=/opt/torch/.venv/bin:$PATH
+G=.carry/gpu
+mkdir -p /tmp/gpulib && tar xJf $G/lib.txz -C /tmp/gpulib --strip-components=1
+export LD_LIBRARY_PATH=/tmp/gpulib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+ldd $G/bench_gpu_engine | grep -E "not found|cublas" | tee -a "$OUT/gpu.txt"
+rc=0
+echo "== test_gpu_kernels"; timeout 150 $G/test_gpu_kernels > "$OUT/test_gpu_kernels.log" 2>&1 || rc=1; tail -1 "$OUT/test_gpu_kernels.log"
+echo "== test_gpu_engine"; timeout 300 $G/test_gpu_engine 2>&1 | tee "$OUT/test_gpu_engine.log" | grep -v "^ok" ; [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+if [ "${GPU_EVAL:-0}" = 1 ]; then   # the shipped model through the GPU engine at 4M and 16M tokens
+  echo "== eval through the engine (hsadb CLI on the GPU)"
+  PYTHONUNBUFFERED=1 timeout 300 python3 tools/eval/eval_engine.py --hsadb $G/hsadb --model models/hsadb-small \
+    --heatmap --lengths "${GPU_EVAL_LENGTHS:-4194304,16777216}" --depths 0,0.25,0.5,0.75,1.0 --n 1 \
+    --corpus .carry/corpus.txt.gz --out "$OUT/eval_heatmap" --db /tmp/evaldb 2>&1 | tail -15
+  PYTHONUNBUFFERED=1 timeout 200 python3 tools/eval/eval_engine.py --hsadb $G/hsadb --model models/hsadb-small \
+    --tasks multikey,multiquery,vt --lengths 1048576 --n 5 \
+    --corpus .carry/corpus.txt.gz --out "$OUT/eval_tasks" --db /tmp/evaldb2 2>&1 | tail -8
+fi
+[ "${GPU_BENCH:-1}" = 1 ] || exit $rc
+echo "== bench_gpu_engine"
+timeout 400 $G/bench_gpu_engine models/hsadb-small --sizes "${GPU_SIZES:-1048576,16777216}" --dir /tmp/gb 2>&1 | tee "$OUT/bench_gpu_engine.log"
+echo "== SDPA decode"
+timeout 120 python3 bench/bench_sdpa_decode.py --lengths "${GPU_SIZES:-1048576,16777216}" --out "$OUT/sdpa.json" 2>&1 | tee "$OUT/sdpa.log"
+exit $rc

@@ -1,0 +1,331 @@
+/*
+ * tests/test_gpu_engine.c — the CUDA backend against the CPU backend, stage by stage and
+ * through the public API. Skips (exit 0) when no CUDA device is usable.
+ *
+ * Fresh random inputs each run (the seed is printed; HSADB_TEST_SEED=N repeats one), GPU
+ * outputs poisoned with NaN before every call, tolerances that fit bf16 (the stored K/V and
+ * the HSA queries are bf16 on the GPU), NaN never passes (every comparison is written so
+ * that a NaN fails it).
+ *
+ *   1. lower half: x_mid of a ~4K-token stream, CPU blocks of 256 vs GPU blocks of 1000/2000/rest
+ *   2. chunk encoder: records (landmark, K, V in bf16) from the same x_mid
+ *   3. upper half over the whole stream with those records as the memory (GPU: the memory
+ *      tier; CPU: index + K/V callback), the last chunks served as a query's own chunks
+ *      (the second K/V source of the HSA kernel): chunk choices, weights, logits
+ *   4. public API: the same archive appended and queried on a CUDA db and a CPU db: the
+ *      same answer and evidence; a memory appended on the GPU answers the same on the CPU
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "forward.h"
+#include "hsadb.h"
+#include "model.h"
+#include "test_util.h"
+#include "util.h"
+
+static uint64_t rng;
+static uint32_t rnd(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng >> 33);
+}
+
+/* max |a-b| / max |b|; NaN anywhere gives +inf */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d != d || a[i] != a[i]) return INFINITY;
+        if (d > num) num = d;
+        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
+    }
+    return den > 0 ? num / den : num;
+}
+
+static void poison(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+}
+
+/* Filler text with numbers: what an agent's memory looks like, not noise only. */
+static void make_stream(int *tok, uint8_t *bytes, int T) {
+    static const char *w[] = {"the ", "agent ", "said ", "that ", "memory ", "key ", "is ", "value ", "and ",
+                              "then ", "user ", "asked ", "about ", "report ", "deploy ", "\n"};
+    int i = 0;
+    while (i < T) {
+        if (rnd() % 9 == 0) {
+            char num[16];
+            int n = snprintf(num, sizeof num, "%u ", rnd() % 100000);
+            for (int j = 0; j < n && i < T; j++) bytes[i++] = (uint8_t)num[j];
+        } else {
+            const char *s = w[rnd() % 16];
+            for (int j = 0; s[j] && i < T; j++) bytes[i++] = (uint8_t)s[j];
+        }
+    }
+    for (i = 0; i < T; i++) tok[i] = bytes[i];
+}
+
+/* The memory both backends read: bf16 records as stored. */
+typedef struct recs {
+    const uint16_t *kv;   /* [C][2][S][Hm*dh] */
+    int S, Hm, dh;
+} recs;
+
+static int kv_recs(void *ctx, int64_t chunk, int m, float *k, float *v) {
+    const recs *r = ctx;
+    const size_t per = (size_t)r->S * r->Hm * r->dh;
+    const uint16_t *kb = r->kv + (size_t)chunk * 2 * per, *vb = kb + per;
+    for (int s = 0; s < r->S; s++)
+        for (int i = 0; i < r->dh; i++) {
+            k[(size_t)s * r->dh + i] = hsadb_bf16_to_f32(kb[((size_t)s * r->Hm + m) * r->dh + i]);
+            v[(size_t)s * r->dh + i] = hsadb_bf16_to_f32(vb[((size_t)s * r->Hm + m) * r->dh + i]);
+        }
+    return 0;
+}
+
+/* fp32: the GPU's GEMMs in full fp32 (HSADB_CUDA_FP32=1), else on TF32 tensor cores (the
+ * default): the tolerances of the activations follow. */
+static void stages(const hsadb_model *m, int fp32) {
+    const double tol_x = fp32 ? 1e-4 : 3e-3;
+    const hsadb_config *c = &m->c;
+    const int D = c->dim, S = c->chunk, Hm = c->n_mem_heads, dh = c->head_dim, dr = c->retr_dim;
+    const int K = c->topk, G = c->n_groups, V = c->vocab;
+    const int T = 4096 + (int)(rnd() % 64), C = T / S;
+    const size_t ln = (size_t)Hm * dr, per = (size_t)S * Hm * dh;
+    int *tok = malloc((size_t)T * sizeof(int));
+    uint8_t *bytes = malloc((size_t)T);
+    float *xc = malloc((size_t)T * D * 4), *xg = malloc((size_t)T * D * 4);
+    uint16_t *lc = malloc((size_t)C * ln * 2), *lg = malloc((size_t)C * ln * 2);
+    uint16_t *kvc = malloc((size_t)C * 2 * per * 2), *kvg = malloc((size_t)C * 2 * per * 2);
+    float *hc = malloc((size_t)T * D * 4), *hg = malloc((size_t)T * D * 4);
+    float *logc = malloc((size_t)T * V * 4), *logg = malloc((size_t)T * V * 4);
+    int32_t *ic = malloc((size_t)T * G * Hm * K * 4), *ig = malloc((size_t)T * G * Hm * K * 4);
+    float *wc = malloc((size_t)T * G * Hm * K * 4), *wg = malloc((size_t)T * G * Hm * K * 4);
+    make_stream(tok, bytes, T);
+    printf("# stream of %d tokens, %d chunks; GPU GEMMs in %s\n", T, C, fp32 ? "fp32" : "TF32");
+    setenv("HSADB_CUDA_FP32", fp32 ? "1" : "0", 1);
+
+    hsadb_run rc_, rg_;
+    hsadb_swa_state lc_s, lg_s;
+    int rc = hsadb_run_init_dev(&rc_, m, 256, HSADB_DEVICE_CPU);
+    CHECK(rc == 0, "CPU run");
+    rc = hsadb_run_init_dev(&rg_, m, 2048, HSADB_DEVICE_CUDA);
+    CHECK(rc == 0 && rg_.cu, "CUDA run (%s)", rc ? hsadb_last_error() : "ok");
+    if (rc) goto out;
+
+    /* 1. lower half */
+    hsadb_swa_state_init(&lc_s, m, c->n_lower, 256, 0);
+    hsadb_swa_state_init(&lg_s, m, c->n_lower, 2048, 0);
+    for (int t = 0; t < T; t += 256) hsadb_lower_forward(&rc_, &lc_s, tok + t, T - t < 256 ? T - t : 256, xc + (size_t)t * D);
+    poison(xg, (size_t)T * D);
+    const int cuts[] = {1000, 3000, T};
+    int fail = 0;
+    for (int i = 0, t = 0; i < 3; t = cuts[i++])
+        fail |= hsadb_lower_forward(&rg_, &lg_s, tok + t, cuts[i] - t, xg + (size_t)t * D);
+    double e1 = rel_err(xg, xc, (size_t)T * D);
+    CHECK(!fail && e1 < tol_x, "lower half: x_mid max rel err %.2e < %.0e", e1, tol_x);
+    /* the rings come back to the host exactly as the CPU holds them */
+    hsadb_swa_state_pull(&lg_s);
+    double er = 0;
+    for (int l = 0; l < c->n_lower; l++)
+        for (int64_t p = T - c->window + 1; p < T; p++) {
+            const size_t kd = (size_t)c->n_kv_heads * dh;
+            double e = rel_err(lg_s.ring[l].k + (size_t)(p % lg_s.ring[l].cap) * kd,
+                               lc_s.ring[l].k + (size_t)(p % lc_s.ring[l].cap) * kd, kd);
+            if (!(e <= er)) er = e;
+        }
+    CHECK(er < 10 * tol_x, "sliding-window rings pulled back: max rel err %.2e", er);
+
+    /* 2. encoder records from the same (CPU) x_mid */
+    rc = hsadb_encode_records(&rc_, xc, 0, 0, lc, kvc);
+    /* blocks of at most max_rows / S + 1 chunks: 5 on this CPU run, 33 on the GPU run */
+    for (int j = 0; j < C && !rc; j += 4) rc = hsadb_encode_records(&rc_, xc + (size_t)j * S * D, C - j < 4 ? C - j : 4,
+                                                                  0, lc + j * ln, kvc + (size_t)j * 2 * per);
+    memset(lg, 0xff, (size_t)C * ln * 2);          /* 0xffff is a bf16 NaN */
+    memset(kvg, 0xff, (size_t)C * 2 * per * 2);
+    for (int j = 0; j < C && !rc; j += 33) rc = hsadb_encode_records(&rg_, xc + (size_t)j * S * D, C - j < 33 ? C - j : 33,
+                                                                   0, lg + j * ln, kvg + (size_t)j * 2 * per);
+    CHECK(rc == 0, "encode records on both backends");
+    {
+        size_t n = (size_t)C * ln + (size_t)C * 2 * per, same = 0;
+        float *a = malloc(n * 4), *b = malloc(n * 4);
+        for (size_t i = 0; i < (size_t)C * ln; i++) a[i] = hsadb_bf16_to_f32(lg[i]), b[i] = hsadb_bf16_to_f32(lc[i]);
+        for (size_t i = 0; i < (size_t)C * 2 * per; i++)
+            a[C * ln + i] = hsadb_bf16_to_f32(kvg[i]), b[C * ln + i] = hsadb_bf16_to_f32(kvc[i]);
+        for (size_t i = 0; i < n; i++) same += a[i] == b[i];
+        double e2 = rel_err(a, b, n);
+        CHECK(e2 < 1e-2, "records: max rel err %.2e < 1e-2 (bf16 rounding), %.1f%% bit-identical", e2, 100.0 * same / n);
+        free(a), free(b);
+    }
+
+    /* 3. upper half over the GPU's records: chunks 0..C-6 from the memory, the last 5 as the
+     *    query's own chunks (extra index) */
+    const int64_t base = C - 5;
+    hsadb_index ix, ex;
+    hsadb_index_init(&ix, Hm, dr), hsadb_index_init(&ex, Hm, dr);
+    float *l32 = malloc((size_t)C * ln * 4);
+    for (size_t i = 0; i < (size_t)C * ln; i++) l32[i] = hsadb_bf16_to_f32(lg[i]);
+    hsadb_index_push(&ix, l32, base);
+    hsadb_index_push(&ex, l32 + base * ln, C - base);
+    hsadb_tier *tier = NULL;
+    rc = hsadb_tier_open(HSADB_DEVICE_CUDA, c, &tier);
+    if (!rc) rc = hsadb_tier_push(tier, lg, kvg, base);
+    CHECK(rc == 0 && hsadb_tier_count(tier) == base, "memory tier holds %lld chunks", (long long)hsadb_tier_count(tier));
+    recs R = {kvg, S, Hm, dh};
+    hsadb_memview mvc = {&ix, base, &ex, kv_recs, &R, NULL}, mvg = {&ix, base, &ex, kv_recs, &R, tier};
+    hsadb_swa_state uc, ug;
+    hsadb_swa_state_init(&uc, m, hsadb_config_upper_attn_layers(c), 256, 0);
+    hsadb_swa_state_init(&ug, m, hsadb_config_upper_attn_layers(c), 2048, 0);
+    fail = 0;
+    for (int t = 0; t < T; t += 256) {
+        int nb = T - t < 256 ? T - t : 256;
+        hsadb_trace tr = {ic + (size_t)t * G * Hm * K, wc + (size_t)t * G * Hm * K, NULL};
+        fail |= hsadb_upper_forward(&rc_, &uc, &mvc, xc + (size_t)t * D, nb, hc + (size_t)t * D, &tr);
+    }
+    poison(hg, (size_t)T * D);
+    for (int i = 0, t = 0; i < 3; t = cuts[i++]) {
+        hsadb_trace tr = {ig + (size_t)t * G * Hm * K, wg + (size_t)t * G * Hm * K, NULL};
+        fail |= hsadb_upper_forward(&rg_, &ug, &mvg, xc + (size_t)t * D, cuts[i] - t, hg + (size_t)t * D, &tr);
+    }
+    CHECK(!fail, "upper half ran on both (%s)", fail ? hsadb_last_error() : "ok");
+    long rows = 0, same_rows = 0, extra_rows = 0;
+    double wdiff = 0;
+    for (size_t r = 0; r < (size_t)T * G * Hm; r++) {
+        int eq = 1, has_extra = 0;
+        for (int j = 0; j < K; j++) {
+            eq &= ic[r * K + j] == ig[r * K + j];
+            has_extra |= ig[r * K + j] >= base;
+        }
+        for (int j = 0; eq && j < K; j++) {       /* weights, where the choices agree */
+            double d = fabs((double)wc[r * K + j] - wg[r * K + j]);
+            if (!(d <= wdiff)) wdiff = d;
+        }
+        rows++, same_rows += eq, extra_rows += has_extra;
+    }
+    CHECK(same_rows >= rows * (fp32 ? 0.995 : 0.98), "chunk choices identical in %ld of %ld rows", same_rows, rows);
+    CHECK(extra_rows > 0, "%ld rows chose a query's own chunk (second K/V source)", extra_rows);
+    CHECK(wdiff < 5e-2, "HSA weights (rows with the same choices): max |diff| %.2e < 5e-2", wdiff);
+    hsadb_logits(&rc_, hc, T, logc);
+    poison(logg, (size_t)T * V);
+    hsadb_logits(&rg_, hg, T, logg);
+    double e3 = rel_err(logg, logc, (size_t)T * V);
+    long argmax_same = 0;
+    for (int t = 0; t < T; t++) {
+        int a = 0, b = 0;
+        for (int v = 1; v < V; v++) {
+            if (logc[(size_t)t * V + v] > logc[(size_t)t * V + a]) a = v;
+            if (logg[(size_t)t * V + v] > logg[(size_t)t * V + b]) b = v;
+        }
+        argmax_same += a == b;
+    }
+    CHECK(e3 < (fp32 ? 5e-3 : 2e-2), "logits: max rel err %.2e (bf16 K/V and queries in HSA)", e3);
+    CHECK(argmax_same >= T * (fp32 ? 0.99 : 0.97), "greedy token identical at %ld of %d positions", argmax_same, T);
+    hsadb_tier_close(tier);
+    hsadb_index_free(&ix), hsadb_index_free(&ex);
+    free(l32);
+    hsadb_swa_state_free(&uc), hsadb_swa_state_free(&ug);
+    hsadb_swa_state_free(&lc_s), hsadb_swa_state_free(&lg_s);
+    hsadb_run_free(&rg_);
+out:
+    hsadb_run_free(&rc_);
+    free(tok), free(bytes), free(xc), free(xg), free(lc), free(lg), free(kvc), free(kvg), free(hc), free(hg);
+    free(logc), free(logg), free(ic), free(ig), free(wc), free(wg);
+}
+
+/* ---- 4. through the public API ---------------------------------------------------------- */
+
+typedef struct answer {
+    char     text[256];
+    uint64_t top_chunk;
+    int      ok;
+} answer;
+
+static int ask(hsadb_db *db, const char *q, answer *a) {
+    hsadb_query_options o = {0};
+    o.max_tokens = 24;
+    hsadb_answer *ans = NULL;
+    memset(a, 0, sizeof *a);
+    int rc = hsadb_query(db, "m", q, strlen(q), &o, &ans);
+    if (rc) return rc;
+    snprintf(a->text, sizeof a->text, "%.*s", (int)ans->len, ans->text);
+    float best = -1;      /* the heaviest chunk over every HSA layer */
+    for (size_t l = 0; l < ans->n_layers; l++)
+        for (size_t i = 0; i < ans->layers[l].n; i++)
+            if (ans->layers[l].chunks[i].score > best)
+                best = ans->layers[l].chunks[i].score, a->top_chunk = ans->layers[l].chunks[i].chunk;
+    a->ok = 1;
+    hsadb_answer_free(ans);
+    return 0;
+}
+
+static void api(hsadb_model *m) {
+    char dcpu[64], dgpu[64];
+    tu_tmpdir(dcpu, sizeof dcpu, "gpucpu");
+    tu_tmpdir(dgpu, sizeof dgpu, "gpugpu");
+    const int N = 40000 + (int)(rnd() % 5000);
+    uint8_t *text = malloc((size_t)N);
+    int *tok = malloc((size_t)N * sizeof(int));
+    make_stream(tok, text, N);
+    char needle[128];
+    const unsigned key = 1000 + rnd() % 9000;
+    int nl = snprintf(needle, sizeof needle, " The special magic number for alpha is %u. ", key);
+    memcpy(text + N / 3, needle, (size_t)nl);
+    const char *q = "What is the special magic number for alpha?";
+    answer ac, ag, ax;
+    hsadb_db *db;
+    hsadb_db_options oc = {.flags = HSADB_DB_CREATE | HSADB_DB_NOSYNC, .model = m, .device = HSADB_DEVICE_CPU};
+    hsadb_db_options og = oc;
+    og.device = HSADB_DEVICE_CUDA;
+    int rc = hsadb_db_open(dcpu, &oc, &db);
+    if (!rc) rc = hsadb_memory_create(db, "m");
+    if (!rc) rc = hsadb_append(db, "m", text, (size_t)N, NULL);
+    if (!rc) rc = ask(db, q, &ac);
+    hsadb_db_close(db);
+    CHECK(rc == 0, "CPU db: append %d bytes and query (%s)", N, rc ? hsadb_last_error() : "ok");
+    rc = hsadb_db_open(dgpu, &og, &db);
+    if (!rc) rc = hsadb_memory_create(db, "m");
+    /* uneven appends: the GPU's 16K-token blocks must continue across them */
+    for (int off = 0, i = 0; !rc && off < N; i++) {
+        int n = i == 0 ? 20000 : i == 1 ? 7 : N - off;
+        if (n > N - off) n = N - off;
+        rc = hsadb_append(db, "m", text + off, (size_t)n, NULL);
+        off += n;
+    }
+    if (!rc) rc = ask(db, q, &ag);
+    hsadb_db_close(db);
+    CHECK(rc == 0, "CUDA db: append in 3 pieces and query (%s)", rc ? hsadb_last_error() : "ok");
+    printf("# needle %u; CPU answer '%s' (chunk %llu), CUDA answer '%s' (chunk %llu)\n", key, ac.text,
+           (unsigned long long)ac.top_chunk, ag.text, (unsigned long long)ag.top_chunk);
+    CHECK(ac.ok && ag.ok && strcmp(ac.text, ag.text) == 0, "same answer on both backends");
+    CHECK(ac.top_chunk == ag.top_chunk, "same top evidence chunk (%llu)", (unsigned long long)ag.top_chunk);
+    /* the GPU-written memory, queried on the CPU */
+    rc = hsadb_db_open(dgpu, &oc, &db);
+    if (!rc) rc = ask(db, q, &ax);
+    hsadb_db_close(db);
+    CHECK(rc == 0 && strcmp(ax.text, ac.text) == 0, "GPU-appended memory answers '%s' on the CPU", ax.text);
+    tu_rmrf(dcpu), tu_rmrf(dgpu);
+    free(text), free(tok);
+}
+
+int main(void) {
+    if (hsadb_device_resolve(HSADB_DEVICE_AUTO) != HSADB_DEVICE_CUDA) {
+        SKIP("no CUDA device (or a build without CUDA): nothing to compare");
+        return tu_summary();
+    }
+    const char *seed = getenv("HSADB_TEST_SEED");
+    rng = seed ? strtoull(seed, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+    printf("# seed %llu (HSADB_TEST_SEED to repeat)\n", (unsigned long long)rng);
+    const char *dir = getenv("HSADB_TEST_MODEL") ? getenv("HSADB_TEST_MODEL") : "models/hsadb-small";
+    hsadb_model *m;
+    int rc = hsadb_model_open(dir, &m);
+    CHECK(rc == 0, "load %s (%s)", dir, rc ? hsadb_last_error() : "ok");
+    if (rc) return tu_summary();
+    stages(m, 1);
+    stages(m, 0);
+    api(m);
+    hsadb_model_close(m);
+    return tu_summary();
+}
