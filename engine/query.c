@@ -179,13 +179,13 @@ static int feed(qsession *q, const int *tokens, int n) {
     const int S = c->chunk;
     const int64_t p0 = q->tail.pos;
     int nc = 0, rc;
-    hsadb_lower_forward(&q->run, &q->lower, tokens, n, q->xmid);
+    if ((rc = hsadb_lower_forward(&q->run, &q->lower, tokens, n, q->xmid))) return rc;
     const int part = (int)(p0 % S);
     nc = hsadb_tail_gather_chunks(&q->tail, q->m, q->xmid, n, q->chunk_x);
     uint8_t bytes[HSADB_BLOCK];
     for (int i = 0; i < n; i++) bytes[i] = tokens[i] < 256 ? (uint8_t)tokens[i] : (uint8_t)'?';
     if (nc) {
-        hsadb_encode_chunks(&q->run, q->chunk_x, nc, q->lmk, q->kmem, q->vmem);
+        if ((rc = hsadb_encode_chunks(&q->run, q->chunk_x, nc, q->lmk, q->kmem, q->vmem))) return rc;
         const size_t ln = (size_t)c->n_mem_heads * c->retr_dim, kn = (size_t)S * c->n_mem_heads * c->head_dim;
         int j = 0;
         for (int64_t end = p0 - part + S; end <= p0 + n; end += S, j++) {
@@ -346,7 +346,7 @@ int hsadb_query(hsadb_db *db, const char *name, const char *question, size_t qle
                     }
                     pairs[n_pairs++] = (pair){(int64_t)g << 48 | q.tr.idx[i], q.tr.w[i]};
                 }
-        hsadb_logits(&q.run, q.hid + (size_t)q.last_row * c->dim, 1, q.logits);
+        if ((rc = hsadb_logits(&q.run, q.hid + (size_t)q.last_row * c->dim, 1, q.logits))) goto done;
         int tok = sample(q.logits, c->vocab, &o, &rng, probs);
         a->n_tokens++;
         if (tok == HSADB_TOK_EOS) { a->stop = 0; break; }
