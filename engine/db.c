@@ -198,44 +198,30 @@ done:
 
 /* ---- landmark cache --------------------------------------------------------------------- */
 
-/* Bring the GPU memory tier up to `want` chunks: records are read in batches (the K/V blocks
- * straight out of LMDB's map: zero-copy pointers, one memcpy into the staging buffer) and
- * uploaded with one copy per batch. fp32 (test) memories are rounded to bf16 on the way. */
+/* Bring the GPU memory tier up to `want` chunks, in batches: landmarks by one cursor walk, K/V
+ * blocks by hsadb_store_reader_kv_batch (io_uring reads of data.mdb, 64 in flight), then one
+ * upload per batch. fp32 (test) memories are rounded to bf16 on the way. */
 static int tier_extend(hsadb_tier *t, hsadb_store_reader *r, const struct hsadb_memory_rec *rec, int64_t want) {
     const size_t ln = (size_t)rec->mem_heads * rec->retrieval_dim;
     const size_t per = (size_t)rec->chunk_size * rec->mem_heads * rec->head_dim;
     const int f32 = rec->kv_dtype == HSADB_KV_F32;
     const int64_t B = 2048;                      /* chunks per batch: 34 MB of K/V (shipped model) */
     uint16_t *lmk = malloc((size_t)B * ln * 2), *kv = malloc((size_t)B * 2 * per * 2);
-    float *l32 = f32 ? malloc((size_t)B * ln * 4) : NULL;
+    float *l32 = f32 ? malloc((size_t)B * ln * 4) : NULL, *kv32 = f32 ? malloc((size_t)B * 2 * per * 4) : NULL;
     int rc = 0;
-    if (!lmk || !kv || (f32 && !l32)) { rc = ENOMEM; goto done; }
+    if (!lmk || !kv || (f32 && (!l32 || !kv32))) { rc = ENOMEM; goto done; }
     while (hsadb_tier_count(t) < want) {
         const int64_t first = hsadb_tier_count(t), nb = want - first < B ? want - first : B;
         if ((rc = hsadb_store_reader_landmarks(r, (uint64_t)first, (uint64_t)nb, f32 ? (void *)l32 : (void *)lmk))) break;
-        if (f32)
+        if ((rc = hsadb_store_reader_kv_batch(r, (uint64_t)first, (uint64_t)nb, f32 ? (void *)kv32 : (void *)kv))) break;
+        if (f32) {
             for (size_t i = 0; i < (size_t)nb * ln; i++) lmk[i] = hsadb_f32_to_bf16(l32[i]);
-        for (int64_t j = 0; j < nb && !rc; j++) {
-            const void *blk;
-            size_t len;
-            if ((rc = hsadb_store_reader_kv(r, (uint64_t)(first + j), &blk, &len))) break;
-            uint16_t *dst = kv + (size_t)j * 2 * per;
-            if (f32) {
-                const uint8_t *b = blk;
-                for (size_t i = 0; i < 2 * per; i++) {
-                    float f;
-                    memcpy(&f, b + 4 * i, 4);
-                    dst[i] = hsadb_f32_to_bf16(f);
-                }
-            } else {
-                memcpy(dst, blk, 2 * per * 2);
-            }
+            for (size_t i = 0; i < (size_t)nb * 2 * per; i++) kv[i] = hsadb_f32_to_bf16(kv32[i]);
         }
-        if (!rc) rc = hsadb_tier_push(t, lmk, kv, nb);
-        if (rc) break;
+        if ((rc = hsadb_tier_push(t, lmk, kv, nb))) break;
     }
 done:
-    free(lmk), free(kv), free(l32);
+    free(lmk), free(kv), free(l32), free(kv32);
     return rc;
 }
 

@@ -31,6 +31,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <liburing.h>
 #include <lmdb.h>
 
 #include "hsadb.h"
@@ -1206,6 +1207,108 @@ int hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **kv
     *kv = v.mv_data;
     if (len) *len = v.mv_size;
     return 0;
+}
+
+/* ---- bulk K/V reads (the GPU memory tier) ------------------------------------------------ */
+
+#define KV_QD 64    /* reads in flight: the win of io_uring is the queue depth (notes §3.3) */
+
+enum { IO_MAP, IO_PREAD, IO_URING };
+
+static int io_mode(void) {
+    const char *e = getenv("HSADB_IO");
+    if (e && strcmp(e, "map") == 0) return IO_MAP;
+    if (e && strcmp(e, "pread") == 0) return IO_PREAD;
+    return IO_URING;
+}
+
+/* Read len bytes at off of fd into dst, completely (pread loop). */
+static int pread_all(int fd, void *dst, size_t len, off_t off) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t k = pread(fd, (uint8_t *)dst + done, len - done, off + (off_t)done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return k < 0 ? errno : EIO;
+        done += (size_t)k;
+    }
+    return 0;
+}
+
+int hsadb_store_reader_kv_batch(hsadb_store_reader *r, uint64_t first, uint64_t n, void *dst) {
+    const size_t kvb = r ? r->g.kv : 0;
+    MDB_envinfo info;
+    struct io_uring ring;
+    int fd = -1, mode = io_mode(), have_ring = 0, rc = 0;
+    if (!r || (!dst && n)) return hsadb_fail(HSADB_ERR_INVALID, "kv batch: NULL argument");
+    if (n == 0) return 0;
+    if ((rc = chunk_range(r, first + n - 1, "kv batch"))) return rc;
+    if (mdb_env_info(r->st->env, &info) != 0 || mdb_env_get_fd(r->st->env, &fd) != 0) mode = IO_MAP;
+    if (mode == IO_URING) {
+        if (io_uring_queue_init(KV_QD, &ring, 0) == 0) have_ring = 1;
+        else mode = IO_PREAD;     /* EPERM (seccomp, sysctl), ENOSYS: the same reads, one at a time */
+    }
+    uint64_t next = 0, done = 0, inflight = 0;
+    while (done < n && !rc) {
+        /* queue reads while there is room */
+        while (next < n && !rc && (mode != IO_URING || inflight < KV_QD)) {
+            MDB_val v;
+            uint8_t *out = (uint8_t *)dst + next * kvb;
+            if ((rc = reader_get(r, DB_KV, first + next, kvb, &v))) break;
+            const ptrdiff_t off = (const char *)v.mv_data - (const char *)info.me_mapaddr;
+            if (mode == IO_MAP || off < 0 || (size_t)off + kvb > info.me_mapsize) {
+                memcpy(out, v.mv_data, kvb);          /* in the map (a small value lives in a page) */
+                done++;
+            } else if (mode == IO_PREAD) {
+                if ((rc = pread_all(fd, out, kvb, (off_t)off)))
+                    rc = hsadb_fail(HSADB_ERR_STORE, "kv batch: read of chunk %llu: %s",
+                                    (unsigned long long)(first + next), strerror(rc));
+                done++;
+            } else {
+                struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+                if (!sqe) break;
+                io_uring_prep_read(sqe, fd, out, (unsigned)kvb, (uint64_t)off);
+                io_uring_sqe_set_data64(sqe, next);
+                inflight++;
+            }
+            next++;
+        }
+        if (rc || mode != IO_URING || inflight == 0) continue;
+        int k = io_uring_submit_and_wait(&ring, 1);
+        if (k < 0) {
+            rc = hsadb_fail(HSADB_ERR_STORE, "kv batch: io_uring submit: %s", strerror(-k));
+            break;
+        }
+        struct io_uring_cqe *cqes[KV_QD];
+        unsigned got = io_uring_peek_batch_cqe(&ring, cqes, KV_QD);
+        for (unsigned i = 0; i < got; i++) {
+            const uint64_t j = io_uring_cqe_get_data64(cqes[i]);
+            const int res = cqes[i]->res;
+            if (res != (int)kvb && !rc) {
+                /* a short read (rare, e.g. a signal) or an error: finish that one with pread */
+                MDB_val v;
+                if ((rc = reader_get(r, DB_KV, first + j, kvb, &v)) == 0) {
+                    const ptrdiff_t off = (const char *)v.mv_data - (const char *)info.me_mapaddr;
+                    if ((rc = pread_all(fd, (uint8_t *)dst + j * kvb, kvb, (off_t)off)))
+                        rc = hsadb_fail(HSADB_ERR_STORE, "kv batch: read of chunk %llu: %s",
+                                        (unsigned long long)(first + j), strerror(res < 0 ? -res : rc));
+                }
+            }
+            done++;
+            inflight--;
+        }
+        io_uring_cq_advance(&ring, got);
+    }
+    if (have_ring) {
+        /* reads still in flight (after an error) must finish before dst goes back */
+        while (inflight > 0) {
+            struct io_uring_cqe *cqe;
+            if (io_uring_wait_cqe(&ring, &cqe) < 0) break;
+            io_uring_cqe_seen(&ring, cqe);
+            inflight--;
+        }
+        io_uring_queue_exit(&ring);
+    }
+    return rc;
 }
 
 int hsadb_store_reader_chunk(hsadb_store_reader *r, uint64_t chunk,

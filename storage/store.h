@@ -117,6 +117,11 @@ int  hsadb_store_reader_landmarks(hsadb_store_reader *r, uint64_t first, uint64_
 /* Zero-copy K/V block of one chunk: *kv points at K [S][Hm][dh] followed by V, kv_dtype
  * values (LMDB overflow pages: 16-byte aligned). *len is its byte length. */
 int  hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **kv, size_t *len);
+/* The K/V blocks of chunks [first, first+n) copied into dst ([n][kv bytes]) — the bulk read
+ * behind the GPU memory tier. They are read from data.mdb at the records' file offsets with
+ * io_uring (64 reads in flight), with pread where io_uring is not usable, and copied out of
+ * the map where the file cannot be read; HSADB_IO=uring|pread|map forces one path (tests). */
+int  hsadb_store_reader_kv_batch(hsadb_store_reader *r, uint64_t first, uint64_t n, void *dst);
 /* Chunk meta (copied) and a pointer to its S bytes. */
 int  hsadb_store_reader_chunk(hsadb_store_reader *r, uint64_t chunk,
                               struct hsadb_chunk_meta *meta, const uint8_t **bytes);
