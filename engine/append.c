@@ -36,7 +36,6 @@ struct hsadb_appender {
     double                 t0, last_commit;
     uint64_t               start_bytes;   /* memory size when the append began */
     uint64_t               chunks;        /* chunks completed by this append */
-    uint64_t               committed;     /* bytes of this append committed */
 
     hsadb_run              run;
     hsadb_swa_state        lower;
@@ -78,7 +77,6 @@ static void *committer(void *arg) {
         pthread_mutex_lock(&a->mu);
         a->c_rc = rc;
         if (rc) snprintf(a->c_err, sizeof a->c_err, "%s", hsadb_last_error());
-        else a->committed = a->c_mine;
         a->pending = 0;
         pthread_cond_broadcast(&a->cv);
     }
@@ -219,7 +217,6 @@ static int commit(hsadb_appender *a, int final) {
     }
     rc = hsadb_store_writer_commit(a->w, a->blob, len, (uint64_t)a->tail.pos, mine, final);
     if (rc) return rc;
-    a->committed = mine;
     a->last_commit = hsadb_seconds();
     return 0;
 }

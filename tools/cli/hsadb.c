@@ -365,6 +365,25 @@ static int open_db(cli *c, const hsadb_model *m, int mode, hsadb_db **db)
     return 0;
 }
 
+/* The prelude of the commands on one existing memory: a valid name, the database opened in
+ * `mode`, the memory's info (a one-line error and its exit code when it is missing). On
+ * failure *db is closed and NULL. */
+static int open_memory(cli *c, const char *name, int mode, hsadb_db **db, hsadb_memory_info *s)
+{
+    int ec = check_name(name);
+    if (ec)
+        return ec;
+    if ((ec = open_db(c, NULL, mode, db)))
+        return ec;
+    int rc = hsadb_memory_stat(*db, name, s);
+    if (rc) {
+        ec = fail(rc, "memory '%s'", name);
+        hsadb_db_close(*db);
+        *db = NULL;
+    }
+    return ec;
+}
+
 /* ---- output of memories and chunks ----------------------------------------------------- */
 
 static void json_stat(jw *w, const hsadb_memory_info *s)
@@ -518,18 +537,11 @@ out:
 static int cmd_stats(cli *c)
 {
     const char *name = c->args[0];
-    int ec = check_name(name);
+    hsadb_db *db = NULL;
+    hsadb_memory_info s;
+    int ec = open_memory(c, name, DB_READ, &db, &s);
     if (ec)
         return ec;
-    hsadb_db *db = NULL;
-    if ((ec = open_db(c, NULL, DB_READ, &db)))
-        return ec;
-    hsadb_memory_info s;
-    int rc = hsadb_memory_stat(db, name, &s);
-    if (rc) {
-        ec = fail(rc, "memory '%s'", name);
-        goto out;
-    }
     if (c->json) {
         jw w;
         jw_init(&w, stdout);
@@ -552,7 +564,6 @@ static int cmd_stats(cli *c)
         printf("created:     %s\n", t1);
         printf("updated:     %s\n", t2);
     }
-out:
     hsadb_db_close(db);
     return ec;
 }
@@ -898,14 +909,9 @@ static int cmd_read(cli *c)
         return usage_error("read writes the stored bytes as they are; --json is not supported");
     hsadb_db *db = NULL;
     unsigned char *buf = NULL;
-    if ((ec = open_db(c, NULL, DB_READ, &db)))
-        return ec;
     hsadb_memory_info s;
-    int rc = hsadb_memory_stat(db, name, &s);
-    if (rc) {
-        ec = fail(rc, "memory '%s'", name);
-        goto out;
-    }
+    if ((ec = open_memory(c, name, DB_READ, &db, &s)))
+        return ec;
     /* Read what the memory held when the command started, even if appends continue. */
     uint64_t end = s.n_bytes;
     if (c->have_length && c->offset < end && c->length < end - c->offset)
@@ -918,7 +924,7 @@ static int cmd_read(cli *c)
     for (uint64_t off = c->offset; off < end;) {
         size_t want = end - off < READ_PIECE ? (size_t)(end - off) : READ_PIECE;
         size_t got = 0;
-        rc = hsadb_memory_read(db, name, off, buf, want, &got);
+        int rc = hsadb_memory_read(db, name, off, buf, want, &got);
         if (rc) {
             ec = fail(rc, "memory '%s' at offset %" PRIu64, name, off);
             goto out;
@@ -944,18 +950,11 @@ out:
 static int cmd_delete(cli *c)
 {
     const char *name = c->args[0];
-    int ec = check_name(name);
+    hsadb_db *db = NULL;
+    hsadb_memory_info s;
+    int ec = open_memory(c, name, DB_WRITE, &db, &s);
     if (ec)
         return ec;
-    hsadb_db *db = NULL;
-    if ((ec = open_db(c, NULL, DB_WRITE, &db)))
-        return ec;
-    hsadb_memory_info s;
-    int rc = hsadb_memory_stat(db, name, &s);
-    if (rc) {
-        ec = fail(rc, "memory '%s'", name);
-        goto out;
-    }
     if (!c->yes) {
         if (!isatty(STDIN_FILENO)) {
             ec = usage_error("refusing to delete memory '%s' without --yes (stdin is not a "
@@ -973,7 +972,7 @@ static int cmd_delete(cli *c)
             goto out;
         }
     }
-    rc = hsadb_memory_delete(db, name);
+    int rc = hsadb_memory_delete(db, name);
     if (rc) {
         ec = fail(rc, "memory '%s'", name);
         goto out;
