@@ -1234,14 +1234,18 @@ static int pread_all(int fd, void *dst, size_t len, off_t off) {
     return 0;
 }
 
-int hsadb_store_reader_kv_batch(hsadb_store_reader *r, uint64_t first, uint64_t n, void *dst) {
+/* The K/V blocks of chunks first..first+n-1 (list == NULL) or list[0..n-1], into dst. */
+static int kv_read(hsadb_store_reader *r, uint64_t first, const uint64_t *list, uint64_t n, void *dst) {
     const size_t kvb = r ? r->g.kv : 0;
     MDB_envinfo info;
     struct io_uring ring;
     int fd = -1, mode = io_mode(), have_ring = 0, rc = 0;
     if (!r || (!dst && n)) return hsadb_fail(HSADB_ERR_INVALID, "kv batch: NULL argument");
     if (n == 0) return 0;
-    if ((rc = chunk_range(r, first + n - 1, "kv batch"))) return rc;
+    if (!list && (rc = chunk_range(r, first + n - 1, "kv batch"))) return rc;
+    for (uint64_t i = 0; list && i < n; i++)
+        if ((rc = chunk_range(r, list[i], "kv batch"))) return rc;
+#define CHUNK(j) (list ? list[j] : first + (j))
     if (mdb_env_info(r->st->env, &info) != 0 || mdb_env_get_fd(r->st->env, &fd) != 0) mode = IO_MAP;
     if (mode == IO_URING) {
         if (io_uring_queue_init(KV_QD, &ring, 0) == 0) have_ring = 1;
@@ -1253,7 +1257,7 @@ int hsadb_store_reader_kv_batch(hsadb_store_reader *r, uint64_t first, uint64_t 
         while (next < n && !rc && (mode != IO_URING || inflight < KV_QD)) {
             MDB_val v;
             uint8_t *out = (uint8_t *)dst + next * kvb;
-            if ((rc = reader_get(r, DB_KV, first + next, kvb, &v))) break;
+            if ((rc = reader_get(r, DB_KV, CHUNK(next), kvb, &v))) break;
             const ptrdiff_t off = (const char *)v.mv_data - (const char *)info.me_mapaddr;
             if (mode == IO_MAP || off < 0 || (size_t)off + kvb > info.me_mapsize) {
                 memcpy(out, v.mv_data, kvb);          /* in the map (a small value lives in a page) */
@@ -1261,7 +1265,7 @@ int hsadb_store_reader_kv_batch(hsadb_store_reader *r, uint64_t first, uint64_t 
             } else if (mode == IO_PREAD) {
                 if ((rc = pread_all(fd, out, kvb, (off_t)off)))
                     rc = hsadb_fail(HSADB_ERR_STORE, "kv batch: read of chunk %llu: %s",
-                                    (unsigned long long)(first + next), strerror(rc));
+                                    (unsigned long long)CHUNK(next), strerror(rc));
                 done++;
             } else {
                 struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
@@ -1286,11 +1290,11 @@ int hsadb_store_reader_kv_batch(hsadb_store_reader *r, uint64_t first, uint64_t 
             if (res != (int)kvb && !rc) {
                 /* a short read (rare, e.g. a signal) or an error: finish that one with pread */
                 MDB_val v;
-                if ((rc = reader_get(r, DB_KV, first + j, kvb, &v)) == 0) {
+                if ((rc = reader_get(r, DB_KV, CHUNK(j), kvb, &v)) == 0) {
                     const ptrdiff_t off = (const char *)v.mv_data - (const char *)info.me_mapaddr;
                     if ((rc = pread_all(fd, (uint8_t *)dst + j * kvb, kvb, (off_t)off)))
                         rc = hsadb_fail(HSADB_ERR_STORE, "kv batch: read of chunk %llu: %s",
-                                        (unsigned long long)(first + j), strerror(res < 0 ? -res : rc));
+                                        (unsigned long long)CHUNK(j), strerror(res < 0 ? -res : rc));
                 }
             }
             done++;
@@ -1308,7 +1312,17 @@ int hsadb_store_reader_kv_batch(hsadb_store_reader *r, uint64_t first, uint64_t 
         }
         io_uring_queue_exit(&ring);
     }
+#undef CHUNK
     return rc;
+}
+
+int hsadb_store_reader_kv_batch(hsadb_store_reader *r, uint64_t first, uint64_t n, void *dst) {
+    return kv_read(r, first, NULL, n, dst);
+}
+
+int hsadb_store_reader_kv_list(hsadb_store_reader *r, const uint64_t *chunks, uint64_t n, void *dst) {
+    if (n && !chunks) return hsadb_fail(HSADB_ERR_INVALID, "kv list: NULL argument");
+    return kv_read(r, 0, chunks, n, dst);
 }
 
 int hsadb_store_reader_chunk(hsadb_store_reader *r, uint64_t chunk,

@@ -122,6 +122,9 @@ int  hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **k
  * io_uring (64 reads in flight), with pread where io_uring is not usable, and copied out of
  * the map where the file cannot be read; HSADB_IO=uring|pread|map forces one path (tests). */
 int  hsadb_store_reader_kv_batch(hsadb_store_reader *r, uint64_t first, uint64_t n, void *dst);
+/* The same for any chunks, in the order given: chunks[0..n-1] -> dst [n][kv bytes] (the GPU
+ * block cache's misses). A chunk past the view's n_chunks gives HSADB_ERR_NOTFOUND. */
+int  hsadb_store_reader_kv_list(hsadb_store_reader *r, const uint64_t *chunks, uint64_t n, void *dst);
 /* Chunk meta (copied) and a pointer to its S bytes. */
 int  hsadb_store_reader_chunk(hsadb_store_reader *r, uint64_t chunk,
                               struct hsadb_chunk_meta *meta, const uint8_t **bytes);

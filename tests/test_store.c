@@ -552,6 +552,22 @@ static void test_kv_batch(void) {
         }
         CHECK(rc == 0 && bad == 0, "HSADB_IO=%s: chunks 7..296 read exactly (%d differ)", modes[mi], bad);
         CHECK(hsadb_store_reader_kv_batch(r, 295, 10, buf) == HSADB_ERR_NOTFOUND, "HSADB_IO=%s: a range past the end -> NOTFOUND", modes[mi]);
+        /* any chunks, in any order, repeats allowed (the GPU block cache's misses) */
+        uint64_t list[97];
+        for (int i = 0; i < 97; i++) list[i] = (uint64_t)((i * 181 + mi * 7) % 300);
+        list[5] = list[60];
+        memset(buf, 0xa5, 97 * z.kv);
+        rc = hsadb_store_reader_kv_list(r, list, 97, buf);
+        bad = 0;
+        for (int i = 0; !rc && i < 97; i++) {
+            chunk_content(&s, z, 77, list[i]);
+            bad += memcmp(buf + (size_t)i * z.kv, s.kv, z.kv) != 0;
+        }
+        CHECK(rc == 0 && bad == 0, "HSADB_IO=%s: 97 listed chunks (out of order, one repeated) read exactly (%d differ)",
+              modes[mi], bad);
+        list[40] = 300;
+        CHECK(hsadb_store_reader_kv_list(r, list, 97, buf) == HSADB_ERR_NOTFOUND, "HSADB_IO=%s: a listed chunk past the end -> NOTFOUND",
+              modes[mi]);
         hsadb_store_reader_end(r);
     }
     unsetenv("HSADB_IO");
