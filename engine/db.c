@@ -200,7 +200,8 @@ done:
 
 /* Bring the GPU memory tier up to `want` chunks, in batches: landmarks by one cursor walk, K/V
  * blocks by hsadb_store_reader_kv_batch (io_uring reads of data.mdb, 64 in flight), then one
- * upload per batch. fp32 (test) memories are rounded to bf16 on the way. */
+ * upload per batch. Past the tier's K/V budget only landmarks are read (the block cache fetches
+ * K/V blocks when queries select them). fp32 (test) memories are rounded to bf16 on the way. */
 static int tier_extend(hsadb_tier *t, hsadb_store_reader *r, const struct hsadb_memory_rec *rec, int64_t want) {
     const size_t ln = (size_t)rec->mem_heads * rec->retrieval_dim;
     const size_t per = (size_t)rec->chunk_size * rec->mem_heads * rec->head_dim;
@@ -212,11 +213,13 @@ static int tier_extend(hsadb_tier *t, hsadb_store_reader *r, const struct hsadb_
     if (!lmk || !kv || (f32 && (!l32 || !kv32))) { rc = ENOMEM; goto done; }
     while (hsadb_tier_count(t) < want) {
         const int64_t first = hsadb_tier_count(t), nb = want - first < B ? want - first : B;
+        const int64_t room = hsadb_tier_kv_room(t), nkv = nb < room ? nb : room;
         if ((rc = hsadb_store_reader_landmarks(r, (uint64_t)first, (uint64_t)nb, f32 ? (void *)l32 : (void *)lmk))) break;
-        if ((rc = hsadb_store_reader_kv_batch(r, (uint64_t)first, (uint64_t)nb, f32 ? (void *)kv32 : (void *)kv))) break;
+        if (nkv > 0 &&
+            (rc = hsadb_store_reader_kv_batch(r, (uint64_t)first, (uint64_t)nkv, f32 ? (void *)kv32 : (void *)kv))) break;
         if (f32) {
             for (size_t i = 0; i < (size_t)nb * ln; i++) lmk[i] = hsadb_f32_to_bf16(l32[i]);
-            for (size_t i = 0; i < (size_t)nb * 2 * per; i++) kv[i] = hsadb_f32_to_bf16(kv32[i]);
+            for (size_t i = 0; i < (size_t)nkv * 2 * per; i++) kv[i] = hsadb_f32_to_bf16(kv32[i]);
         }
         if ((rc = hsadb_tier_push(t, lmk, kv, nb))) break;
     }

@@ -38,6 +38,8 @@ typedef struct qsession {
     float                  *logits;    /* [V] */
     hsadb_trace             tr;        /* [BLOCK][Ng][Hm][K], qr [BLOCK][Ng][Hm*dr] */
     int                     last_row;  /* rows of the last feed block */
+    float                  *kv32;      /* fp32 (test) memories: records for kv_records [kv32_n] */
+    size_t                  kv32_n;
 } qsession;
 
 /* ---- K/V access ------------------------------------------------------------------------- */
@@ -81,6 +83,22 @@ static int kv_fetch(void *ctx, int64_t chunk, int m, float *k, float *v) {
     return 0;
 }
 
+/* The GPU block cache's misses: stored K/V records of chunks[0..n-1], as bf16. */
+static int kv_records(void *ctx, const uint64_t *chunks, int n, uint16_t *dst) {
+    qsession *q = ctx;
+    if (q->rec.kv_dtype != HSADB_KV_F32) return hsadb_store_reader_kv_list(q->r, chunks, (uint64_t)n, dst);
+    const hsadb_config *c = &q->m->c;
+    const size_t per = (size_t)2 * c->chunk * c->n_mem_heads * c->head_dim, want = (size_t)n * per;
+    if (q->kv32_n < want) {
+        float *p = realloc(q->kv32, want * 4);
+        if (!p) return ENOMEM;
+        q->kv32 = p, q->kv32_n = want;
+    }
+    int rc = hsadb_store_reader_kv_list(q->r, chunks, (uint64_t)n, q->kv32);
+    for (size_t i = 0; !rc && i < want; i++) dst[i] = hsadb_f32_to_bf16(q->kv32[i]);
+    return rc;
+}
+
 /* ---- session ---------------------------------------------------------------------------- */
 
 static void session_close(qsession *q) {
@@ -93,7 +111,7 @@ static void session_close(qsession *q) {
     hsadb_index_free(&q->extra);
     free(q->extra_k), free(q->extra_v), free(q->extra_tok), free(q->tok_hist);
     free(q->xmid), free(q->hid), free(q->chunk_x), free(q->lmk), free(q->kmem), free(q->vmem);
-    free(q->logits), free(q->tr.idx), free(q->tr.w), free(q->tr.qr);
+    free(q->logits), free(q->tr.idx), free(q->tr.w), free(q->tr.qr), free(q->kv32);
     memset(q, 0, sizeof *q);
 }
 
@@ -138,7 +156,7 @@ static int session_open(qsession *q, hsadb_db *db, const char *name) {
     /* Re-run the upper half over the context rows. */
     const int64_t p0 = q->tail.pos - q->tail.n_ctx;
     if ((rc = hsadb_swa_state_init(&q->upper, m, hsadb_config_upper_attn_layers(c), B, p0))) goto fail;
-    hsadb_memview mv = {&q->cache->index, (int64_t)q->rec.n_chunks, NULL, kv_fetch, q, q->cache->tier};
+    hsadb_memview mv = {&q->cache->index, (int64_t)q->rec.n_chunks, NULL, kv_fetch, q, q->cache->tier, kv_records};
     for (int i = 0; i < q->tail.n_ctx; i += B) {
         int n = q->tail.n_ctx - i < B ? q->tail.n_ctx - i : B;
         if ((rc = hsadb_upper_forward(&q->run, &q->upper, &mv, q->tail.x_mid + (size_t)i * D, n, q->hid, NULL)))
@@ -197,7 +215,8 @@ static int feed(qsession *q, const int *tokens, int n) {
     }
     for (int i = 0; i < n; i++) q->tok_hist[(p0 + i) % S] = tokens[i];
     hsadb_tail_push_rows(&q->tail, q->m, q->xmid, bytes, n);
-    hsadb_memview mv = {&q->cache->index, (int64_t)q->rec.n_chunks, &q->extra, kv_fetch, q, q->cache->tier};
+    hsadb_memview mv = {&q->cache->index, (int64_t)q->rec.n_chunks, &q->extra, kv_fetch, q, q->cache->tier,
+                        kv_records};
     if ((rc = hsadb_upper_forward(&q->run, &q->upper, &mv, q->xmid, n, q->hid, &q->tr))) return rc;
     q->last_row = n - 1;
     return 0;

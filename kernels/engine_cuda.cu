@@ -125,6 +125,7 @@ struct hsadb_cuda_run {
     void     *topk_ws;
     /* page-locked host mirrors of the selections */
     int32_t  *h_idx, *h_idx2;
+    int32_t  *h_map;              /* h_idx mapped to block-cache slots */
     float    *h_sc, *h_sc2, *h_w;
     /* chunks completed by the query's own tokens (the memview's extra index), mirrored */
     int64_t   x_base, x_n, x_cap;
@@ -138,11 +139,33 @@ struct hsadb_cuda_swa {
     size_t  floats;
 };
 
+/* The memory tier. Landmarks of every chunk are on the device. K/V blocks sit in kv_cap slots:
+ * slot = chunk while the memory fits in kv_max slots (direct); past that the slots are a block
+ * cache (cached = 1): slot_of/chunk_of map chunks to slots, a clock picks victims, and the
+ * blocks a query selects but does not find are fetched through the memview's kv_records. */
+#define TIER_STAGE 256     /* chunks fetched per batch: 4 MB of K/V for the shipped model */
+
 struct hsadb_tier {
-    int       Hm, dr, S, dh;
-    int64_t   n, cap;
-    uint16_t *lmk;     /* [cap][Hm*dr] */
-    uint16_t *k, *v;   /* [cap][S][Hm][dh] */
+    int       Hm, dr, S, dh, K;
+    int64_t   n, cap;             /* chunks held, landmark capacity */
+    uint16_t *lmk;                /* [cap][Hm*dr] */
+    int64_t   kv_cap, kv_max, kv_used, min_slots;
+    int       cached;
+    uint16_t *k, *v;              /* [kv_cap][S][Hm][dh] */
+    /* block cache (host side), guarded by lock from mapping a call's chunks to its last kernel */
+    pthread_mutex_t lock;
+    int32_t  *slot_of;            /* [cap] chunk -> slot, -1 when not resident */
+    int64_t  *chunk_of;           /* [kv_cap] slot -> chunk, -1 when free */
+    uint32_t *used;               /* [kv_cap] the piece that last used the slot */
+    uint8_t  *ref;                /* [kv_cap] clock reference bits */
+    int64_t   hand;
+    uint32_t  piece;
+    int       n_miss;
+    uint64_t *miss_chunk;         /* [TIER_STAGE] */
+    int32_t  *miss_slot;          /* [TIER_STAGE] page-locked */
+    int32_t  *d_slot;             /* [TIER_STAGE] */
+    uint16_t *h_stage, *d_stage;  /* [TIER_STAGE][2][S][Hm*dh] page-locked / device */
+    int64_t   hits, misses;
 };
 
 #define DW(c, p) ((c)->wt->d + ((p) - (c)->m->arena))   /* device address of a weight */
@@ -154,7 +177,7 @@ extern "C" void hsadb_cuda_run_free(hsadb_cuda_run *c) {
                    c->logits, c->tok, c->qb, c->idx, c->idx2, c->sc, c->sc2, c->w, c->lmk, c->kmem, c->vmem,
                    c->rec_l, c->rec_kv, c->topk_ws, c->x_lmk, c->x_k, c->x_v, c->part};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
-    void *host[] = {c->h_idx, c->h_idx2, c->h_sc, c->h_sc2, c->h_w, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
+    void *host[] = {c->h_idx, c->h_idx2, c->h_map, c->h_sc, c->h_sc2, c->h_w, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) cudaFreeHost(host[i]);
     if (c->blas) cublasDestroy(c->blas);
     if (c->st) cudaStreamDestroy(c->st);
@@ -212,6 +235,7 @@ extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, i
     DALLOC(c->part, (size_t)S * cf->dim);
     HALLOC(c->h_idx, (size_t)max_rows * Hm * K);
     HALLOC(c->h_idx2, (size_t)max_rows * Hm * K);
+    HALLOC(c->h_map, (size_t)max_rows * Hm * K);
     HALLOC(c->h_sc, (size_t)max_rows * Hm * K);
     HALLOC(c->h_sc2, (size_t)max_rows * Hm * K);
     HALLOC(c->h_w, (size_t)max_rows * Hm * K);
@@ -690,62 +714,193 @@ extern "C" int hsadb_cuda_append_forward(hsadb_cuda_run *c, hsadb_swa_state *s, 
 
 /* ---- the memory tier -------------------------------------------------------------------- */
 
-extern "C" int hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh) {
+static size_t tier_per(const hsadb_tier *g) { return (size_t)g->S * g->Hm * g->dh; }   /* K (or V) elements */
+
+extern "C" int hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh, int K) {
     hsadb_tier *g = (hsadb_tier *)calloc(1, sizeof *g);
     if (!g) return ENOMEM;
-    g->Hm = Hm, g->dr = dr, g->S = S, g->dh = dh;
+    g->Hm = Hm, g->dr = dr, g->S = S, g->dh = dh, g->K = K;
+    /* a piece of rows needs every chunk of one row at once: at least twice that */
+    g->min_slots = 2 * (int64_t)Hm * K;
+    const size_t chunk_bytes = 2 * tier_per(g) * 2;
+    const char *e = getenv("HSADB_GPU_KV_CHUNKS");
+    size_t fr = 0, tot = 0;
+    if (e && *e) g->kv_max = strtoll(e, NULL, 10);
+    else if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) {
+        /* K/V may take the device's free memory less a reserve for runs (scratch, weights) */
+        const size_t reserve = tot / 10 > ((size_t)4 << 30) ? tot / 10 : ((size_t)4 << 30);
+        g->kv_max = fr > reserve ? (int64_t)((fr - reserve) / chunk_bytes) : 0;
+    } else cudaGetLastError();
+    if (g->kv_max < g->min_slots) g->kv_max = g->min_slots;
+    pthread_mutex_init(&g->lock, NULL);
     *out = g;
     return 0;
 }
 
 extern "C" void hsadb_cuda_mem_free(hsadb_tier *g) {
     if (!g) return;
-    cudaFree(g->lmk), cudaFree(g->k), cudaFree(g->v);
+    cudaFree(g->lmk), cudaFree(g->k), cudaFree(g->v), cudaFree(g->d_slot), cudaFree(g->d_stage);
+    cudaFreeHost(g->miss_slot), cudaFreeHost(g->h_stage);
+    free(g->slot_of), free(g->chunk_of), free(g->used), free(g->ref), free(g->miss_chunk);
+    pthread_mutex_destroy(&g->lock);
     free(g);
 }
 
 extern "C" int64_t hsadb_cuda_mem_count(const hsadb_tier *g) { return g ? g->n : 0; }
 
-extern "C" size_t hsadb_cuda_mem_bytes(const hsadb_tier *g) {
-    return g ? (size_t)g->cap * ((size_t)g->Hm * g->dr + (size_t)2 * g->S * g->Hm * g->dh) * 2 : 0;
+extern "C" int64_t hsadb_cuda_mem_kv_room(const hsadb_tier *g) {
+    if (!g) return 0;
+    return g->cached ? g->kv_cap - g->kv_used : g->kv_max - g->kv_used;
 }
 
-static int mem_grow(hsadb_tier *g, int64_t want) {
+extern "C" size_t hsadb_cuda_mem_bytes(const hsadb_tier *g) {
+    return g ? (size_t)g->cap * g->Hm * g->dr * 2 + (size_t)g->kv_cap * 2 * tier_per(g) * 2 : 0;
+}
+
+extern "C" void hsadb_cuda_mem_cache_stats(const hsadb_tier *g, int64_t *slots, int64_t *hits, int64_t *misses) {
+    *slots = g && g->cached ? g->kv_cap : 0;
+    *hits = g ? g->hits : 0;
+    *misses = g ? g->misses : 0;
+}
+
+/* Reallocate a device array to cap rows of row_bytes, keeping its first `used` rows. */
+static cudaError_t dev_regrow(uint16_t **p, int64_t used, int64_t cap, size_t row_bytes) {
+    uint16_t *q = NULL;
+    cudaError_t e = cudaMalloc(&q, (size_t)cap * row_bytes);
+    if (e == cudaSuccess && used) e = cudaMemcpy(q, *p, (size_t)used * row_bytes, cudaMemcpyDeviceToDevice);
+    if (e != cudaSuccess) {
+        cudaFree(q);
+        cudaGetLastError();
+        return e;
+    }
+    cudaFree(*p);
+    *p = q;
+    return cudaSuccess;
+}
+
+/* Landmark capacity (and the cache's chunk -> slot map) for `want` chunks, by doubling. */
+static int lmk_grow(hsadb_tier *g, int64_t want) {
     if (want <= g->cap) return 0;
     int64_t cap = g->cap ? g->cap : 1024;
     while (cap < want) cap *= 2;
-    const size_t ln = (size_t)g->Hm * g->dr, per = (size_t)g->S * g->Hm * g->dh;
-    uint16_t *l = NULL, *k = NULL, *v = NULL;
-    cudaError_t e = cudaMalloc(&l, (size_t)cap * ln * 2);
-    if (e == cudaSuccess) e = cudaMalloc(&k, (size_t)cap * per * 2);
-    if (e == cudaSuccess) e = cudaMalloc(&v, (size_t)cap * per * 2);
-    if (e == cudaSuccess && g->n) {
-        e = cudaMemcpy(l, g->lmk, (size_t)g->n * ln * 2, cudaMemcpyDeviceToDevice);
-        if (e == cudaSuccess) e = cudaMemcpy(k, g->k, (size_t)g->n * per * 2, cudaMemcpyDeviceToDevice);
-        if (e == cudaSuccess) e = cudaMemcpy(v, g->v, (size_t)g->n * per * 2, cudaMemcpyDeviceToDevice);
+    const size_t ln = (size_t)g->Hm * g->dr;
+    cudaError_t e = dev_regrow(&g->lmk, g->n, cap, ln * 2);
+    if (e != cudaSuccess)
+        return hsadb_fail(HSADB_ERR_NODEVICE, "GPU memory tier: the landmarks of %lld chunks (%.2f GiB) do not fit on the "
+                          "device (%s); use --device cpu", (long long)cap, (double)cap * ln * 2 / (1 << 30),
+                          cudaGetErrorString(e));
+    if (g->cached) {
+        int32_t *so = (int32_t *)realloc(g->slot_of, (size_t)cap * sizeof *so);
+        if (!so) return ENOMEM;
+        for (int64_t i = g->cap; i < cap; i++) so[i] = -1;
+        g->slot_of = so;
+    }
+    g->cap = cap;
+    return 0;
+}
+
+/* Direct mode: K/V slots for `want` chunks, by doubling up to kv_max. When the device cannot
+ * give more, kv_max shrinks to what is held (the tier becomes a cache sooner). */
+static int kv_grow(hsadb_tier *g, int64_t want) {
+    if (want <= g->kv_cap) return 0;
+    int64_t cap = g->kv_cap ? g->kv_cap : 1024;
+    while (cap < want) cap *= 2;
+    if (cap > g->kv_max) cap = g->kv_max;
+    const size_t bytes = tier_per(g) * 2;
+    uint16_t *k = g->k, *v = g->v;
+    cudaError_t e = dev_regrow(&k, g->kv_used, cap, bytes);
+    if (e == cudaSuccess) {
+        g->k = k;
+        if ((e = dev_regrow(&v, g->kv_used, cap, bytes)) == cudaSuccess) g->v = v;
     }
     if (e != cudaSuccess) {
-        cudaFree(l), cudaFree(k), cudaFree(v);
-        cudaGetLastError();
-        return hsadb_fail(HSADB_ERR_NODEVICE, "GPU memory tier: %lld chunks (%.1f GiB) do not fit on the device (%s); "
-                          "use --device cpu", (long long)cap, (double)cap * (ln + 2 * per) * 2 / (1 << 30),
-                          cudaGetErrorString(e));
+        /* (k may have grown already: harmless, both are used at the old capacity) */
+        if (g->kv_cap < g->min_slots)
+            return hsadb_fail(HSADB_ERR_NODEVICE, "GPU memory tier: no room for %lld K/V blocks (%s); use --device cpu",
+                              (long long)g->min_slots, cudaGetErrorString(e));
+        g->kv_max = g->kv_cap;
+        return 0;
     }
-    cudaFree(g->lmk), cudaFree(g->k), cudaFree(g->v);
-    g->lmk = l, g->k = k, g->v = v, g->cap = cap;
+    g->kv_cap = cap;
+    return 0;
+}
+
+/* Turn the slots into a block cache: chunks 0..kv_used-1 stay where they are. */
+static int cache_enter(hsadb_tier *g) {
+    const int64_t slots = g->kv_cap;
+    cudaError_t e;
+    if (!(g->slot_of = (int32_t *)malloc((size_t)g->cap * sizeof *g->slot_of)) ||
+        !(g->chunk_of = (int64_t *)malloc((size_t)slots * sizeof *g->chunk_of)) ||
+        !(g->used = (uint32_t *)calloc((size_t)slots, sizeof *g->used)) ||
+        !(g->ref = (uint8_t *)calloc((size_t)slots, 1)) ||
+        !(g->miss_chunk = (uint64_t *)malloc(TIER_STAGE * sizeof *g->miss_chunk)))
+        return ENOMEM;
+    for (int64_t i = 0; i < g->cap; i++) g->slot_of[i] = i < g->kv_used ? (int32_t)i : -1;
+    for (int64_t i = 0; i < slots; i++) g->chunk_of[i] = i < g->kv_used ? i : -1;
+    const size_t rec = 2 * tier_per(g) * 2;
+    if ((e = cudaMallocHost(&g->miss_slot, TIER_STAGE * sizeof(int32_t))) != cudaSuccess ||
+        (e = cudaMalloc(&g->d_slot, TIER_STAGE * sizeof(int32_t))) != cudaSuccess ||
+        (e = cudaMallocHost(&g->h_stage, TIER_STAGE * rec)) != cudaSuccess ||
+        (e = cudaMalloc(&g->d_stage, TIER_STAGE * rec)) != cudaSuccess)
+        return cuda_fail(e, "block cache staging", __LINE__);
+    g->piece = 1;
+    g->cached = 1;
     return 0;
 }
 
 extern "C" int hsadb_cuda_mem_push(hsadb_tier *g, const uint16_t *lmk, const uint16_t *kv, int64_t n) {
     int rc;
     if (n <= 0) return 0;
-    if ((rc = mem_grow(g, g->n + n))) return rc;
-    const size_t ln = (size_t)g->Hm * g->dr, per = (size_t)g->S * g->Hm * g->dh;
+    if ((rc = lmk_grow(g, g->n + n))) return rc;
+    const size_t ln = (size_t)g->Hm * g->dr, per = tier_per(g);
     CK(cudaMemcpy(g->lmk + (size_t)g->n * ln, lmk, (size_t)n * ln * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy2D(g->k + (size_t)g->n * per, per * 2, kv, 2 * per * 2, per * 2, (size_t)n, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy2D(g->v + (size_t)g->n * per, per * 2, kv + per, 2 * per * 2, per * 2, (size_t)n, cudaMemcpyHostToDevice));
+    int64_t room = hsadb_cuda_mem_kv_room(g), nkv = n < room ? n : room;
+    if (nkv > 0 && !g->cached) {
+        if ((rc = kv_grow(g, g->kv_used + nkv))) return rc;
+        if (nkv > g->kv_cap - g->kv_used) nkv = g->kv_cap - g->kv_used;
+    }
+    if (nkv > 0) {   /* the leading chunks' blocks into the next never-used slots */
+        const int64_t s0 = g->kv_used;
+        CK(cudaMemcpy2D(g->k + (size_t)s0 * per, per * 2, kv, 2 * per * 2, per * 2, (size_t)nkv, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy2D(g->v + (size_t)s0 * per, per * 2, kv + per, 2 * per * 2, per * 2, (size_t)nkv, cudaMemcpyHostToDevice));
+        for (int64_t i = 0; g->cached && i < nkv; i++)
+            g->slot_of[g->n + i] = (int32_t)(s0 + i), g->chunk_of[s0 + i] = g->n + i;
+        g->kv_used += nkv;
+    }
     g->n += n;
+    if (!g->cached && g->kv_used < g->n && (rc = cache_enter(g))) return rc;
     return 0;
+}
+
+/* ---- the block cache -------------------------------------------------------------------- */
+
+/* Fetched records rec [n][2][per] (K block, V block) into their slots. */
+__global__ void kv_scatter_kernel(const uint16_t *__restrict__ rec, const int32_t *__restrict__ slot,
+                                  uint16_t *__restrict__ k, uint16_t *__restrict__ v, int per) {
+    const int i = blockIdx.x, n16 = per / 8;
+    const uint4 *src = (const uint4 *)(rec + (size_t)i * 2 * per);
+    uint4 *dk = (uint4 *)(k + (size_t)slot[i] * per), *dv = (uint4 *)(v + (size_t)slot[i] * per);
+    for (int j = threadIdx.x; j < n16; j += blockDim.x) dk[j] = src[j], dv[j] = src[n16 + j];
+}
+
+/* A slot for a missing block (clock with reference bits), never one the current piece uses;
+ * -1 when every slot is in use by it. */
+static int64_t cache_victim(hsadb_tier *g) {
+    for (int64_t step = 0; step < 2 * g->kv_cap; step++) {
+        const int64_t s = g->hand;
+        g->hand = g->hand + 1 == g->kv_cap ? 0 : g->hand + 1;
+        if (g->used[s] == g->piece) continue;
+        if (g->chunk_of[s] < 0 || !g->ref[s]) return s;
+        g->ref[s] = 0;
+    }
+    return -1;
+}
+
+static void cache_next_piece(hsadb_tier *g) {
+    if (++g->piece == 0) {        /* wrapped: forget the old stamps */
+        memset(g->used, 0, (size_t)g->kv_cap * sizeof *g->used);
+        g->piece = 1;
+    }
 }
 
 /* ---- upper half ------------------------------------------------------------------------- */
@@ -792,6 +947,86 @@ static int sync_extra(hsadb_cuda_run *c, const hsadb_memview *mv) {
         CK(cudaMemcpy(c->x_v + (size_t)c->x_n * per, c->h_xv, (size_t)per * 2, cudaMemcpyHostToDevice));
     }
     return 0;
+}
+
+/* Block cache: fetch the piece's missing blocks into their slots, then run the HSA kernel over
+ * rows a..b-1, whose chunks are mapped to slots in h_map (the query's own chunks follow the
+ * slots: kv_cap + their index). Called with g->lock held. */
+static int cache_flush(hsadb_cuda_run *c, hsadb_tier *g, const hsadb_memview *mv, int a, int b) {
+    const hsadb_config *cf = c->c;
+    const int H = cf->n_heads, Hm = cf->n_mem_heads, dh = cf->head_dim, K = cf->topk, S = cf->chunk;
+    const size_t per = tier_per(g);
+    if (g->n_miss) {
+        int rc = mv->kv_records ? 0 : hsadb_fail(HSADB_ERR_INVALID, "GPU block cache: the memview has no kv_records");
+        CK(cudaStreamSynchronize(c->st));            /* the staging buffers are free again */
+        if (!rc) rc = mv->kv_records(mv->ctx, g->miss_chunk, g->n_miss, g->h_stage);
+        if (rc) {                                    /* those slots hold nothing valid */
+            for (int i = 0; i < g->n_miss; i++)
+                g->slot_of[g->miss_chunk[i]] = -1, g->chunk_of[g->miss_slot[i]] = -1;
+            g->n_miss = 0;
+            return rc;
+        }
+        CK(cudaMemcpyAsync(g->d_stage, g->h_stage, (size_t)g->n_miss * 2 * per * 2, cudaMemcpyHostToDevice, c->st));
+        CK(cudaMemcpyAsync(g->d_slot, g->miss_slot, (size_t)g->n_miss * 4, cudaMemcpyHostToDevice, c->st));
+        kv_scatter_kernel<<<g->n_miss, 256, 0, c->st>>>(g->d_stage, g->d_slot, g->k, g->v, (int)per);
+        CK(cudaGetLastError());
+        CK(cudaStreamSynchronize(c->st));            /* miss_slot is refilled by the next piece */
+        g->n_miss = 0;
+    }
+    if (b > a) {
+        const size_t o = (size_t)a * Hm * K;
+        CK(cudaMemcpyAsync(c->idx + o, c->h_map + o, (size_t)(b - a) * Hm * K * 4, cudaMemcpyHostToDevice, c->st));
+        CKK(hsadb_cuda_hsa_fwd2(c->qb + (size_t)a * H * dh, g->k, g->v, g->kv_cap, c->x_k, c->x_v, c->idx + o, c->w + o,
+                                b - a, H, Hm, dh, S, K, c->att + (size_t)a * H * dh, (hsadb_stream_t)c->st));
+    }
+    return 0;
+}
+
+/* HSA attention through the block cache. h_idx [n][Hm][K] holds the chosen chunks (after the
+ * merge). Rows are taken in order into a piece while their chunks fit in the slots together
+ * (and the misses in one staging batch); then the piece's misses are fetched and the kernel
+ * runs over its rows. One query at a time per tier: the lock is held until the kernels end. */
+static int hsa_cached(hsadb_cuda_run *c, hsadb_tier *g, const hsadb_memview *mv, int n) {
+    const hsadb_config *cf = c->c;
+    const int Hm = cf->n_mem_heads, K = cf->topk, row = Hm * K;
+    int rc = 0, t0 = 0;
+    pthread_mutex_lock(&g->lock);
+    cache_next_piece(g);
+    for (int t = 0; t < n && !rc;) {
+        const int32_t *ci = c->h_idx + (size_t)t * row;
+        int32_t *si = c->h_map + (size_t)t * row;
+        int j = 0;
+        for (; j < row; j++) {
+            const int64_t ch = ci[j];
+            if (ch < 0) { si[j] = -1; continue; }
+            if (ch >= mv->base_n) { si[j] = (int32_t)(g->kv_cap + ch - mv->base_n); continue; }
+            int64_t sl = g->slot_of[ch];
+            if (sl >= 0) {
+                g->hits++;
+            } else {
+                if (g->n_miss == TIER_STAGE || (sl = cache_victim(g)) < 0) break;   /* piece full */
+                if (g->chunk_of[sl] >= 0) g->slot_of[g->chunk_of[sl]] = -1;
+                g->chunk_of[sl] = ch, g->slot_of[ch] = (int32_t)sl;
+                g->miss_chunk[g->n_miss] = (uint64_t)ch, g->miss_slot[g->n_miss++] = (int32_t)sl;
+                g->misses++;
+            }
+            g->used[sl] = g->piece, g->ref[sl] = 1;
+            si[j] = (int32_t)sl;
+        }
+        if (j == row) { t++; continue; }
+        if (t == t0 && g->n_miss < TIER_STAGE) {    /* cannot happen with min_slots >= 2 rows */
+            rc = hsadb_fail(HSADB_ERR_NODEVICE, "GPU block cache: %lld slots cannot hold one row", (long long)g->kv_cap);
+            break;
+        }
+        /* row t starts the next piece (its blocks fetched so far stay resident) */
+        rc = cache_flush(c, g, mv, t0, t);
+        t0 = t;
+        cache_next_piece(g);
+    }
+    if (!rc) rc = cache_flush(c, g, mv, t0, n);
+    if (!rc && cudaStreamSynchronize(c->st) != cudaSuccess) rc = cuda_fail(cudaGetLastError(), "block cache", __LINE__);
+    pthread_mutex_unlock(&g->lock);
+    return rc;
 }
 
 /* The HSA sub-layer of group g, as forward.c's hsa(): retrieval over the tier (and the
@@ -878,8 +1113,9 @@ static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t
             }
         }
     }
-    CK(cudaMemcpyAsync(c->idx, c->h_idx, sel * 4, cudaMemcpyHostToDevice, c->st));
     CK(cudaMemcpyAsync(c->w, c->h_w, sel * 4, cudaMemcpyHostToDevice, c->st));
+    if (tier->cached) return hsa_cached(c, (hsadb_tier *)tier, mv, n);
+    CK(cudaMemcpyAsync(c->idx, c->h_idx, sel * 4, cudaMemcpyHostToDevice, c->st));
     CKK(hsadb_cuda_hsa_fwd2(c->qb, tier->k, tier->v, mv->base_n, c->x_k, c->x_v, c->idx, c->w, n, H, Hm, dh, S, K,
                             c->att, (hsadb_stream_t)c->st));
     return 0;

@@ -14,8 +14,9 @@
  *   hsadb_cuda_swa   the sliding-window rings of a hsadb_swa_state on the device: uploaded
  *                    from the host rings on first use, pulled back by hsadb_cuda_swa_pull.
  *   hsadb_tier       the GPU memory tier of one memory: bf16 landmarks [cap][Hm][dr] and
- *                    K/V blocks [cap][S][Hm][dh] resident on the device, extended by
- *                    hsadb_cuda_mem_push (owned by the engine's per-memory cache).
+ *                    K/V blocks [slots][S][Hm][dh] on the device, extended by
+ *                    hsadb_cuda_mem_push (owned by the engine's per-memory cache); the K/V
+ *                    slots are a block cache once the memory outgrows them (forward.h).
  *
  * Errors: 0, ENOMEM, or HSADB_ERR_NODEVICE with a detail in hsadb_last_error().
  */
@@ -57,9 +58,13 @@ void hsadb_cuda_swa_free(hsadb_cuda_swa *d);
 int  hsadb_cuda_swa_pull(hsadb_swa_state *s);
 
 /* The memory tier. lmk [n][Hm*dr] and kv [n][2][S][Hm*dh] as stored (bf16). */
-int  hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh);
+int  hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh, int K);
 int  hsadb_cuda_mem_push(hsadb_tier *g, const uint16_t *lmk, const uint16_t *kv, int64_t n);
 int64_t hsadb_cuda_mem_count(const hsadb_tier *g);
+int64_t hsadb_cuda_mem_kv_room(const hsadb_tier *g);   /* see hsadb_tier_kv_room */
+/* Block-cache counters (all 0 while every chunk's K/V is resident): K/V slots, chunk picks
+ * served from a slot, and picks fetched from the store. */
+void    hsadb_cuda_mem_cache_stats(const hsadb_tier *g, int64_t *slots, int64_t *hits, int64_t *misses);
 size_t  hsadb_cuda_mem_bytes(const hsadb_tier *g);     /* device bytes held */
 void hsadb_cuda_mem_free(hsadb_tier *g);
 

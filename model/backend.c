@@ -53,7 +53,7 @@ void hsadb_run_host_free(const hsadb_run *r, void *p) {
 int hsadb_tier_open(int device, const hsadb_config *c, hsadb_tier **out) {
     *out = NULL;
 #ifdef HSADB_HAVE_CUDA
-    if (device == HSADB_DEVICE_CUDA) return hsadb_cuda_mem_init(out, c->n_mem_heads, c->retr_dim, c->chunk, c->head_dim);
+    if (device == HSADB_DEVICE_CUDA) return hsadb_cuda_mem_init(out, c->n_mem_heads, c->retr_dim, c->chunk, c->head_dim, c->topk);
 #endif
     (void)device, (void)c;
     return 0;
@@ -67,12 +67,28 @@ int hsadb_tier_push(hsadb_tier *t, const uint16_t *lmk, const uint16_t *kv, int6
     return 0;
 }
 
+int64_t hsadb_tier_kv_room(const hsadb_tier *t) {
+#ifdef HSADB_HAVE_CUDA
+    if (t) return hsadb_cuda_mem_kv_room(t);
+#endif
+    (void)t;
+    return 0;
+}
+
 int64_t hsadb_tier_count(const hsadb_tier *t) {
 #ifdef HSADB_HAVE_CUDA
     if (t) return hsadb_cuda_mem_count(t);
 #endif
     (void)t;
     return 0;
+}
+
+void hsadb_tier_stats(const hsadb_tier *t, int64_t *slots, int64_t *hits, int64_t *misses) {
+    *slots = *hits = *misses = 0;
+#ifdef HSADB_HAVE_CUDA
+    if (t) hsadb_cuda_mem_cache_stats(t, slots, hits, misses);
+#endif
+    (void)t;
 }
 
 void hsadb_tier_close(hsadb_tier *t) {

@@ -114,16 +114,34 @@ typedef struct hsadb_memview {
     void *ctx;
     const struct hsadb_tier *tier; /* CUDA backend: device copy of chunks 0..base_n-1 (the GPU
                                       memory tier); NULL and unused on the CPU */
+    /* CUDA backend, block cache (a tier whose K/V outgrew the device): the stored K/V records
+     * of chunks[0..n-1] (< base_n) as bf16 [n][2][S][Hm*dh], K block then V block, into dst.
+     * Returns 0 or an error code. May be NULL when the tier holds every chunk's K/V. */
+    int  (*kv_records)(void *ctx, const uint64_t *chunks, int n, uint16_t *dst);
 } hsadb_memview;
 
 /* The GPU memory tier of one memory: its landmarks and K/V blocks as stored (bf16), resident
  * on the device and extended as the memory grows. On the CPU backend there is none: open
- * gives NULL, and the rest accept NULL. push: lmk [n][Hm*dr], kv [n][2][S][Hm*dh] (bf16
- * records, borrowed for the call). HSADB_ERR_NODEVICE when it does not fit on the device. */
+ * gives NULL, and the rest accept NULL.
+ *
+ * Landmarks are always all on the device. K/V blocks are too while they fit in the tier's K/V
+ * budget (device memory less a reserve, or HSADB_GPU_KV_CHUNKS chunks when that variable is
+ * set at open); past it the K/V slots become a block cache: blocks a query selects and does
+ * not find are read from the store through the memview's kv_records callback, in batches,
+ * into pinned buffers and copied to free or least recently used slots.
+ *
+ * push: lmk [n][Hm*dr], and kv [min(n, hsadb_tier_kv_room(t))][2][S][Hm*dh] — the K/V blocks
+ * of as many leading chunks as the tier takes (NULL when that is 0); bf16 records, borrowed
+ * for the call. kv_room: how many more chunks' K/V blocks a push takes (INT64_MAX when
+ * unbounded, 0 on the CPU). HSADB_ERR_NODEVICE when the landmarks do not fit on the device. */
 typedef struct hsadb_tier hsadb_tier;
 int     hsadb_tier_open(int device, const hsadb_config *c, hsadb_tier **out);
 int     hsadb_tier_push(hsadb_tier *t, const uint16_t *lmk, const uint16_t *kv, int64_t n);
+int64_t hsadb_tier_kv_room(const hsadb_tier *t);
 int64_t hsadb_tier_count(const hsadb_tier *t);
+/* Block-cache counters: K/V slots (0 while every chunk's K/V is resident), chunk picks served
+ * from a slot, picks fetched from the store. */
+void    hsadb_tier_stats(const hsadb_tier *t, int64_t *slots, int64_t *hits, int64_t *misses);
 void    hsadb_tier_close(hsadb_tier *t);
 
 /* Optional outputs of hsadb_upper_forward, for evidence and search. Any may be NULL. */

@@ -114,7 +114,7 @@ static void run_model(const char *dir) {
     memarrays ma = {.k = kmem, .v = vmem, .S = S, .Hm = Hm, .dh = dh};
     hsadb_index_init(&ma.idx, Hm, dr);
     hsadb_index_push(&ma.idx, lmk, C);
-    hsadb_memview mv = {&ma.idx, C, NULL, kv_arrays, &ma, NULL};
+    hsadb_memview mv = {&ma.idx, C, NULL, kv_arrays, &ma, NULL, NULL};
     hsadb_swa_state_init(&upper, m, hsadb_config_upper_attn_layers(c), 100, 0);
     int fail = 0;
     for (int t = 0, b = 0; t < T; b++) {
@@ -164,7 +164,7 @@ static void run_model(const char *dir) {
         hsadb_index_init(&extra, Hm, dr);
         hsadb_index_push(&base, lmk, C - n_extra);
         hsadb_index_push(&extra, lmk + (size_t)(C - n_extra) * Hm * dr, n_extra);
-        hsadb_memview mv2 = {&base, C - n_extra, &extra, kv_arrays, &ma, NULL};
+        hsadb_memview mv2 = {&base, C - n_extra, &extra, kv_arrays, &ma, NULL, NULL};
         hsadb_swa_state u3;
         hsadb_swa_state_init(&u3, m, hsadb_config_upper_attn_layers(c), 100, 0);
         float *h3 = malloc((size_t)T * D * 4), *lg3 = malloc((size_t)T * V * 4);

@@ -86,6 +86,14 @@ static int kv_recs(void *ctx, int64_t chunk, int m, float *k, float *v) {
     return 0;
 }
 
+/* The block cache's misses: the records as stored. */
+static int kv_raw(void *ctx, const uint64_t *chunks, int n, uint16_t *dst) {
+    const recs *r = ctx;
+    const size_t rec = (size_t)2 * r->S * r->Hm * r->dh;
+    for (int i = 0; i < n; i++) memcpy(dst + i * rec, r->kv + chunks[i] * rec, rec * 2);
+    return 0;
+}
+
 /* fp32: the GPU's GEMMs in full fp32 (HSADB_CUDA_FP32=1), else on TF32 tensor cores (the
  * default): the tolerances of the activations follow. */
 static void stages(const hsadb_model *m, int fp32) {
@@ -175,7 +183,7 @@ static void stages(const hsadb_model *m, int fp32) {
     if (!rc) rc = hsadb_tier_push(tier, lg, kvg, base);
     CHECK(rc == 0 && hsadb_tier_count(tier) == base, "memory tier holds %lld chunks", (long long)hsadb_tier_count(tier));
     recs R = {kvg, S, Hm, dh};
-    hsadb_memview mvc = {&ix, base, &ex, kv_recs, &R, NULL}, mvg = {&ix, base, &ex, kv_recs, &R, tier};
+    hsadb_memview mvc = {&ix, base, &ex, kv_recs, &R, NULL, NULL}, mvg = {&ix, base, &ex, kv_recs, &R, tier, kv_raw};
     hsadb_swa_state uc, ug;
     hsadb_swa_state_init(&uc, m, hsadb_config_upper_attn_layers(c), 256, 0);
     hsadb_swa_state_init(&ug, m, hsadb_config_upper_attn_layers(c), 2048, 0);
@@ -208,6 +216,42 @@ static void stages(const hsadb_model *m, int fp32) {
     CHECK(same_rows >= rows * (fp32 ? 0.995 : 0.98), "chunk choices identical in %ld of %ld rows", same_rows, rows);
     CHECK(extra_rows > 0, "%ld rows chose a query's own chunk (second K/V source)", extra_rows);
     CHECK(wdiff < 5e-2, "HSA weights (rows with the same choices): max |diff| %.2e < 5e-2", wdiff);
+
+    /* 3b. the same on a tier whose K/V slots hold 2 rows' worth of chunks (a block cache):
+     *     the same kernels over the same bf16 blocks, so bit-identical results */
+    {
+        char slots[16];
+        snprintf(slots, sizeof slots, "%d", 2 * Hm * K);
+        setenv("HSADB_GPU_KV_CHUNKS", slots, 1);
+        hsadb_tier *small = NULL;
+        int rc2 = hsadb_tier_open(HSADB_DEVICE_CUDA, c, &small);
+        unsetenv("HSADB_GPU_KV_CHUNKS");
+        if (!rc2) rc2 = hsadb_tier_push(small, lg, kvg, base);   /* takes the first 2*Hm*K blocks */
+        hsadb_memview mvs = {&ix, base, &ex, kv_recs, &R, small, kv_raw};
+        hsadb_swa_state us;
+        hsadb_swa_state_init(&us, m, hsadb_config_upper_attn_layers(c), 2048, 0);
+        float *hs = malloc((size_t)T * D * 4);
+        int32_t *is = malloc((size_t)T * G * Hm * K * 4);
+        float *ws = malloc((size_t)T * G * Hm * K * 4);
+        poison(hs, (size_t)T * D);
+        for (int i = 0, t = 0; !rc2 && i < 3; t = cuts[i++]) {
+            hsadb_trace tr = {is + (size_t)t * G * Hm * K, ws + (size_t)t * G * Hm * K, NULL};
+            rc2 = hsadb_upper_forward(&rg_, &us, &mvs, xc + (size_t)t * D, cuts[i] - t, hs + (size_t)t * D, &tr);
+        }
+        int64_t nslots = 0, hits = 0, misses = 0;
+        hsadb_tier_stats(small, &nslots, &hits, &misses);
+        CHECK(rc2 == 0 && nslots == 2 * Hm * K && misses > 0,
+              "block cache of %lld slots for %lld chunks ran (%lld picks hit, %lld fetched) (%s)", (long long)nslots,
+              (long long)base, (long long)hits, (long long)misses, rc2 ? hsadb_last_error() : "ok");
+        CHECK(!rc2 && memcmp(hs, hg, (size_t)T * D * 4) == 0 && memcmp(is, ig, (size_t)T * G * Hm * K * 4) == 0 &&
+              memcmp(ws, wg, (size_t)T * G * Hm * K * 4) == 0,
+              "block cache: hidden states, choices and weights bit-identical to the resident tier");
+        hsadb_tier_stats(tier, &nslots, &hits, &misses);
+        CHECK(nslots == 0 && misses == 0, "the resident tier is not a cache");
+        hsadb_swa_state_free(&us);
+        hsadb_tier_close(small);
+        free(hs), free(is), free(ws);
+    }
     hsadb_logits(&rc_, hc, T, logc);
     poison(logg, (size_t)T * V);
     hsadb_logits(&rg_, hg, T, logg);
@@ -306,6 +350,16 @@ static void api(hsadb_model *m) {
     if (!rc) rc = ask(db, q, &ax);
     hsadb_db_close(db);
     CHECK(rc == 0 && strcmp(ax.text, ac.text) == 0, "GPU-appended memory answers '%s' on the CPU", ax.text);
+    /* the same memory on the GPU through a block cache of 40 chunks' K/V (of ~650): the
+     * blocks the query selects are fetched from the store */
+    setenv("HSADB_GPU_KV_CHUNKS", "40", 1);
+    rc = hsadb_db_open(dgpu, &og, &db);
+    if (!rc) rc = ask(db, q, &ax);
+    hsadb_db_close(db);
+    unsetenv("HSADB_GPU_KV_CHUNKS");
+    CHECK(rc == 0 && strcmp(ax.text, ag.text) == 0 && ax.top_chunk == ag.top_chunk,
+          "through a 40-chunk block cache: answer '%s', top chunk %llu (%s)", ax.text, (unsigned long long)ax.top_chunk,
+          rc ? hsadb_last_error() : "same as resident");
     tu_rmrf(dcpu), tu_rmrf(dgpu);
     free(text), free(tok);
 }
