@@ -124,9 +124,10 @@ struct hsadb_cuda_run {
     uint16_t *rec_l, *rec_kv;     /* the same as bf16 records */
     void     *topk_ws;
     /* page-locked host mirrors of the selections */
-    int32_t  *h_idx, *h_idx2;
+    int32_t  *h_idx;              /* [max_rows][Hm][K] merged selections (block cache) */
     int32_t  *h_map;              /* h_idx mapped to block-cache slots */
-    float    *h_sc, *h_sc2, *h_w;
+    int32_t  *h_tidx;             /* [Ng][max_rows][Hm][K] the selections for the trace */
+    float    *h_tw;               /* [Ng][max_rows][Hm][K] their weights */
     /* chunks completed by the query's own tokens (the memview's extra index), mirrored */
     int64_t   x_base, x_n, x_cap;
     uint16_t *x_lmk, *x_k, *x_v;
@@ -177,7 +178,7 @@ extern "C" void hsadb_cuda_run_free(hsadb_cuda_run *c) {
                    c->logits, c->tok, c->qb, c->idx, c->idx2, c->sc, c->sc2, c->w, c->lmk, c->kmem, c->vmem,
                    c->rec_l, c->rec_kv, c->topk_ws, c->x_lmk, c->x_k, c->x_v, c->part};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
-    void *host[] = {c->h_idx, c->h_idx2, c->h_map, c->h_sc, c->h_sc2, c->h_w, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
+    void *host[] = {c->h_idx, c->h_map, c->h_tidx, c->h_tw, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) cudaFreeHost(host[i]);
     if (c->blas) cublasDestroy(c->blas);
     if (c->st) cudaStreamDestroy(c->st);
@@ -234,11 +235,9 @@ extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, i
     DALLOC(c->rec_kv, (size_t)c->max_nc * 2 * S * Hm * dh);
     DALLOC(c->part, (size_t)S * cf->dim);
     HALLOC(c->h_idx, (size_t)max_rows * Hm * K);
-    HALLOC(c->h_idx2, (size_t)max_rows * Hm * K);
     HALLOC(c->h_map, (size_t)max_rows * Hm * K);
-    HALLOC(c->h_sc, (size_t)max_rows * Hm * K);
-    HALLOC(c->h_sc2, (size_t)max_rows * Hm * K);
-    HALLOC(c->h_w, (size_t)max_rows * Hm * K);
+    HALLOC(c->h_tidx, (size_t)cf->n_groups * max_rows * Hm * K);
+    HALLOC(c->h_tw, (size_t)cf->n_groups * max_rows * Hm * K);
     HALLOC(c->h_xl, (size_t)Hm * cf->retr_dim);
     HALLOC(c->h_xk, (size_t)S * Hm * dh);
     HALLOC(c->h_xv, (size_t)S * Hm * dh);
@@ -949,6 +948,34 @@ static int sync_extra(hsadb_cuda_run *c, const hsadb_memview *mv) {
     return 0;
 }
 
+/* Each row (t, m): merge the top-K of the tier's chunks (idx, sc) with the top-K of the query's
+ * own chunks (idx2, sc2; newer than every tier chunk: they win ties), then the softmax over the
+ * selected scores -> w; exactly forward.c's merge. A row sees e = (pos+t)/S chunks: min(e,
+ * base_n) of the tier (no list when 0: idx holds garbage then) and e - base_n of its own. */
+__global__ void hsa_merge_kernel(int32_t *__restrict__ idx, const float *__restrict__ sc,
+                                 const int32_t *__restrict__ idx2, const float *__restrict__ sc2, float *__restrict__ w,
+                                 int n, int Hm, int K, int64_t pos, int S, int64_t base_n) {
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= n * Hm) return;
+    const int64_t e = (pos + r / Hm) / S, ex = e - base_n;
+    const int tier_rows = (e < base_n ? e : base_n) > 0;
+    int32_t *bi = idx + (size_t)r * K;
+    const float *bs = sc + (size_t)r * K;
+    const int32_t *ei = idx2 + (size_t)r * K;
+    const float *es = sc2 + (size_t)r * K;
+    int32_t mi[HSADB_TOPK_MAX];
+    float ms[HSADB_TOPK_MAX];
+    for (int a = 0, b = 0, k = 0; k < K; k++) {
+        const int32_t ia = tier_rows && a < K ? bi[a] : -1, ib = ex > 0 && b < K ? ei[b] : -1;
+        const int take_e = ib >= 0 && (ia < 0 || es[b] >= bs[a]);
+        if (take_e) mi[k] = (int32_t)(ib + base_n), ms[k] = es[b++];
+        else mi[k] = ia, ms[k] = ia >= 0 ? bs[a++] : -INFINITY;
+    }
+    float sum = 0.f, wt[HSADB_TOPK_MAX];
+    for (int j = 0; j < K; j++) sum += (wt[j] = mi[j] >= 0 ? expf(ms[j] - ms[0]) : 0.f);
+    for (int j = 0; j < K; j++) bi[j] = mi[j], w[(size_t)r * K + j] = mi[j] >= 0 ? wt[j] / sum : 0.f;
+}
+
 /* Block cache: fetch the piece's missing blocks into their slots, then run the HSA kernel over
  * rows a..b-1, whose chunks are mapped to slots in h_map (the query's own chunks follow the
  * slots: kv_cap + their index). Called with g->lock held. */
@@ -1030,8 +1057,10 @@ static int hsa_cached(hsadb_cuda_run *c, hsadb_tier *g, const hsadb_memview *mv,
 }
 
 /* The HSA sub-layer of group g, as forward.c's hsa(): retrieval over the tier (and the
- * query's own chunks), weights on the host (the evidence is read there anyway), attention
- * into the chosen chunks on the device. c->xb holds h = RMSNorm(x); writes c->att. */
+ * query's own chunks), the merge of the two lists and the mixing weights (hsa_merge_kernel),
+ * attention into the chosen chunks; all on the stream, no host round trip unless the tier is
+ * a block cache. The evidence (tr) is copied back and written when the upper half ends.
+ * c->xb holds h = RMSNorm(x); writes c->att. */
 static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t pos, const hsadb_trace *tr) {
     const hsadb_config *cf = c->c;
     const hsadb_hsa_w *w = &c->m->w.hsa[g];
@@ -1054,7 +1083,6 @@ static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t
     to_bf16_kernel<<<lin_grid((int64_t)n * H * dh), 256, 0, c->st>>>(c->q, c->qb, (int64_t)n * H * dh);
     CK(cudaGetLastError());
     const float scale = 1.f / sqrtf((float)dr);
-    int any_extra = 0;
     for (int t = 0; t < n; t++) {
         const int64_t e = (pos + t) / S, eb = e < mv->base_n ? e : mv->base_n, ex = e - mv->base_n;
         for (int m = 0; m < Hm; m++) {
@@ -1065,57 +1093,25 @@ static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t
             if (ex > 0) {
                 CKK(hsadb_cuda_topk1(q, c->x_lmk + (size_t)m * dr, ex, Hm * dr, dr, scale, K, c->idx2 + o, c->sc2 + o,
                                      c->topk_ws, (hsadb_stream_t)c->st));
-                any_extra = 1;
             }
         }
     }
     const size_t sel = (size_t)n * Hm * K;
-    CK(cudaMemcpyAsync(c->h_idx, c->idx, sel * 4, cudaMemcpyDeviceToHost, c->st));
-    CK(cudaMemcpyAsync(c->h_sc, c->sc, sel * 4, cudaMemcpyDeviceToHost, c->st));
-    if (any_extra) {
-        CK(cudaMemcpyAsync(c->h_idx2, c->idx2, sel * 4, cudaMemcpyDeviceToHost, c->st));
-        CK(cudaMemcpyAsync(c->h_sc2, c->sc2, sel * 4, cudaMemcpyDeviceToHost, c->st));
-    }
     if (tr && tr->qr)
         CK(cudaMemcpy2DAsync(tr->qr + (size_t)g * Hm * dr, (size_t)G * Hm * dr * 4, c->qr, (size_t)Hm * dr * 4,
                              (size_t)Hm * dr * 4, (size_t)n, cudaMemcpyDeviceToHost, c->st));
-    CK(cudaStreamSynchronize(c->st));
-    /* merge the query's own chunks (newer than every tier chunk: they win ties), then the
-     * softmax over each row's selected scores, exactly as the CPU does */
-    for (int t = 0; t < n; t++) {
-        const int64_t e = (pos + t) / S, eb = e < mv->base_n ? e : mv->base_n, ex = e - mv->base_n;
-        for (int m = 0; m < Hm; m++) {
-            const size_t o = ((size_t)t * Hm + m) * K;
-            int32_t *bi = c->h_idx + o;
-            float *bs = c->h_sc + o, *wt = c->h_w + o;
-            if (eb <= 0)
-                for (int j = 0; j < K; j++) bi[j] = -1, bs[j] = -INFINITY;
-            if (ex > 0) {
-                const int32_t *ei = c->h_idx2 + o;
-                const float *es = c->h_sc2 + o;
-                int32_t mi[HSADB_TOPK_MAX];
-                float ms[HSADB_TOPK_MAX];
-                for (int a = 0, b = 0, k = 0; k < K; k++) {
-                    const int take_e = ei[b] >= 0 && (bi[a] < 0 || es[b] >= bs[a]);
-                    if (take_e) mi[k] = ei[b] + (int32_t)mv->base_n, ms[k] = es[b++];
-                    else mi[k] = bi[a], ms[k] = bs[a++];
-                }
-                memcpy(bi, mi, (size_t)K * 4);
-                memcpy(bs, ms, (size_t)K * 4);
-            }
-            float mx = bs[0], sum = 0.f;
-            for (int j = 0; j < K; j++) sum += (wt[j] = bi[j] >= 0 ? expf(bs[j] - mx) : 0.f);
-            for (int j = 0; j < K; j++) wt[j] = bi[j] >= 0 ? wt[j] / sum : 0.f;
-            if (tr && tr->idx) {
-                const size_t to = (((size_t)t * G + g) * Hm + m) * K;
-                memcpy(tr->idx + to, bi, (size_t)K * 4);
-                memcpy(tr->w + to, wt, (size_t)K * 4);
-            }
-        }
+    hsa_merge_kernel<<<(unsigned)((n * Hm + 127) / 128), 128, 0, c->st>>>(c->idx, c->sc, c->idx2, c->sc2, c->w, n, Hm, K,
+                                                                        pos, S, mv->base_n);
+    CK(cudaGetLastError());
+    if (tr && tr->idx) {          /* evidence: copied into tr when the upper half ends */
+        CK(cudaMemcpyAsync(c->h_tidx + (size_t)g * c->max_rows * Hm * K, c->idx, sel * 4, cudaMemcpyDeviceToHost, c->st));
+        CK(cudaMemcpyAsync(c->h_tw + (size_t)g * c->max_rows * Hm * K, c->w, sel * 4, cudaMemcpyDeviceToHost, c->st));
     }
-    CK(cudaMemcpyAsync(c->w, c->h_w, sel * 4, cudaMemcpyHostToDevice, c->st));
-    if (tier->cached) return hsa_cached(c, (hsadb_tier *)tier, mv, n);
-    CK(cudaMemcpyAsync(c->idx, c->h_idx, sel * 4, cudaMemcpyHostToDevice, c->st));
+    if (tier->cached) {           /* the block cache maps chunks to slots on the host */
+        CK(cudaMemcpyAsync(c->h_idx, c->idx, sel * 4, cudaMemcpyDeviceToHost, c->st));
+        CK(cudaStreamSynchronize(c->st));
+        return hsa_cached(c, (hsadb_tier *)tier, mv, n);
+    }
     CKK(hsadb_cuda_hsa_fwd2(c->qb, tier->k, tier->v, mv->base_n, c->x_k, c->x_v, c->idx, c->w, n, H, Hm, dh, S, K,
                             c->att, (hsadb_stream_t)c->st));
     return 0;
@@ -1151,6 +1147,15 @@ extern "C" int hsadb_cuda_upper_forward(hsadb_cuda_run *c, hsadb_swa_state *s, c
     }
     CK(cudaMemcpyAsync(out, x, (size_t)n * D * sizeof(float), cudaMemcpyDeviceToHost, c->st));
     CK(cudaStreamSynchronize(c->st));
+    if (tr && tr->idx) {
+        const int G = cf->n_groups, row = cf->n_mem_heads * cf->topk;
+        for (int g = 0; g < G; g++)
+            for (int t = 0; t < n; t++) {
+                const size_t from = ((size_t)g * c->max_rows + t) * row, to = ((size_t)t * G + g) * row;
+                memcpy(tr->idx + to, c->h_tidx + from, (size_t)row * 4);
+                if (tr->w) memcpy(tr->w + to, c->h_tw + from, (size_t)row * 4);
+            }
+    }
     s->pos += n;
     return 0;
 }
