@@ -9,10 +9,10 @@
  * transaction) when enough chunks are staged or a second has passed, so memory use stays
  * bounded whatever the input size, and a crash leaves the memory as of the last commit.
  *
- * Intermediate commits run on a committer thread: the LMDB write and its fsync overlap the
- * next block's forward pass. The main thread waits for the previous commit before it touches
- * the writer again (staging records, the next commit); the final commit is synchronous, so an
- * append that returned success is durable.
+ * Intermediate commits run on a committer thread: the batch is sealed (the writer's double
+ * buffer), and its LMDB write and fsync overlap the next blocks' forward passes and the
+ * staging of their records. The main thread waits for a commit only when it hands over the
+ * next one; the final commit is synchronous, so an append that returned success is durable.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -73,7 +73,7 @@ static void *committer(void *arg) {
         while (!a->pending && !a->quit) pthread_cond_wait(&a->cv, &a->mu);
         if (!a->pending) break;
         pthread_mutex_unlock(&a->mu);
-        int rc = hsadb_store_writer_commit(a->w, a->blob, a->c_len, a->c_nbytes, a->c_mine, 0);
+        int rc = hsadb_store_writer_commit_sealed(a->w, a->blob, a->c_len, a->c_nbytes, a->c_mine, 0);
         pthread_mutex_lock(&a->mu);
         a->c_rc = rc;
         if (rc) snprintf(a->c_err, sizeof a->c_err, "%s", hsadb_last_error());
@@ -207,6 +207,7 @@ static int commit(hsadb_appender *a, int final) {
     if ((rc = hsadb_tail_encode(&a->tail, a->m, &a->blob, &a->blob_cap, &len))) return rc;
     uint64_t mine = (uint64_t)a->tail.pos - a->start_bytes;
     if (!final && a->has_th) {
+        if ((rc = hsadb_store_writer_seal(a->w))) return rc;
         pthread_mutex_lock(&a->mu);
         a->c_len = len, a->c_nbytes = (uint64_t)a->tail.pos, a->c_mine = mine;
         a->pending = 1;
@@ -251,7 +252,7 @@ static int process_block(hsadb_appender *a) {
     hsadb_tail_push_rows(&a->tail, a->m, a->xmid, a->in, n);
     if (nc) a->tail.part_append_id = a->append_id, a->tail.part_time = a->start_time;
     a->n_in = 0;
-    if ((rc = commit_wait(a))) return rc;          /* from here the writer is ours again */
+    /* staging goes on while the committer writes the sealed batch */
     if (nc && (rc = stage_chunks(a, nc))) return rc;
     return 0;
 }

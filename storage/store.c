@@ -123,6 +123,12 @@ struct hsadb_store_writer {
     size_t                   stride;      /* bytes per staged chunk: lm + kv + chunk */
     uint8_t                 *buf;         /* staged chunks, n_staged * stride bytes used */
     size_t                   n_staged, cap;/* cap in chunks; kept across commits */
+    uint64_t                 next_chunk;  /* the next staged chunk's number */
+    uint32_t                 chunk_size;  /* rec.chunk_size, read by put_chunk alone */
+    /* the sealed batch (double buffering): committed by commit_sealed, possibly on another
+     * thread while put_chunk stages the next chunks into buf */
+    uint8_t                 *sbuf;
+    size_t                   n_sealed, scap;
     int                      append_ok[DB_COUNT]; /* MDB_APPEND still worth trying */
 };
 
@@ -1414,6 +1420,8 @@ int hsadb_store_writer_begin(hsadb_store *st, const char *name, int64_t now,
     w->append_start = r1.n_bytes;
     w->time_start = now;
     w->stride = g.lm + g.kv + g.chunk;
+    w->next_chunk = r1.n_chunks;
+    w->chunk_size = r1.chunk_size;
     for (i = 0; i < DB_COUNT; i++) w->append_ok[i] = 1;
     if (rec) *rec = r1;
     *out = w;
@@ -1444,12 +1452,12 @@ int hsadb_store_writer_put_chunk(hsadb_store_writer *w, const void *landmark, co
 
     if (!w || !landmark || !kv || !meta || !bytes)
         return hsadb_fail(HSADB_ERR_INVALID, "put chunk: NULL argument");
-    chunk = w->rec.n_chunks + w->n_staged;
-    if (meta->byte_offset != chunk * w->rec.chunk_size)
+    chunk = w->next_chunk;
+    if (meta->byte_offset != chunk * w->chunk_size)
         return hsadb_fail(HSADB_ERR_INVALID, "memory '%s': chunk %llu has byte_offset %llu, "
                           "expected %llu", w->name, (unsigned long long)chunk,
                           (unsigned long long)meta->byte_offset,
-                          (unsigned long long)(chunk * w->rec.chunk_size));
+                          (unsigned long long)(chunk * w->chunk_size));
     if (w->n_staged == w->cap) {
         cap = w->cap ? 2 * w->cap : 16;
         if (!(p = realloc(w->buf, cap * w->stride)))
@@ -1464,8 +1472,9 @@ int hsadb_store_writer_put_chunk(hsadb_store_writer *w, const void *landmark, co
     memcpy(p, kv, w->g.kv);
     p += w->g.kv;
     memcpy(p, meta, sizeof *meta);
-    memcpy(p + sizeof *meta, bytes, w->rec.chunk_size);
+    memcpy(p + sizeof *meta, bytes, w->chunk_size);
     w->n_staged++;
+    w->next_chunk++;
     return 0;
 }
 
@@ -1488,6 +1497,8 @@ struct commit_ctx {
     uint64_t n_bytes, append_bytes;
     int final;
     int64_t now;
+    const uint8_t *batch;          /* the chunks to write: n records of w->stride bytes */
+    size_t n;
     struct hsadb_memory_rec rec;   /* out: the record as committed */
 };
 
@@ -1521,7 +1532,7 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
                           (unsigned long long)w->rec.n_chunks,
                           (unsigned long long)w->rec.n_appends);
 
-    for (i = 0, p = w->buf; i < w->n_staged; i++, p += w->stride) {
+    for (i = 0, p = c->batch; i < c->n; i++, p += w->stride) {
         k = key_rec(kb, cur.id, cur.n_chunks + i);
         v = (MDB_val){ w->g.lm, (void *)p };
         if ((rc = put_seq(txn, st->dbi[DB_LANDMARKS], &k, &v, &w->append_ok[DB_LANDMARKS])))
@@ -1544,7 +1555,7 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     memset(&a, 0, sizeof a);
     a.start_offset = w->append_start;
     a.bytes = c->append_bytes;
-    a.chunks = w->append_chunks + w->n_staged;
+    a.chunks = w->append_chunks + c->n;
     a.time_start = w->time_start;
     a.time_end = c->now;
     a.state = c->final ? 1 : 0;
@@ -1553,7 +1564,7 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if ((rc = mdb_put(txn, st->dbi[DB_APPENDS], &k, &v, 0))) return rc;
 
     c->rec = cur;
-    c->rec.n_chunks = cur.n_chunks + w->n_staged;
+    c->rec.n_chunks = cur.n_chunks + c->n;
     c->rec.n_bytes = c->n_bytes;
     c->rec.n_appends = w->append_id;
     c->rec.updated = c->now;
@@ -1568,15 +1579,15 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
  * dropped afterwards (the buffer's capacity is kept); on failure nothing of the batch was
  * written and the writer may go on from the last committed state.
  */
-int hsadb_store_writer_commit(hsadb_store_writer *w, const void *tail, size_t tail_len,
-                              uint64_t n_bytes, uint64_t append_bytes, int final) {
+/* Commit n chunk records at batch (the staged or the sealed ones) with the tail. */
+static int commit_batch(hsadb_store_writer *w, const uint8_t *batch, size_t n, const void *tail, size_t tail_len,
+                        uint64_t n_bytes, uint64_t append_bytes, int final) {
     struct commit_ctx c;
     uint64_t new_chunks;
     char what[HSADB_NAME_MAX + 32];
     int rc;
 
-    if (!w) return hsadb_fail(HSADB_ERR_INVALID, "commit: NULL writer");
-    new_chunks = w->rec.n_chunks + w->n_staged;
+    new_chunks = w->rec.n_chunks + n;
     if (tail_len && !tail)
         rc = hsadb_fail(HSADB_ERR_INVALID, "memory '%s': commit: tail is NULL", w->name);
     else if (tail_len > STORE_VALUE_MAX)
@@ -1601,22 +1612,54 @@ int hsadb_store_writer_commit(hsadb_store_writer *w, const void *tail, size_t ta
         c.append_bytes = append_bytes;
         c.final = final;
         c.now = hsadb_now();
+        c.batch = batch;
+        c.n = n;
         snprintf(what, sizeof what, "commit to memory '%s'", w->name);
-        rc = store_write(w->st, commit_fn, &c, what, w->n_staged * w->stride + tail_len + 4096);
+        rc = store_write(w->st, commit_fn, &c, what, n * w->stride + tail_len + 4096);
         if (rc == 0) {
             w->rec = c.rec;
-            w->append_chunks += w->n_staged;
+            w->append_chunks += n;
         }
     }
-    w->n_staged = 0;
     return rc;
 }
+
+int hsadb_store_writer_commit(hsadb_store_writer *w, const void *tail, size_t tail_len,
+                              uint64_t n_bytes, uint64_t append_bytes, int final) {
+    if (!w) return hsadb_fail(HSADB_ERR_INVALID, "commit: NULL writer");
+    if (w->n_sealed)
+        return hsadb_fail(HSADB_ERR_INVALID, "memory '%s': commit with a sealed batch not committed", w->name);
+    int rc = commit_batch(w, w->buf, w->n_staged, tail, tail_len, n_bytes, append_bytes, final);
+    w->n_staged = 0;
+    w->next_chunk = w->rec.n_chunks;      /* on error the staged chunks are dropped */
+    return rc;
+}
+
+int hsadb_store_writer_seal(hsadb_store_writer *w) {
+    if (!w) return hsadb_fail(HSADB_ERR_INVALID, "seal: NULL writer");
+    if (w->n_sealed)
+        return hsadb_fail(HSADB_ERR_INVALID, "memory '%s': seal with a sealed batch not committed", w->name);
+    uint8_t *b = w->sbuf;
+    size_t cap = w->scap;
+    w->sbuf = w->buf, w->scap = w->cap, w->n_sealed = w->n_staged;
+    w->buf = b, w->cap = cap, w->n_staged = 0;
+    return 0;
+}
+
+int hsadb_store_writer_commit_sealed(hsadb_store_writer *w, const void *tail, size_t tail_len, uint64_t n_bytes,
+                                     uint64_t append_bytes, int final) {
+    if (!w) return hsadb_fail(HSADB_ERR_INVALID, "commit: NULL writer");
+    int rc = commit_batch(w, w->sbuf, w->n_sealed, tail, tail_len, n_bytes, append_bytes, final);
+    w->n_sealed = 0;
+    return rc;
+}
+
 
 /* Drops staged data, releases the appender lock and frees the writer. NULL is a no-op. */
 void hsadb_store_writer_end(hsadb_store_writer *w) {
     if (!w) return;
     memory_unlock(w->st, w->rec.id);
-    free(w->buf);
+    free(w->buf), free(w->sbuf);
     free(w);
 }
 

@@ -153,7 +153,17 @@ int  hsadb_store_writer_put_chunk(hsadb_store_writer *w, const void *landmark,
  * the staged chunks are dropped. */
 int  hsadb_store_writer_commit(hsadb_store_writer *w, const void *tail, size_t tail_len,
                                uint64_t n_bytes, uint64_t append_bytes, int final);
-/* Number of chunks staged and not yet committed. */
+/* Double buffering, so that a commit (LMDB write + fsync) overlaps the staging of the next
+ * chunks: seal moves the staged chunks into the writer's sealed batch (HSADB_ERR_INVALID if
+ * one is still there); commit_sealed commits that batch with the tail, as commit does, and
+ * may run on another thread while this one stages the following chunks with put_chunk
+ * (nothing else may be called on the writer meanwhile). The tail and n_bytes must describe
+ * the stream as of the sealed chunks. After a failed commit_sealed the staged chunks no
+ * longer follow the memory: end the writer. commit refuses while a sealed batch waits. */
+int  hsadb_store_writer_seal(hsadb_store_writer *w);
+int  hsadb_store_writer_commit_sealed(hsadb_store_writer *w, const void *tail, size_t tail_len,
+                                      uint64_t n_bytes, uint64_t append_bytes, int final);
+/* Number of chunks staged and not yet committed (or sealed). */
 size_t hsadb_store_writer_staged(const hsadb_store_writer *w);
 /* Release the lock; staged, uncommitted data is dropped. */
 void hsadb_store_writer_end(hsadb_store_writer *w);

@@ -576,6 +576,100 @@ static void test_kv_batch(void) {
     hsadb_store_close(st);
 }
 
+/* Double-buffered commits: a sealed batch committed on another thread while the next chunks
+ * are staged on this one. */
+struct sealed_job { hsadb_store_writer *w; struct tailblob t; uint64_t mine; int rc; };
+
+static void *commit_sealed_thread(void *arg) {
+    struct sealed_job *j = arg;
+    j->rc = hsadb_store_writer_commit_sealed(j->w, &j->t, sizeof j->t, j->t.n_bytes, j->mine, 0);
+    return NULL;
+}
+
+static int stage_range(hsadb_store_writer *w, struct sizes z, uint64_t salt, uint64_t from, uint64_t to,
+                       struct scratch *s) {
+    struct hsadb_chunk_meta m;
+    for (uint64_t i = from; i < to; i++) {
+        chunk_content(s, z, salt, i);
+        m.append_id = hsadb_store_writer_append_id(w);
+        m.byte_offset = i * z.S;
+        m.time = 1700000000 + (int64_t)m.append_id;
+        int rc = hsadb_store_writer_put_chunk(w, s->lm, s->kv, &m, s->bytes);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static void test_sealed_commits(void) {
+    char dir[512];
+    hsadb_store *st;
+    hsadb_store_writer *w;
+    struct hsadb_memory_rec m = geom(HSADB_KV_BF16, 64, 2, 16, 8), rec;
+    struct scratch s;
+    struct sizes z;
+    uint64_t n = 0;
+    int rc;
+
+    printf("# 2c. sealed (double-buffered) commits\n");
+    mkpath(dir, sizeof dir, "sealed");
+    if ((rc = hsadb_store_open(dir, HSADB_STORE_CREATE | HSADB_STORE_NOSYNC, &st))) {
+        CHECK(0, "open: %s", hsadb_last_error());
+        return;
+    }
+    z = sizes_of(&m);
+    scratch_init(&s, z);
+    rc = hsadb_store_memory_create(st, "sl", &m);
+    if (!rc) rc = hsadb_store_writer_begin(st, "sl", 1700000001, &w, &rec);
+    CHECK(rc == 0, "writer begins");
+    if (rc) goto out;
+    int bad = 0;
+    for (int round = 0; round < 4 && !bad; round++) {
+        const uint64_t k = 50 + 13 * (uint64_t)round;   /* chunks per batch */
+        bad |= stage_range(w, z, 91, n, n + k, &s) != 0;
+        bad |= hsadb_store_writer_seal(w) != 0;
+        bad |= hsadb_store_writer_staged(w) != 0;
+        struct sealed_job j = {w, {0}, 0, -1};
+        tail_make(&j.t, n + k, z.S);
+        j.mine = j.t.n_bytes;
+        pthread_t th;
+        pthread_create(&th, NULL, commit_sealed_thread, &j);
+        /* the next batch is staged while the sealed one is written */
+        bad |= stage_range(w, z, 91, n + k, n + k + 7, &s) != 0;
+        pthread_join(th, NULL);
+        bad |= j.rc != 0;
+        n += k;
+        if (!bad) {       /* then the 7 chunks staged meanwhile, sealed and committed */
+            n += 7;
+            struct tailblob t;
+            tail_make(&t, n, z.S);
+            bad |= hsadb_store_writer_seal(w) != 0;
+            j = (struct sealed_job){w, t, t.n_bytes, -1};
+            commit_sealed_thread(&j);
+            bad |= j.rc != 0;
+        }
+    }
+    CHECK(!bad, "4 rounds: seal, commit on a thread while staging the next chunks, commit those");
+    stage_range(w, z, 91, n, n + 3, &s);
+    CHECK(hsadb_store_writer_seal(w) == 0 && hsadb_store_writer_seal(w) == HSADB_ERR_INVALID,
+          "a second seal before the commit -> INVALID");
+    {
+        struct tailblob t;
+        tail_make(&t, n + 3, z.S);
+        CHECK(hsadb_store_writer_commit(w, &t, sizeof t, t.n_bytes, t.n_bytes, 1) == HSADB_ERR_INVALID,
+              "a plain commit while a sealed batch waits -> INVALID");
+        CHECK(hsadb_store_writer_commit_sealed(w, &t, sizeof t, t.n_bytes, t.n_bytes, 1) == 0, "final sealed commit");
+        n += 3;
+    }
+    hsadb_store_writer_end(w);
+    uint64_t have = 0;
+    int problems = verify_memory(st, "sl", 91, 1, &have);
+    CHECK(problems == 0 && have == n, "all %llu chunks read back exactly, append record complete (%d problems)",
+          (unsigned long long)have, problems);
+out:
+    scratch_free(&s);
+    hsadb_store_close(st);
+}
+
 static void test_map_growth(void) {
     char dir[512], dir2[512], dir3[512];
     hsadb_store *st;
@@ -1208,6 +1302,7 @@ int main(void) {
     test_memories();
     test_write_read();
     test_kv_batch();
+    test_sealed_commits();
     test_map_growth();
     test_consistency();
     test_busy();
