@@ -123,6 +123,8 @@ struct hsadb_cuda_run {
     float    *part;               /* [S][D] x_mid rows of a partial chunk (append) */
     uint16_t *rec_l, *rec_kv;     /* the same as bf16 records */
     void     *topk_ws;
+    size_t    tile_smem_max;      /* dynamic shared memory the tiled attention may take */
+    int       tile_smem_set;
     /* page-locked host mirrors of the selections */
     int32_t  *h_idx;              /* [max_rows][Hm][K] merged selections (block cache) */
     int32_t  *h_map;              /* h_idx mapped to block-cache slots */
@@ -248,6 +250,12 @@ extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, i
     if (e == cudaSuccess) e = cudaMalloc(&c->topk_ws, hsadb_cuda_topk1_workspace(K));
     if (e == cudaSuccess) e = cudaMemset(c->topk_ws, 0, hsadb_cuda_topk1_workspace(K));
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
+    if (e == cudaSuccess) {
+        int dev = 0, optin = 0;
+        cudaGetDevice(&dev);
+        if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) optin = 48 * 1024;
+        c->tile_smem_max = (size_t)optin;
+    }
     if (e != cudaSuccess) {
         rc = cuda_fail(e, "allocating the run", __LINE__);
         goto fail;
@@ -420,6 +428,91 @@ __global__ void attn_kernel(const float *q, const float *kb, const float *vb, in
         if (lane + 32 * e < dh) o[lane + 32 * e] = acc[e] * inv;
 }
 
+/* attn_kernel for blocks of many rows, flash-style: a CTA takes TQ consecutive query rows and
+ * one K/V head, stages the union of their key windows in shared memory once (K rows padded by
+ * one float: lane j reads row j without bank conflicts), and its warps serve the (row, head)
+ * pairs of the H/Hk query heads of that K/V head from there. attn_kernel reads every key of a
+ * window from L2 for every (row, head): 32 KB per pair at W = 128, dh = 32. The arithmetic and
+ * its order are attn_kernel's. Dynamic shared memory: attn_tile_smem() bytes. */
+#define TQ 32            /* query rows per CTA */
+#define TWARPS 8
+
+static size_t attn_tile_smem(int nkmax, int dh, int maxk) {
+    return ((size_t)nkmax * (dh + 1) + (size_t)nkmax * dh + (size_t)TWARPS * maxk + (size_t)TWARPS * dh) * sizeof(float);
+}
+
+__global__ void __launch_bounds__(TWARPS * 32)
+attn_tile_kernel(const float *__restrict__ q, const float *__restrict__ kb, const float *__restrict__ vb, int cap,
+                 int64_t start, int64_t p0, int n, int H, int Hk, int dh, int W, int group, int nkmax, int maxk,
+                 float *__restrict__ out) {
+    extern __shared__ float sm[];
+    const int G = H / Hk, kh = blockIdx.y, t0 = blockIdx.x * TQ, t1 = t0 + TQ < n ? t0 + TQ : n;
+    const int kd = Hk * dh, KP = dh + 1;
+    float *ks = sm, *vs = ks + (size_t)nkmax * KP, *scs = vs + (size_t)nkmax * dh, *qs = scs + (size_t)TWARPS * maxk;
+    int64_t klo, khi;                         /* the keys of every row of the tile */
+    if (cap) {
+        klo = p0 + t0 - W + 1 < start ? start : p0 + t0 - W + 1;
+        khi = p0 + t1 - 1;
+    } else {
+        klo = (int64_t)(t0 / group) * group;
+        khi = (int64_t)((t1 - 1) / group) * group + group - 1;
+        if (khi > n - 1) khi = n - 1;
+    }
+    const int nk = (int)(khi - klo + 1);
+    for (int i = threadIdx.x; i < nk * dh; i += blockDim.x) {
+        const int j = i / dh, d = i % dh;
+        const int64_t key = klo + j;
+        const size_t row = (size_t)(cap ? key % cap : key) * kd + (size_t)kh * dh;
+        ks[j * KP + d] = kb[row + d];
+        vs[j * dh + d] = vb[row + d];
+    }
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *sc = scs + (size_t)warp * maxk, *qw = qs + (size_t)warp * dh;
+    const float scale = rsqrtf((float)dh);
+    for (int pr = warp; pr < (t1 - t0) * G; pr += TWARPS) {
+        const int t = t0 + pr / G, h = kh * G + pr % G;
+        int64_t lo, hi;
+        if (cap) {
+            const int64_t p = p0 + t;
+            lo = p - W + 1 < start ? start : p - W + 1;
+            hi = p;
+        } else {
+            lo = (int64_t)(t / group) * group;
+            hi = lo + group - 1;
+        }
+        const int nkt = (int)(hi - lo + 1), off = (int)(lo - klo);
+        for (int i = lane; i < dh; i += 32) qw[i] = q[((size_t)t * H + h) * dh + i] * scale;
+        __syncwarp();
+        float mx = -INFINITY;
+        for (int j = lane; j < nkt; j += 32) {
+            const float *kr = ks + (size_t)(off + j) * KP;
+            float a = 0.f;
+            for (int i = 0; i < dh; i++) a = fmaf(qw[i], kr[i], a);
+            sc[j] = a;
+            mx = fmaxf(mx, a);
+        }
+        mx = warp_max(mx);
+        float sum = 0.f;
+        for (int j = lane; j < nkt; j += 32) sum += (sc[j] = __expf(sc[j] - mx));
+        sum = warp_sum(sum);
+        __syncwarp();
+        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int j = 0; j < nkt; j++) {
+            const float p = sc[j], *vr = vs + (size_t)(off + j) * dh;
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (lane + 32 * e < dh) acc[e] = fmaf(p, vr[lane + 32 * e], acc[e]);
+        }
+        const float inv = 1.f / sum;
+        float *o = out + ((size_t)t * H + h) * dh;
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (lane + 32 * e < dh) o[lane + 32 * e] = acc[e] * inv;
+        __syncwarp();                         /* qw and sc are rewritten by the next pair */
+    }
+}
+
 __global__ void silu_mul_kernel(float *a, const float *b, int64_t n) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
@@ -530,17 +623,29 @@ static int attention(hsadb_cuda_run *c, const hsadb_attn_w *a, float *x, int n, 
     if ((rc = qk_prep(c, c->q, n, H, DW(c, a->q_norm), 1))) return rc;
     if ((rc = qk_prep(c, c->k, n, Hk, DW(c, a->k_norm), 1))) return rc;
     const int maxk = s ? cf->window : group;
-    const size_t smem = (size_t)WARPS * maxk * sizeof(float);
+    const float *kb = c->k, *vb = c->v;
+    int cap = 0;
+    int64_t start = 0, p0 = 0;
     if (s) {
         const hsadb_kv_ring *ring = &s->ring[l];
         float *rk = ring_k(s, l), *rv = ring_v(s, l);
         ring_write_kernel<<<lin_grid((int64_t)n * kd), 256, 0, c->st>>>(c->k, c->v, rk, rv, n, pos, ring->cap, kd);
         CK(cudaGetLastError());
-        attn_kernel<<<row_grid((int64_t)n * H), WARPS * 32, smem, c->st>>>(c->q, rk, rv, ring->cap, ring->start, pos, n,
-                                                                          H, Hk, dh, cf->window, 0, maxk, c->att);
+        kb = rk, vb = rv, cap = ring->cap, start = ring->start, p0 = pos;
+    }
+    /* many rows: the tiled kernel, while its keys fit in shared memory; else a warp per pair */
+    const int nkmax = s ? TQ + cf->window - 1 : ((TQ + group - 1) / group + 1) * group;
+    const size_t tsm = attn_tile_smem(nkmax, dh, maxk);
+    if (n >= 2 * TQ && tsm <= c->tile_smem_max) {
+        if (tsm > 48 * 1024 && !c->tile_smem_set) {
+            CK(cudaFuncSetAttribute(attn_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->tile_smem_max));
+            c->tile_smem_set = 1;
+        }
+        attn_tile_kernel<<<dim3((unsigned)((n + TQ - 1) / TQ), (unsigned)Hk), TWARPS * 32, tsm, c->st>>>(
+            c->q, kb, vb, cap, start, p0, n, H, Hk, dh, s ? cf->window : 0, s ? 0 : group, nkmax, maxk, c->att);
     } else {
-        attn_kernel<<<row_grid((int64_t)n * H), WARPS * 32, smem, c->st>>>(c->q, c->k, c->v, 0, 0, 0, n, H, Hk, dh, 0,
-                                                                          group, maxk, c->att);
+        attn_kernel<<<row_grid((int64_t)n * H), WARPS * 32, (size_t)WARPS * maxk * sizeof(float), c->st>>>(
+            c->q, kb, vb, cap, start, p0, n, H, Hk, dh, s ? cf->window : 0, s ? 0 : group, maxk, c->att);
     }
     CK(cudaGetLastError());
     return gemm(c, x, D, c->att, qd, DW(c, a->wo), n, qd, D, 1.f);     /* x += W_o att */
