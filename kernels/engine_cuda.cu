@@ -102,6 +102,15 @@ static void weights_put(dev_weights *w) {
 
 /* ---- the run ---------------------------------------------------------------------------- */
 
+/* A decode step (one row) as a CUDA graph: captured once, replayed while `key` (what its
+ * launches depend on besides the position) stays the same; see graph_run(). */
+#define GRAPH_KEY 256
+typedef struct step_graph {
+    cudaGraphExec_t exec;
+    size_t          keylen;
+    unsigned char   key[GRAPH_KEY];
+} step_graph;
+
 struct hsadb_cuda_run {
     const hsadb_model  *m;
     const hsadb_config *c;
@@ -125,6 +134,16 @@ struct hsadb_cuda_run {
     void     *topk_ws;
     size_t    tile_smem_max;      /* dynamic shared memory the tiled attention may take */
     int       tile_smem_set;
+    /* decode steps as CUDA graphs (HSADB_CUDA_GRAPHS=0: plain launches) */
+    int       graphs;
+    const int64_t *dpos;          /* while capturing: d_pos, which the kernels then read */
+    int64_t  *d_pos, *h_pos;      /* the step's position: device / page-locked */
+    int      *h_tok;              /* page-locked [1] */
+    float    *h_xin, *h_xout;     /* page-locked [D] */
+    float    *h_logits;           /* page-locked [V] */
+    void     *blas_ws;            /* cuBLAS workspace (allocation is not allowed under capture) */
+    step_graph g_lower, g_upper, g_logits;
+    int64_t   graph_launches;
     /* page-locked host mirrors of the selections */
     int32_t  *h_idx;              /* [max_rows][Hm][K] merged selections (block cache) */
     int32_t  *h_map;              /* h_idx mapped to block-cache slots */
@@ -178,9 +197,12 @@ extern "C" void hsadb_cuda_run_free(hsadb_cuda_run *c) {
     if (c->st) cudaStreamSynchronize(c->st);
     void *dev[] = {c->x, c->xb, c->xb2, c->q, c->k, c->v, c->att, c->hb, c->hb2, c->qr, c->rope, c->inv_freq,
                    c->logits, c->tok, c->qb, c->idx, c->idx2, c->sc, c->sc2, c->w, c->lmk, c->kmem, c->vmem,
-                   c->rec_l, c->rec_kv, c->topk_ws, c->x_lmk, c->x_k, c->x_v, c->part};
+                   c->rec_l, c->rec_kv, c->topk_ws, c->x_lmk, c->x_k, c->x_v, c->part, c->d_pos, c->blas_ws};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
-    void *host[] = {c->h_idx, c->h_map, c->h_tidx, c->h_tw, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
+    step_graph *gs[] = {&c->g_lower, &c->g_upper, &c->g_logits};
+    for (int i = 0; i < 3; i++)
+        if (gs[i]->exec) cudaGraphExecDestroy(gs[i]->exec);
+    void *host[] = {c->h_pos, c->h_tok, c->h_xin, c->h_xout, c->h_logits, c->h_idx, c->h_map, c->h_tidx, c->h_tw, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) cudaFreeHost(host[i]);
     if (c->blas) cublasDestroy(c->blas);
     if (c->st) cudaStreamDestroy(c->st);
@@ -239,6 +261,12 @@ extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, i
     HALLOC(c->h_idx, (size_t)max_rows * Hm * K);
     HALLOC(c->h_map, (size_t)max_rows * Hm * K);
     HALLOC(c->h_tidx, (size_t)cf->n_groups * max_rows * Hm * K);
+    DALLOC(c->d_pos, 1);
+    HALLOC(c->h_pos, 1);
+    HALLOC(c->h_tok, 1);
+    HALLOC(c->h_xin, cf->dim);
+    HALLOC(c->h_xout, cf->dim);
+    HALLOC(c->h_logits, cf->vocab);
     HALLOC(c->h_tw, (size_t)cf->n_groups * max_rows * Hm * K);
     HALLOC(c->h_xl, (size_t)Hm * cf->retr_dim);
     HALLOC(c->h_xk, (size_t)S * Hm * dh);
@@ -263,6 +291,15 @@ extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, i
     if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(c->blas, c->st) != CUBLAS_STATUS_SUCCESS) {
         rc = hsadb_fail(HSADB_ERR_NODEVICE, "cuBLAS could not start");
         goto fail;
+    }
+    {
+        const size_t wsb = (size_t)32 << 20;
+        if (cudaMalloc(&c->blas_ws, wsb) != cudaSuccess || cublasSetWorkspace(c->blas, c->blas_ws, wsb) != CUBLAS_STATUS_SUCCESS) {
+            rc = hsadb_fail(HSADB_ERR_NODEVICE, "cuBLAS workspace");
+            goto fail;
+        }
+        const char *eg = getenv("HSADB_CUDA_GRAPHS");
+        c->graphs = !(eg && *eg == '0');
     }
     /* GEMMs on TF32 tensor cores (10-bit mantissa: finer than the bf16 the records are stored
      * in); HSADB_CUDA_FP32=1 keeps full fp32 (the agreement tests use both) */
@@ -322,10 +359,14 @@ __global__ void rmsnorm_kernel(const float *x, const float *g, float *out, int64
     for (int i = lane; i < d; i += 32) o[i] = xr[i] * inv * g[i];
 }
 
-/* rope[t] = cos | sin of position (period ? t % period : pos0 + t), angles in double. */
-__global__ void rope_kernel(float *rope, const double *inv_freq, int n, int64_t pos0, int period, int half) {
+/* rope[t] = cos | sin of position (period ? t % period : pos0 + t), angles in double.
+ * Kernels that take dpos read the block's first position from it when it is not NULL (a
+ * replayed CUDA graph: the position is the one argument that changes between decode steps). */
+__global__ void rope_kernel(float *rope, const double *inv_freq, int n, int64_t pos0, int period, int half,
+                            const int64_t *dpos) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)n * half) return;
+    if (dpos) pos0 = *dpos;
     const int t = (int)(i / half), j = (int)(i % half);
     const double p = (double)(period ? t % period : pos0 + t), a = p * inv_freq[j];
     rope[(size_t)t * 2 * half + j] = (float)cos(a);
@@ -358,9 +399,10 @@ __global__ void qk_prep_kernel(float *x, int n, int nh, int dh, const float *g, 
 
 /* Write the block's K/V rows (positions pos..pos+n-1) into a ring of cap rows. */
 __global__ void ring_write_kernel(const float *k, const float *v, float *rk, float *rv, int n, int64_t pos, int cap,
-                                  int kd) {
+                                  int kd, const int64_t *dpos) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)n * kd) return;
+    if (dpos) pos = *dpos;
     const int t = (int)(i / kd), d = (int)(i % kd);
     const size_t row = (size_t)((pos + t) % cap);
     rk[row * kd + d] = k[i];
@@ -372,12 +414,13 @@ __global__ void ring_write_kernel(const float *k, const float *v, float *rk, flo
  * (bidirectional: the chunk encoder). Lanes score keys j, j+32, ..., then accumulate V over
  * dims lane, lane+32, ... Scores live in dynamic shared memory: WARPS x maxk floats. */
 __global__ void attn_kernel(const float *q, const float *kb, const float *vb, int cap, int64_t start, int64_t p0,
-                            int n, int H, int Hk, int dh, int W, int group, int maxk, float *out) {
+                            int n, int H, int Hk, int dh, int W, int group, int maxk, float *out, const int64_t *dpos) {
     extern __shared__ float smem[];
     __shared__ float qs[WARPS][128];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t gw = (int64_t)blockIdx.x * WARPS + warp;
     if (gw >= (int64_t)n * H) return;
+    if (dpos) p0 = *dpos;
     const int t = (int)(gw / H), h = (int)(gw % H), kh = h / (H / Hk), kd = Hk * dh;
     float *sc = smem + (size_t)warp * maxk;
     int64_t lo, hi;
@@ -594,7 +637,8 @@ static int rmsnorm(hsadb_cuda_run *c, float *out, const float *x, const float *g
 
 static int rope_table(hsadb_cuda_run *c, int n, int64_t pos0, int period) {
     const int half = c->c->head_dim / 2;
-    rope_kernel<<<lin_grid((int64_t)n * half), 256, 0, c->st>>>(c->rope, c->inv_freq, n, pos0, period, half);
+    rope_kernel<<<lin_grid((int64_t)n * half), 256, 0, c->st>>>(c->rope, c->inv_freq, n, pos0, period, half,
+                                                                 period ? NULL : c->dpos);
     CK(cudaGetLastError());
     return 0;
 }
@@ -629,14 +673,14 @@ static int attention(hsadb_cuda_run *c, const hsadb_attn_w *a, float *x, int n, 
     if (s) {
         const hsadb_kv_ring *ring = &s->ring[l];
         float *rk = ring_k(s, l), *rv = ring_v(s, l);
-        ring_write_kernel<<<lin_grid((int64_t)n * kd), 256, 0, c->st>>>(c->k, c->v, rk, rv, n, pos, ring->cap, kd);
+        ring_write_kernel<<<lin_grid((int64_t)n * kd), 256, 0, c->st>>>(c->k, c->v, rk, rv, n, pos, ring->cap, kd, c->dpos);
         CK(cudaGetLastError());
         kb = rk, vb = rv, cap = ring->cap, start = ring->start, p0 = pos;
     }
     /* many rows: the tiled kernel, while its keys fit in shared memory; else a warp per pair */
     const int nkmax = s ? TQ + cf->window - 1 : ((TQ + group - 1) / group + 1) * group;
     const size_t tsm = attn_tile_smem(nkmax, dh, maxk);
-    if (n >= 2 * TQ && tsm <= c->tile_smem_max) {
+    if (n >= 2 * TQ && tsm <= c->tile_smem_max && !c->dpos) {
         if (tsm > 48 * 1024 && !c->tile_smem_set) {
             CK(cudaFuncSetAttribute(attn_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->tile_smem_max));
             c->tile_smem_set = 1;
@@ -645,7 +689,8 @@ static int attention(hsadb_cuda_run *c, const hsadb_attn_w *a, float *x, int n, 
             c->q, kb, vb, cap, start, p0, n, H, Hk, dh, s ? cf->window : 0, s ? 0 : group, nkmax, maxk, c->att);
     } else {
         attn_kernel<<<row_grid((int64_t)n * H), WARPS * 32, (size_t)WARPS * maxk * sizeof(float), c->st>>>(
-            c->q, kb, vb, cap, start, p0, n, H, Hk, dh, s ? cf->window : 0, s ? 0 : group, maxk, c->att);
+            c->q, kb, vb, cap, start, p0, n, H, Hk, dh, s ? cf->window : 0, s ? 0 : group, maxk, c->att,
+            s ? c->dpos : NULL);
     }
     CK(cudaGetLastError());
     return gemm(c, x, D, c->att, qd, DW(c, a->wo), n, qd, D, 1.f);     /* x += W_o att */
@@ -722,7 +767,80 @@ static int lower_dev(hsadb_cuda_run *c, hsadb_swa_state *s, const int *tokens, i
     return 0;
 }
 
+/* ---- decode steps as CUDA graphs ---------------------------------------------------------- */
+
+/* A step's launches cost more on the host than on the device (one row: ~120 small kernels and
+ * cuBLAS calls per token). graph_run captures fn's launches into g once and replays them while
+ * `key` stays the same; fn copies the position from h_pos to d_pos first, and the kernels read
+ * it there (c->dpos) instead of taking it as an argument. fn must not synchronise or copy
+ * synchronously. *ran = 0 (and graphs are off for this run from then on) when capture fails:
+ * the caller then runs the step without a graph. */
+typedef int (*step_fn)(hsadb_cuda_run *c, void *arg);
+
+static int graph_run(hsadb_cuda_run *c, step_graph *g, const void *key, size_t keylen, step_fn fn, void *arg,
+                     int *ran) {
+    *ran = 0;
+    if (!g->exec || g->keylen != keylen || memcmp(g->key, key, keylen) != 0) {
+        if (g->exec) cudaGraphExecDestroy(g->exec);
+        g->exec = NULL;
+        cudaGraph_t graph = NULL;
+        CK(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
+        c->dpos = c->d_pos;
+        int rc = fn(c, arg);
+        c->dpos = NULL;
+        cudaError_t e = cudaStreamEndCapture(c->st, &graph);
+        if (!rc && e == cudaSuccess) e = cudaGraphInstantiate(&g->exec, graph, 0);
+        if (graph) cudaGraphDestroy(graph);
+        if (rc || e != cudaSuccess) {
+            cudaGetLastError();
+            g->exec = NULL;
+            if (rc) return rc;
+            c->graphs = 0;            /* this run steps without graphs */
+            return 0;
+        }
+        memcpy(g->key, key, keylen);
+        g->keylen = keylen;
+    }
+    CK(cudaGraphLaunch(g->exec, c->st));
+    c->graph_launches++;
+    *ran = 1;
+    return 0;
+}
+
+extern "C" int64_t hsadb_cuda_graph_launches(const hsadb_cuda_run *c) { return c ? c->graph_launches : 0; }
+
+/* The key of a step over swa state s: the state, its device rings and their first positions. */
+static size_t swa_key(unsigned char *k, const hsadb_swa_state *s) {
+    size_t o = 0;
+    memcpy(k + o, &s, sizeof s), o += sizeof s;
+    memcpy(k + o, &s->dev->buf, sizeof s->dev->buf), o += sizeof s->dev->buf;
+    for (int l = 0; l < s->n && o + 8 <= GRAPH_KEY / 2; l++) memcpy(k + o, &s->ring[l].start, 8), o += 8;
+    return o;
+}
+
+static int lower_body(hsadb_cuda_run *c, void *arg) {
+    hsadb_swa_state *s = (hsadb_swa_state *)arg;
+    CK(cudaMemcpyAsync(c->d_pos, c->h_pos, sizeof(int64_t), cudaMemcpyHostToDevice, c->st));
+    int rc = lower_dev(c, s, c->h_tok, 1);
+    if (rc) return rc;
+    CK(cudaMemcpyAsync(c->h_xout, c->x, (size_t)c->c->dim * sizeof(float), cudaMemcpyDeviceToHost, c->st));
+    return 0;
+}
+
 extern "C" int hsadb_cuda_lower_forward(hsadb_cuda_run *c, hsadb_swa_state *s, const int *tokens, int n, float *x_mid) {
+    if (n == 1 && c->graphs) {
+        unsigned char key[GRAPH_KEY];
+        int rc, ran;
+        if ((rc = swa_attach(s))) return rc;
+        *c->h_pos = s->pos, *c->h_tok = tokens[0];
+        if ((rc = graph_run(c, &c->g_lower, key, swa_key(key, s), lower_body, s, &ran))) return rc;
+        if (ran) {
+            CK(cudaStreamSynchronize(c->st));
+            memcpy(x_mid, c->h_xout, (size_t)c->c->dim * sizeof(float));
+            s->pos += 1;
+            return 0;
+        }
+    }
     int rc = lower_dev(c, s, tokens, n);
     if (rc) return rc;
     CK(cudaMemcpyAsync(x_mid, c->x, (size_t)n * c->c->dim * sizeof(float), cudaMemcpyDeviceToHost, c->st));
@@ -1059,9 +1177,10 @@ static int sync_extra(hsadb_cuda_run *c, const hsadb_memview *mv) {
  * base_n) of the tier (no list when 0: idx holds garbage then) and e - base_n of its own. */
 __global__ void hsa_merge_kernel(int32_t *__restrict__ idx, const float *__restrict__ sc,
                                  const int32_t *__restrict__ idx2, const float *__restrict__ sc2, float *__restrict__ w,
-                                 int n, int Hm, int K, int64_t pos, int S, int64_t base_n) {
+                                 int n, int Hm, int K, int64_t pos, int S, int64_t base_n, const int64_t *dpos) {
     const int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= n * Hm) return;
+    if (dpos) pos = *dpos;
     const int64_t e = (pos + r / Hm) / S, ex = e - base_n;
     const int tier_rows = (e < base_n ? e : base_n) > 0;
     int32_t *bi = idx + (size_t)r * K;
@@ -1206,7 +1325,7 @@ static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t
         CK(cudaMemcpy2DAsync(tr->qr + (size_t)g * Hm * dr, (size_t)G * Hm * dr * 4, c->qr, (size_t)Hm * dr * 4,
                              (size_t)Hm * dr * 4, (size_t)n, cudaMemcpyDeviceToHost, c->st));
     hsa_merge_kernel<<<(unsigned)((n * Hm + 127) / 128), 128, 0, c->st>>>(c->idx, c->sc, c->idx2, c->sc2, c->w, n, Hm, K,
-                                                                        pos, S, mv->base_n);
+                                                                        pos, S, mv->base_n, c->dpos);
     CK(cudaGetLastError());
     if (tr && tr->idx) {          /* evidence: copied into tr when the upper half ends */
         CK(cudaMemcpyAsync(c->h_tidx + (size_t)g * c->max_rows * Hm * K, c->idx, sel * 4, cudaMemcpyDeviceToHost, c->st));
@@ -1222,8 +1341,9 @@ static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t
     return 0;
 }
 
-extern "C" int hsadb_cuda_upper_forward(hsadb_cuda_run *c, hsadb_swa_state *s, const hsadb_memview *mv,
-                                        const float *x_mid, int n, float *out, const hsadb_trace *tr) {
+/* The upper half's launches: x_mid (host) in, out (host) written when the stream reaches it. */
+static int upper_dev(hsadb_cuda_run *c, hsadb_swa_state *s, const hsadb_memview *mv, const float *x_mid, int n,
+                     float *out, const hsadb_trace *tr) {
     const hsadb_config *cf = c->c;
     const int D = cf->dim, R = cf->swa_per_group, qd = cf->n_heads * cf->head_dim;
     float *x = c->x;
@@ -1251,7 +1371,46 @@ extern "C" int hsadb_cuda_upper_forward(hsadb_cuda_run *c, hsadb_swa_state *s, c
             if ((rc = swa_layer(c, &c->m->w.upper[g * R + j], x, n, s, u++, s->pos))) return rc;
     }
     CK(cudaMemcpyAsync(out, x, (size_t)n * D * sizeof(float), cudaMemcpyDeviceToHost, c->st));
+    return 0;
+}
+
+typedef struct upper_arg {
+    hsadb_swa_state *s;
+    const hsadb_memview *mv;
+    const hsadb_trace *tr;
+} upper_arg;
+
+static int upper_body(hsadb_cuda_run *c, void *arg) {
+    const upper_arg *u = (const upper_arg *)arg;
+    CK(cudaMemcpyAsync(c->d_pos, c->h_pos, sizeof(int64_t), cudaMemcpyHostToDevice, c->st));
+    return upper_dev(c, u->s, u->mv, c->h_xin, 1, c->h_xout, u->tr);
+}
+
+extern "C" int hsadb_cuda_upper_forward(hsadb_cuda_run *c, hsadb_swa_state *s, const hsadb_memview *mv,
+                                        const float *x_mid, int n, float *out, const hsadb_trace *tr) {
+    const hsadb_config *cf = c->c;
+    const int D = cf->dim;
+    int rc, ran = 0;
+    const hsadb_tier *tier = mv->tier;
+    if (n == 1 && c->graphs && tier && !tier->cached && !(tr && tr->qr)) {
+        /* one decode step: a graph keyed by everything its launches read besides the position */
+        unsigned char key[GRAPH_KEY];
+        if ((rc = swa_attach(s))) return rc;
+        if ((rc = sync_extra(c, mv))) return rc;       /* host uploads: not under capture */
+        size_t o = swa_key(key, s);
+        const int64_t kv[] = {s->pos / cf->chunk, mv->base_n, mv->extra ? mv->extra->n : -1, tier->kv_cap,
+                              (int64_t)(tr && tr->idx)};
+        const void *ptrs[] = {tier, tier->lmk, tier->k, tier->v, c->x_lmk, c->x_k, c->x_v};
+        memcpy(key + o, kv, sizeof kv), o += sizeof kv;
+        memcpy(key + o, ptrs, sizeof ptrs), o += sizeof ptrs;
+        *c->h_pos = s->pos;
+        memcpy(c->h_xin, x_mid, (size_t)D * sizeof(float));
+        upper_arg ua = {s, mv, tr};
+        if ((rc = graph_run(c, &c->g_upper, key, o, upper_body, &ua, &ran))) return rc;
+    }
+    if (!ran && (rc = upper_dev(c, s, mv, x_mid, n, out, tr))) return rc;
     CK(cudaStreamSynchronize(c->st));
+    if (ran) memcpy(out, c->h_xout, (size_t)D * sizeof(float));
     if (tr && tr->idx) {
         const int G = cf->n_groups, row = cf->n_mem_heads * cf->topk;
         for (int g = 0; g < G; g++)
@@ -1265,9 +1424,32 @@ extern "C" int hsadb_cuda_upper_forward(hsadb_cuda_run *c, hsadb_swa_state *s, c
     return 0;
 }
 
+static int logits_body(hsadb_cuda_run *c, void *arg) {
+    const hsadb_config *cf = c->c;
+    int rc;
+    (void)arg;
+    CK(cudaMemcpyAsync(c->x, c->h_xin, (size_t)cf->dim * 4, cudaMemcpyHostToDevice, c->st));
+    if ((rc = rmsnorm(c, c->xb, c->x, DW(c, c->m->w.final_norm), 1, cf->dim))) return rc;
+    if ((rc = gemm(c, c->logits, cf->vocab, c->xb, cf->dim, DW(c, c->m->w.lm_head), 1, cf->dim, cf->vocab, 0.f)))
+        return rc;
+    CK(cudaMemcpyAsync(c->h_logits, c->logits, (size_t)cf->vocab * 4, cudaMemcpyDeviceToHost, c->st));
+    return 0;
+}
+
 extern "C" int hsadb_cuda_logits(hsadb_cuda_run *c, const float *h, int n, float *logits) {
     const hsadb_config *cf = c->c;
     int rc;
+    if (n == 1 && c->graphs) {
+        const int one = 1;
+        int ran;
+        memcpy(c->h_xin, h, (size_t)cf->dim * 4);
+        if ((rc = graph_run(c, &c->g_logits, &one, sizeof one, logits_body, NULL, &ran))) return rc;
+        if (ran) {
+            CK(cudaStreamSynchronize(c->st));
+            memcpy(logits, c->h_logits, (size_t)cf->vocab * 4);
+            return 0;
+        }
+    }
     for (int t0 = 0; t0 < n; t0 += c->rows_cap) {
         const int nb = n - t0 < c->rows_cap ? n - t0 : c->rows_cap;
         CK(cudaMemcpyAsync(c->x, h + (size_t)t0 * cf->dim, (size_t)nb * cf->dim * 4, cudaMemcpyHostToDevice, c->st));

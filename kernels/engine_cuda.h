@@ -54,6 +54,8 @@ int  hsadb_cuda_upper_forward(hsadb_cuda_run *c, hsadb_swa_state *s, const hsadb
                               const float *x_mid, int n, float *out, const hsadb_trace *tr);
 int  hsadb_cuda_logits(hsadb_cuda_run *c, const float *h, int n, float *logits);
 
+int64_t hsadb_cuda_graph_launches(const hsadb_cuda_run *c);   /* see hsadb_run_graph_launches */
+
 void hsadb_cuda_swa_free(hsadb_cuda_swa *d);
 int  hsadb_cuda_swa_pull(hsadb_swa_state *s);
 

@@ -50,6 +50,14 @@ void hsadb_run_host_free(const hsadb_run *r, void *p) {
     free(p);
 }
 
+int64_t hsadb_run_graph_launches(const hsadb_run *r) {
+#ifdef HSADB_HAVE_CUDA
+    if (r->cu) return hsadb_cuda_graph_launches(r->cu);
+#endif
+    (void)r;
+    return 0;
+}
+
 int hsadb_tier_open(int device, const hsadb_config *c, hsadb_tier **out) {
     *out = NULL;
 #ifdef HSADB_HAVE_CUDA

@@ -74,6 +74,9 @@ int  hsadb_device_resolve(int device);
  * malloc on the CPU. Free with hsadb_run_host_free on the same backend. */
 void *hsadb_run_host_alloc(const hsadb_run *r, size_t bytes);
 void  hsadb_run_host_free(const hsadb_run *r, void *p);
+/* CUDA backend: decode steps (one row) are replayed as CUDA graphs (HSADB_CUDA_GRAPHS=0 at
+ * run init turns that off); the number of graph launches so far (0 on the CPU). */
+int64_t hsadb_run_graph_launches(const hsadb_run *r);
 
 /* Sliding-window state of a stack of attention layers at stream position pos. */
 typedef struct hsadb_swa_state {

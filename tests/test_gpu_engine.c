@@ -252,6 +252,48 @@ static void stages(const hsadb_model *m, int fp32) {
         hsadb_tier_close(small);
         free(hs), free(is), free(ws);
     }
+    /* 3c. decode steps (one row at a time, lower, upper, logits) replayed as CUDA graphs give
+     *     bit for bit what plain launches give; the last 200 positions, so that the query's own
+     *     chunks are selected too */
+    {
+        hsadb_run ra, rb;
+        const int N = 200, p0 = T - N;
+        setenv("HSADB_CUDA_GRAPHS", "0", 1);
+        int rc2 = hsadb_run_init_dev(&rb, m, 64, HSADB_DEVICE_CUDA);
+        unsetenv("HSADB_CUDA_GRAPHS");
+        if (!rc2) rc2 = hsadb_run_init_dev(&ra, m, 64, HSADB_DEVICE_CUDA);
+        hsadb_swa_state la, lb, ua, ub;
+        hsadb_swa_state_init(&la, m, c->n_lower, 64, p0), hsadb_swa_state_init(&lb, m, c->n_lower, 64, p0);
+        hsadb_swa_state_init(&ua, m, hsadb_config_upper_attn_layers(c), 64, p0);
+        hsadb_swa_state_init(&ub, m, hsadb_config_upper_attn_layers(c), 64, p0);
+        float *v = malloc((size_t)(4 * D + 2 * V + 2 * G * Hm * K) * 4);
+        float *xa = v, *xb = xa + D, *ha = xb + D, *hb = ha + D, *lga = hb + D, *lgb = lga + V, *wa = lgb + V,
+              *wb = wa + G * Hm * K;
+        int32_t *ia = malloc((size_t)2 * G * Hm * K * 4), *ib = ia + G * Hm * K;
+        long diff = 0, extra_sel = 0;
+        for (int i = 0; !rc2 && i < N; i++) {
+            hsadb_trace ta = {ia, wa, NULL}, tb = {ib, wb, NULL};
+            const int tk = tok[p0 + i];
+            rc2 = hsadb_lower_forward(&ra, &la, &tk, 1, xa);
+            if (!rc2) rc2 = hsadb_lower_forward(&rb, &lb, &tk, 1, xb);
+            if (!rc2) rc2 = hsadb_upper_forward(&ra, &ua, &mvg, xa, 1, ha, &ta);
+            if (!rc2) rc2 = hsadb_upper_forward(&rb, &ub, &mvg, xb, 1, hb, &tb);
+            if (!rc2) rc2 = hsadb_logits(&ra, ha, 1, lga);
+            if (!rc2) rc2 = hsadb_logits(&rb, hb, 1, lgb);
+            diff += memcmp(xa, xb, (size_t)D * 4) != 0 || memcmp(ha, hb, (size_t)D * 4) != 0 ||
+                    memcmp(lga, lgb, (size_t)V * 4) != 0 || memcmp(ia, ib, (size_t)G * Hm * K * 4) != 0 ||
+                    memcmp(wa, wb, (size_t)G * Hm * K * 4) != 0;
+            for (int j = 0; j < G * Hm * K; j++) extra_sel += ia[j] >= base;
+        }
+        const int64_t gl = rc2 ? 0 : hsadb_run_graph_launches(&ra), gn = rc2 ? 0 : hsadb_run_graph_launches(&rb);
+        CHECK(rc2 == 0 && diff == 0 && gl >= 3 * N && gn == 0 && extra_sel > 0,
+              "%d decode steps as CUDA graphs (%lld launches) bit-identical to plain launches (%ld differ; "
+              "%ld picks of the query's own chunks) (%s)", N, (long long)gl, diff, extra_sel,
+              rc2 ? hsadb_last_error() : "ok");
+        hsadb_swa_state_free(&la), hsadb_swa_state_free(&lb), hsadb_swa_state_free(&ua), hsadb_swa_state_free(&ub);
+        if (!rc2) hsadb_run_free(&ra), hsadb_run_free(&rb);
+        free(v), free(ia);
+    }
     hsadb_logits(&rc_, hc, T, logc);
     poison(logg, (size_t)T * V);
     hsadb_logits(&rg_, hg, T, logg);
