@@ -149,6 +149,7 @@ struct hsadb_cuda_run {
     int32_t  *h_map;              /* h_idx mapped to block-cache slots */
     int32_t  *h_tidx;             /* [Ng][max_rows][Hm][K] the selections for the trace */
     float    *h_tw;               /* [Ng][max_rows][Hm][K] their weights */
+    float    *h_tqr;              /* [Ng][max_rows][Hm*dr] the retrieval queries for the trace */
     /* chunks completed by the query's own tokens (the memview's extra index), mirrored */
     int64_t   x_base, x_n, x_cap;
     uint16_t *x_lmk, *x_k, *x_v;
@@ -202,7 +203,7 @@ extern "C" void hsadb_cuda_run_free(hsadb_cuda_run *c) {
     step_graph *gs[] = {&c->g_lower, &c->g_upper, &c->g_logits};
     for (int i = 0; i < 3; i++)
         if (gs[i]->exec) cudaGraphExecDestroy(gs[i]->exec);
-    void *host[] = {c->h_pos, c->h_tok, c->h_xin, c->h_xout, c->h_logits, c->h_idx, c->h_map, c->h_tidx, c->h_tw, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
+    void *host[] = {c->h_pos, c->h_tok, c->h_xin, c->h_xout, c->h_logits, c->h_idx, c->h_map, c->h_tidx, c->h_tw, c->h_tqr, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) cudaFreeHost(host[i]);
     if (c->blas) cublasDestroy(c->blas);
     if (c->st) cudaStreamDestroy(c->st);
@@ -268,6 +269,7 @@ extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, i
     HALLOC(c->h_xout, cf->dim);
     HALLOC(c->h_logits, cf->vocab);
     HALLOC(c->h_tw, (size_t)cf->n_groups * max_rows * Hm * K);
+    HALLOC(c->h_tqr, (size_t)cf->n_groups * max_rows * Hm * cf->retr_dim);
     HALLOC(c->h_xl, (size_t)Hm * cf->retr_dim);
     HALLOC(c->h_xk, (size_t)S * Hm * dh);
     HALLOC(c->h_xv, (size_t)S * Hm * dh);
@@ -1322,8 +1324,8 @@ static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t
     }
     const size_t sel = (size_t)n * Hm * K;
     if (tr && tr->qr)
-        CK(cudaMemcpy2DAsync(tr->qr + (size_t)g * Hm * dr, (size_t)G * Hm * dr * 4, c->qr, (size_t)Hm * dr * 4,
-                             (size_t)Hm * dr * 4, (size_t)n, cudaMemcpyDeviceToHost, c->st));
+        CK(cudaMemcpyAsync(c->h_tqr + (size_t)g * c->max_rows * Hm * dr, c->qr, (size_t)n * Hm * dr * 4,
+                           cudaMemcpyDeviceToHost, c->st));
     hsa_merge_kernel<<<(unsigned)((n * Hm + 127) / 128), 128, 0, c->st>>>(c->idx, c->sc, c->idx2, c->sc2, c->w, n, Hm, K,
                                                                         pos, S, mv->base_n, c->dpos);
     CK(cudaGetLastError());
@@ -1392,14 +1394,14 @@ extern "C" int hsadb_cuda_upper_forward(hsadb_cuda_run *c, hsadb_swa_state *s, c
     const int D = cf->dim;
     int rc, ran = 0;
     const hsadb_tier *tier = mv->tier;
-    if (n == 1 && c->graphs && tier && !tier->cached && !(tr && tr->qr)) {
+    if (n == 1 && c->graphs && tier && !tier->cached) {
         /* one decode step: a graph keyed by everything its launches read besides the position */
         unsigned char key[GRAPH_KEY];
         if ((rc = swa_attach(s))) return rc;
         if ((rc = sync_extra(c, mv))) return rc;       /* host uploads: not under capture */
         size_t o = swa_key(key, s);
         const int64_t kv[] = {s->pos / cf->chunk, mv->base_n, mv->extra ? mv->extra->n : -1, tier->kv_cap,
-                              (int64_t)(tr && tr->idx)};
+                              (int64_t)(tr && tr->idx), (int64_t)(tr && tr->qr)};
         const void *ptrs[] = {tier, tier->lmk, tier->k, tier->v, c->x_lmk, c->x_k, c->x_v};
         memcpy(key + o, kv, sizeof kv), o += sizeof kv;
         memcpy(key + o, ptrs, sizeof ptrs), o += sizeof ptrs;
@@ -1411,15 +1413,14 @@ extern "C" int hsadb_cuda_upper_forward(hsadb_cuda_run *c, hsadb_swa_state *s, c
     if (!ran && (rc = upper_dev(c, s, mv, x_mid, n, out, tr))) return rc;
     CK(cudaStreamSynchronize(c->st));
     if (ran) memcpy(out, c->h_xout, (size_t)D * sizeof(float));
-    if (tr && tr->idx) {
-        const int G = cf->n_groups, row = cf->n_mem_heads * cf->topk;
-        for (int g = 0; g < G; g++)
-            for (int t = 0; t < n; t++) {
-                const size_t from = ((size_t)g * c->max_rows + t) * row, to = ((size_t)t * G + g) * row;
-                memcpy(tr->idx + to, c->h_tidx + from, (size_t)row * 4);
-                if (tr->w) memcpy(tr->w + to, c->h_tw + from, (size_t)row * 4);
-            }
-    }
+    const int G = cf->n_groups, row = cf->n_mem_heads * cf->topk, qrow = cf->n_mem_heads * cf->retr_dim;
+    for (int g = 0; tr && g < G; g++)
+        for (int t = 0; t < n; t++) {
+            const size_t from = (size_t)g * c->max_rows + t, to = (size_t)t * G + g;
+            if (tr->idx) memcpy(tr->idx + to * row, c->h_tidx + from * row, (size_t)row * 4);
+            if (tr->idx && tr->w) memcpy(tr->w + to * row, c->h_tw + from * row, (size_t)row * 4);
+            if (tr->qr) memcpy(tr->qr + to * qrow, c->h_tqr + from * qrow, (size_t)qrow * 4);
+        }
     s->pos += n;
     return 0;
 }

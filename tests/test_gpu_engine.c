@@ -266,13 +266,14 @@ static void stages(const hsadb_model *m, int fp32) {
         hsadb_swa_state_init(&la, m, c->n_lower, 64, p0), hsadb_swa_state_init(&lb, m, c->n_lower, 64, p0);
         hsadb_swa_state_init(&ua, m, hsadb_config_upper_attn_layers(c), 64, p0);
         hsadb_swa_state_init(&ub, m, hsadb_config_upper_attn_layers(c), 64, p0);
-        float *v = malloc((size_t)(4 * D + 2 * V + 2 * G * Hm * K) * 4);
+        const int qn = G * Hm * dr;
+        float *v = malloc((size_t)(4 * D + 2 * V + 2 * G * Hm * K + 2 * qn) * 4);
         float *xa = v, *xb = xa + D, *ha = xb + D, *hb = ha + D, *lga = hb + D, *lgb = lga + V, *wa = lgb + V,
-              *wb = wa + G * Hm * K;
+              *wb = wa + G * Hm * K, *qa = wb + G * Hm * K, *qb = qa + qn;
         int32_t *ia = malloc((size_t)2 * G * Hm * K * 4), *ib = ia + G * Hm * K;
         long diff = 0, extra_sel = 0;
         for (int i = 0; !rc2 && i < N; i++) {
-            hsadb_trace ta = {ia, wa, NULL}, tb = {ib, wb, NULL};
+            hsadb_trace ta = {ia, wa, qa}, tb = {ib, wb, qb};
             const int tk = tok[p0 + i];
             rc2 = hsadb_lower_forward(&ra, &la, &tk, 1, xa);
             if (!rc2) rc2 = hsadb_lower_forward(&rb, &lb, &tk, 1, xb);
@@ -282,7 +283,7 @@ static void stages(const hsadb_model *m, int fp32) {
             if (!rc2) rc2 = hsadb_logits(&rb, hb, 1, lgb);
             diff += memcmp(xa, xb, (size_t)D * 4) != 0 || memcmp(ha, hb, (size_t)D * 4) != 0 ||
                     memcmp(lga, lgb, (size_t)V * 4) != 0 || memcmp(ia, ib, (size_t)G * Hm * K * 4) != 0 ||
-                    memcmp(wa, wb, (size_t)G * Hm * K * 4) != 0;
+                    memcmp(wa, wb, (size_t)G * Hm * K * 4) != 0 || memcmp(qa, qb, (size_t)qn * 4) != 0;
             for (int j = 0; j < G * Hm * K; j++) extra_sel += ia[j] >= base;
         }
         const int64_t gl = rc2 ? 0 : hsadb_run_graph_launches(&ra), gn = rc2 ? 0 : hsadb_run_graph_launches(&rb);
