@@ -10,8 +10,10 @@ median of the repeats. Inputs are random (never zeros).
      hsadb_cuda_topk1  vs  torch (L @ q).topk(8)
   2. the same for a batch of queries: torch mm + torch topk vs torch mm + hsadb_cuda_topk_rows
   3. HSA attention forward, B=1, H=16, Hm=1, dh=64, S=64, K=8, T query tokens over a T-token
-     memory: hsadb_cuda_hsa_fwd vs a torch gather implementation vs torch SDPA full causal
-     attention (FlashAttention backend) over the same T tokens.
+     memory: hsadb_cuda_hsa_fwd, tensor-core kernels v2 and v3 side by side, vs a torch gather
+     implementation vs torch SDPA full causal attention (FlashAttention backend) over the same T
+     tokens; each on the random "bench idx" and on a "realistic idx" (each 64-token tile picks
+     from 12 chunks), with the ratio of distinct chunks to picks per 32-token tile (v3's CTA).
 """
 import argparse
 import ctypes
@@ -144,42 +146,56 @@ def main():
         results["topk_batch_%d" % nq] = dict(torch_ms=a, ours_ms=b)
     del L
 
-    # 3. HSA attention
+    # 3. HSA attention: v2 (one warp per token) and v3 (a CTA per 32-token tile, each distinct
+    #    chunk staged once), each on two index sets:
+    #    "bench idx": top-8 of random scores among the eligible chunks ((c+1)*S <= t), as always;
+    #    "realistic idx": each 64-token tile first draws a pool of 12 eligible chunks, its tokens
+    #    take their top-8 from the pool (neighbouring tokens share most picks, as retrieval does).
+    lib.hsadb_cuda_hsa_set_kernel.argtypes = [ctypes.c_int]
+    lib.hsadb_cuda_hsa_set_kernel.restype = None
     H, Hm, dh, S = 16, 1, 64, 64
+    V3_TILE = 32                                   # tokens per v3 CTA (kernels/hsa_v3.cuh)
+    hsa_rows = []
+
+    def distinct_ratio(ix, tile):
+        """distinct chunks / valid picks, per tile of `tile` consecutive tokens, summed"""
+        T_, K_ = ix.shape[0], ix.shape[-1]
+        v = ix.view(T_, K_)
+        pad = (-T_) % tile
+        if pad:
+            v = torch.cat([v, torch.full((pad, K_), -1, dtype=v.dtype, device=v.device)])
+        v = v.view(-1, tile * K_).sort(dim=1).values
+        valid = v >= 0
+        new = torch.ones_like(valid)
+        new[:, 1:] = v[:, 1:] != v[:, :-1]
+        return (valid & new).sum().item() / max(valid.sum().item(), 1)
+
     for T in [int(x) for x in args.lengths.split(",")]:
         Cm = T // S
         qh = torch.randn(T, H, dh, device=dev).to(torch.bfloat16)
         km = torch.randn(Cm, S, Hm, dh, device=dev).to(torch.bfloat16)
         vm = torch.randn(Cm, S, Hm, dh, device=dev).to(torch.bfloat16)
-        # indices: top-8 of random scores among eligible chunks ((c+1)*S <= t)
-        s = torch.randn(T, Cm, device=dev)
         t_ = torch.arange(T, device=dev)[:, None]
         c_ = torch.arange(Cm, device=dev)[None, :]
-        s = s.masked_fill((c_ + 1) * S > t_, float("-inf"))
-        top = s.topk(K, dim=1)
-        ix = top.indices.to(torch.int32)
-        valid = torch.isfinite(top.values)
-        ix = torch.where(valid, ix, torch.full_like(ix, -1)).view(T, Hm, K).contiguous()
-        w = torch.softmax(top.values, dim=1).nan_to_num(0.0).view(T, Hm, K).contiguous()
+
+        def make_idx(realistic):
+            s = torch.randn(T, Cm, device=dev)
+            if realistic:
+                nb = (T + 63) // 64            # tile b's tokens may pick chunks c < b
+                b_ = torch.arange(nb, device=dev)[:, None]
+                ps = torch.rand(nb, Cm, device=dev).masked_fill(c_ >= b_, -1.0)
+                pool = ps.topk(min(12, Cm), dim=1).indices
+                inpool = torch.zeros(nb, Cm, dtype=torch.bool, device=dev).scatter_(1, pool, True)
+                s = s.masked_fill(~inpool[torch.arange(T, device=dev) // 64], float("-inf"))
+            s = s.masked_fill((c_ + 1) * S > t_, float("-inf"))
+            top = s.topk(K, dim=1)
+            ix = top.indices.to(torch.int32)
+            valid = torch.isfinite(top.values)
+            ix = torch.where(valid, ix, torch.full_like(ix, -1)).view(T, Hm, K).contiguous()
+            w = torch.softmax(top.values, dim=1).nan_to_num(0.0).view(T, Hm, K).contiguous()
+            return ix, w
+
         out = torch.empty(T, H, dh, device=dev)
-
-        def ours_hsa():
-            rc = lib.hsadb_cuda_hsa_fwd(ptr(qh), ptr(km), ptr(vm), ptr(ix), ptr(w), T, H, Hm, dh, S, K, ptr(out), stream())
-            assert rc == 0, rc
-
-        def torch_gather():
-            ixc = ix.clamp(min=0).long().view(T, K)
-            kk = km[:, :, 0][ixc]                       # [T, K, S, dh]
-            vv = vm[:, :, 0][ixc]
-            a = torch.einsum("thd,tksd->thks", qh.float(), kk.float()) / math.sqrt(dh)
-            p = torch.softmax(a, dim=-1)
-            o = torch.einsum("thks,tksd->thkd", p, vv.float())
-            return torch.einsum("thkd,tk->thd", o, w.view(T, K))
-
-        ours_hsa()
-        torch.cuda.synchronize()
-        ref = torch_gather()
-        rel = ((out - ref).norm() / ref.norm()).item()
         qf = torch.randn(1, H, T, dh, device=dev, dtype=torch.bfloat16)
         kf = torch.randn(1, H, T, dh, device=dev, dtype=torch.bfloat16)
         vf = torch.randn(1, H, T, dh, device=dev, dtype=torch.bfloat16)
@@ -187,15 +203,63 @@ def main():
         def sdpa():
             return torch.nn.functional.scaled_dot_product_attention(qf, kf, vf, is_causal=True)
 
-        t_o, t_g, t_s = bench(ours_hsa), bench(torch_gather, 1, 5, 2), bench(sdpa, 2, 10, 5)
+        t_s = bench(sdpa, 2, 10, 5)
+        del qf, kf, vf
         flops = 4.0 * T * H * K * S * dh
-        rows.append(("HSA fwd T=%d (torch gather / ours); SDPA causal %.3f ms" % (T, t_s), t_g, t_o,
-                     "%.1f TFLOP/s, rel err %.1e" % (flops / t_o / 1e9, rel)))
-        results["hsa_%d" % T] = dict(torch_gather_ms=t_g, ours_ms=t_o, sdpa_causal_ms=t_s, rel_err=rel)
+        t_g = None
+        for realistic in (False, True):
+            ix, w = make_idx(realistic)
+            label = "realistic idx (64-token tiles pick from 12 chunks)" if realistic else "bench idx (random top-8)"
+
+            def ours_hsa():
+                rc = lib.hsadb_cuda_hsa_fwd(ptr(qh), ptr(km), ptr(vm), ptr(ix), ptr(w), T, H, Hm, dh, S, K, ptr(out),
+                                            stream())
+                assert rc == 0, rc
+
+            def torch_gather():
+                ixc = ix.clamp(min=0).long().view(T, K)
+                kk = km[:, :, 0][ixc]                       # [T, K, S, dh]
+                vv = vm[:, :, 0][ixc]
+                a = torch.einsum("thd,tksd->thks", qh.float(), kk.float()) / math.sqrt(dh)
+                p = torch.softmax(a, dim=-1)
+                o = torch.einsum("thks,tksd->thkd", p, vv.float())
+                return torch.einsum("thkd,tk->thd", o, w.view(T, K))
+
+            ref = torch_gather()
+            if t_g is None:                         # the gather's time hardly depends on idx
+                t_g = bench(torch_gather, 1, 5, 2)
+            ratio = distinct_ratio(ix, V3_TILE)
+            res = dict(distinct_per_pick_32=ratio, torch_gather_ms=t_g, sdpa_causal_ms=t_s)
+            for v in (2, 3):
+                lib.hsadb_cuda_hsa_set_kernel(v)
+                out.fill_(float("nan"))
+                ours_hsa()
+                torch.cuda.synchronize()
+                rel = ((out - ref).norm() / ref.norm()).item()
+                t_o = bench(ours_hsa)
+                res["v%d_ms" % v], res["v%d_rel_err" % v] = t_o, rel
+                rows.append(("HSA fwd T=%d, %s: torch gather / v%d; SDPA causal %.3f ms" % (T, label, v, t_s), t_g, t_o,
+                             "%.1f TFLOP/s, rel err %.1e%s" % (flops / t_o / 1e9, rel,
+                                                             "; distinct chunks / picks per 32-token tile %.3f" % ratio
+                                                             if v == 3 else "")))
+            lib.hsadb_cuda_hsa_set_kernel(0)
+            hsa_rows.append((T, label, ratio, t_g, res["v2_ms"], res["v3_ms"], res["v2_rel_err"], res["v3_rel_err"]))
+            key = "hsa_%d" % T + ("_realistic" if realistic else "")
+            results[key] = res
+            if not realistic:
+                results[key]["ours_ms"] = res["v2_ms"]   # the default kernel, as before
+            del ref
+        del qh, km, vm, out
 
     print("\n| benchmark | torch ms | hsadb ms | speed-up | note |\n|---|---|---|---|---|")
     for name, a, b, note in rows:
         print("| %s | %.4f | %.4f | %.2fx | %s |" % (name, a, b, a / b, note))
+    print("\n| HSA fwd (H=16, Hm=1, dh=64, S=64, K=8) | idx | distinct/picks, 32-token tile | torch gather ms | v2 ms "
+          "| v3 ms | v3 vs v2 | v2 / v3 TFLOP/s | rel err v2 / v3 |\n|---|---|---|---|---|---|---|---|---|")
+    for T, label, ratio, tg, a, b, ea, eb in hsa_rows:
+        fl = 4.0 * T * 16 * 8 * 64 * 64
+        print("| T=%d | %s | %.3f | %.3f | %.4f | %.4f | %.2fx | %.0f / %.0f | %.1e / %.1e |" % (
+            T, label, ratio, tg, a, b, a / b, fl / a / 1e9, fl / b / 1e9, ea, eb))
     results["copy_tb_s"] = copy_bw
     if args.out:
         with open(args.out, "w") as f:

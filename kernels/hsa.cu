@@ -1,6 +1,8 @@
 /*
  * kernels/hsa.cu — HSA attention forward (see kernels.h): tensor cores for G = 16, dh = 64
- * (hsa_mma.cuh); otherwise CUDA cores, any G = H/Hm (below).
+ * (v2: hsa_mma.cuh, one warp per token; v3: hsa_v3.cuh, a CTA per 32-token tile staging each
+ * distinct chunk once; HSADB_HSA_KERNEL=v2|v3 picks, read once, default v2); otherwise CUDA
+ * cores, any G = H/Hm (below).
  *
  * One CTA per (token t, memory head m), 4 warps; warp w serves query heads w, w+4, ... of the
  * G heads that share memory head m. For each chosen chunk the CTA stages its K and V rows of
@@ -12,9 +14,12 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels.h"
 #include "hsa_mma.cuh"
+#include "hsa_v3.cuh"
 
 #define HSA_WARPS 4
 
@@ -110,6 +115,21 @@ hsa_fwd_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kmem
     }
 }
 
+/* Tensor-core kernel choice: hsadb_cuda_hsa_set_kernel(2 or 3) if called (tests, benchmarks;
+ * 0 = back to the environment), else HSADB_HSA_KERNEL (v2 | v3, read on the first call),
+ * else v2. */
+static int hsa_kernel_forced;
+extern "C" void hsadb_cuda_hsa_set_kernel(int version) { hsa_kernel_forced = version == 2 || version == 3 ? version : 0; }
+static int hsa_kernel_version(void) {
+    static int from_env;
+    if (hsa_kernel_forced) return hsa_kernel_forced;
+    if (!from_env) {
+        const char *e = getenv("HSADB_HSA_KERNEL");
+        from_env = e && (!strcmp(e, "v3") || !strcmp(e, "3")) ? 3 : 2;
+    }
+    return from_env;
+}
+
 extern "C" int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem, const int32_t *idx,
                                   const float *w, int T, int H, int Hm, int dh, int S, int K, float *out,
                                   hsadb_stream_t stream) {
@@ -122,7 +142,17 @@ extern "C" int hsadb_cuda_hsa_fwd2(const uint16_t *q, const uint16_t *kmem, cons
     cudaStream_t s = (cudaStream_t)stream;
     if (T < 0 || H % Hm || S != 64) return (int)cudaErrorInvalidValue;
     if (T == 0) return 0;
-    if (H / Hm == 16 && dh == 64) {           /* tensor-core path */
+    if (H / Hm == 16 && dh == 64 && K <= V3_KMAX && hsa_kernel_version() == 3) {   /* tensor cores, v3 */
+        static bool attr3 = false;
+        if (!attr3) {
+            cudaFuncSetAttribute(hsa_fwd_v3_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)v3_smem_bytes(V3_KMAX));
+            attr3 = true;
+        }
+        dim3 g((unsigned)((T + V3_TT - 1) / V3_TT), (unsigned)Hm);
+        hsa_fwd_v3_kernel<<<g, V3_THREADS, v3_smem_bytes(K), s>>>(q, kmem, vmem, base_n, kx, vx, idx, w, T, Hm, K, out);
+        return (int)cudaGetLastError();
+    }
+    if (H / Hm == 16 && dh == 64) {           /* tensor-core path (v2) */
         static bool attr = false;
         if (!attr) {
             cudaFuncSetAttribute(hsa_fwd_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, MMA_SMEM);

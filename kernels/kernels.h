@@ -47,7 +47,12 @@ int    hsadb_cuda_topk_rows(const float *scores, int rows, int64_t cols, int64_t
 /* HSA attention. q [T][H][dh] bf16; kmem, vmem [C][S][Hm][dh] bf16 (the stored layout);
  * idx [T][Hm][K] int32 (-1 = empty slot), w [T][Hm][K] fp32. out [T][H][dh] fp32:
  * out[t,h] = sum_r w[t,m,r] softmax_S(q[t,h] . K[idx,:,m] / sqrt(dh)) V[idx,:,m], m = h/(H/Hm).
- * dh must be 32, 64 or 128. */
+ * dh must be 32, 64 or 128.
+ * G = 16 with dh = 64 runs on tensor cores: kernel v2 (hsa_mma.cuh, one warp per token) by
+ * default, v3 (hsa_v3.cuh, a CTA per 32-token tile staging each distinct chunk once; K <= 32)
+ * with HSADB_HSA_KERNEL=v3 in the environment (read on the first call). Tests and benchmarks
+ * pick one per call with hsa.cu's  void hsadb_cuda_hsa_set_kernel(int version)  (2 or 3; 0 =
+ * back to the environment's choice), deliberately not declared here. */
 int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem,
                        const int32_t *idx, const float *w, int T, int H, int Hm, int dh, int S,
                        int K, float *out, hsadb_stream_t stream);

@@ -134,41 +134,78 @@ static void test_topk_rows(int rows, int64_t cols, int k) {
     cudaFree(dsc), cudaFree(ds), cudaFree(di), cudaFree(dne), cudaFree(ws);
 }
 
-static void test_hsa(int T, int H, int Hm, int dh, int C, int K) {
-    const int S = 64, G = H / Hm;
+/* HSA attention against float64. kernel: 0 = whatever the dispatch picks (CUDA-core cases),
+ * 2 / 3 = the tensor-core v2 / v3 kernel (hsadb_cuda_hsa_set_kernel). pool > 0: every block of
+ * 64 consecutive tokens draws its picks from `pool` chunks (neighbours share most picks, as real
+ * retrieval does); 0: uniform over all chunks. C2 > 0: a second K/V source of C2 chunks
+ * (hsadb_cuda_hsa_fwd2, chunk ids C .. C+C2-1). Some slots are empty (-1), some valid slots
+ * have w = 0. v3 runs twice and must give identical bits (its pick order is fixed). */
+extern "C" void hsadb_cuda_hsa_set_kernel(int version);
+
+static void test_hsa(int T, int H, int Hm, int dh, int C, int K, int kernel = 0, int pool = 0, int C2 = 0) {
+    const int S = 64, G = H / Hm, Ct = C + C2;
     std::vector<uint16_t> q((size_t)T * H * dh), km((size_t)C * S * Hm * dh), vm(km.size());
+    std::vector<uint16_t> kx((size_t)C2 * S * Hm * dh), vx(kx.size());
     std::vector<int32_t> idx((size_t)T * Hm * K);
     std::vector<float> w(idx.size());
     for (auto &x : q) x = to_bf16((float)nrand());
     for (auto &x : km) x = to_bf16((float)nrand());
     for (auto &x : vm) x = to_bf16((float)nrand());
-    for (int t = 0; t < T; t++)
+    for (auto &x : kx) x = to_bf16((float)nrand());
+    for (auto &x : vx) x = to_bf16((float)nrand());
+    std::vector<int32_t> pl(pool > 0 ? pool : 1);
+    for (int t = 0; t < T; t++) {
+        if (pool > 0 && t % 64 == 0)
+            for (auto &c : pl) c = (int32_t)(urand() * Ct);
         for (int m = 0; m < Hm; m++) {
             int valid = (int)(urand() * (K + 1));            /* some rows have empty slots */
+            if (pool > 0 && urand() < 0.8) valid = K;
             double sum = 0;
             for (int r = 0; r < K; r++) {
                 size_t o = ((size_t)t * Hm + m) * K + r;
-                idx[o] = r < valid ? (int32_t)(urand() * C) : -1;
-                w[o] = r < valid ? (float)(urand() + 0.05) : 0.f;
+                idx[o] = r < valid ? (pool > 0 ? pl[(size_t)(urand() * pool)] : (int32_t)(urand() * Ct)) : -1;
+                w[o] = r < valid && urand() > 0.1 ? (float)(urand() + 0.05) : 0.f;   /* valid slots with w = 0 too */
                 sum += w[o];
             }
             for (int r = 0; r < K; r++) w[((size_t)t * Hm + m) * K + r] /= sum > 0 ? (float)sum : 1.f;
         }
-    uint16_t *dq, *dk, *dv; int32_t *di; float *dw, *dout;
+    }
+    auto kv = [&](bool v, int32_t c, int s, int m, int d) -> double {   /* K or V element of chunk c */
+        const std::vector<uint16_t> &a = c < C ? (v ? vm : km) : (v ? vx : kx);
+        const size_t cc = (size_t)(c < C ? c : c - C);
+        return from_bf16(a[((cc * S + s) * Hm + m) * dh + d]);
+    };
+    uint16_t *dq, *dk, *dv, *dkx = NULL, *dvx = NULL; int32_t *di; float *dw, *dout, *dout2;
+    const size_t on = (size_t)T * H * dh;
     CU(cudaMalloc(&dq, q.size() * 2)); CU(cudaMalloc(&dk, km.size() * 2)); CU(cudaMalloc(&dv, vm.size() * 2));
-    CU(cudaMalloc(&di, idx.size() * 4)); CU(cudaMalloc(&dw, w.size() * 4)); CU(cudaMalloc(&dout, (size_t)T * H * dh * 4));
+    CU(cudaMalloc(&di, idx.size() * 4)); CU(cudaMalloc(&dw, w.size() * 4));
+    CU(cudaMalloc(&dout, on * 4)); CU(cudaMalloc(&dout2, on * 4));
+    if (C2) {
+        CU(cudaMalloc(&dkx, kx.size() * 2)); CU(cudaMalloc(&dvx, vx.size() * 2));
+        CU(cudaMemcpy(dkx, kx.data(), kx.size() * 2, cudaMemcpyHostToDevice));
+        CU(cudaMemcpy(dvx, vx.data(), vx.size() * 2, cudaMemcpyHostToDevice));
+    }
     CU(cudaMemcpy(dq, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dk, km.data(), km.size() * 2, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dv, vm.data(), vm.size() * 2, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(di, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dw, w.data(), w.size() * 4, cudaMemcpyHostToDevice));
-    CU(cudaMemset(dout, 0xff, (size_t)T * H * dh * 4));
+    CU(cudaMemset(dout, 0xff, on * 4));
+    CU(cudaMemset(dout2, 0xff, on * 4));
     stage = "hsa kernel";
-    CU((cudaError_t)hsadb_cuda_hsa_fwd(dq, dk, dv, di, dw, T, H, Hm, dh, S, K, dout, 0));
+    hsadb_cuda_hsa_set_kernel(kernel);
+    const int runs = kernel == 3 ? 2 : 1;
+    for (int run = 0; run < runs; run++) {
+        float *o = run ? dout2 : dout;
+        if (C2) CU((cudaError_t)hsadb_cuda_hsa_fwd2(dq, dk, dv, C, dkx, dvx, di, dw, T, H, Hm, dh, S, K, o, 0));
+        else CU((cudaError_t)hsadb_cuda_hsa_fwd(dq, dk, dv, di, dw, T, H, Hm, dh, S, K, o, 0));
+    }
+    hsadb_cuda_hsa_set_kernel(0);
     CU(cudaDeviceSynchronize());
     stage = "hsa reference";
-    std::vector<float> out((size_t)T * H * dh);
-    CU(cudaMemcpy(out.data(), dout, out.size() * 4, cudaMemcpyDeviceToHost));
+    std::vector<float> out(on), out2(runs > 1 ? on : 0);
+    CU(cudaMemcpy(out.data(), dout, on * 4, cudaMemcpyDeviceToHost));
+    if (runs > 1) CU(cudaMemcpy(out2.data(), dout2, on * 4, cudaMemcpyDeviceToHost));
     double num = 0, den = 0;
     bool nan = false;
     std::vector<double> sc(S);
@@ -182,15 +219,13 @@ static void test_hsa(int T, int H, int Hm, int dh, int C, int K) {
                 double mx = -1e300, sum = 0;
                 for (int s = 0; s < S; s++) {
                     double a = 0;
-                    for (int d = 0; d < dh; d++)
-                        a += from_bf16(q[((size_t)t * H + h) * dh + d]) * from_bf16(km[(((size_t)idx[o] * S + s) * Hm + m) * dh + d]);
+                    for (int d = 0; d < dh; d++) a += from_bf16(q[((size_t)t * H + h) * dh + d]) * kv(false, idx[o], s, m, d);
                     sc[s] = a / sqrt((double)dh);
                     mx = std::max(mx, sc[s]);
                 }
                 for (int s = 0; s < S; s++) sum += (sc[s] = exp(sc[s] - mx));
                 for (int s = 0; s < S; s++)
-                    for (int d = 0; d < dh; d++)
-                        ref[d] += w[o] * sc[s] / sum * from_bf16(vm[(((size_t)idx[o] * S + s) * Hm + m) * dh + d]);
+                    for (int d = 0; d < dh; d++) ref[d] += w[o] * sc[s] / sum * kv(true, idx[o], s, m, d);
             }
             for (int d = 0; d < dh; d++) {
                 double g = out[((size_t)t * H + h) * dh + d];
@@ -205,9 +240,14 @@ static void test_hsa(int T, int H, int Hm, int dh, int C, int K) {
      * The CUDA-core path keeps them in fp32. */
     const int tc = G == 16 && dh == 64;
     const double tol = tc ? 5e-3 : 1e-4;
-    CHECK(!nan && rel < tol, "hsa_fwd T=%d H=%d Hm=%d (G=%d) dh=%d K=%d (%s): |out-ref|/|ref| = %.2e < %.0e", T, H, Hm, G,
-          dh, K, tc ? "tensor cores" : "CUDA cores", rel, tol);
-    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(di), cudaFree(dw), cudaFree(dout);
+    const bool same = runs == 1 || memcmp(out.data(), out2.data(), on * 4) == 0;
+    char what[96];
+    snprintf(what, sizeof what, "%s%s%s%s", !tc ? "CUDA cores" : kernel == 3 ? "tensor cores v3" : "tensor cores v2",
+             pool ? ", neighbours share picks" : "", C2 ? ", second source" : "", runs > 1 ? ", 2 runs bit-identical" : "");
+    CHECK(!nan && rel < tol && same, "hsa_fwd T=%d H=%d Hm=%d (G=%d) dh=%d K=%d (%s): |out-ref|/|ref| = %.2e < %.0e%s", T, H,
+          Hm, G, dh, K, what, rel, tol, same ? "" : " (runs differ)");
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(di), cudaFree(dw), cudaFree(dout), cudaFree(dout2);
+    if (C2) cudaFree(dkx), cudaFree(dvx);
 }
 
 int main(void) {
@@ -218,7 +258,7 @@ int main(void) {
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGALRM, watchdog);
-    alarm(100);
+    alarm(140);
     rng_state = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull | 1;
     printf("# seed %llu\n", (unsigned long long)rng_state);
     test_topk1(1, 64, 8, 1);
@@ -233,12 +273,22 @@ int main(void) {
     test_topk_rows(64, 5000, 16);
     test_topk_rows(16, 262144, 8);
     test_topk_rows(3, 100000, 32);
-    test_hsa(37, 16, 1, 64, 50, 8);
     test_hsa(37, 8, 2, 32, 20, 8);
     test_hsa(20, 4, 4, 128, 9, 8);
     test_hsa(33, 12, 3, 64, 30, 4);
-    test_hsa(1001, 32, 2, 64, 300, 8);      /* tensor-core path, 2 memory heads */
     test_hsa(5, 16, 1, 32, 3, 8);           /* G = 16 with dh = 32: CUDA-core path */
+    /* tensor-core path (G = 16, dh = 64), each case with v2 and v3 (fresh inputs each);
+     * v3 tiles are 32 tokens: none of these T is a multiple of 32 */
+    for (int v = 2; v <= 3; v++) {
+        test_hsa(37, 16, 1, 64, 50, 8, v);
+        test_hsa(1001, 32, 2, 64, 300, 8, v);          /* 2 memory heads */
+        test_hsa(300, 16, 1, 64, 200, 8, v, 10);       /* heavy reuse: 10 chunks per 64 tokens */
+        test_hsa(150, 32, 2, 64, 40, 8, v, 12, 20);    /* second source, reuse across both */
+        test_hsa(150, 16, 1, 64, 30, 8, v, 0, 30);     /* second source, uniform picks */
+        test_hsa(33, 16, 1, 64, 64, 16, v, 6);         /* K = 16, a 1-token last tile */
+        test_hsa(95, 16, 1, 64, 64, 32, v);            /* K = 32 (v3's largest), repeats within a token */
+        test_hsa(3, 16, 1, 64, 5, 8, v);               /* fewer tokens than one tile */
+    }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
