@@ -1122,7 +1122,7 @@ struct snap_writer {
     hsadb_store *st;
     atomic_int stop;
     _Atomic uint64_t committed;
-    int rc;
+    atomic_int rc;      /* read by the main thread while the writer runs */
 };
 
 static void *snap_writer_main(void *arg) {
@@ -1134,9 +1134,9 @@ static void *snap_writer_main(void *arg) {
     uint64_t n = 0;
     int i;
     scratch_init(&s, z);
-    sw->rc = hsadb_store_writer_begin(sw->st, "a", 1, &w, NULL);
-    for (i = 0; sw->rc == 0 && !atomic_load(&sw->stop); i++) {
-        sw->rc = append_batch(w, &n, 0, z, 21, 1 + (size_t)(i % 4), &s, 0);
+    atomic_store(&sw->rc, hsadb_store_writer_begin(sw->st, "a", 1, &w, NULL));
+    for (i = 0; atomic_load(&sw->rc) == 0 && !atomic_load(&sw->stop); i++) {
+        atomic_store(&sw->rc, append_batch(w, &n, 0, z, 21, 1 + (size_t)(i % 4), &s, 0));
         atomic_store(&sw->committed, n);
     }
     if (w) hsadb_store_writer_end(w);
@@ -1179,7 +1179,7 @@ static void test_snapshot(void) {
     memset(&sw, 0, sizeof sw);
     sw.st = st;
     pthread_create(&th, NULL, snap_writer_main, &sw);
-    while (atomic_load(&sw.committed) < 40 && sw.rc == 0) usleep(1000);
+    while (atomic_load(&sw.committed) < 40 && atomic_load(&sw.rc) == 0) usleep(1000);
     lo = atomic_load(&sw.committed);
     rc = hsadb_store_snapshot(st, NULL, s1);
     CHECK(rc == 0, "whole-db snapshot while the writer runs (rc %d %s)", rc, why(rc));
@@ -1195,8 +1195,8 @@ static void test_snapshot(void) {
     usleep(20000);
     atomic_store(&sw.stop, 1);
     pthread_join(th, NULL);
-    CHECK(sw.rc == 0 && atomic_load(&sw.committed) > hi, "the writer kept committing (%" PRIu64 " chunks, rc %d)",
-          atomic_load(&sw.committed), sw.rc);
+    CHECK(atomic_load(&sw.rc) == 0 && atomic_load(&sw.committed) > hi, "the writer kept committing (%" PRIu64 " chunks, rc %d)",
+          atomic_load(&sw.committed), atomic_load(&sw.rc));
     snprintf(cmd, sizeof cmd, "mdb_stat -a %s > /dev/null && mdb_stat -a %s > /dev/null && "
              "mdb_stat -a %s > /dev/null && mdb_dump -s memories %s > /dev/null", dir, s1, s2, s2);
     CHECK(shell_ok(cmd), "mdb_stat -a on the db and both snapshots, mdb_dump -s memories: exit 0");
