@@ -203,7 +203,8 @@ extern "C" void hsadb_cuda_run_free(hsadb_cuda_run *c) {
     step_graph *gs[] = {&c->g_lower, &c->g_upper, &c->g_logits};
     for (int i = 0; i < 3; i++)
         if (gs[i]->exec) cudaGraphExecDestroy(gs[i]->exec);
-    void *host[] = {c->h_pos, c->h_tok, c->h_xin, c->h_xout, c->h_logits, c->h_idx, c->h_map, c->h_tidx, c->h_tw, c->h_tqr, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
+    void *host[] = {c->h_pos, c->h_tok, c->h_xin, c->h_xout, c->h_logits, c->h_idx, c->h_map, c->h_tidx,
+                    c->h_tw, c->h_tqr, c->h_xl, c->h_xk, c->h_xv, c->h_kb, c->h_vb};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) cudaFreeHost(host[i]);
     if (c->blas) cublasDestroy(c->blas);
     if (c->st) cudaStreamDestroy(c->st);
@@ -1049,24 +1050,31 @@ static int kv_grow(hsadb_tier *g, int64_t want) {
     return 0;
 }
 
-/* Turn the slots into a block cache: chunks 0..kv_used-1 stay where they are. */
+/* Turn the slots into a block cache: chunks 0..kv_used-1 stay where they are. Nothing changes
+ * when an allocation fails. */
 static int cache_enter(hsadb_tier *g) {
     const int64_t slots = g->kv_cap;
-    cudaError_t e;
-    if (!(g->slot_of = (int32_t *)malloc((size_t)g->cap * sizeof *g->slot_of)) ||
-        !(g->chunk_of = (int64_t *)malloc((size_t)slots * sizeof *g->chunk_of)) ||
-        !(g->used = (uint32_t *)calloc((size_t)slots, sizeof *g->used)) ||
-        !(g->ref = (uint8_t *)calloc((size_t)slots, 1)) ||
-        !(g->miss_chunk = (uint64_t *)malloc(TIER_STAGE * sizeof *g->miss_chunk)))
-        return ENOMEM;
-    for (int64_t i = 0; i < g->cap; i++) g->slot_of[i] = i < g->kv_used ? (int32_t)i : -1;
-    for (int64_t i = 0; i < slots; i++) g->chunk_of[i] = i < g->kv_used ? i : -1;
     const size_t rec = 2 * tier_per(g) * 2;
-    if ((e = cudaMallocHost(&g->miss_slot, TIER_STAGE * sizeof(int32_t))) != cudaSuccess ||
-        (e = cudaMalloc(&g->d_slot, TIER_STAGE * sizeof(int32_t))) != cudaSuccess ||
-        (e = cudaMallocHost(&g->h_stage, TIER_STAGE * rec)) != cudaSuccess ||
-        (e = cudaMalloc(&g->d_stage, TIER_STAGE * rec)) != cudaSuccess)
-        return cuda_fail(e, "block cache staging", __LINE__);
+    int32_t *so = (int32_t *)malloc((size_t)g->cap * sizeof *so), *ms = NULL, *ds = NULL;
+    int64_t *co = (int64_t *)malloc((size_t)slots * sizeof *co);
+    uint32_t *used = (uint32_t *)calloc((size_t)slots, sizeof *used);
+    uint8_t *ref = (uint8_t *)calloc((size_t)slots, 1);
+    uint64_t *mc = (uint64_t *)malloc(TIER_STAGE * sizeof *mc);
+    uint16_t *hs = NULL, *dst = NULL;
+    cudaError_t e = cudaMallocHost(&ms, TIER_STAGE * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMalloc(&ds, TIER_STAGE * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMallocHost(&hs, TIER_STAGE * rec);
+    if (e == cudaSuccess) e = cudaMalloc(&dst, TIER_STAGE * rec);
+    if (e != cudaSuccess || !so || !co || !used || !ref || !mc) {
+        free(so), free(co), free(used), free(ref), free(mc);
+        cudaFreeHost(ms), cudaFree(ds), cudaFreeHost(hs), cudaFree(dst);
+        cudaGetLastError();
+        return e != cudaSuccess ? cuda_fail(e, "block cache staging", __LINE__) : ENOMEM;
+    }
+    for (int64_t i = 0; i < g->cap; i++) so[i] = i < g->kv_used ? (int32_t)i : -1;
+    for (int64_t i = 0; i < slots; i++) co[i] = i < g->kv_used ? i : -1;
+    g->slot_of = so, g->chunk_of = co, g->used = used, g->ref = ref, g->miss_chunk = mc;
+    g->miss_slot = ms, g->d_slot = ds, g->h_stage = hs, g->d_stage = dst;
     g->piece = 1;
     g->cached = 1;
     return 0;
@@ -1291,7 +1299,7 @@ static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t
     const hsadb_config *cf = c->c;
     const hsadb_hsa_w *w = &c->m->w.hsa[g];
     const int D = cf->dim, H = cf->n_heads, Hm = cf->n_mem_heads, dh = cf->head_dim, dr = cf->retr_dim;
-    const int K = cf->topk, S = cf->chunk, G = cf->n_groups;
+    const int K = cf->topk, S = cf->chunk;
     const hsadb_tier *tier = mv->tier;
     int rc;
     const int64_t have = mv->base_n + (mv->extra ? mv->extra->n : 0);
