@@ -22,7 +22,10 @@ distractors), multivalue, multiquery, vt (variable tracking), lm (plain text, no
 
 Options (opts dict, see DEFAULT_OPTS / TRAIN_OPTS): tail_frac places that fraction of the needles
 at the very end of the haystack (immediately before the query block, or up to tail_span bytes
-before it, often in the chunk that is still incomplete at the answer); mv_order "sorted" makes the
+before it, often in the chunk that is still incomplete at the answer); tail_align makes that
+fraction of the samples put one asked needle immediately before the query block with its value in
+the chunk that is incomplete at <answer> (the sample then ends with a <bos>+filler pad of 0..S-1
+tokens after the last <eos>, which shifts the chunk grid; see assemble()); mv_order "sorted" makes the
 multi-value answer list the values in sorted (byte) order, which the model can infer from the
 retrieved content, while "doc" is document order; vt_hops weights the number of hops.
 The defaults (DEFAULT_OPTS) are eval-faithful: no tail placement, uniform 1-3 hops; with them the
@@ -173,6 +176,12 @@ DEFAULT_OPTS = dict(
                         # whole needle ("needle", the old behaviour)
     mv_order="sorted",  # multivalue answer order: "sorted" (byte order of the values) or "doc"
     vt_hops=None,       # weights of 1, 2, 3, ... hops (None: uniform 1-3, as RULER)
+    tail_align=0.0,     # fraction of the samples whose needle (one asked in the first query block)
+                        # sits immediately before <query>, shifted (by a short <bos>+filler pad after
+                        # the last <eos>) so that its value lies in the chunk that is still
+                        # incomplete at that block's <answer>: only the sliding window can copy it
+    tail_align_straddle=0.0,  # of those aligned samples, this fraction puts the value across the
+                        # boundary instead (starts in the last complete chunk, ends in the incomplete one)
 )
 # what train.py uses unless told otherwise
 TRAIN_OPTS = dict(DEFAULT_OPTS, tail_frac=0.12, vt_hops=(0.5, 0.3, 0.2))
@@ -248,24 +257,56 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
         ans_pos.append((st, len(tail) - 1))  # positions st .. len-2 predict a..eos
     head = [BOS] if bos else []
     n = len(needles)
+    # tail_align (no rng use when it is 0: same samples): needle ia goes immediately before <query>
+    # (after every other needle) and the sample ends with a pad of npad tokens after the last <eos>,
+    # chosen so that <answer> of the first query block sits at offset r of its chunk with the value
+    # (its last occurrence in the needle) in that same chunk, i.e. in the chunk that is still
+    # incomplete there; no eligible chunk holds it until the answer crosses the next chunk boundary.
+    ia, npad = None, 0
+    if o["tail_align"] > 0 and n and rng.random() < o["tail_align"]:
+        refs = set(qas[0][2])
+        cand = [n - 1] if ordered else sorted(refs)  # ordered (chains): only the last needle can go
+        cand = [i for i in cand if i in refs]
+        if cand:
+            i = rng.choice(cand)
+            nd = needles[i]
+            mk = b(marks[i]) if marks is not None and marks[i] else None
+            off, k = 0, 0
+            while mk:
+                k = _find(nd, mk, k)
+                if k < 0:
+                    break
+                off, k = k, k + 1
+            lv = len(mk) if mk else len(nd)
+            q0 = len(b(qas[0][0]))
+            d = (len(nd) - off) + 1 + 1 + q0  # value start -> <answer>: rest of needle, space, <query>, question
+            if rng.random() < o["tail_align_straddle"]:
+                lo, hi = max(0, d - lv + 1), min(S - 1, d - 1)  # value across the chunk boundary
+            else:
+                lo, hi = d, S - 1  # value entirely in the incomplete chunk
+            if lo <= hi:
+                r = rng.randint(lo, hi)
+                a_nopad = L - len(tail) + 1 + q0
+                ia, npad = i, (a_nopad - r) % S
+    others = [i for i in range(n) if i != ia]
     nbytes = sum(len(x) for x in needles)
-    Lh = L - len(tail) - len(head)
+    Lh = L - len(tail) - len(head) - npad
     nf = Lh - nbytes - n  # one separator space per needle
     if nf < 0:
         raise ValueError("sequence too short for the needles")
     kind = filler if filler != "mix" else ("corpus" if rng.random() < 0.75 else "noise")
     fill = corpus.slice(rng, nf) if kind == "corpus" else noise_filler(rng, nf)
     # which needles go to the end of the haystack (no rng use when tail_frac == 0: same samples)
-    is_tail = [False] * n
-    if o["tail_frac"] > 0 and n:
-        flags = [rng.random() < o["tail_frac"] for _ in range(n)]
+    is_tail = {i: False for i in others}
+    if o["tail_frac"] > 0 and others:
+        flags = [rng.random() < o["tail_frac"] for _ in others]
         if ordered:
             k = sum(flags)
-            is_tail = [i >= n - k for i in range(n)]
+            is_tail = {i: j >= len(others) - k for j, i in enumerate(others)}
         else:
-            is_tail = flags
-    norm_idx = [i for i in range(n) if not is_tail[i]]
-    tail_idx = [i for i in range(n) if is_tail[i]]
+            is_tail = dict(zip(others, flags))
+    norm_idx = [i for i in others if not is_tail[i]]
+    tail_idx = [i for i in others if is_tail[i]]
     # insertion points in filler coordinates (sorted), snapped forward to a space/newline
     pts = sorted(rng.randrange(0, nf + 1) for _ in norm_idx)
     pts = sorted(_snap(fill, nf, p) for p in pts)
@@ -277,9 +318,11 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
     tpts.sort()
     if ordered:  # needle i goes to the i-th point (keeps the given order, e.g. vt chains)
         allp = sorted(pts + tpts)
-        pairs = list(zip(allp, range(n)))
+        pairs = list(zip(allp, others))
     else:
         pairs = sorted(list(zip(pts, norm_idx)) + list(zip(tpts, tail_idx)), key=lambda x: x[0])
+    if ia is not None:
+        pairs.append((nf, ia))  # last, immediately before the query block
     out = list(head)
     spans = [None] * n
     prev = 0
@@ -292,6 +335,9 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
     out += fill[prev:].tolist()
     base = len(out)
     out += tail
+    if npad:  # the next document starts after the last <eos> (LM loss only)
+        pf = corpus.slice(rng, npad - 1) if kind == "corpus" else noise_filler(rng, npad - 1)
+        out += [BOS] + pf.tolist()
     assert len(out) == L, (len(out), L)
     toks = np.array(out, dtype=np.int64)
     ans = np.zeros(L, dtype=bool)
@@ -329,7 +375,9 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
             el = [c for c in chunks_of(idx) if (c + 1) * S <= t]
             if el:
                 sup.append((t, el))
-    meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles, tail=[i for i in range(n) if is_tail[i]], base=base)
+    meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles,
+                tail=[i for i in others if is_tail[i]] + ([ia] if ia is not None else []), base=base,
+                align=ia, pad=npad)
     return Sample(toks, ans, sup, None, [qa[1] for qa in qas], meta)
 
 

@@ -219,3 +219,99 @@ def test_retrieval_loss_on_batches(corpus):
     # nothing supervised at all
     z, a = T.retrieval_loss([s2], sb2[:0], st2[:0], tg2[:0])
     assert float(z) == 0.0 and a != a
+
+
+def _first_answer(s):
+    return int(np.nonzero(s.tokens == D.ANSWER)[0][0])
+
+
+@pytest.mark.parametrize("straddle", [0.0, 1.0])
+def test_tail_align_puts_the_value_in_the_incomplete_chunk(corpus, straddle):
+    """tail_align=1: one needle asked in the first query block sits immediately before <query>, and
+    (its last occurrence of) the value lies in the chunk that is still incomplete at that block's
+    <answer> (straddle: it starts in the last complete chunk and ends in the incomplete one)."""
+    opts = dict(D.TRAIN_OPTS, tail_frac=0.25, tail_zero=0.5, tail_align=1.0, tail_align_straddle=straddle)
+    n_al = n_all = n_nosup = 0
+    per_fam = {}
+    for s in samples(corpus, NEEDLE_FAMS, opts, n=20):
+        m, L = s.meta, len(s.tokens)
+        n_all += 1
+        per_fam.setdefault(s.family, [0, 0])[1] += 1
+        ia, pad = m["align"], m["pad"]
+        # the sample is L tokens: ... <eos> [<bos> filler x (pad-1)]
+        assert 0 <= pad < S
+        assert s.tokens[L - pad - 1] == D.EOS
+        if pad:
+            assert s.tokens[L - pad] == D.BOS and (s.tokens[L - pad + 1:] < 256).all()
+        if ia is None:
+            assert pad == 0
+            continue
+        n_al += 1
+        per_fam[s.family][0] += 1
+        a = _first_answer(s)
+        c = a // S
+        base = m["base"]
+        st, en = m["spans"][ia]
+        assert en + 1 == base and s.tokens[en] == 32, "aligned needle not right before <query>"
+        assert max(e for _, e in m["spans"]) == en, "aligned needle is not the last one"
+        assert ia in s.meta["pos_needles"][a] or s.family in ("multivalue", "vt")
+        vs, ve = m["sup_spans"][ia][-1]  # the value's last occurrence in the needle
+        assert st <= vs < ve <= en
+        if straddle:
+            assert vs // S == c - 1 and (ve - 1) // S == c
+        else:
+            assert vs // S == c, "value not in the chunk that is incomplete at <answer>"
+            # so no eligible chunk holds it before the answer reaches the next chunk boundary
+            single = len(m["sup_spans"][ia]) == 1
+            for t, ns in m["pos_needles"].items():
+                if t < (c + 1) * S and list(ns) == [ia] and single:
+                    assert t not in dict(s.sup), "retrieval target for a value that is in no complete chunk"
+                    n_nosup += 1
+            if s.family == "niah":
+                assert text(s.tokens[vs:ve]) == s.answers[0]
+        # the answer text that the window has to copy is there, unchanged
+        assert text(s.tokens[vs:ve]) in s.answers[0] or s.family == "vt"
+    assert n_al > 0.6 * n_all
+    assert per_fam["niah"][0] > 0.6 * per_fam["niah"][1]
+    if not straddle:
+        assert n_nosup > 200
+
+
+def test_tail_align_fraction_and_default(corpus):
+    opts = dict(D.TRAIN_OPTS, tail_align=0.3)
+    k = n = 0
+    for s in samples(corpus, ["niah", "multikey"], opts, n=150, lengths=(1024,)):
+        k += s.meta["align"] is not None
+        n += 1
+    assert 0.18 < k / n < 0.36  # 0.3 times the share where the alignment fits in a chunk
+    # tail_align=0 (the default) draws nothing: the same samples as without the option
+    for base in (None, dict(D.TRAIN_OPTS, tail_frac=0.25, tail_zero=0.5)):
+        o0 = dict(base or {}, tail_align=0.0, tail_align_straddle=0.5)
+        for fam in NEEDLE_FAMS:
+            for seed in range(5):
+                s1 = D.FAMILIES[fam](random.Random(seed), corpus, 1024, S, opts=base)
+                s2 = D.FAMILIES[fam](random.Random(seed), corpus, 1024, S, opts=o0)
+                assert (s1.tokens == s2.tokens).all() and s1.sup == s2.sup
+                assert s1.meta["align"] is None and s1.meta["pad"] == 0 and s1.tokens[-1] == D.EOS
+
+
+def test_default_samples_unchanged_since_tail_align(corpus):
+    """Hashes of passkey/niah/vt samples computed with data.py before tail_align existed (these
+    families use no set iteration, so they do not depend on PYTHONHASHSEED; multikey/multivalue do,
+    through _distinct_keys)."""
+    import hashlib
+
+    def h(opts):
+        m = hashlib.sha256()
+        for fam in ["passkey", "niah", "vt"]:
+            for seed in range(8):
+                for L in (1024, 2048):
+                    s = D.FAMILIES[fam](random.Random(seed * 7 + L), corpus, L, S, opts=opts)
+                    m.update(s.tokens.tobytes())
+                    m.update(s.ans.tobytes())
+                    m.update(repr([(int(t), [int(c) for c in cs]) for t, cs in s.sup]).encode())
+        return m.hexdigest()[:16]
+
+    assert h(None) == "220bbf4ee72f0773"
+    assert h(dict(D.TRAIN_OPTS)) == "406a2089322c73ef"
+    assert h(dict(D.TRAIN_OPTS, tail_frac=0.25, tail_zero=0.5)) == "5e92aa2b9abfd74f"

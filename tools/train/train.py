@@ -255,6 +255,9 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--min-lr-ratio", type=float, default=0.1)
     ap.add_argument("--warmup-steps", type=int, default=150)
+    ap.add_argument("--rewarm-steps", type=int, default=0,
+                    help="linear lr warm-up over the first N steps of this process (fine-tunes that "
+                         "start with a fresh optimizer from exported weights)")
     ap.add_argument("--wd", type=float, default=0.05)
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--tokens-per-step", type=int, default=32768)
@@ -268,6 +271,13 @@ def main():
                     help="a tail needle ends at most this many bytes before <query> (0: 3 chunks)")
     ap.add_argument("--tail-zero", type=float, default=D.TRAIN_OPTS["tail_zero"],
                     help="fraction of the tail needles placed immediately before <query>")
+    ap.add_argument("--tail-align", type=float, default=0.0,
+                    help="fraction of the needle samples with one asked needle immediately before "
+                         "<query> and its value in the chunk that is still incomplete at <answer> "
+                         "(window-copy case; 0: unchanged data)")
+    ap.add_argument("--tail-align-straddle", type=float, default=0.0,
+                    help="of the aligned samples, this fraction has the value across the boundary "
+                         "between the last complete chunk and the incomplete one")
     ap.add_argument("--sup-mode", default="per-pos", choices=["per-pos", "union"],
                     help="retrieval targets: the needle being emitted at each answer position, or "
                          "all needles of the query block (old)")
@@ -345,7 +355,8 @@ def main():
     log("corpus %.1f MB, %d words" % (len(corpus.data) / 1e6, len(corpus.words)), logf)
     mix = json.loads(args.mix) if args.mix else None
     dopts = dict(D.TRAIN_OPTS, tail_frac=args.tail_frac, tail_span=args.tail_span or None,
-                 tail_zero=args.tail_zero, sup=args.sup_mode,
+                 tail_zero=args.tail_zero, tail_align=args.tail_align,
+                 tail_align_straddle=args.tail_align_straddle, sup=args.sup_mode,
                  sup_span=args.sup_span, mv_order=args.mv_order,
                  vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None)
     end_dists = [int(x) for x in args.eval_end_dists.split(",") if x]
@@ -381,6 +392,8 @@ def main():
         sup_t = torch.from_numpy(bt["sup_t"]).to(dev)
         sup_tgt = torch.from_numpy(bt["sup_tgt"]).to(dev)
         lr = lr_at(progress, state["step"], args)
+        if args.rewarm_steps > 0:
+            lr *= min(1.0, (state["step"] - run_info["start_step"] + 1) / args.rewarm_steps)
         for g in opt.param_groups:
             g["lr"] = lr * g.get("lr_mult", 1.0)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
