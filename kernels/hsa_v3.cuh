@@ -94,28 +94,8 @@ __device__ __forceinline__ void v3_scores(uint32_t pa[4][4], const uint16_t *qt,
         }
     }
     const float sl2 = 0.125f * 1.44269504088896341f;   /* 1/sqrt(64) * log2(e) */
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    float l0 = 0.f, l1 = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        s[nt][0] = exp2f((s[nt][0] - mx0) * sl2), s[nt][1] = exp2f((s[nt][1] - mx0) * sl2);
-        s[nt][2] = exp2f((s[nt][2] - mx1) * sl2), s[nt][3] = exp2f((s[nt][3] - mx1) * sl2);
-        l0 += s[nt][0] + s[nt][1];
-        l1 += s[nt][2] + s[nt][3];
-    }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float l0, l1;
+    frag_softmax(s, sl2, l0, l1);
     const float f0 = wr / l0, f1 = wr / l1;
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
