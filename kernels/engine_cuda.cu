@@ -169,7 +169,7 @@ struct hsadb_cuda_swa {
 #define TIER_STAGE 256     /* chunks fetched per batch: 4 MB of K/V for the shipped model */
 
 struct hsadb_tier {
-    int       Hm, dr, S, dh, K;
+    int       Hm, dr, S, dh;
     int64_t   n, cap;             /* chunks held, landmark capacity */
     uint16_t *lmk;                /* [cap][Hm*dr] */
     int64_t   kv_cap, kv_max, kv_used, min_slots;
@@ -412,6 +412,45 @@ __global__ void ring_write_kernel(const float *k, const float *v, float *rk, flo
     rv[row * kd + d] = v[i];
 }
 
+/* The keys row t attends to, [lo, hi]: with cap > 0 the causal window of W positions ending at
+ * p0 + t, clipped at the ring's first position `start`; with cap == 0 its group of `group` rows
+ * (bidirectional: the chunk encoder). */
+__device__ __forceinline__ void attn_keys(int cap, int64_t start, int64_t p0, int t, int W, int group, int64_t *lo,
+                                          int64_t *hi) {
+    if (cap) {
+        const int64_t p = p0 + t;
+        *lo = p - W + 1 < start ? start : p - W + 1;
+        *hi = p;
+    } else {
+        *lo = (int64_t)(t / group) * group;
+        *hi = *lo + group - 1;
+    }
+}
+
+/* The second half of one (row, head) of window attention, shared by attn_kernel and
+ * attn_tile_kernel: the warp's scores sc[0..nk) with their maximum mx become softmax weights, and
+ * o[d] = sum_j softmax_j V[j][d] (lane: dims lane, lane+32, ...; dh <= 128). vrow(j) is the address
+ * of key j's V row (a ring in global memory, or the tile's rows in shared memory). */
+template <class VRow>
+__device__ __forceinline__ void softmax_pv(float *sc, int nk, float mx, int lane, int dh, float *o, VRow vrow) {
+    mx = warp_max(mx);
+    float sum = 0.f;
+    for (int j = lane; j < nk; j += 32) sum += (sc[j] = __expf(sc[j] - mx));
+    sum = warp_sum(sum);
+    __syncwarp();
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int j = 0; j < nk; j++) {
+        const float p = sc[j], *vr = vrow(j);
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (lane + 32 * e < dh) acc[e] = fmaf(p, vr[lane + 32 * e], acc[e]);
+    }
+    const float inv = 1.f / sum;
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        if (lane + 32 * e < dh) o[lane + 32 * e] = acc[e] * inv;
+}
+
 /* One warp per (query row t, head h). Keys: with cap > 0, ring rows (causal window of W over
  * positions, first position `start`); with cap == 0, the rows of t's group of `group` rows
  * (bidirectional: the chunk encoder). Lanes score keys j, j+32, ..., then accumulate V over
@@ -427,14 +466,7 @@ __global__ void attn_kernel(const float *q, const float *kb, const float *vb, in
     const int t = (int)(gw / H), h = (int)(gw % H), kh = h / (H / Hk), kd = Hk * dh;
     float *sc = smem + (size_t)warp * maxk;
     int64_t lo, hi;
-    if (cap) {
-        const int64_t p = p0 + t;
-        lo = p - W + 1 < start ? start : p - W + 1;
-        hi = p;
-    } else {
-        lo = (int64_t)(t / group) * group;
-        hi = lo + group - 1;
-    }
+    attn_keys(cap, start, p0, t, W, group, &lo, &hi);
     const int nk = (int)(hi - lo + 1);
     const float scale = rsqrtf((float)dh);
     for (int i = lane; i < dh; i += 32) qs[warp][i] = q[((size_t)t * H + h) * dh + i] * scale;
@@ -454,24 +486,10 @@ __global__ void attn_kernel(const float *q, const float *kb, const float *vb, in
         sc[j] = a;
         mx = fmaxf(mx, a);
     }
-    mx = warp_max(mx);
-    float sum = 0.f;
-    for (int j = lane; j < nk; j += 32) sum += (sc[j] = __expf(sc[j] - mx));
-    sum = warp_sum(sum);
-    __syncwarp();
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int j = 0; j < nk; j++) {
+    softmax_pv(sc, nk, mx, lane, dh, out + ((size_t)t * H + h) * dh, [&](int j) {
         const int64_t key = lo + j;
-        const float p = sc[j], *vr = vb + (size_t)(cap ? key % cap : key) * kd + (size_t)kh * dh;
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-            if (lane + 32 * e < dh) acc[e] = fmaf(p, vr[lane + 32 * e], acc[e]);
-    }
-    const float inv = 1.f / sum;
-    float *o = out + ((size_t)t * H + h) * dh;
-#pragma unroll
-    for (int e = 0; e < 4; e++)
-        if (lane + 32 * e < dh) o[lane + 32 * e] = acc[e] * inv;
+        return vb + (size_t)(cap ? key % cap : key) * kd + (size_t)kh * dh;
+    });
 }
 
 /* attn_kernel for blocks of many rows, flash-style: a CTA takes TQ consecutive query rows and
@@ -519,14 +537,7 @@ attn_tile_kernel(const float *__restrict__ q, const float *__restrict__ kb, cons
     for (int pr = warp; pr < (t1 - t0) * G; pr += TWARPS) {
         const int t = t0 + pr / G, h = kh * G + pr % G;
         int64_t lo, hi;
-        if (cap) {
-            const int64_t p = p0 + t;
-            lo = p - W + 1 < start ? start : p - W + 1;
-            hi = p;
-        } else {
-            lo = (int64_t)(t / group) * group;
-            hi = lo + group - 1;
-        }
+        attn_keys(cap, start, p0, t, W, group, &lo, &hi);
         const int nkt = (int)(hi - lo + 1), off = (int)(lo - klo);
         for (int i = lane; i < dh; i += 32) qw[i] = q[((size_t)t * H + h) * dh + i] * scale;
         __syncwarp();
@@ -538,23 +549,8 @@ attn_tile_kernel(const float *__restrict__ q, const float *__restrict__ kb, cons
             sc[j] = a;
             mx = fmaxf(mx, a);
         }
-        mx = warp_max(mx);
-        float sum = 0.f;
-        for (int j = lane; j < nkt; j += 32) sum += (sc[j] = __expf(sc[j] - mx));
-        sum = warp_sum(sum);
-        __syncwarp();
-        float acc[4] = {0.f, 0.f, 0.f, 0.f};
-        for (int j = 0; j < nkt; j++) {
-            const float p = sc[j], *vr = vs + (size_t)(off + j) * dh;
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                if (lane + 32 * e < dh) acc[e] = fmaf(p, vr[lane + 32 * e], acc[e]);
-        }
-        const float inv = 1.f / sum;
-        float *o = out + ((size_t)t * H + h) * dh;
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-            if (lane + 32 * e < dh) o[lane + 32 * e] = acc[e] * inv;
+        softmax_pv(sc, nkt, mx, lane, dh, out + ((size_t)t * H + h) * dh,
+                   [&](int j) { return (const float *)vs + (size_t)(off + j) * dh; });
         __syncwarp();                         /* qw and sc are rewritten by the next pair */
     }
 }
@@ -944,7 +940,7 @@ static size_t tier_per(const hsadb_tier *g) { return (size_t)g->S * g->Hm * g->d
 extern "C" int hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh, int K) {
     hsadb_tier *g = (hsadb_tier *)calloc(1, sizeof *g);
     if (!g) return ENOMEM;
-    g->Hm = Hm, g->dr = dr, g->S = S, g->dh = dh, g->K = K;
+    g->Hm = Hm, g->dr = dr, g->S = S, g->dh = dh;
     /* a piece of rows needs every chunk of one row at once: at least twice that */
     g->min_slots = 2 * (int64_t)Hm * K;
     const size_t chunk_bytes = 2 * tier_per(g) * 2;
@@ -976,10 +972,6 @@ extern "C" int64_t hsadb_cuda_mem_count(const hsadb_tier *g) { return g ? g->n :
 extern "C" int64_t hsadb_cuda_mem_kv_room(const hsadb_tier *g) {
     if (!g) return 0;
     return g->cached ? g->kv_cap - g->kv_used : g->kv_max - g->kv_used;
-}
-
-extern "C" size_t hsadb_cuda_mem_bytes(const hsadb_tier *g) {
-    return g ? (size_t)g->cap * g->Hm * g->dr * 2 + (size_t)g->kv_cap * 2 * tier_per(g) * 2 : 0;
 }
 
 extern "C" void hsadb_cuda_mem_cache_stats(const hsadb_tier *g, int64_t *slots, int64_t *hits, int64_t *misses) {

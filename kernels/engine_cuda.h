@@ -67,7 +67,6 @@ int64_t hsadb_cuda_mem_kv_room(const hsadb_tier *g);   /* see hsadb_tier_kv_room
 /* Block-cache counters (all 0 while every chunk's K/V is resident): K/V slots, chunk picks
  * served from a slot, and picks fetched from the store. */
 void    hsadb_cuda_mem_cache_stats(const hsadb_tier *g, int64_t *slots, int64_t *hits, int64_t *misses);
-size_t  hsadb_cuda_mem_bytes(const hsadb_tier *g);     /* device bytes held */
 void hsadb_cuda_mem_free(hsadb_tier *g);
 
 #ifdef __cplusplus

@@ -50,9 +50,8 @@ int    hsadb_cuda_topk_rows(const float *scores, int rows, int64_t cols, int64_t
  * dh must be 32, 64 or 128.
  * G = 16 with dh = 64 runs on tensor cores: kernel v2 (hsa_mma.cuh, one warp per token) by
  * default, v3 (hsa_v3.cuh, a CTA per 32-token tile staging each distinct chunk once; K <= 32)
- * with HSADB_HSA_KERNEL=v3 in the environment (read on the first call). Tests and benchmarks
- * pick one per call with hsa.cu's  void hsadb_cuda_hsa_set_kernel(int version)  (2 or 3; 0 =
- * back to the environment's choice), deliberately not declared here. */
+ * with HSADB_HSA_KERNEL=v3 in the environment (read on the first call); see
+ * hsadb_cuda_hsa_set_kernel. */
 int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem,
                        const int32_t *idx, const float *w, int T, int H, int Hm, int dh, int S,
                        int K, float *out, hsadb_stream_t stream);
@@ -61,6 +60,9 @@ int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *
 int hsadb_cuda_hsa_fwd2(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem, int64_t base_n,
                         const uint16_t *kx, const uint16_t *vx, const int32_t *idx, const float *w, int T,
                         int H, int Hm, int dh, int S, int K, float *out, hsadb_stream_t stream);
+/* Tests and benchmarks: force the tensor-core kernel of later calls (2 or 3; 0 = back to the
+ * environment's choice). Not thread-safe; the engine never calls it. */
+void hsadb_cuda_hsa_set_kernel(int version);
 
 #ifdef __cplusplus
 }

@@ -140,8 +140,6 @@ static void test_topk_rows(int rows, int64_t cols, int k) {
  * retrieval does); 0: uniform over all chunks. C2 > 0: a second K/V source of C2 chunks
  * (hsadb_cuda_hsa_fwd2, chunk ids C .. C+C2-1). Some slots are empty (-1), some valid slots
  * have w = 0. v3 runs twice and must give identical bits (its pick order is fixed). */
-extern "C" void hsadb_cuda_hsa_set_kernel(int version);
-
 static void test_hsa(int T, int H, int Hm, int dh, int C, int K, int kernel = 0, int pool = 0, int C2 = 0) {
     const int S = 64, G = H / Hm, Ct = C + C2;
     std::vector<uint16_t> q((size_t)T * H * dh), km((size_t)C * S * Hm * dh), vm(km.size());
