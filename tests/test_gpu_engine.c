@@ -261,7 +261,9 @@ static void stages(const hsadb_model *m, int fp32) {
         setenv("HSADB_CUDA_GRAPHS", "0", 1);
         int rc2 = hsadb_run_init_dev(&rb, m, 64, HSADB_DEVICE_CUDA);
         unsetenv("HSADB_CUDA_GRAPHS");
+        const int have_b = rc2 == 0;
         if (!rc2) rc2 = hsadb_run_init_dev(&ra, m, 64, HSADB_DEVICE_CUDA);
+        const int have_a = have_b && rc2 == 0;
         hsadb_swa_state la, lb, ua, ub;
         hsadb_swa_state_init(&la, m, c->n_lower, 64, p0), hsadb_swa_state_init(&lb, m, c->n_lower, 64, p0);
         hsadb_swa_state_init(&ua, m, hsadb_config_upper_attn_layers(c), 64, p0);
@@ -292,7 +294,8 @@ static void stages(const hsadb_model *m, int fp32) {
               "%ld picks of the query's own chunks) (%s)", N, (long long)gl, diff, extra_sel,
               rc2 ? hsadb_last_error() : "ok");
         hsadb_swa_state_free(&la), hsadb_swa_state_free(&lb), hsadb_swa_state_free(&ua), hsadb_swa_state_free(&ub);
-        if (!rc2) hsadb_run_free(&ra), hsadb_run_free(&rb);
+        if (have_a) hsadb_run_free(&ra);
+        if (have_b) hsadb_run_free(&rb);
         free(v), free(ia);
     }
     hsadb_logits(&rc_, hc, T, logc);

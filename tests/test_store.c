@@ -108,21 +108,29 @@ static void tail_make(struct tailblob *t, uint64_t n, size_t S) {
     memset(t->pad, (int)(n & 0xff), sizeof t->pad);
 }
 
+/* Stage chunks from..to-1 with salt's content (nothing committed). */
+static int stage_range(hsadb_store_writer *w, struct sizes z, uint64_t salt, uint64_t from, uint64_t to,
+                       struct scratch *s) {
+    struct hsadb_chunk_meta m;
+    for (uint64_t i = from; i < to; i++) {
+        chunk_content(s, z, salt, i);
+        m.append_id = hsadb_store_writer_append_id(w);
+        m.byte_offset = i * z.S;
+        m.time = 1700000000 + (int64_t)m.append_id;
+        int rc = hsadb_store_writer_put_chunk(w, s->lm, s->kv, &m, s->bytes);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 /* Stages k chunks after the writer's committed+staged ones and commits them with the tail. */
 static int append_batch(hsadb_store_writer *w, uint64_t *n_chunks, uint64_t append_start,
                         struct sizes z, uint64_t salt, size_t k, struct scratch *s, int final) {
-    struct hsadb_chunk_meta m;
     struct tailblob t;
-    uint64_t i, n = *n_chunks;
+    uint64_t n = *n_chunks;
     int rc;
 
-    for (i = 0; i < k; i++) {
-        chunk_content(s, z, salt, n + i);
-        m.append_id = hsadb_store_writer_append_id(w);
-        m.byte_offset = (n + i) * z.S;
-        m.time = 1700000000 + (int64_t)m.append_id;
-        if ((rc = hsadb_store_writer_put_chunk(w, s->lm, s->kv, &m, s->bytes))) return rc;
-    }
+    if ((rc = stage_range(w, z, salt, n, n + k, s))) return rc;
     tail_make(&t, n + k, z.S);
     rc = hsadb_store_writer_commit(w, &t, sizeof t, t.n_bytes, t.n_bytes - append_start, final);
     if (rc == 0) *n_chunks = n + k;
@@ -584,20 +592,6 @@ static void *commit_sealed_thread(void *arg) {
     struct sealed_job *j = arg;
     j->rc = hsadb_store_writer_commit_sealed(j->w, &j->t, sizeof j->t, j->t.n_bytes, j->mine, 0);
     return NULL;
-}
-
-static int stage_range(hsadb_store_writer *w, struct sizes z, uint64_t salt, uint64_t from, uint64_t to,
-                       struct scratch *s) {
-    struct hsadb_chunk_meta m;
-    for (uint64_t i = from; i < to; i++) {
-        chunk_content(s, z, salt, i);
-        m.append_id = hsadb_store_writer_append_id(w);
-        m.byte_offset = i * z.S;
-        m.time = 1700000000 + (int64_t)m.append_id;
-        int rc = hsadb_store_writer_put_chunk(w, s->lm, s->kv, &m, s->bytes);
-        if (rc) return rc;
-    }
-    return 0;
 }
 
 static void test_sealed_commits(void) {

@@ -230,6 +230,13 @@ def _find(hay, m, start):
     return -1
 
 
+def _rfind(hay, m):
+    for k in range(len(hay) - len(m), -1, -1):
+        if hay[k:k + len(m)] == m:
+            return k
+    return -1
+
+
 def _snap(fill, nf, p):
     """move an insertion point forward to just after a space/newline when one is near"""
     for k in range(p, min(nf, p + 40)):
@@ -271,12 +278,7 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
             i = rng.choice(cand)
             nd = needles[i]
             mk = b(marks[i]) if marks is not None and marks[i] else None
-            off, k = 0, 0
-            while mk:
-                k = _find(nd, mk, k)
-                if k < 0:
-                    break
-                off, k = k, k + 1
+            off = max(_rfind(nd, mk), 0) if mk else 0  # the value's last occurrence (else the needle)
             lv = len(mk) if mk else len(nd)
             q0 = len(b(qas[0][0]))
             d = (len(nd) - off) + 1 + 1 + q0  # value start -> <answer>: rest of needle, space, <query>, question
