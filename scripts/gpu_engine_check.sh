@@ -13,9 +13,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--prepare" ]; then
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null || exit 1
-  cmake --build build-cuda -j"$(nproc)" --target hsadb_cli test_gpu_engine test_gpu_kernels bench_gpu_engine || exit 1
+  cmake --build build-cuda -j"$(nproc)" --target hsadb_cli test_gpu_engine test_gpu_kernels bench_gpu_engine hsadb_cuda || exit 1
   rm -rf .carry/gpu && mkdir -p .carry/gpu/lib
-  cp build-cuda/hsadb build-cuda/test_gpu_engine build-cuda/test_gpu_kernels build-cuda/bench_gpu_engine .carry/gpu/
+  cp build-cuda/hsadb build-cuda/test_gpu_engine build-cuda/test_gpu_kernels build-cuda/bench_gpu_engine build-cuda/libhsadb_cuda.so .carry/gpu/
   # the Debian libraries the binaries link that the GPU machine (Ubuntu 24.04) lacks
   ldd build-cuda/hsadb build-cuda/bench_gpu_engine | awk '{print $3}' |
     grep -E 'lmdb|openblas|gfortran|quadmath|uring|absl|grpc|gpr|upb|address_sorting|cares|re2|protobuf-c' |
