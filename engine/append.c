@@ -64,7 +64,22 @@ struct hsadb_appender {
     uint64_t               c_nbytes, c_mine;  /* stream bytes and this append's bytes */
     int                    c_rc;          /* its result, and the detail of a failure */
     char                   c_err[256];
+
+    /* HSADB_APPEND_TRACE=1: one stderr line per commit (where the append's time goes) */
+    int                    trace, n_traced, async_out;   /* lines printed; an async commit not yet reported */
+    double                 tr_mark;       /* main thread: when the last commit was handed over (or began) */
+    double                 c_secs, c_put, c_sync;   /* committer: its last commit, and the split */
 };
+
+/* One trace line: `work` = the main thread's forward + staging between two commits, `wait` =
+ * what it then waited for the committer; the commit's own time split into the puts and
+ * mdb_txn_commit (page writes + fsync). */
+static void trace_line(hsadb_appender *a, const char *kind, double work, double wait, double secs, double put_s,
+                       double sync_s) {
+    fprintf(stderr, "append-trace %-6s %2d: main thread %.1f ms forward+staging, %.1f ms waiting; commit %.1f ms "
+            "(puts %.1f, mdb_txn_commit %.1f); at %.1f ms\n", kind, a->n_traced++, work * 1e3, wait * 1e3, secs * 1e3,
+            put_s * 1e3, sync_s * 1e3, (hsadb_seconds() - a->t0) * 1e3);
+}
 
 static void *committer(void *arg) {
     hsadb_appender *a = arg;
@@ -73,8 +88,12 @@ static void *committer(void *arg) {
         while (!a->pending && !a->quit) pthread_cond_wait(&a->cv, &a->mu);
         if (!a->pending) break;
         pthread_mutex_unlock(&a->mu);
+        const double t0 = hsadb_seconds();
         int rc = hsadb_store_writer_commit_sealed(a->w, a->blob, a->c_len, a->c_nbytes, a->c_mine, 0);
+        const double t1 = hsadb_seconds();
         pthread_mutex_lock(&a->mu);
+        a->c_secs = t1 - t0;
+        hsadb_store_last_write_times(&a->c_put, &a->c_sync);
         a->c_rc = rc;
         if (rc) snprintf(a->c_err, sizeof a->c_err, "%s", hsadb_last_error());
         a->pending = 0;
@@ -133,6 +152,10 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
     a->db = db, a->m = m;
     a->start_time = hsadb_now();
     a->t0 = a->last_commit = hsadb_seconds();
+    {
+        const char *tr = getenv("HSADB_APPEND_TRACE");
+        a->trace = tr && *tr == '1';
+    }
     if ((rc = hsadb_store_writer_begin(db->store, name, a->start_time, &a->w, &a->rec))) goto fail;
     if ((rc = hsadb_db_check_memory(db, name, &a->rec))) goto fail;
     a->append_id = hsadb_store_writer_append_id(a->w);
@@ -200,8 +223,12 @@ static int stage_chunks(hsadb_appender *a, int nc) {
  * the final commit (and when there is no thread). */
 static int commit(hsadb_appender *a, int final) {
     size_t len;
+    const double tw = hsadb_seconds();
     int rc = commit_wait(a);                       /* a->blob is free again */
     if (rc) return rc;
+    const double work = tw - (a->tr_mark ? a->tr_mark : a->t0), waited = hsadb_seconds() - tw;
+    if (a->trace && a->async_out)                  /* the committer's batch, now done */
+        trace_line(a, "async", work, waited, a->c_secs, a->c_put, a->c_sync), a->async_out = 0;
     if ((rc = hsadb_swa_state_pull(&a->lower))) return rc;   /* the rings may live on the device */
     hsadb_tail_from_lower(&a->tail, a->m, &a->lower);
     if ((rc = hsadb_tail_encode(&a->tail, a->m, &a->blob, &a->blob_cap, &len))) return rc;
@@ -214,11 +241,19 @@ static int commit(hsadb_appender *a, int final) {
         a->last_commit = hsadb_seconds();          /* the next one is timed from the hand-over */
         pthread_cond_broadcast(&a->cv);
         pthread_mutex_unlock(&a->mu);
+        a->tr_mark = a->last_commit, a->async_out = 1;
         return 0;
     }
+    const double t0 = hsadb_seconds();
     rc = hsadb_store_writer_commit(a->w, a->blob, len, (uint64_t)a->tail.pos, mine, final);
     if (rc) return rc;
     a->last_commit = hsadb_seconds();
+    if (a->trace) {
+        double put_s, sync_s;
+        hsadb_store_last_write_times(&put_s, &sync_s);
+        trace_line(a, final ? "final" : "inline", a->n_traced ? 0 : work, 0, a->last_commit - t0, put_s, sync_s);
+    }
+    a->tr_mark = a->last_commit;
     return 0;
 }
 

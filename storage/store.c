@@ -425,6 +425,12 @@ typedef int (*write_fn)(hsadb_store *st, MDB_txn *txn, void *ctx);
  * transaction is aborted and nothing is written. `what` names the operation in error
  * details; `bytes` estimates what the transaction writes (see eio_or_enospc()).
  */
+static _Thread_local double tls_put_s, tls_commit_s;   /* the thread's last store_write */
+
+void hsadb_store_last_write_times(double *put_s, double *commit_s) {
+    *put_s = tls_put_s, *commit_s = tls_commit_s;
+}
+
 static int store_write(hsadb_store *st, write_fn fn, void *ctx, const char *what,
                        size_t bytes) {
     MDB_envinfo info;
@@ -440,10 +446,13 @@ static int store_write(hsadb_store *st, write_fn fn, void *ctx, const char *what
             map_leave(st);
             return store_err(rc, what);
         }
+        const double t0 = hsadb_seconds();
         rc = fn(st, txn, ctx);
+        const double t1 = hsadb_seconds();
         if (rc == 0) {
             rc = mdb_txn_commit(txn);              /* on failure LMDB aborts the txn */
             if (rc == EIO) rc = eio_or_enospc(st, bytes);
+            tls_put_s = t1 - t0, tls_commit_s = hsadb_seconds() - t1;
         } else {
             mdb_txn_abort(txn);
         }

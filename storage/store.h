@@ -165,6 +165,10 @@ int  hsadb_store_writer_commit_sealed(hsadb_store_writer *w, const void *tail, s
                                       uint64_t n_bytes, uint64_t append_bytes, int final);
 /* Number of chunks staged and not yet committed (or sealed). */
 size_t hsadb_store_writer_staged(const hsadb_store_writer *w);
+/* Timing of the calling thread's last write transaction (diagnostics: HSADB_APPEND_TRACE):
+ * seconds spent in its puts (copies into LMDB's pages) and in mdb_txn_commit (writing the
+ * dirty pages and, unless the store is nosync, syncing them). */
+void   hsadb_store_last_write_times(double *put_s, double *commit_s);
 /* Release the lock; staged, uncommitted data is dropped. */
 void hsadb_store_writer_end(hsadb_store_writer *w);
 
