@@ -18,7 +18,7 @@ import torch
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
-    ap.add_argument("--kernel", type=int, default=2, help="2, 3 or 4 (hsadb_cuda_hsa_set_kernel)")
+    ap.add_argument("--kernel", type=int, default=2, help="2..5 (hsadb_cuda_hsa_set_kernel)")
     ap.add_argument("--idx", choices=["random", "realistic"], default="random")
     ap.add_argument("--T", type=int, default=16384)
     a = ap.parse_args()

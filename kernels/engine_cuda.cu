@@ -54,11 +54,13 @@ extern "C" void hsadb_cuda_host_free(void *p) { if (p) cudaFreeHost(p); }
 typedef struct dev_weights {
     const hsadb_model  *m;
     float              *d;      /* device copy of m->arena */
+    uint16_t           *b;      /* the same in bf16 (the operands of bf16 GEMMs), same offsets */
     int                 refs;
     struct dev_weights *next;
 } dev_weights;
 
 static pthread_mutex_t g_wlock = PTHREAD_MUTEX_INITIALIZER;
+static cudaError_t weights_to_bf16(const float *d, uint16_t *b, int64_t n);   /* kernels section */
 static dev_weights *g_weights;
 
 static int weights_get(const hsadb_model *m, dev_weights **out) {
@@ -71,8 +73,10 @@ static int weights_get(const hsadb_model *m, dev_weights **out) {
         if (!(w = (dev_weights *)calloc(1, sizeof *w))) { rc = ENOMEM; goto out; }
         w->m = m;
         if ((e = cudaMalloc(&w->d, m->arena_len * sizeof(float))) != cudaSuccess ||
-            (e = cudaMemcpy(w->d, m->arena, m->arena_len * sizeof(float), cudaMemcpyHostToDevice)) != cudaSuccess) {
-            cudaFree(w->d);
+            (e = cudaMemcpy(w->d, m->arena, m->arena_len * sizeof(float), cudaMemcpyHostToDevice)) != cudaSuccess ||
+            (e = cudaMalloc(&w->b, m->arena_len * sizeof(uint16_t))) != cudaSuccess ||
+            (e = weights_to_bf16(w->d, w->b, (int64_t)m->arena_len)) != cudaSuccess) {
+            cudaFree(w->d), cudaFree(w->b);
             free(w);
             rc = cuda_fail(e, "uploading the model", __LINE__);
             goto out;
@@ -94,7 +98,7 @@ static void weights_put(dev_weights *w) {
         dev_weights **p = &g_weights;
         while (*p != w) p = &(*p)->next;
         *p = w->next;
-        cudaFree(w->d);
+        cudaFree(w->d), cudaFree(w->b);
         free(w);
     }
     pthread_mutex_unlock(&g_wlock);
@@ -117,7 +121,9 @@ struct hsadb_cuda_run {
     int                 max_rows, rows_cap, max_nc;
     cudaStream_t        st;
     cublasHandle_t      blas;
+    int                 gemm_mode;    /* GEMM_FP32 | GEMM_TF32 | GEMM_BF16 (HSADB_CUDA_GEMM) */
     dev_weights        *wt;
+    uint16_t           *xh;           /* [rows_cap][max(D, H*dh, F)] bf16 GEMM input (GEMM_BF16) */
     /* device scratch, rows_cap rows unless stated */
     float    *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2;
     float    *qr;                 /* [max_rows][Hm*dr] */
@@ -192,13 +198,14 @@ struct hsadb_tier {
 };
 
 #define DW(c, p) ((c)->wt->d + ((p) - (c)->m->arena))   /* device address of a weight */
+enum { GEMM_FP32, GEMM_TF32, GEMM_BF16 };
 
 extern "C" void hsadb_cuda_run_free(hsadb_cuda_run *c) {
     if (!c) return;
     if (c->st) cudaStreamSynchronize(c->st);
     void *dev[] = {c->x, c->xb, c->xb2, c->q, c->k, c->v, c->att, c->hb, c->hb2, c->qr, c->rope, c->inv_freq,
                    c->logits, c->tok, c->qb, c->idx, c->idx2, c->sc, c->sc2, c->w, c->lmk, c->kmem, c->vmem,
-                   c->rec_l, c->rec_kv, c->topk_ws, c->x_lmk, c->x_k, c->x_v, c->part, c->d_pos, c->blas_ws};
+                   c->rec_l, c->rec_kv, c->topk_ws, c->x_lmk, c->x_k, c->x_v, c->part, c->d_pos, c->blas_ws, c->xh};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
     step_graph *gs[] = {&c->g_lower, &c->g_upper, &c->g_logits};
     for (int i = 0; i < 3; i++)
@@ -243,6 +250,11 @@ extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, i
     DALLOC(c->att, (size_t)rows * H * dh);
     DALLOC(c->hb, (size_t)rows * cf->hidden);
     DALLOC(c->hb2, (size_t)rows * cf->hidden);
+    {
+        int wmax = cf->dim > H * dh ? cf->dim : H * dh;
+        if (cf->hidden > wmax) wmax = cf->hidden;
+        DALLOC(c->xh, (size_t)rows * wmax);
+    }
     DALLOC(c->qr, (size_t)max_rows * Hm * cf->retr_dim);
     DALLOC(c->rope, (size_t)rows * dh);
     DALLOC(c->inv_freq, dh / 2);
@@ -304,11 +316,16 @@ extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, i
         const char *eg = getenv("HSADB_CUDA_GRAPHS");
         c->graphs = !(eg && *eg == '0');
     }
-    /* GEMMs on TF32 tensor cores (10-bit mantissa: finer than the bf16 the records are stored
-     * in); HSADB_CUDA_FP32=1 keeps full fp32 (the agreement tests use both) */
+    /* GEMM precision, HSADB_CUDA_GEMM: bf16 (default: weights and the activations entering a
+     * GEMM rounded to bf16, fp32 accumulate and output), tf32 (fp32 operands on TF32 tensor
+     * cores, 10-bit mantissa) or fp32; HSADB_CUDA_FP32=1 is fp32 too. The agreement tests run
+     * all three against the CPU. */
     {
-        const char *e32 = getenv("HSADB_CUDA_FP32");
-        cublasSetMathMode(c->blas, e32 && *e32 == '1' ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH);
+        const char *eg = getenv("HSADB_CUDA_GEMM"), *e32 = getenv("HSADB_CUDA_FP32");
+        c->gemm_mode = GEMM_BF16;
+        if (eg && !strcmp(eg, "tf32")) c->gemm_mode = GEMM_TF32;
+        if ((eg && !strcmp(eg, "fp32")) || (e32 && *e32 == '1')) c->gemm_mode = GEMM_FP32;
+        cublasSetMathMode(c->blas, c->gemm_mode == GEMM_FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH);
     }
     {
         double inv[64];
@@ -576,6 +593,33 @@ __global__ void to_bf16_kernel(const float *x, uint16_t *y, int64_t n) {
     }
 }
 
+/* y[n][din] (dense) = bf16(x[n][din]) with x's rows ldx apart; 4 elements per thread (din % 4 == 0) */
+__global__ void cast_rows_kernel(const float *__restrict__ x, int ldx, uint16_t *__restrict__ y, int n, int din) {
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4, tot = (int64_t)n * din;
+    if (i >= tot) return;
+    const int64_t r = i / din, col = i - r * din;
+    const float4 v = *(const float4 *)(x + r * ldx + col);
+    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    uint2 o;
+    o.x = *(uint32_t *)&a, o.y = *(uint32_t *)&b;
+    *(uint2 *)(y + i) = o;
+}
+
+/* the same for any din / ldx, one element per thread */
+__global__ void cast_rows1_kernel(const float *__restrict__ x, int ldx, uint16_t *__restrict__ y, int n, int din) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)n * din) return;
+    const int64_t r = i / din;
+    __nv_bfloat16 b = __float2bfloat16_rn(x[r * ldx + (i - r * din)]);
+    y[i] = *(uint16_t *)&b;
+}
+
+static cudaError_t weights_to_bf16(const float *d, uint16_t *b, int64_t n) {
+    to_bf16_kernel<<<(unsigned)((n + 255) / 256), 256>>>(d, b, n);
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? cudaDeviceSynchronize() : e;
+}
+
 /* Encoder input: row j*(S+1)+s is RMSNorm_in(xs[j*S+s]) for s < S, else e_cls. */
 __global__ void enc_in_kernel(const float *xs, const float *g, const float *cls, float *E, int nc, int S, int D,
                               float eps) {
@@ -618,13 +662,50 @@ static unsigned lin_grid(int64_t n) { return (unsigned)((n + 255) / 256); }
 
 /* ---- building blocks -------------------------------------------------------------------- */
 
+/* A GEMM's input in the run's precision: x itself (fp32, tf32, and bf16 runs below
+ * GEMM_BF16_MIN_ROWS rows), or x rounded to bf16 into the run's xh scratch (dense rows: *ld = din). GEMMs that share an input (q, k, v; gate, up) take it
+ * once. The pointer is valid until the next gemm_in / gemm. */
+#define GEMM_BF16_MIN_ROWS 64   /* fewer rows (decode steps): fp32 operands (the cast would be one more launch) */
+static int gemm_bf16(const hsadb_cuda_run *c, int n) { return c->gemm_mode == GEMM_BF16 && n >= GEMM_BF16_MIN_ROWS; }
+
+static const void *gemm_in(hsadb_cuda_run *c, const float *x, int ldx, int n, int din, int *ld) {
+    if (!gemm_bf16(c, n)) {
+        *ld = ldx;
+        return x;
+    }
+    const int64_t tot = (int64_t)n * din;
+    if (din % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x & 15) == 0)
+        cast_rows_kernel<<<(unsigned)((tot / 4 + 255) / 256), 256, 0, c->st>>>(x, ldx, c->xh, n, din);
+    else
+        cast_rows1_kernel<<<(unsigned)((tot + 255) / 256), 256, 0, c->st>>>(x, ldx, c->xh, n, din);
+    *ld = din;
+    return c->xh;
+}
+
+/* out[n][dout] (row stride ldo) = xi[n][din] (row stride ldx; from gemm_in) @ W[dout][din]^T
+ * + beta*out. W: the fp32 device weight (DW); its bf16 twin is used in GEMM_BF16. */
+static int gemm_x(hsadb_cuda_run *c, float *out, int ldo, const void *xi, int ldx, const float *W, int n, int din,
+                  int dout, float beta) {
+    const float one = 1.f;
+    if (n == 0) return 0;
+    CK(cudaGetLastError());
+    if (gemm_bf16(c, n)) {
+        const uint16_t *Wb = c->wt->b + (W - c->wt->d);
+        CKB(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, dout, n, din, &one, Wb, CUDA_R_16BF, din, xi, CUDA_R_16BF,
+                         ldx, &beta, out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    } else {
+        CKB(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, dout, n, din, &one, W, din, (const float *)xi, ldx, &beta,
+                        out, ldo));
+    }
+    return 0;
+}
+
 /* out[n][dout] (row stride ldo) = x[n][din] (row stride ldx) @ W[dout][din]^T + beta*out */
 static int gemm(hsadb_cuda_run *c, float *out, int ldo, const float *x, int ldx, const float *W, int n, int din,
                 int dout, float beta) {
-    const float one = 1.f;
-    if (n == 0) return 0;
-    CKB(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, dout, n, din, &one, W, din, x, ldx, &beta, out, ldo));
-    return 0;
+    int ld;
+    const void *xi = gemm_in(c, x, ldx, n, din, &ld);
+    return gemm_x(c, out, ldo, xi, ld, W, n, din, dout, beta);
 }
 
 static int rmsnorm(hsadb_cuda_run *c, float *out, const float *x, const float *g, int64_t rows, int d) {
@@ -660,9 +741,11 @@ static int attention(hsadb_cuda_run *c, const hsadb_attn_w *a, float *x, int n, 
     const int D = cf->dim, H = cf->n_heads, Hk = cf->n_kv_heads, dh = cf->head_dim, qd = H * dh, kd = Hk * dh;
     int rc;
     if ((rc = rmsnorm(c, c->xb, x, DW(c, a->norm), n, D))) return rc;
-    if ((rc = gemm(c, c->q, qd, c->xb, D, DW(c, a->wq), n, D, qd, 0.f))) return rc;
-    if ((rc = gemm(c, c->k, kd, c->xb, D, DW(c, a->wk), n, D, kd, 0.f))) return rc;
-    if ((rc = gemm(c, c->v, kd, c->xb, D, DW(c, a->wv), n, D, kd, 0.f))) return rc;
+    int ld;
+    const void *xi = gemm_in(c, c->xb, D, n, D, &ld);
+    if ((rc = gemm_x(c, c->q, qd, xi, ld, DW(c, a->wq), n, D, qd, 0.f))) return rc;
+    if ((rc = gemm_x(c, c->k, kd, xi, ld, DW(c, a->wk), n, D, kd, 0.f))) return rc;
+    if ((rc = gemm_x(c, c->v, kd, xi, ld, DW(c, a->wv), n, D, kd, 0.f))) return rc;
     if ((rc = qk_prep(c, c->q, n, H, DW(c, a->q_norm), 1))) return rc;
     if ((rc = qk_prep(c, c->k, n, Hk, DW(c, a->k_norm), 1))) return rc;
     const int maxk = s ? cf->window : group;
@@ -700,8 +783,10 @@ static int mlp(hsadb_cuda_run *c, const hsadb_mlp_w *w, const float *in, float *
     const int D = c->c->dim, F = c->c->hidden;
     int rc;
     if ((rc = rmsnorm(c, c->xb, in, DW(c, w->norm), n, D))) return rc;
-    if ((rc = gemm(c, c->hb, F, c->xb, D, DW(c, w->gate), n, D, F, 0.f))) return rc;
-    if ((rc = gemm(c, c->hb2, F, c->xb, D, DW(c, w->up), n, D, F, 0.f))) return rc;
+    int ld;
+    const void *xi = gemm_in(c, c->xb, D, n, D, &ld);
+    if ((rc = gemm_x(c, c->hb, F, xi, ld, DW(c, w->gate), n, D, F, 0.f))) return rc;
+    if ((rc = gemm_x(c, c->hb2, F, xi, ld, DW(c, w->up), n, D, F, 0.f))) return rc;
     silu_mul_kernel<<<lin_grid((int64_t)n * F), 256, 0, c->st>>>(c->hb, c->hb2, (int64_t)n * F);
     CK(cudaGetLastError());
     return gemm(c, x, D, c->hb, F, DW(c, w->down), n, F, D, 1.f);
@@ -870,12 +955,32 @@ static int encode_dev(hsadb_cuda_run *c, int nc, int kv_f32, void *lmk, void *kv
     }
     if ((rc = rmsnorm(c, E, E, DW(c, cw->out_norm), rows, D))) return rc;
     /* landmarks from the cls rows; K and V from the S token rows of every chunk */
-    if ((rc = gemm(c, c->lmk, ln, E + (size_t)S * D, (S + 1) * D, DW(c, cw->lmk), nc, D, ln, 0.f))) return rc;
+    /* E's rows (all nc*(S+1): the cls rows feed the landmarks, the token rows K and V) enter
+     * the GEMMs once in the run's precision */
+    int ld;
+    const void *Ei = gemm_in(c, E, D, rows, D, &ld);
+    const int bf = gemm_bf16(c, rows);
     const float one = 1.f, zero = 0.f;
-    CKB(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, DW(c, cw->mk), D, 0, E, D,
-                                  (long long)(S + 1) * D, &zero, c->kmem, Hm * dh, (long long)per, nc));
-    CKB(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, DW(c, cw->mv), D, 0, E, D,
-                                  (long long)(S + 1) * D, &zero, c->vmem, Hm * dh, (long long)per, nc));
+    if (bf && !gemm_bf16(c, nc)) {     /* few chunks: the landmark GEMM in fp32 (gemm_x decides by its rows) */
+        if ((rc = gemm(c, c->lmk, ln, E + (size_t)S * D, (S + 1) * D, DW(c, cw->lmk), nc, D, ln, 0.f))) return rc;
+    } else if ((rc = gemm_x(c, c->lmk, ln, (const char *)Ei + (size_t)S * D * (bf ? 2 : 4), (S + 1) * D, DW(c, cw->lmk),
+                            nc, D, ln, 0.f))) {
+        return rc;
+    }
+    if (bf) {
+        const uint16_t *mk = c->wt->b + (DW(c, cw->mk) - c->wt->d), *mv = c->wt->b + (DW(c, cw->mv) - c->wt->d);
+        CKB(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, mk, CUDA_R_16BF, D, 0, Ei,
+                                       CUDA_R_16BF, D, (long long)(S + 1) * D, &zero, c->kmem, CUDA_R_32F, Hm * dh,
+                                       (long long)per, nc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        CKB(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, mv, CUDA_R_16BF, D, 0, Ei,
+                                       CUDA_R_16BF, D, (long long)(S + 1) * D, &zero, c->vmem, CUDA_R_32F, Hm * dh,
+                                       (long long)per, nc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    } else {
+        CKB(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, DW(c, cw->mk), D, 0, E, D,
+                                      (long long)(S + 1) * D, &zero, c->kmem, Hm * dh, (long long)per, nc));
+        CKB(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, DW(c, cw->mv), D, 0, E, D,
+                                      (long long)(S + 1) * D, &zero, c->vmem, Hm * dh, (long long)per, nc));
+    }
     if ((rc = rmsnorm(c, c->kmem, c->kmem, DW(c, cw->k_norm), (int64_t)nc * S * Hm, dh))) return rc;
     if (lmk32) {
         CK(cudaMemcpyAsync(lmk32, c->lmk, (size_t)nc * ln * 4, cudaMemcpyDeviceToHost, c->st));
@@ -1303,8 +1408,10 @@ static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t
             return hsadb_fail(HSADB_ERR_INVALID, "position %lld needs %lld chunks, memory has %lld",
                               (long long)(pos + t), (long long)((pos + t) / S), (long long)have);
     if ((rc = sync_extra(c, mv))) return rc;
-    if ((rc = gemm(c, c->qr, Hm * dr, c->xb, D, DW(c, w->wr), n, D, Hm * dr, 0.f))) return rc;
-    if ((rc = gemm(c, c->q, H * dh, c->xb, D, DW(c, w->wq), n, D, H * dh, 0.f))) return rc;
+    int ld;
+    const void *xi = gemm_in(c, c->xb, D, n, D, &ld);
+    if ((rc = gemm_x(c, c->qr, Hm * dr, xi, ld, DW(c, w->wr), n, D, Hm * dr, 0.f))) return rc;
+    if ((rc = gemm_x(c, c->q, H * dh, xi, ld, DW(c, w->wq), n, D, H * dh, 0.f))) return rc;
     if ((rc = qk_prep(c, c->q, n, H, DW(c, w->q_norm), 0))) return rc;
     to_bf16_kernel<<<lin_grid((int64_t)n * H * dh), 256, 0, c->st>>>(c->q, c->qb, (int64_t)n * H * dh);
     CK(cudaGetLastError());

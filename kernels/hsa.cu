@@ -1,8 +1,9 @@
 /*
  * kernels/hsa.cu — HSA attention forward (see kernels.h): tensor cores for G = 16, dh = 64
  * (v2: hsa_mma.cuh, one warp per token; v3: hsa_v3.cuh, a CTA per 32-token tile staging each
- * distinct chunk once; v4: the same with a decoupled ring; HSADB_HSA_KERNEL=v2|v3|v4 picks,
- * read once, default v4: fastest or within 1% of v2 on random and on shared picks, bench/NOTES.md);
+ * distinct chunk once; v4: the same with a decoupled ring; v5: v4 on 16-token tiles of 16 warps,
+ * one token per warp; HSADB_HSA_KERNEL=v2|v3|v4|v5 picks, read once, default v5: fastest on
+ * random picks, within 5% of the best on shared ones, bench/NOTES.md);
  * otherwise CUDA
  * cores, any G = H/Hm (below).
  *
@@ -117,38 +118,41 @@ hsa_fwd_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kmem
     }
 }
 
-/* Tensor-core kernel choice: hsadb_cuda_hsa_set_kernel(2, 3 or 4) if called (tests, benchmarks;
- * 0 = back to the environment), else HSADB_HSA_KERNEL (v2 | v3 | v4, read on the first call),
- * else v4. K > V3_KMAX always runs v2. */
+/* Tensor-core kernel choice: hsadb_cuda_hsa_set_kernel(2..5) if called (tests, benchmarks;
+ * 0 = back to the environment), else HSADB_HSA_KERNEL (v2 | v3 | v4 | v5, read on the first
+ * call), else v5. K > V3_KMAX always runs v2. */
 static int hsa_kernel_forced;
-extern "C" void hsadb_cuda_hsa_set_kernel(int version) { hsa_kernel_forced = version >= 2 && version <= 4 ? version : 0; }
+extern "C" void hsadb_cuda_hsa_set_kernel(int version) { hsa_kernel_forced = version >= 2 && version <= 5 ? version : 0; }
 static int hsa_kernel_version(void) {
     static int from_env;
     if (hsa_kernel_forced) return hsa_kernel_forced;
     if (!from_env) {
         const char *e = getenv("HSADB_HSA_KERNEL");
-        from_env = 4;
+        from_env = 5;
         if (e && (!strcmp(e, "v2") || !strcmp(e, "2"))) from_env = 2;
         if (e && (!strcmp(e, "v3") || !strcmp(e, "3"))) from_env = 3;
+        if (e && (!strcmp(e, "v4") || !strcmp(e, "4"))) from_env = 4;
     }
     return from_env;
 }
 
-/* v3 (coupled ring) or v4 (decoupled ring): the same kernel template */
-template <bool DEC>
+/* v3 (coupled ring), v4 (decoupled ring), v5 (decoupled, 16-token tiles of 16 warps): one
+ * kernel template (hsa_v3.cuh) */
+template <bool DEC, int TT, int W, int NS>
 static int hsa_launch_v3(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem, int64_t base_n,
                          const uint16_t *kx, const uint16_t *vx, const int32_t *idx, const float *w, int T, int Hm,
                          int K, float *out, cudaStream_t s) {
-    static_assert(v3_smem_bytes(V3_KMAX) <= V3_SMEM_MAX, "v3 shared memory over the sm_90 limit");
+    static_assert(v3_smem_bytes(V3_KMAX, TT, NS) <= V3_SMEM_MAX, "shared memory over the sm_90 limit");
     static bool attr = false;
     if (!attr) {
-        cudaError_t e = cudaFuncSetAttribute(hsa_fwd_v3_kernel<DEC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)v3_smem_bytes(V3_KMAX));
+        cudaError_t e = cudaFuncSetAttribute(hsa_fwd_v3_kernel<DEC, TT, W, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)v3_smem_bytes(V3_KMAX, TT, NS));
         if (e != cudaSuccess) return (int)e;
         attr = true;
     }
-    dim3 g((unsigned)((T + V3_TT - 1) / V3_TT), (unsigned)Hm);
-    hsa_fwd_v3_kernel<DEC><<<g, V3_THREADS, v3_smem_bytes(K), s>>>(q, kmem, vmem, base_n, kx, vx, idx, w, T, Hm, K, out);
+    dim3 g((unsigned)((T + TT - 1) / TT), (unsigned)Hm);
+    hsa_fwd_v3_kernel<DEC, TT, W, NS><<<g, W * 32, v3_smem_bytes(K, TT, NS), s>>>(q, kmem, vmem, base_n, kx, vx, idx, w,
+                                                                                 T, Hm, K, out);
     return (int)cudaGetLastError();
 }
 
@@ -165,8 +169,9 @@ extern "C" int hsadb_cuda_hsa_fwd2(const uint16_t *q, const uint16_t *kmem, cons
     if (T < 0 || H % Hm || S != 64) return (int)cudaErrorInvalidValue;
     if (T == 0) return 0;
     const int ver = H / Hm == 16 && dh == 64 && K <= V3_KMAX ? hsa_kernel_version() : 2;
-    if (ver == 3) return hsa_launch_v3<false>(q, kmem, vmem, base_n, kx, vx, idx, w, T, Hm, K, out, s);
-    if (ver == 4) return hsa_launch_v3<true>(q, kmem, vmem, base_n, kx, vx, idx, w, T, Hm, K, out, s);
+    if (ver == 3) return hsa_launch_v3<false, V3_TT, V3_W, V3_NS>(q, kmem, vmem, base_n, kx, vx, idx, w, T, Hm, K, out, s);
+    if (ver == 4) return hsa_launch_v3<true, V3_TT, V3_W, V3_NS>(q, kmem, vmem, base_n, kx, vx, idx, w, T, Hm, K, out, s);
+    if (ver == 5) return hsa_launch_v3<true, 16, 16, 11>(q, kmem, vmem, base_n, kx, vx, idx, w, T, Hm, K, out, s);
     if (H / Hm == 16 && dh == 64) {           /* tensor-core path (v2) */
         static bool attr = false;
         if (!attr) {

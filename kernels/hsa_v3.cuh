@@ -58,16 +58,16 @@
 #define V3_SMEM_MAX 232448                /* sm_90: 227 KiB of dynamic shared memory per CTA */
 
 /* hash table slots: a power of two >= 2 * picks */
-__host__ __device__ constexpr int v3_ht(int K) {
+__host__ __device__ constexpr int v3_ht(int K, int TT = V3_TT) {
     int ht = 64;
-    while (ht < 2 * V3_TT * K) ht <<= 1;
+    while (ht < 2 * TT * K) ht <<= 1;
     return ht;
 }
 /* dynamic shared memory: ring | Q | full[NS] | rel[NS] tag[NS] | hkey[HT] (DEC: then need[NE])
  * hval[HT] | pc pdi dchunk pw [NE] | nd  (229,520 bytes at K = 32) */
-__host__ __device__ constexpr size_t v3_smem_bytes(int K) {
-    return (size_t)V3_NS * V3_STAGE_ELEMS * 2 + (size_t)V3_TT * 16 * 64 * 2 + 2 * V3_NS * 8 +
-           (size_t)2 * v3_ht(K) * 4 + (size_t)4 * V3_TT * K * 4 + 16;
+__host__ __device__ constexpr size_t v3_smem_bytes(int K, int TT = V3_TT, int NS = V3_NS) {
+    return (size_t)NS * V3_STAGE_ELEMS * 2 + (size_t)TT * 16 * 64 * 2 + 2 * NS * 8 +
+           (size_t)2 * v3_ht(K, TT) * 4 + (size_t)4 * TT * K * 4 + 16;
 }
 
 __device__ __forceinline__ void mbar_init(uint64_t *b, int count) {
@@ -153,21 +153,25 @@ __device__ __forceinline__ void v3_fill(uint16_t *kt, uint64_t *full, int c, con
     mbar_arrive_cp_async(full);
 }
 
-/* grid (ceil(T / V3_TT), Hm), V3_THREADS threads, v3_smem_bytes(K) bytes of dynamic shared memory;
- * DEC: the decoupled ring (v4, above) */
-template <bool DEC>
-__global__ void __launch_bounds__(V3_THREADS, 1)
+/* grid (ceil(T / TT), Hm), W * 32 threads, v3_smem_bytes(K, TT, NS) bytes of dynamic shared
+ * memory. DEC: the decoupled ring (v4, above). TT tokens per CTA, W warps (TT / W tokens each),
+ * NS stages: v3 and v4 are <TT 32, W 8, NS 8>, v5 is <16, 16, 11> (one token per warp, so
+ * 128 registers and 16 warps per SM). */
+template <bool DEC, int TT, int W, int NS>
+__global__ void __launch_bounds__(W * 32, 1)
 hsa_fwd_v3_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kmem, const uint16_t *__restrict__ vmem,
                   int64_t base_n, const uint16_t *__restrict__ kx, const uint16_t *__restrict__ vx,
                   const int32_t *__restrict__ idx, const float *__restrict__ w, int T, int Hm, int K, float *out) {
+    constexpr int TPW = TT / W, THREADS = W * 32, EPT = (TT * V3_KMAX + THREADS - 1) / THREADS;
+    static_assert(TT % W == 0 && W <= 32, "tile shape");
     extern __shared__ __align__(128) unsigned char sm3[];
-    const int NE = V3_TT * K, HT = v3_ht(K);
+    const int NE = TT * K, HT = v3_ht(K, TT);
     uint16_t *const ring = (uint16_t *)sm3;                                   /* [NS][K 64x64 | V 64x64] */
-    uint16_t *const qs = ring + V3_NS * V3_STAGE_ELEMS;                       /* [V3_TT*16][64] */
-    uint64_t *const full = (uint64_t *)(qs + V3_TT * 16 * 64);                /* [NS] stage s holds its chunk */
-    int *const rel = (int *)(full + V3_NS);                                   /* [NS] warps done with stage s */
-    volatile int *const tag = rel + V3_NS;                                    /* [NS] DEC: chunk number stage s receives */
-    int *const hkey = rel + 2 * V3_NS, *const hval = hkey + HT;               /* hash: chunk -> first pick, then its number */
+    uint16_t *const qs = ring + NS * V3_STAGE_ELEMS;                       /* [TT*16][64] */
+    uint64_t *const full = (uint64_t *)(qs + TT * 16 * 64);                /* [NS] stage s holds its chunk */
+    int *const rel = (int *)(full + NS);                                   /* [NS] warps done with stage s */
+    volatile int *const tag = rel + NS;                                    /* [NS] DEC: chunk number stage s receives */
+    int *const hkey = rel + 2 * NS, *const hval = hkey + HT;               /* hash: chunk -> first pick, then its number */
     int *const pc = hval + HT;                                                /* [NE] chunk of pick e, -1 = none */
     int *const pdi = pc + NE;                                                 /* [NE] distinct number of pick e, -1 = none */
     int *const dchunk = pdi + NE;                                             /* [nd] distinct chunks in order */
@@ -176,29 +180,29 @@ hsa_fwd_v3_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k
     int *const need = hkey;                /* [nd] DEC: bitmask of the warps with picks of chunk i (after hashing) */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int tile = (int)gridDim.x - 1 - (int)blockIdx.x;   /* late tiles (more eligible chunks) first */
-    const int m = blockIdx.y, t0 = tile * V3_TT, H = Hm * 16;
+    const int m = blockIdx.y, t0 = tile * TT, H = Hm * 16;
 
     /* 1. Q rows of the tile -> qs; hash cleared; barriers */
-    for (int p = tid; p < V3_TT * 128; p += V3_THREADS) {     /* 128 16-byte pieces per token */
+    for (int p = tid; p < TT * 128; p += THREADS) {     /* 128 16-byte pieces per token */
         const int tl = p >> 7, row = p >> 3, unit = p & 7;    /* row = tl*16 + head */
         if (t0 + tl < T)
             cp_async16(smem_u32(qs + row * 64 + ((unit ^ (row & 7)) << 3)),
                        q + ((size_t)(t0 + tl) * H + m * 16 + (row & 15)) * 64 + unit * 8);
     }
     cp_commit();
-    for (int i = tid; i < HT; i += V3_THREADS) hkey[i] = -1, hval[i] = INT_MAX;
-    if (tid < V3_NS) rel[tid] = 0, tag[tid] = -1, mbar_init(&full[tid], 32);   /* one warp's lanes arrive per fill */
+    for (int i = tid; i < HT; i += THREADS) hkey[i] = -1, hval[i] = INT_MAX;
+    if (tid < NS) rel[tid] = 0, tag[tid] = -1, mbar_init(&full[tid], 32);   /* one warp's lanes arrive per fill */
     __syncthreads();
 
-    /* 2. picks e = r*V3_TT + tl (slot-major, so that consecutive distinct chunks belong to
+    /* 2. picks e = r*TT + tl (slot-major, so that consecutive distinct chunks belong to
      *    different warps); a pick counts if idx >= 0 and w != 0 */
-    int hs[V3_EPT];
+    int hs[EPT];
 #pragma unroll
-    for (int j = 0; j < V3_EPT; j++) {
-        const int e = tid + j * V3_THREADS;
+    for (int j = 0; j < EPT; j++) {
+        const int e = tid + j * THREADS;
         hs[j] = -1;
         if (e < NE) {
-            const int r = e / V3_TT, t = t0 + e % V3_TT;
+            const int r = e / TT, t = t0 + e % TT;
             int c = -1;
             float wv = 0.f;
             if (t < T) {
@@ -221,12 +225,12 @@ hsa_fwd_v3_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k
     }
     __syncthreads();
 #pragma unroll
-    for (int j = 0; j < V3_EPT; j++) {                        /* first occurrences mark their slot */
-        const int e = tid + j * V3_THREADS;
+    for (int j = 0; j < EPT; j++) {                        /* first occurrences mark their slot */
+        const int e = tid + j * THREADS;
         if (e < NE) pdi[e] = hs[j] >= 0 && hval[hs[j]] == e ? hs[j] : -1;
     }
     if (DEC)                                                  /* hkey is done: it becomes need[] */
-        for (int i = tid; i < NE; i += V3_THREADS) need[i] = 0;
+        for (int i = tid; i < NE; i += THREADS) need[i] = 0;
     __syncthreads();
     if (warp == 0) {                                          /* number them in pick order */
         int n = 0;
@@ -244,34 +248,34 @@ hsa_fwd_v3_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k
     }
     __syncthreads();
 #pragma unroll
-    for (int j = 0; j < V3_EPT; j++) {
-        const int e = tid + j * V3_THREADS;
+    for (int j = 0; j < EPT; j++) {
+        const int e = tid + j * THREADS;
         if (e < NE) {
             pdi[e] = hs[j] >= 0 ? hval[hs[j]] : -1;
-            if (DEC && pdi[e] >= 0) atomicOr(&need[pdi[e]], 1 << ((e % V3_TT) % V3_W));   /* token's warp */
+            if (DEC && pdi[e] >= 0) atomicOr(&need[pdi[e]], 1 << ((e % TT) % W));   /* token's warp */
         }
     }
     cp_wait<0>();
     __syncthreads();
     const int nd = *nd_s;
 
-    /* 3. the first V3_NS distinct chunks, one warp each */
-    for (int i = warp; i < nd && i < V3_NS; i += V3_W) {
+    /* 3. the first NS distinct chunks, one warp each */
+    for (int i = warp; i < nd && i < NS; i += W) {
         if (DEC && lane == 0) tag[i] = i;
         v3_fill(ring + i * V3_STAGE_ELEMS, &full[i], dchunk[i], kmem, vmem, base_n, kx, vx, Hm, m, lane);
     }
 
     /* 4. lane holds picks p = lane + 32u of this warp (token j = p / K, slot p % K) */
-    const int np = V3_TPW * K;
-    int dreg[V3_TPW * V3_KMAX / 32];
+    const int np = TPW * K;
+    int dreg[TPW * V3_KMAX / 32];
 #pragma unroll
-    for (int u = 0; u < V3_TPW * V3_KMAX / 32; u++) {
+    for (int u = 0; u < TPW * V3_KMAX / 32; u++) {
         const int p = lane + 32 * u, j = p / K, r = p - j * K;
-        dreg[u] = p < np ? pdi[r * V3_TT + warp + V3_W * j] : -1;
+        dreg[u] = p < np ? pdi[r * TT + warp + W * j] : -1;
     }
-    float acc[V3_TPW][8][4];
+    float acc[TPW][8][4];
 #pragma unroll
-    for (int j = 0; j < V3_TPW; j++)
+    for (int j = 0; j < TPW; j++)
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) acc[j][nt][0] = acc[j][nt][1] = acc[j][nt][2] = acc[j][nt][3] = 0.f;
     int s = 0, i = -1;
@@ -280,11 +284,11 @@ hsa_fwd_v3_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k
         if (DEC) {                                            /* this warp's next chunk */
             int mn = INT_MAX;
 #pragma unroll
-            for (int u = 0; u < V3_TPW * V3_KMAX / 32; u++)
+            for (int u = 0; u < TPW * V3_KMAX / 32; u++)
                 if (32 * u < np && dreg[u] > i && dreg[u] < mn) mn = dreg[u];
             i = __reduce_min_sync(0xffffffffu, mn);
             if (i == INT_MAX) break;
-            s = i % V3_NS, ph = (uint32_t)(i / V3_NS) & 1;
+            s = i % NS, ph = (uint32_t)(i / NS) & 1;
             while (tag[s] != i) {}
         } else if (++i == nd) {
             break;
@@ -292,17 +296,17 @@ hsa_fwd_v3_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k
         mbar_wait(&full[s], ph);
         const uint16_t *kt = ring + s * V3_STAGE_ELEMS, *vt = kt + 64 * 64;
 #pragma unroll
-        for (int u = 0; u < V3_TPW * V3_KMAX / 32; u++) {
+        for (int u = 0; u < TPW * V3_KMAX / 32; u++) {
             if (32 * u >= np) break;                          /* warp-uniform */
             unsigned msk = __ballot_sync(0xffffffffu, dreg[u] == i);
             while (msk) {                                     /* this warp's picks of chunk i */
                 const int p = 32 * u + __ffs(msk) - 1;
                 msk &= msk - 1;
-                const int j = p / K, r = p - j * K, tl = warp + V3_W * j;
+                const int j = p / K, r = p - j * K, tl = warp + W * j;
                 uint32_t pa[4][4];
-                v3_scores(pa, qs + tl * 16 * 64, kt, lane, pw[r * V3_TT + tl]);
+                v3_scores(pa, qs + tl * 16 * 64, kt, lane, pw[r * TT + tl]);
 #pragma unroll
-                for (int jj = 0; jj < V3_TPW; jj++)           /* registers need a static index */
+                for (int jj = 0; jj < TPW; jj++)           /* registers need a static index */
                     if (jj == j) v3_pv(acc[jj], pa, vt, lane);
             }
         }
@@ -315,21 +319,21 @@ hsa_fwd_v3_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k
                 if (last) {
                     rel[s] = 0;
                     __threadfence_block();
-                    if (i + V3_NS < nd) tag[s] = i + V3_NS;
+                    if (i + NS < nd) tag[s] = i + NS;
                 }
             } else {
-                last = atomicAdd(&rel[s], 1) % V3_W == V3_W - 1;   /* counts up by V3_W per use */
+                last = atomicAdd(&rel[s], 1) % W == W - 1;   /* counts up by W per use */
             }
             __threadfence_block();
         }
-        if (__shfl_sync(0xffffffffu, last, 0) && i + V3_NS < nd)   /* all (DEC: all needing) warps are: refill */
-            v3_fill(ring + s * V3_STAGE_ELEMS, &full[s], dchunk[i + V3_NS], kmem, vmem, base_n, kx, vx, Hm, m, lane);
-        if (!DEC && ++s == V3_NS) s = 0, ph ^= 1;
+        if (__shfl_sync(0xffffffffu, last, 0) && i + NS < nd)   /* all (DEC: all needing) warps are: refill */
+            v3_fill(ring + s * V3_STAGE_ELEMS, &full[s], dchunk[i + NS], kmem, vmem, base_n, kx, vx, Hm, m, lane);
+        if (!DEC && ++s == NS) s = 0, ph ^= 1;
     }
     const int rr = lane >> 2, c2 = (lane & 3) * 2;
 #pragma unroll
-    for (int j = 0; j < V3_TPW; j++) {
-        const int t = t0 + warp + V3_W * j;
+    for (int j = 0; j < TPW; j++) {
+        const int t = t0 + warp + W * j;
         if (t >= T) continue;
         float *o0 = out + ((size_t)t * H + m * 16 + rr) * 64, *o8 = o0 + 8 * 64;
 #pragma unroll

@@ -48,10 +48,11 @@ int    hsadb_cuda_topk_rows(const float *scores, int rows, int64_t cols, int64_t
  * idx [T][Hm][K] int32 (-1 = empty slot), w [T][Hm][K] fp32. out [T][H][dh] fp32:
  * out[t,h] = sum_r w[t,m,r] softmax_S(q[t,h] . K[idx,:,m] / sqrt(dh)) V[idx,:,m], m = h/(H/Hm).
  * dh must be 32, 64 or 128.
- * G = 16 with dh = 64 runs on tensor cores: kernel v4 (hsa_v3.cuh with its decoupled ring: a CTA
- * per 32-token tile staging each distinct chunk once; K <= 32) by default; v2 (hsa_mma.cuh, one
- * warp per token; also any K > 32) or v3 (v4's coupled-ring predecessor) with HSADB_HSA_KERNEL=v2
- * or v3 in the environment (read on the first call); see hsadb_cuda_hsa_set_kernel. */
+ * G = 16 with dh = 64 runs on tensor cores: kernel v5 by default (hsa_v3.cuh: a CTA per 16-token
+ * tile, 16 warps, each distinct chunk of the tile staged once in a decoupled ring; K <= 32); v4
+ * (32-token tiles of 8 warps), v3 (v4 with a coupled ring) or v2 (hsa_mma.cuh, one warp per
+ * token; also any K > 32) with HSADB_HSA_KERNEL=v4, v3 or v2 in the environment (read on the
+ * first call); see hsadb_cuda_hsa_set_kernel. */
 int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem,
                        const int32_t *idx, const float *w, int T, int H, int Hm, int dh, int S,
                        int K, float *out, hsadb_stream_t stream);
@@ -60,7 +61,7 @@ int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *
 int hsadb_cuda_hsa_fwd2(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem, int64_t base_n,
                         const uint16_t *kx, const uint16_t *vx, const int32_t *idx, const float *w, int T,
                         int H, int Hm, int dh, int S, int K, float *out, hsadb_stream_t stream);
-/* Tests and benchmarks: force the tensor-core kernel of later calls (2, 3 or 4; 0 = back to the
+/* Tests and benchmarks: force the tensor-core kernel of later calls (2..5; 0 = back to the
  * environment's choice). Not thread-safe; the engine never calls it. */
 void hsadb_cuda_hsa_set_kernel(int version);
 

@@ -94,10 +94,16 @@ static int kv_raw(void *ctx, const uint64_t *chunks, int n, uint16_t *dst) {
     return 0;
 }
 
-/* fp32: the GPU's GEMMs in full fp32 (HSADB_CUDA_FP32=1), else on TF32 tensor cores (the
- * default): the tolerances of the activations follow. */
-static void stages(const hsadb_model *m, int fp32) {
-    const double tol_x = fp32 ? 1e-4 : 3e-3;
+/* mode: the GPU's GEMM precision (HSADB_CUDA_GEMM): 0 fp32, 1 tf32 (fp32 operands on TF32
+ * tensor cores, unit roundoff 2^-11), 2 bf16 (the default: weights and GEMM inputs rounded to
+ * bf16, unit roundoff 2^-8, on blocks of 64+ rows). The tolerances follow the precision; bf16's
+ * are about 5x what the H200 measured (x_mid 1.9e-3, logits 6.4e-3, HSA weights 8.4e-3;
+ * chunk choices 96.0% identical: near-tied landmark scores flip under bf16 rounding; greedy
+ * tokens 99.5%). */
+static void stages(const hsadb_model *m, int mode) {
+    static const char *const names[] = {"fp32", "tf32", "bf16"};
+    const int fp32 = mode == 0, bf16 = mode == 2;
+    const double tol_x = fp32 ? 1e-4 : bf16 ? 1e-2 : 3e-3;
     const hsadb_config *c = &m->c;
     const int D = c->dim, S = c->chunk, Hm = c->n_mem_heads, dh = c->head_dim, dr = c->retr_dim;
     const int K = c->topk, G = c->n_groups, V = c->vocab;
@@ -113,8 +119,8 @@ static void stages(const hsadb_model *m, int fp32) {
     int32_t *ic = malloc((size_t)T * G * Hm * K * 4), *ig = malloc((size_t)T * G * Hm * K * 4);
     float *wc = malloc((size_t)T * G * Hm * K * 4), *wg = malloc((size_t)T * G * Hm * K * 4);
     make_stream(tok, bytes, T);
-    printf("# stream of %d tokens, %d chunks; GPU GEMMs in %s\n", T, C, fp32 ? "fp32" : "TF32");
-    setenv("HSADB_CUDA_FP32", fp32 ? "1" : "0", 1);
+    printf("# stream of %d tokens, %d chunks; GPU GEMMs in %s\n", T, C, names[mode]);
+    setenv("HSADB_CUDA_GEMM", names[mode], 1);
 
     hsadb_run rc_, rg_;
     hsadb_swa_state lc_s, lg_s;
@@ -165,7 +171,8 @@ static void stages(const hsadb_model *m, int fp32) {
             a[C * ln + i] = hsadb_bf16_to_f32(kvg[i]), b[C * ln + i] = hsadb_bf16_to_f32(kvc[i]);
         for (size_t i = 0; i < n; i++) same += a[i] == b[i];
         double e2 = rel_err(a, b, n);
-        CHECK(e2 < 1e-2, "records: max rel err %.2e < 1e-2 (bf16 rounding), %.1f%% bit-identical", e2, 100.0 * same / n);
+        CHECK(e2 < (bf16 ? 3e-2 : 1e-2), "records: max rel err %.2e < %.0e (bf16 rounding), %.1f%% bit-identical", e2,
+              bf16 ? 3e-2 : 1e-2, 100.0 * same / n);
         free(a), free(b);
     }
 
@@ -213,9 +220,9 @@ static void stages(const hsadb_model *m, int fp32) {
         }
         rows++, same_rows += eq, extra_rows += has_extra;
     }
-    CHECK(same_rows >= rows * (fp32 ? 0.995 : 0.98), "chunk choices identical in %ld of %ld rows", same_rows, rows);
+    CHECK(same_rows >= rows * (fp32 ? 0.995 : bf16 ? 0.92 : 0.98), "chunk choices identical in %ld of %ld rows", same_rows, rows);
     CHECK(extra_rows > 0, "%ld rows chose a query's own chunk (second K/V source)", extra_rows);
-    CHECK(wdiff < 5e-2, "HSA weights (rows with the same choices): max |diff| %.2e < 5e-2", wdiff);
+    CHECK(wdiff < 5e-2, "HSA weights (rows with the same choices): max |diff| %.2e", wdiff);
 
     /* 3b. the same on a tier whose K/V slots hold 2 rows' worth of chunks (a block cache):
      *     the same kernels over the same bf16 blocks, so bit-identical results */
@@ -311,8 +318,8 @@ static void stages(const hsadb_model *m, int fp32) {
         }
         argmax_same += a == b;
     }
-    CHECK(e3 < (fp32 ? 5e-3 : 2e-2), "logits: max rel err %.2e (bf16 K/V and queries in HSA)", e3);
-    CHECK(argmax_same >= T * (fp32 ? 0.99 : 0.97), "greedy token identical at %ld of %d positions", argmax_same, T);
+    CHECK(e3 < (fp32 ? 5e-3 : bf16 ? 3e-2 : 2e-2), "logits: max rel err %.2e (bf16 K/V and queries in HSA)", e3);
+    CHECK(argmax_same >= T * (fp32 ? 0.99 : bf16 ? 0.96 : 0.97), "greedy token identical at %ld of %d positions", argmax_same, T);
     hsadb_tier_close(tier);
     hsadb_index_free(&ix), hsadb_index_free(&ex);
     free(l32);
@@ -423,8 +430,10 @@ int main(void) {
     int rc = hsadb_model_open(dir, &m);
     CHECK(rc == 0, "load %s (%s)", dir, rc ? hsadb_last_error() : "ok");
     if (rc) return tu_summary();
-    stages(m, 1);
     stages(m, 0);
+    stages(m, 1);
+    stages(m, 2);
+    unsetenv("HSADB_CUDA_GEMM");   /* the default (bf16) from here on */
     api(m);
     hsadb_model_close(m);
     return tu_summary();

@@ -135,11 +135,11 @@ static void test_topk_rows(int rows, int64_t cols, int k) {
 }
 
 /* HSA attention against float64. kernel: 0 = whatever the dispatch picks (CUDA-core cases),
- * 2 / 3 / 4 = the tensor-core v2 / v3 / v4 kernel (hsadb_cuda_hsa_set_kernel). pool > 0: every block of
+ * 2..5 = the tensor-core v2 / v3 / v4 / v5 kernel (hsadb_cuda_hsa_set_kernel). pool > 0: every block of
  * 64 consecutive tokens draws its picks from `pool` chunks (neighbours share most picks, as real
  * retrieval does); 0: uniform over all chunks. C2 > 0: a second K/V source of C2 chunks
  * (hsadb_cuda_hsa_fwd2, chunk ids C .. C+C2-1). Some slots are empty (-1), some valid slots
- * have w = 0. v3 and v4 run twice and must give identical bits (their pick order is fixed). */
+ * have w = 0. v3..v5 run twice and must give identical bits (their pick order is fixed). */
 static void test_hsa(int T, int H, int Hm, int dh, int C, int K, int kernel = 0, int pool = 0, int C2 = 0) {
     const int S = 64, G = H / Hm, Ct = C + C2;
     std::vector<uint16_t> q((size_t)T * H * dh), km((size_t)C * S * Hm * dh), vm(km.size());
@@ -240,7 +240,7 @@ static void test_hsa(int T, int H, int Hm, int dh, int C, int K, int kernel = 0,
     const double tol = tc ? 5e-3 : 1e-4;
     const bool same = runs == 1 || memcmp(out.data(), out2.data(), on * 4) == 0;
     char what[96];
-    snprintf(what, sizeof what, "%s%s%s%s", !tc ? "CUDA cores" : kernel == 4 ? "tensor cores v4" : kernel == 3 ? "tensor cores v3" : "tensor cores v2",
+    snprintf(what, sizeof what, "%s%s%s%s", !tc ? "CUDA cores" : kernel == 5 ? "tensor cores v5" : kernel == 4 ? "tensor cores v4" : kernel == 3 ? "tensor cores v3" : "tensor cores v2",
              pool ? ", neighbours share picks" : "", C2 ? ", second source" : "", runs > 1 ? ", 2 runs bit-identical" : "");
     CHECK(!nan && rel < tol && same, "hsa_fwd T=%d H=%d Hm=%d (G=%d) dh=%d K=%d (%s): |out-ref|/|ref| = %.2e < %.0e%s", T, H,
           Hm, G, dh, K, what, rel, tol, same ? "" : " (runs differ)");
@@ -275,9 +275,9 @@ int main(void) {
     test_hsa(20, 4, 4, 128, 9, 8);
     test_hsa(33, 12, 3, 64, 30, 4);
     test_hsa(5, 16, 1, 32, 3, 8);           /* G = 16 with dh = 32: CUDA-core path */
-    /* tensor-core path (G = 16, dh = 64), each case with v2, v3 and v4 (fresh inputs each);
+    /* tensor-core path (G = 16, dh = 64), each case with v2..v5 (fresh inputs each);
      * v3 tiles are 32 tokens: none of these T is a multiple of 32 */
-    for (int v = 2; v <= 4; v++) {
+    for (int v = 2; v <= 5; v++) {
         test_hsa(37, 16, 1, 64, 50, 8, v);
         test_hsa(1001, 32, 2, 64, 300, 8, v);          /* 2 memory heads */
         test_hsa(300, 16, 1, 64, 200, 8, v, 10);       /* heavy reuse: 10 chunks per 64 tokens */
