@@ -1,14 +1,17 @@
 /*
  * bench/bench_common.h — what the engine benchmarks share (header only): filler text, rm -rf,
- * and the store alone (the same records through LMDB with no model), the floor under any
- * append measured end to end.
+ * the store alone (the same records through LMDB with no model), the floor under any append
+ * measured end to end, and the disk alone under that (the same bytes, pwrite + fdatasync).
  */
 #ifndef HSADB_BENCH_COMMON_H
 #define HSADB_BENCH_COMMON_H
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "hsadb.h"
 #include "model.h"
@@ -34,9 +37,10 @@ static inline int bench_rm_rf(const char *d) {
     return system(cmd);
 }
 
-/* The records of n_chunks chunks (landmark, K/V in bf16, bytes, provenance), committed 256 at a
- * time as an append does, through the store alone. Returns seconds (-1 on error). */
-static inline double bench_store_alone(const char *dir, const hsadb_model *m, uint64_t n_chunks, int nosync) {
+/* The records of n_chunks chunks (landmark, K/V in bf16, bytes, provenance), committed `every`
+ * chunks at a time as an append does, through the store alone. Returns seconds (-1 on error). */
+static inline double bench_store_alone(const char *dir, const hsadb_model *m, uint64_t n_chunks, int nosync,
+                                       int every) {
     const hsadb_config *c = &m->c;
     hsadb_store *st;
     bench_rm_rf(dir);
@@ -53,7 +57,7 @@ static inline double bench_store_alone(const char *dir, const hsadb_model *m, ui
     for (uint64_t i = 0; i < n_chunks; i++) {
         struct hsadb_chunk_meta meta = {1, i * (uint64_t)c->chunk, 0};
         hsadb_store_writer_put_chunk(w, l, k, &meta, bytes);
-        if (hsadb_store_writer_staged(w) >= 256 || i + 1 == n_chunks)
+        if (hsadb_store_writer_staged(w) >= (size_t)every || i + 1 == n_chunks)
             hsadb_store_writer_commit(w, tail, sizeof tail, (i + 1) * (uint64_t)c->chunk, (i + 1) * (uint64_t)c->chunk,
                                       i + 1 == n_chunks);
     }
@@ -62,6 +66,37 @@ static inline double bench_store_alone(const char *dir, const hsadb_model *m, ui
     hsadb_store_close(st);
     free(l), free(k);
     return t;
+}
+
+/* The disk alone: the same bytes as the store alone's records (landmark + K/V + text + 24 bytes
+ * of provenance per chunk) written to one file in batches of `every` chunks, each batch
+ * pwrite + fdatasync as a durable commit is. Returns seconds (-1 on error). */
+static inline double bench_raw_disk(const char *dir, const hsadb_model *m, uint64_t n_chunks, int every) {
+    const hsadb_config *c = &m->c;
+    const size_t per = (size_t)c->n_mem_heads * c->retr_dim * 2 + (size_t)2 * c->chunk * c->n_mem_heads * c->head_dim * 2 +
+                       (size_t)c->chunk + 24;
+    char path[600];
+    bench_rm_rf(dir);
+    snprintf(path, sizeof path, "%s.raw", dir);
+    const int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    if (fd < 0) return -1;
+    const size_t batch = per * (size_t)every;
+    uint8_t *buf = malloc(batch);
+    if (!buf) { close(fd); return -1; }
+    memset(buf, 0x5a, batch);
+    double t = hsadb_seconds();
+    off_t off = 0;
+    int bad = 0;
+    for (uint64_t i = 0; i < n_chunks && !bad; i += (uint64_t)every) {
+        const size_t nb = per * (size_t)(n_chunks - i < (uint64_t)every ? n_chunks - i : (uint64_t)every);
+        bad = pwrite(fd, buf, nb, off) != (ssize_t)nb || fdatasync(fd) != 0;
+        off += (off_t)nb;
+    }
+    t = hsadb_seconds() - t;
+    close(fd);
+    unlink(path);
+    free(buf);
+    return bad ? -1 : t;
 }
 
 #endif

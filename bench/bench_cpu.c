@@ -196,7 +196,7 @@ int main(int argc, char **argv) {
         }
         snprintf(dir, sizeof dir, "%s-store", base);
         uint64_t nch = n / (uint64_t)c->chunk;
-        double st = bench_store_alone(dir, m, nch, 0);
+        double st = bench_store_alone(dir, m, nch, 0, 256);
         size_t vol = nch * ((size_t)c->n_mem_heads * c->retr_dim * 2 + (size_t)4 * c->chunk * c->n_mem_heads * c->head_dim + c->chunk + 24);
         double rd = raw_disk(dir, vol, (int)(nch / 256 + 1));
         bench_rm_rf(dir);

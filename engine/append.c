@@ -160,7 +160,9 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
     if ((rc = hsadb_db_check_memory(db, name, &a->rec))) goto fail;
     a->append_id = hsadb_store_writer_append_id(a->w);
     a->start_bytes = a->rec.n_bytes;
+    const double t_run = hsadb_seconds();
     if ((rc = hsadb_run_init_dev(&a->run, m, 0, db->device))) goto fail;
+    const double t_buf = hsadb_seconds();
     a->block = a->run.max_rows;
     const int B = a->block, nc = B / S + 1;
     rc = ENOMEM;
@@ -173,6 +175,9 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
         !(a->rec_lmk = hsadb_run_host_alloc(&a->run, (size_t)nc * lmk_n * es)) ||
         !(a->rec_kv = hsadb_run_host_alloc(&a->run, (size_t)nc * 2 * kv_n * es)))
         goto fail;
+    if (a->trace)
+        fprintf(stderr, "append-trace open: store %.1f ms, run %.1f ms, buffers %.1f ms\n", (t_run - a->t0) * 1e3,
+                (t_buf - t_run) * 1e3, (hsadb_seconds() - t_buf) * 1e3);
     /* Continue from the stored tail. */
     const void *blob;
     size_t blob_len;

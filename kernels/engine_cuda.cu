@@ -42,12 +42,52 @@ extern "C" int hsadb_cuda_available(void) {
     return avail;
 }
 
+/* Page-locked host buffers. Pinning is slow (the pages are locked one by one: an append's
+ * ~40 MB of them cost tens of ms per appender), so freed buffers are kept for the next
+ * allocation of the process: up to POOL_N buffers, POOL_BYTES in all; an allocation takes the
+ * smallest kept buffer that fits and is at most twice its size. HSADB_PINNED_POOL=0 turns the
+ * pool off. Each buffer carries its size in a 64-byte header (64-byte aligned data). */
+#define POOL_N 16
+#define POOL_BYTES ((size_t)512 << 20)
+#define POOL_HDR 64
+static pthread_mutex_t g_plock = PTHREAD_MUTEX_INITIALIZER;
+static struct { void *p; size_t n; } g_pool[POOL_N];
+static int g_npool = -1;              /* -1: HSADB_PINNED_POOL not read yet; -2: off */
+static size_t g_pool_bytes;
+
 extern "C" void *hsadb_cuda_host_alloc(size_t bytes) {
+    const size_t want = bytes ? bytes : 1;
     void *p = NULL;
-    if (cudaMallocHost(&p, bytes ? bytes : 1) != cudaSuccess) return NULL;
-    return p;
+    pthread_mutex_lock(&g_plock);
+    if (g_npool == -1) {
+        const char *e = getenv("HSADB_PINNED_POOL");
+        g_npool = e && *e == '0' ? -2 : 0;
+    }
+    int best = -1;
+    for (int i = 0; i < g_npool; i++)
+        if (g_pool[i].n >= want && g_pool[i].n <= 2 * want && (best < 0 || g_pool[i].n < g_pool[best].n)) best = i;
+    if (best >= 0) {
+        p = g_pool[best].p;
+        g_pool_bytes -= g_pool[best].n;
+        g_pool[best] = g_pool[--g_npool];
+    }
+    pthread_mutex_unlock(&g_plock);
+    if (p) return (char *)p + POOL_HDR;
+    if (cudaMallocHost(&p, want + POOL_HDR) != cudaSuccess) return NULL;
+    *(size_t *)p = want;
+    return (char *)p + POOL_HDR;
 }
-extern "C" void hsadb_cuda_host_free(void *p) { if (p) cudaFreeHost(p); }
+
+extern "C" void hsadb_cuda_host_free(void *q) {
+    if (!q) return;
+    void *p = (char *)q - POOL_HDR;
+    const size_t n = *(size_t *)p;
+    pthread_mutex_lock(&g_plock);
+    const int keep = g_npool >= 0 && g_npool < POOL_N && g_pool_bytes + n <= POOL_BYTES;
+    if (keep) g_pool[g_npool].p = p, g_pool[g_npool].n = n, g_npool++, g_pool_bytes += n;
+    pthread_mutex_unlock(&g_plock);
+    if (!keep) cudaFreeHost(p);
+}
 
 /* ---- weights: the model's fp32 arena on the device, shared by the runs of the process ---- */
 

@@ -41,7 +41,9 @@ int  hsadb_cuda_available(void);
 
 int  hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, int max_rows);
 void hsadb_cuda_run_free(hsadb_cuda_run *c);
-void *hsadb_cuda_host_alloc(size_t bytes);   /* page-locked; NULL on failure */
+/* Page-locked host memory; NULL on failure. Freed buffers are kept for later allocations of the
+ * process (bounded pool; HSADB_PINNED_POOL=0: off), since pinning is slow. */
+void *hsadb_cuda_host_alloc(size_t bytes);
 void  hsadb_cuda_host_free(void *p);
 
 int  hsadb_cuda_lower_forward(hsadb_cuda_run *c, hsadb_swa_state *s, const int *tokens, int n, float *x_mid);
