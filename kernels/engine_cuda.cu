@@ -407,7 +407,15 @@ __global__ void embed_kernel(const int *tok, const float *embed, float *x, int n
 }
 
 /* out[r][:] = x[r][:] / sqrt(mean(x^2) + eps) * g (per row of d); out may alias x. */
-__global__ void rmsnorm_kernel(const float *x, const float *g, float *out, int64_t rows, int d, float eps) {
+__device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store_as(uint16_t *p, float v) {   /* bf16, round to nearest even */
+    __nv_bfloat16 b = __float2bfloat16_rn(v);
+    *p = *(uint16_t *)&b;
+}
+
+/* out = RMSNorm(x) * g, one warp per row; out fp32, or bf16 when it only feeds a bf16 GEMM */
+template <typename T>
+__global__ void rmsnorm_kernel(const float *x, const float *g, T *out, int64_t rows, int d, float eps) {
     const int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= rows) return;
@@ -415,8 +423,8 @@ __global__ void rmsnorm_kernel(const float *x, const float *g, float *out, int64
     float ss = 0.f;
     for (int i = lane; i < d; i += 32) ss = fmaf(xr[i], xr[i], ss);
     const float inv = rsqrtf(warp_sum(ss) / (float)d + eps);
-    float *o = out + r * d;
-    for (int i = lane; i < d; i += 32) o[i] = xr[i] * inv * g[i];
+    T *o = out + r * d;
+    for (int i = lane; i < d; i += 32) store_as(o + i, xr[i] * inv * g[i]);
 }
 
 /* rope[t] = cos | sin of position (period ? t % period : pos0 + t), angles in double.
@@ -612,11 +620,13 @@ attn_tile_kernel(const float *__restrict__ q, const float *__restrict__ kb, cons
     }
 }
 
-__global__ void silu_mul_kernel(float *a, const float *b, int64_t n) {
+/* out = silu(a) * b (SwiGLU); out may be a (fp32, in place) or a bf16 GEMM input */
+template <typename T>
+__global__ void silu_mul_kernel(const float *a, const float *b, T *out, int64_t n) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         const float g = a[i];
-        a[i] = g / (1.f + __expf(-g)) * b[i];
+        store_as(out + i, g / (1.f + __expf(-g)) * b[i]);
     }
 }
 
@@ -702,39 +712,52 @@ static unsigned lin_grid(int64_t n) { return (unsigned)((n + 255) / 256); }
 
 /* ---- building blocks -------------------------------------------------------------------- */
 
-/* A GEMM's input in the run's precision: x itself (fp32, tf32, and bf16 runs below
- * GEMM_BF16_MIN_ROWS rows), or x rounded to bf16 into the run's xh scratch (dense rows: *ld = din). GEMMs that share an input (q, k, v; gate, up) take it
- * once. The pointer is valid until the next gemm_in / gemm. */
-#define GEMM_BF16_MIN_ROWS 64   /* fewer rows (decode steps): fp32 operands (the cast would be one more launch) */
+/* A GEMM input: rows ld elements apart, fp32 or (bf) bf16. In a bf16 run, blocks of at least
+ * GEMM_BF16_MIN_ROWS rows enter the GEMMs in bf16: their producers (RMSNorm, SiLU-mul) write
+ * bf16 into the run's xh scratch directly, other inputs are cast there (gemm_in); fewer rows
+ * (decode steps) stay fp32 (a cast would be one more launch in the step's chain). GEMMs that
+ * share an input (q, k, v; gate, up) take it once. xh is valid until the next producer writes it. */
+typedef struct {
+    const void *p;
+    int         ld, bf;
+} gemm_src;
+
+#define GEMM_BF16_MIN_ROWS 64
 static int gemm_bf16(const hsadb_cuda_run *c, int n) { return c->gemm_mode == GEMM_BF16 && n >= GEMM_BF16_MIN_ROWS; }
 
-static const void *gemm_in(hsadb_cuda_run *c, const float *x, int ldx, int n, int din, int *ld) {
-    if (!gemm_bf16(c, n)) {
-        *ld = ldx;
-        return x;
-    }
+static gemm_src gemm_in(hsadb_cuda_run *c, const float *x, int ldx, int n, int din) {
+    if (!gemm_bf16(c, n)) return (gemm_src){x, ldx, 0};
     const int64_t tot = (int64_t)n * din;
     if (din % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x & 15) == 0)
         cast_rows_kernel<<<(unsigned)((tot / 4 + 255) / 256), 256, 0, c->st>>>(x, ldx, c->xh, n, din);
     else
         cast_rows1_kernel<<<(unsigned)((tot + 255) / 256), 256, 0, c->st>>>(x, ldx, c->xh, n, din);
-    *ld = din;
-    return c->xh;
+    return (gemm_src){c->xh, din, 1};
 }
 
-/* out[n][dout] (row stride ldo) = xi[n][din] (row stride ldx; from gemm_in) @ W[dout][din]^T
- * + beta*out. W: the fp32 device weight (DW); its bf16 twin is used in GEMM_BF16. */
-static int gemm_x(hsadb_cuda_run *c, float *out, int ldo, const void *xi, int ldx, const float *W, int n, int din,
-                  int dout, float beta) {
+/* RMSNorm(x) * g as a GEMM input: into xh as bf16, or into out (fp32; may be x) */
+static gemm_src norm_in(hsadb_cuda_run *c, const float *x, const float *g, int64_t rows, int d, float *out) {
+    if (gemm_bf16(c, (int)rows)) {
+        rmsnorm_kernel<uint16_t><<<row_grid(rows), WARPS * 32, 0, c->st>>>(x, g, c->xh, rows, d, c->c->eps);
+        return (gemm_src){c->xh, d, 1};
+    }
+    if (rows) rmsnorm_kernel<float><<<row_grid(rows), WARPS * 32, 0, c->st>>>(x, g, out, rows, d, c->c->eps);
+    return (gemm_src){out, d, 0};
+}
+
+/* out[n][dout] (row stride ldo) = x[n][din] @ W[dout][din]^T + beta*out. W: the fp32 device
+ * weight (DW); its bf16 twin when x is bf16. */
+static int gemm_x(hsadb_cuda_run *c, float *out, int ldo, gemm_src x, const float *W, int n, int din, int dout,
+                  float beta) {
     const float one = 1.f;
     if (n == 0) return 0;
     CK(cudaGetLastError());
-    if (gemm_bf16(c, n)) {
+    if (x.bf) {
         const uint16_t *Wb = c->wt->b + (W - c->wt->d);
-        CKB(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, dout, n, din, &one, Wb, CUDA_R_16BF, din, xi, CUDA_R_16BF,
-                         ldx, &beta, out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        CKB(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, dout, n, din, &one, Wb, CUDA_R_16BF, din, x.p, CUDA_R_16BF,
+                         x.ld, &beta, out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     } else {
-        CKB(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, dout, n, din, &one, W, din, (const float *)xi, ldx, &beta,
+        CKB(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, dout, n, din, &one, W, din, (const float *)x.p, x.ld, &beta,
                         out, ldo));
     }
     return 0;
@@ -743,14 +766,12 @@ static int gemm_x(hsadb_cuda_run *c, float *out, int ldo, const void *xi, int ld
 /* out[n][dout] (row stride ldo) = x[n][din] (row stride ldx) @ W[dout][din]^T + beta*out */
 static int gemm(hsadb_cuda_run *c, float *out, int ldo, const float *x, int ldx, const float *W, int n, int din,
                 int dout, float beta) {
-    int ld;
-    const void *xi = gemm_in(c, x, ldx, n, din, &ld);
-    return gemm_x(c, out, ldo, xi, ld, W, n, din, dout, beta);
+    return gemm_x(c, out, ldo, gemm_in(c, x, ldx, n, din), W, n, din, dout, beta);
 }
 
 static int rmsnorm(hsadb_cuda_run *c, float *out, const float *x, const float *g, int64_t rows, int d) {
     if (rows == 0) return 0;
-    rmsnorm_kernel<<<row_grid(rows), WARPS * 32, 0, c->st>>>(x, g, out, rows, d, c->c->eps);
+    rmsnorm_kernel<float><<<row_grid(rows), WARPS * 32, 0, c->st>>>(x, g, out, rows, d, c->c->eps);
     CK(cudaGetLastError());
     return 0;
 }
@@ -780,12 +801,10 @@ static int attention(hsadb_cuda_run *c, const hsadb_attn_w *a, float *x, int n, 
     const hsadb_config *cf = c->c;
     const int D = cf->dim, H = cf->n_heads, Hk = cf->n_kv_heads, dh = cf->head_dim, qd = H * dh, kd = Hk * dh;
     int rc;
-    if ((rc = rmsnorm(c, c->xb, x, DW(c, a->norm), n, D))) return rc;
-    int ld;
-    const void *xi = gemm_in(c, c->xb, D, n, D, &ld);
-    if ((rc = gemm_x(c, c->q, qd, xi, ld, DW(c, a->wq), n, D, qd, 0.f))) return rc;
-    if ((rc = gemm_x(c, c->k, kd, xi, ld, DW(c, a->wk), n, D, kd, 0.f))) return rc;
-    if ((rc = gemm_x(c, c->v, kd, xi, ld, DW(c, a->wv), n, D, kd, 0.f))) return rc;
+    const gemm_src xi = norm_in(c, x, DW(c, a->norm), n, D, c->xb);
+    if ((rc = gemm_x(c, c->q, qd, xi, DW(c, a->wq), n, D, qd, 0.f))) return rc;
+    if ((rc = gemm_x(c, c->k, kd, xi, DW(c, a->wk), n, D, kd, 0.f))) return rc;
+    if ((rc = gemm_x(c, c->v, kd, xi, DW(c, a->wv), n, D, kd, 0.f))) return rc;
     if ((rc = qk_prep(c, c->q, n, H, DW(c, a->q_norm), 1))) return rc;
     if ((rc = qk_prep(c, c->k, n, Hk, DW(c, a->k_norm), 1))) return rc;
     const int maxk = s ? cf->window : group;
@@ -822,14 +841,17 @@ static int attention(hsadb_cuda_run *c, const hsadb_attn_w *a, float *x, int n, 
 static int mlp(hsadb_cuda_run *c, const hsadb_mlp_w *w, const float *in, float *x, int n) {
     const int D = c->c->dim, F = c->c->hidden;
     int rc;
-    if ((rc = rmsnorm(c, c->xb, in, DW(c, w->norm), n, D))) return rc;
-    int ld;
-    const void *xi = gemm_in(c, c->xb, D, n, D, &ld);
-    if ((rc = gemm_x(c, c->hb, F, xi, ld, DW(c, w->gate), n, D, F, 0.f))) return rc;
-    if ((rc = gemm_x(c, c->hb2, F, xi, ld, DW(c, w->up), n, D, F, 0.f))) return rc;
-    silu_mul_kernel<<<lin_grid((int64_t)n * F), 256, 0, c->st>>>(c->hb, c->hb2, (int64_t)n * F);
-    CK(cudaGetLastError());
-    return gemm(c, x, D, c->hb, F, DW(c, w->down), n, F, D, 1.f);
+    const gemm_src xi = norm_in(c, in, DW(c, w->norm), n, D, c->xb);
+    if ((rc = gemm_x(c, c->hb, F, xi, DW(c, w->gate), n, D, F, 0.f))) return rc;
+    if ((rc = gemm_x(c, c->hb2, F, xi, DW(c, w->up), n, D, F, 0.f))) return rc;
+    gemm_src h = {c->hb, F, 0};                /* silu(gate) * up: in place, or bf16 into xh */
+    if (gemm_bf16(c, n)) {
+        silu_mul_kernel<uint16_t><<<lin_grid((int64_t)n * F), 256, 0, c->st>>>(c->hb, c->hb2, c->xh, (int64_t)n * F);
+        h = (gemm_src){c->xh, F, 1};
+    } else {
+        silu_mul_kernel<float><<<lin_grid((int64_t)n * F), 256, 0, c->st>>>(c->hb, c->hb2, c->hb, (int64_t)n * F);
+    }
+    return gemm_x(c, x, D, h, DW(c, w->down), n, F, D, 1.f);
 }
 
 static int swa_layer(hsadb_cuda_run *c, const hsadb_swa_w *w, float *x, int n, hsadb_swa_state *s, int l, int64_t pos) {
@@ -993,26 +1015,19 @@ static int encode_dev(hsadb_cuda_run *c, int nc, int kv_f32, void *lmk, void *kv
         if ((rc = attention(c, &c->m->w.encoder[l].attn, E, rows, NULL, 0, 0, S + 1))) return rc;
         if ((rc = mlp(c, &c->m->w.encoder[l].mlp, E, E, rows))) return rc;
     }
-    if ((rc = rmsnorm(c, E, E, DW(c, cw->out_norm), rows, D))) return rc;
-    /* landmarks from the cls rows; K and V from the S token rows of every chunk */
-    /* E's rows (all nc*(S+1): the cls rows feed the landmarks, the token rows K and V) enter
-     * the GEMMs once in the run's precision */
-    int ld;
-    const void *Ei = gemm_in(c, E, D, rows, D, &ld);
-    const int bf = gemm_bf16(c, rows);
+    /* the output norm; its rows (all nc*(S+1)) feed the GEMMs: landmarks from the cls rows,
+     * K and V from the S token rows of every chunk */
+    const gemm_src Ei = norm_in(c, E, DW(c, cw->out_norm), rows, D, E);
+    const int bf = Ei.bf;
     const float one = 1.f, zero = 0.f;
-    if (bf && !gemm_bf16(c, nc)) {     /* few chunks: the landmark GEMM in fp32 (gemm_x decides by its rows) */
-        if ((rc = gemm(c, c->lmk, ln, E + (size_t)S * D, (S + 1) * D, DW(c, cw->lmk), nc, D, ln, 0.f))) return rc;
-    } else if ((rc = gemm_x(c, c->lmk, ln, (const char *)Ei + (size_t)S * D * (bf ? 2 : 4), (S + 1) * D, DW(c, cw->lmk),
-                            nc, D, ln, 0.f))) {
-        return rc;
-    }
+    const gemm_src cls = {(const char *)Ei.p + (size_t)S * D * (bf ? 2 : 4), (S + 1) * D, bf};
+    if ((rc = gemm_x(c, c->lmk, ln, cls, DW(c, cw->lmk), nc, D, ln, 0.f))) return rc;
     if (bf) {
         const uint16_t *mk = c->wt->b + (DW(c, cw->mk) - c->wt->d), *mv = c->wt->b + (DW(c, cw->mv) - c->wt->d);
-        CKB(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, mk, CUDA_R_16BF, D, 0, Ei,
+        CKB(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, mk, CUDA_R_16BF, D, 0, Ei.p,
                                        CUDA_R_16BF, D, (long long)(S + 1) * D, &zero, c->kmem, CUDA_R_32F, Hm * dh,
                                        (long long)per, nc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        CKB(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, mv, CUDA_R_16BF, D, 0, Ei,
+        CKB(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Hm * dh, S, D, &one, mv, CUDA_R_16BF, D, 0, Ei.p,
                                        CUDA_R_16BF, D, (long long)(S + 1) * D, &zero, c->vmem, CUDA_R_32F, Hm * dh,
                                        (long long)per, nc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     } else {
@@ -1448,10 +1463,9 @@ static int hsa(hsadb_cuda_run *c, int g, const hsadb_memview *mv, int n, int64_t
             return hsadb_fail(HSADB_ERR_INVALID, "position %lld needs %lld chunks, memory has %lld",
                               (long long)(pos + t), (long long)((pos + t) / S), (long long)have);
     if ((rc = sync_extra(c, mv))) return rc;
-    int ld;
-    const void *xi = gemm_in(c, c->xb, D, n, D, &ld);
-    if ((rc = gemm_x(c, c->qr, Hm * dr, xi, ld, DW(c, w->wr), n, D, Hm * dr, 0.f))) return rc;
-    if ((rc = gemm_x(c, c->q, H * dh, xi, ld, DW(c, w->wq), n, D, H * dh, 0.f))) return rc;
+    const gemm_src xi = gemm_in(c, c->xb, D, n, D);
+    if ((rc = gemm_x(c, c->qr, Hm * dr, xi, DW(c, w->wr), n, D, Hm * dr, 0.f))) return rc;
+    if ((rc = gemm_x(c, c->q, H * dh, xi, DW(c, w->wq), n, D, H * dh, 0.f))) return rc;
     if ((rc = qk_prep(c, c->q, n, H, DW(c, w->q_norm), 0))) return rc;
     to_bf16_kernel<<<lin_grid((int64_t)n * H * dh), 256, 0, c->st>>>(c->q, c->qb, (int64_t)n * H * dh);
     CK(cudaGetLastError());
