@@ -98,8 +98,8 @@ static int kv_raw(void *ctx, const uint64_t *chunks, int n, uint16_t *dst) {
  * tensor cores, unit roundoff 2^-11), 2 bf16 (the default: weights and GEMM inputs rounded to
  * bf16, unit roundoff 2^-8, on blocks of 64+ rows). The tolerances follow the precision; bf16's
  * are about 5x what the H200 measured (x_mid 1.9e-3, logits 6.4e-3, HSA weights 8.4e-3;
- * chunk choices 96.0% identical: near-tied landmark scores flip under bf16 rounding; greedy
- * tokens 99.5%). */
+ * chunk choices 95–96% identical: near-tied landmark scores flip under bf16 rounding; greedy
+ * tokens 99.5–99.7%). */
 static void stages(const hsadb_model *m, int mode) {
     static const char *const names[] = {"fp32", "tf32", "bf16"};
     const int fp32 = mode == 0, bf16 = mode == 2;
