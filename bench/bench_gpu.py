@@ -54,6 +54,32 @@ def bench(fn, warmup=3, reps=20, iters=20):
     return times[len(times) // 2]
 
 
+def hsa_idx(T, Cm, S, K, Hm, realistic, dev):
+    """Chunk picks for the HSA benchmark: idx [T][Hm][K] int32 (-1 = empty) and weights.
+
+    Token t may pick chunks c with (c+1)*S <= t. Not realistic ("bench idx"): the top-K of random
+    scores among its eligible chunks. Realistic: each 64-token tile first draws a pool of 12
+    eligible chunks and its tokens take their top-K from the pool (neighbours share most picks,
+    as retrieval does)."""
+    t_ = torch.arange(T, device=dev)[:, None]
+    c_ = torch.arange(Cm, device=dev)[None, :]
+    s = torch.randn(T, Cm, device=dev)
+    if realistic:
+        nb = (T + 63) // 64            # tile b's tokens may pick chunks c < b
+        b_ = torch.arange(nb, device=dev)[:, None]
+        ps = torch.rand(nb, Cm, device=dev).masked_fill(c_ >= b_, -1.0)
+        pool = ps.topk(min(12, Cm), dim=1).indices
+        inpool = torch.zeros(nb, Cm, dtype=torch.bool, device=dev).scatter_(1, pool, True)
+        s = s.masked_fill(~inpool[torch.arange(T, device=dev) // 64], float("-inf"))
+    s = s.masked_fill((c_ + 1) * S > t_, float("-inf"))
+    top = s.topk(K, dim=1)
+    ix = top.indices.to(torch.int32)
+    valid = torch.isfinite(top.values)
+    ix = torch.where(valid, ix, torch.full_like(ix, -1)).view(T, Hm, K).contiguous()
+    w = torch.softmax(top.values, dim=1).nan_to_num(0.0).view(T, Hm, K).contiguous()
+    return ix, w
+
+
 def stream():
     return ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
 
@@ -176,25 +202,8 @@ def main():
         qh = torch.randn(T, H, dh, device=dev).to(torch.bfloat16)
         km = torch.randn(Cm, S, Hm, dh, device=dev).to(torch.bfloat16)
         vm = torch.randn(Cm, S, Hm, dh, device=dev).to(torch.bfloat16)
-        t_ = torch.arange(T, device=dev)[:, None]
-        c_ = torch.arange(Cm, device=dev)[None, :]
-
         def make_idx(realistic):
-            s = torch.randn(T, Cm, device=dev)
-            if realistic:
-                nb = (T + 63) // 64            # tile b's tokens may pick chunks c < b
-                b_ = torch.arange(nb, device=dev)[:, None]
-                ps = torch.rand(nb, Cm, device=dev).masked_fill(c_ >= b_, -1.0)
-                pool = ps.topk(min(12, Cm), dim=1).indices
-                inpool = torch.zeros(nb, Cm, dtype=torch.bool, device=dev).scatter_(1, pool, True)
-                s = s.masked_fill(~inpool[torch.arange(T, device=dev) // 64], float("-inf"))
-            s = s.masked_fill((c_ + 1) * S > t_, float("-inf"))
-            top = s.topk(K, dim=1)
-            ix = top.indices.to(torch.int32)
-            valid = torch.isfinite(top.values)
-            ix = torch.where(valid, ix, torch.full_like(ix, -1)).view(T, Hm, K).contiguous()
-            w = torch.softmax(top.values, dim=1).nan_to_num(0.0).view(T, Hm, K).contiguous()
-            return ix, w
+            return hsa_idx(T, Cm, S, K, Hm, realistic, dev)
 
         out = torch.empty(T, H, dh, device=dev)
         qf = torch.randn(1, H, T, dh, device=dev, dtype=torch.bfloat16)

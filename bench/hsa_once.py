@@ -14,6 +14,8 @@ import ctypes
 
 import torch
 
+from bench_gpu import hsa_idx
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -31,20 +33,7 @@ def main():
     qh = torch.randn(T, H, dh, device=dev).to(torch.bfloat16)
     km = torch.randn(Cm, S, Hm, dh, device=dev).to(torch.bfloat16)
     vm = torch.randn(Cm, S, Hm, dh, device=dev).to(torch.bfloat16)
-    t_ = torch.arange(T, device=dev)[:, None]
-    c_ = torch.arange(Cm, device=dev)[None, :]
-    s = torch.randn(T, Cm, device=dev)
-    if a.idx == "realistic":
-        nb = (T + 63) // 64
-        b_ = torch.arange(nb, device=dev)[:, None]
-        ps = torch.rand(nb, Cm, device=dev).masked_fill(c_ >= b_, -1.0)
-        pool = ps.topk(min(12, Cm), dim=1).indices
-        inpool = torch.zeros(nb, Cm, dtype=torch.bool, device=dev).scatter_(1, pool, True)
-        s = s.masked_fill(~inpool[torch.arange(T, device=dev) // 64], float("-inf"))
-    s = s.masked_fill((c_ + 1) * S > t_, float("-inf"))
-    top = s.topk(K, dim=1)
-    ix = torch.where(torch.isfinite(top.values), top.indices.to(torch.int32), -1).view(T, Hm, K).contiguous()
-    w = torch.softmax(top.values, dim=1).nan_to_num(0.0).view(T, Hm, K).contiguous()
+    ix, w = hsa_idx(T, Cm, S, K, Hm, a.idx == "realistic", dev)
     out = torch.empty(T, H, dh, device=dev)
     st = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
     P = lambda t: ctypes.c_void_p(t.data_ptr())
