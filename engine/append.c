@@ -67,7 +67,6 @@ struct hsadb_appender {
 
     /* HSADB_APPEND_TRACE=1: one stderr line per commit (where the append's time goes) */
     int                    trace, n_traced, async_out;   /* lines printed; an async commit not yet reported */
-    double                 tr_mark;       /* main thread: when the last commit was handed over (or began) */
     double                 c_secs, c_put, c_sync;   /* committer: its last commit, and the split */
 };
 
@@ -231,7 +230,7 @@ static int commit(hsadb_appender *a, int final) {
     const double tw = hsadb_seconds();
     int rc = commit_wait(a);                       /* a->blob is free again */
     if (rc) return rc;
-    const double work = tw - (a->tr_mark ? a->tr_mark : a->t0), waited = hsadb_seconds() - tw;
+    const double work = tw - a->last_commit, waited = hsadb_seconds() - tw;   /* since the last hand-over */
     if (a->trace && a->async_out)                  /* the committer's batch, now done */
         trace_line(a, "async", work, waited, a->c_secs, a->c_put, a->c_sync), a->async_out = 0;
     if ((rc = hsadb_swa_state_pull(&a->lower))) return rc;   /* the rings may live on the device */
@@ -246,7 +245,7 @@ static int commit(hsadb_appender *a, int final) {
         a->last_commit = hsadb_seconds();          /* the next one is timed from the hand-over */
         pthread_cond_broadcast(&a->cv);
         pthread_mutex_unlock(&a->mu);
-        a->tr_mark = a->last_commit, a->async_out = 1;
+        a->async_out = 1;
         return 0;
     }
     const double t0 = hsadb_seconds();
@@ -258,7 +257,6 @@ static int commit(hsadb_appender *a, int final) {
         hsadb_store_last_write_times(&put_s, &sync_s);
         trace_line(a, final ? "final" : "inline", a->n_traced ? 0 : work, 0, a->last_commit - t0, put_s, sync_s);
     }
-    a->tr_mark = a->last_commit;
     return 0;
 }
 
