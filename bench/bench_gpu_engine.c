@@ -9,7 +9,8 @@
  * (hsadb.h) exactly as the CLI and the server use it, after a warm-up append (device start-up):
  *   - append tokens/s, durable (default) and --nosync, the input written in 1 MiB pieces;
  *   - the same records through the store alone (LMDB, no model, the append's commit cadence):
- *     the floor under the append; and their bytes through the disk alone (pwrite + fdatasync);
+ *     the floor under the append, also with the format-1 K/V layout (5 pages per 16 KiB block
+ *     instead of 4, docs/storage.md); and their bytes through the disk alone (pwrite + fdatasync);
  *   - the first query on the memory (its landmarks and K/V go into the GPU memory tier), then
  *     the best of 3: prompt ms (tail context + question), ms per generated token, search ms;
  *   - the same queries through the block cache (a memory larger than the device): the K/V
@@ -109,12 +110,13 @@ int main(int argc, char **argv) {
         bench_rm_rf(dir);
         free(data);
     }
-    printf("# store alone: the same records through LMDB, committed every 2,048 chunks; disk alone: their bytes\n"
+    printf("# store alone: the same records through LMDB, committed every 2,048 chunks (f1: a format-1 store, the\n"
+           "# K/V layout before the spill); disk alone: their bytes\n"
            "# written to a file, pwrite + fdatasync per 2,048 chunks; GEMMs: %s\n\n",
            getenv("HSADB_CUDA_GEMM") ? getenv("HSADB_CUDA_GEMM") : "default (bf16)");
     printf("| tokens | append tok/s (durable) | append tok/s (nosync) | store alone tok/s (durable / nosync) | "
-           "disk alone tok/s | first query s | prompt ms | ms/token | tokens | search ms |\n"
-           "|---|---|---|---|---|---|---|---|---|---|\n");
+           "store alone f1 tok/s (durable) | disk alone tok/s | first query s | prompt ms | ms/token | tokens | search ms |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int si = 0; si < nsizes; si++) {
         const size_t n = (size_t)sizes[si];
         uint8_t *data = malloc(n);
@@ -171,10 +173,13 @@ int main(int argc, char **argv) {
         const uint64_t nch = n / (uint64_t)c->chunk;
         /* the append's cadence: a commit per 2,048 chunks (engine/append.c COMMIT_CHUNKS) */
         const double st0 = bench_store_alone(dir, m, nch, 0, 2048), st1 = bench_store_alone(dir, m, nch, 1, 2048);
+        setenv("HSADB_STORE_NEW_FORMAT", "1", 1);
+        const double stf1 = bench_store_alone(dir, m, nch, 0, 2048);
+        unsetenv("HSADB_STORE_NEW_FORMAT");
         const double raw = bench_raw_disk(dir, m, nch, 2048);
         bench_rm_rf(dir);
-        printf("| %zu | %.0f | %.0f | %.0f / %.0f | %.0f | %.2f | %.1f | %.3f | %d | %.1f |\n", n, tok_s[0], tok_s[1],
-               n / st0, n / st1, n / raw, cold, qp, qt, ntok, qs);
+        printf("| %zu | %.0f | %.0f | %.0f / %.0f | %.0f | %.0f | %.2f | %.1f | %.3f | %d | %.1f |\n", n, tok_s[0],
+               tok_s[1], n / st0, n / st1, n / stf1, n / raw, cold, qp, qt, ntok, qs);
         fflush(stdout);
         free(data);
     }

@@ -7,14 +7,21 @@
  *   "meta"       "format" -> u32 LE format version (HSADB_STORE_FORMAT)
  *                "next_memory_id" -> u32 LE
  *   "memories"   memory name (bytes, no NUL)      -> struct hsadb_memory_rec (packed, LE)
- *   "landmarks"  key(memory_id, chunk)            -> landmark, Hm*dr values of kv_dtype
- *   "kv"         key(memory_id, chunk)            -> K block [S][Hm][dh] then V block, kv_dtype
+ *   "landmarks"  key(memory_id, chunk)            -> landmark, Hm*dr values of kv_dtype, then
+ *                                                    the K/V block's last `spill` bytes
+ *   "kv"         key(memory_id, chunk)            -> K block [S][Hm][dh] then V block, kv_dtype,
+ *                                                    less its last `spill` bytes
  *   "chunks"     key(memory_id, chunk)            -> struct hsadb_chunk_meta + the chunk's S bytes
  *   "tails"      key(memory_id)                   -> tail blob (opaque here; the engine's format)
  *   "appends"    key(memory_id, append_id)        -> struct hsadb_append_rec
  *
  *   key(memory_id, n) = 4-byte big-endian memory id then 8-byte big-endian n, so that LMDB's
  *   byte order is numeric order and a memory's records are contiguous (MDB_APPEND-friendly).
+ *
+ *   spill (format 2; 0 in format 1): (kv bytes + 16) mod page size when that is at most 64, else
+ *   0. LMDB puts a large value into overflow pages behind a 16-byte header, so a K/V block of a
+ *   whole number of pages (16 KiB for the shipped geometry) would need one more page for its
+ *   last 16 bytes; those ride in the landmark record instead. Readers return whole blocks.
  *
  * Durability: every commit is one LMDB write transaction (fsync'd unless
  * HSADB_STORE_NOSYNC). A batch commit writes its chunk records, the new tail, the memory
@@ -34,7 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HSADB_STORE_FORMAT 1u
+#define HSADB_STORE_FORMAT 2u  /* 2: the K/V spill (above); format-1 stores still open */
 #define HSADB_NAME_MAX 128
 
 enum hsadb_kv_dtype { HSADB_KV_BF16 = 0, HSADB_KV_F32 = 1 };
@@ -114,8 +121,10 @@ int  hsadb_store_reader_begin(hsadb_store *st, const char *name, hsadb_store_rea
                               struct hsadb_memory_rec *rec);
 /* Copy landmarks of chunks [first, first+n) into dst (n * Hm*dr values of kv_dtype). */
 int  hsadb_store_reader_landmarks(hsadb_store_reader *r, uint64_t first, uint64_t n, void *dst);
-/* Zero-copy K/V block of one chunk: *kv points at K [S][Hm][dh] followed by V, kv_dtype
- * values (LMDB overflow pages: 16-byte aligned). *len is its byte length. */
+/* K/V block of one chunk: *kv points at K [S][Hm][dh] followed by V, kv_dtype values,
+ * 16-byte aligned; *len is its byte length. Zero-copy (into the map) when the memory has no
+ * spill; otherwise the block is assembled in a buffer of the reader, valid until the next
+ * hsadb_store_reader_kv call on this reader. */
 int  hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **kv, size_t *len);
 /* The K/V blocks of chunks [first, first+n) copied into dst ([n][kv bytes]) — the bulk read
  * behind the GPU memory tier. They are read from data.mdb at the records' file offsets with

@@ -522,6 +522,97 @@ static void test_write_read(void) {
 
 /* Bulk K/V reads (the GPU tier's loader): io_uring, pread and the map give the records'
  * exact bytes, for a range that starts and ends mid-memory and for a range past the end. */
+/* Overflow pages of the "kv" sub-database and the env's page size (raw LMDB). */
+static long raw_overflow_pages(const char *dir, unsigned *psize) {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_stat ms;
+    long n = -1;
+    if (raw_open(dir, MDB_RDONLY, &env)) return -1;
+    if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0) {
+        if (mdb_dbi_open(txn, "kv", 0, &dbi) == 0 && mdb_stat(txn, dbi, &ms) == 0) {
+            n = (long)ms.ms_overflow_pages;
+            *psize = ms.ms_psize;
+        }
+        mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    return n;
+}
+
+/*
+ * The K/V record layout: in format 2 a 16 KiB block (the shipped geometry) takes 4 overflow
+ * pages, its last 16 bytes riding in the landmark record; a format-1 store keeps the old
+ * layout (5 pages) and stays readable and writable. Every read path returns whole blocks.
+ */
+static void test_kv_pages(void) {
+    struct hsadb_memory_rec m = geom(HSADB_KV_BF16, 64, 2, 32, 64), rec;
+    struct sizes z = sizes_of(&m);
+    struct scratch s;
+    scratch_init(&s, z);
+    printf("# 2d. K/V record layout (format 1 and %u)\n", HSADB_STORE_FORMAT);
+    for (unsigned fmt = 1; fmt <= HSADB_STORE_FORMAT; fmt += HSADB_STORE_FORMAT - 1) {
+        char dir[512], name[32];
+        hsadb_store *st = NULL;
+        hsadb_store_writer *w;
+        hsadb_store_reader *r;
+        uint64_t n = 0;
+        unsigned psize = 0;
+        int rc = 0;
+        snprintf(name, sizeof name, "kvpages-%u", fmt);
+        mkpath(dir, sizeof dir, name);
+        mkdir(dir, 0755);
+        if (fmt != HSADB_STORE_FORMAT) {          /* an old store: the format key written first */
+            uint8_t ver[4] = { (uint8_t)fmt, 0, 0, 0 };
+            rc = raw_put(dir, "meta", "format", 6, ver, 4);
+        }
+        if (!rc) rc = hsadb_store_open(dir, HSADB_STORE_CREATE | HSADB_STORE_NOSYNC, &st);
+        if (!rc) rc = hsadb_store_memory_create(st, "m", &m);
+        if (!rc) rc = hsadb_store_writer_begin(st, "m", 1700000001, &w, NULL);
+        if (!rc) {
+            rc = append_batch(w, &n, 0, z, 91, 50, &s, 0);
+            if (!rc) rc = append_batch(w, &n, 0, z, 91, 30, &s, 1);
+            hsadb_store_writer_end(w);
+        }
+        CHECK(rc == 0 && n == 80, "format %u: 80 chunks of %zu-byte K/V written (%s)", fmt, z.kv,
+              rc ? hsadb_last_error() : "ok");
+        hsadb_store_close(st);
+        st = NULL;
+        long pages = raw_overflow_pages(dir, &psize);
+        if (psize == 4096)
+            CHECK(pages == 80 * (fmt >= 2 ? 4 : 5), "format %u: %ld overflow pages for 80 blocks of 16 KiB "
+                  "(%d per block)", fmt, pages, fmt >= 2 ? 4 : 5);
+        else
+            printf("  (page size %u: the page count is checked on 4 KiB pages only)\n", psize);
+
+        rc = hsadb_store_open(dir, 0, &st);
+        if (!rc) rc = hsadb_store_reader_begin(st, "m", &r, &rec);
+        int bad = 0;
+        if (!rc) {
+            uint8_t *lms = malloc(80 * z.lm), *kvs = malloc(80 * z.kv);
+            const void *p;
+            size_t len;
+            rc = hsadb_store_reader_landmarks(r, 0, 80, lms);
+            if (!rc) rc = hsadb_store_reader_kv_batch(r, 0, 80, kvs);
+            for (uint64_t i = 0; !rc && i < 80; i++) {
+                chunk_content(&s, z, 91, i);
+                bad += memcmp(lms + i * z.lm, s.lm, z.lm) != 0;
+                bad += memcmp(kvs + i * z.kv, s.kv, z.kv) != 0;
+                rc = hsadb_store_reader_kv(r, i, &p, &len);
+                bad += rc == 0 && (len != z.kv || memcmp(p, s.kv, z.kv) != 0 || (uintptr_t)p % 16);
+            }
+            free(lms);
+            free(kvs);
+            hsadb_store_reader_end(r);
+        }
+        CHECK(rc == 0 && bad == 0, "format %u: landmarks, kv and kv_batch read back exactly (%d differ)",
+              fmt, bad);
+        hsadb_store_close(st);
+    }
+    scratch_free(&s);
+}
+
 static void test_kv_batch(void) {
     char dir[512];
     hsadb_store *st;
@@ -1004,7 +1095,7 @@ static void test_corrupt(void) {
     hsadb_store_reader *r;
     hsadb_store_writer *w;
     struct hsadb_memory_rec g = geom(HSADB_KV_BF16, 64, 2, 16, 8), rec;
-    uint8_t *junk, ver[4] = { 2, 0, 0, 0 };
+    uint8_t *junk, ver[4] = { HSADB_STORE_FORMAT + 1, 0, 0, 0 };
     const void *p;
     size_t len;
     FILE *f;
@@ -1049,15 +1140,15 @@ static void test_corrupt(void) {
     /* newer format */
     rc = raw_put(dir, "meta", "format", 6, ver, 4);
     rc |= !(hsadb_store_open(dir, 0, &st) == HSADB_ERR_VERSION);
-    CHECK(rc == 0, "format 2 -> VERSION (%s)", hsadb_last_error());
+    CHECK(rc == 0, "format %u (newer) -> VERSION (%s)", HSADB_STORE_FORMAT + 1, hsadb_last_error());
     rc = hsadb_store_open(dir, HSADB_STORE_RDONLY, &st);
-    CHECK(rc == HSADB_ERR_VERSION, "format 2, read-only -> VERSION");
+    CHECK(rc == HSADB_ERR_VERSION, "format %u (newer), read-only -> VERSION", HSADB_STORE_FORMAT + 1);
     rc = raw_put(dir, "meta", "format", 6, ver, 3);
     CHECK(rc == 0 && hsadb_store_open(dir, 0, &st) == HSADB_ERR_CORRUPT, "3-byte format value -> CORRUPT");
     rc = raw_put(dir, "meta", "format", 6, NULL, 0);
     CHECK(rc == 0 && hsadb_store_open(dir, 0, &st) == HSADB_ERR_CORRUPT,
           "format key missing in a store with memories -> CORRUPT (%s)", hsadb_last_error());
-    ver[0] = 1;
+    ver[0] = HSADB_STORE_FORMAT;
     raw_put(dir, "meta", "format", 6, ver, 4);
 
     /* read-only */
@@ -1296,6 +1387,7 @@ int main(void) {
     test_memories();
     test_write_read();
     test_kv_batch();
+    test_kv_pages();
     test_sealed_commits();
     test_map_growth();
     test_consistency();
