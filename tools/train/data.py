@@ -18,7 +18,8 @@ followed by one or more query blocks.  Every sample carries:
   meta     dict: spans (start, end) of every needle, and pos_needles {t: [needle indices]} (what
            the supervision at t was built from; for tests and debugging)
 Families: passkey, niah (single needle; values numbers / words / uuid-like keys), multikey (with
-distractors), multivalue, multiquery, vt (variable tracking), lm (plain text, no query).
+distractors), multivalue, multiquery, vt (variable tracking), lm (plain text, no query), copy
+(random strings repeated inside the sliding window: in-window induction; not in DEFAULT_MIX).
 
 Options (opts dict, see DEFAULT_OPTS / TRAIN_OPTS): tail_frac places that fraction of the needles
 at the very end of the haystack (immediately before the query block, or up to tail_span bytes
@@ -517,9 +518,60 @@ def fam_lm(rng, corpus, L, S, opts=None):
     return Sample(toks, np.zeros(L, dtype=bool), [], None, [])
 
 
+COPY_WINDOW = 120  # a copied byte's source is at most this far back (the SWA window is 128)
+
+
+def _copy_string(rng, corpus):
+    """A string for the copy family, 5..16 bytes: the shapes of the needle values (numbers, words,
+    uuid parts, key-value pairs) and plain random [a-z0-9] strings."""
+    k = rng.random()
+    if k < 0.25:
+        s = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(rng.randint(5, 14)))
+    elif k < 0.45:
+        s = str(rng.randrange(10 ** 4, 10 ** rng.randint(5, 12)))
+    elif k < 0.6:
+        s = ("%032x" % rng.getrandbits(128))[:rng.randint(6, 16)]
+    elif k < 0.8:
+        s = rand_key(rng, corpus)
+        while len(s) < 5:
+            s += " " + rand_word(rng, corpus)
+    else:
+        s = "%s is %s" % (rand_word(rng, corpus), rand_number(rng))
+    return s[:16]
+
+
+def fam_copy(rng, corpus, L, S, opts=None):
+    """In-window copying (induction): corpus text in which 4..8 random strings X (5..16 bytes) each
+    reappear after a gap G of filler, with len(X) + G <= COPY_WINDOW, so every repeated byte's source
+    is inside the 128-token sliding window; often in the chunk that is still incomplete (only the
+    window can copy it), sometimes in the previous, completed one.  Answer loss on X[2:] of each
+    repeat (positions s2+1 .. s2+len-2: the first two bytes identify which string repeats).  No
+    retrieval supervision.  The needle families taught HSA to copy; this teaches the window, which
+    must copy a value that sits in the incomplete chunk (eval dist 0)."""
+    toks = np.concatenate([[BOS], corpus.slice(rng, L - 1).astype(np.int64)])
+    ans = np.zeros(L, dtype=bool)
+    npairs = min(rng.randint(4, 8), (L - 1) // (2 * COPY_WINDOW))
+    if npairs < 1:
+        raise ValueError("sequence too short for the copy family")
+    seg = (L - 1) // npairs
+    spans, strings = [], []
+    for i in range(npairs):
+        x = b(_copy_string(rng, corpus))
+        g = rng.randint(2, COPY_WINDOW - len(x))
+        span = 2 * len(x) + g
+        s1 = 1 + i * seg + rng.randint(0, seg - span)
+        s2 = s1 + len(x) + g
+        toks[s1:s1 + len(x)] = x
+        toks[s2:s2 + len(x)] = x
+        ans[s2 + 1:s2 + len(x) - 1] = True  # position t predicts token t+1 = X[t-s2+1], i.e. X[2:]
+        spans.append((s1, s2, len(x)))
+        strings.append(bytes(x).decode())
+    return Sample(toks, ans, [], None, strings, meta=dict(copies=spans))
+
+
 FAMILIES = {
     "passkey": fam_passkey, "niah": fam_niah, "multikey": fam_multikey, "multiquery": fam_multiquery,
-    "multivalue": fam_multivalue, "vt": fam_vt, "lm": fam_lm,
+    "multivalue": fam_multivalue, "vt": fam_vt, "lm": fam_lm, "copy": fam_copy,
 }
 
 DEFAULT_MIX = {"passkey": 0.12, "niah": 0.28, "multikey": 0.2, "multiquery": 0.15, "multivalue": 0.1,

@@ -315,3 +315,29 @@ def test_default_samples_unchanged_since_tail_align(corpus):
     assert h(None) == "220bbf4ee72f0773"
     assert h(dict(D.TRAIN_OPTS)) == "406a2089322c73ef"
     assert h(dict(D.TRAIN_OPTS, tail_frac=0.25, tail_zero=0.5)) == "5e92aa2b9abfd74f"
+
+
+def test_copy_family_repeats_inside_the_window(corpus):
+    rng = random.Random(11)
+    for L in (1024, 4096):
+        for _ in range(30):
+            s = D.fam_copy(rng, corpus, L, 64)
+            assert len(s.tokens) == L and s.tokens[0] == D.BOS and s.sup == []
+            spans = s.meta["copies"]
+            assert 1 <= len(spans) <= 8
+            want = np.zeros(L, dtype=bool)
+            for s1, s2, n in spans:
+                assert 5 <= n <= 16 and s1 + n <= s2 and s2 + n <= L
+                assert s2 - s1 <= D.COPY_WINDOW  # copy distance: every source byte is in the window
+                assert list(s.tokens[s1:s1 + n]) == list(s.tokens[s2:s2 + n])
+                want[s2 + 1:s2 + n - 1] = True
+            assert (s.ans == want).all()
+            # each answer position predicts the byte the first occurrence had at the same offset
+            for t in np.nonzero(s.ans)[0]:
+                s1, s2, n = next(sp for sp in spans if sp[1] < t + 1 < sp[1] + sp[2])
+                assert s.tokens[t + 1] == s.tokens[s1 + (t + 1 - s2)]
+            assert all(tok < 256 for tok in s.tokens[1:])  # plain bytes: no special tokens
+
+
+def test_copy_family_not_in_default_mix():
+    assert "copy" not in D.DEFAULT_MIX and "copy" in D.FAMILIES

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One fine-tuning call on the GPU machine (PyTorch there, 10 minutes per command): resume from a
+# checkpoint directory, train for MINUTES, export, evaluate the result with eval_tasks.py and send
+# the exported weights back in 15 MB parts (reassemble with `cat ft_model.part.* > model.safetensors`).
+#
+#   GPU machine (carry .carry/corpus.txt.gz and the INIT directory):
+#     bash scripts/train_device.sh                 # logs, eval and weights in $OUT
+#
+# Knobs (environment): INIT (resume dir; default .carry/ckpt_ft_init: the shipped weights with a
+# fresh optimizer), MINUTES (7), LR (2e-4), MIX (JSON family weights; default: the session-3 mix
+# with 15% in-window copy), TAIL_ALIGN (0.5), CURRICULUM (0:4096), SEED (11), EXTRA (more flags).
+# The command is written to $OUT/command.txt, so every run's flags come back with its numbers.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-train-out}
+mkdir -p "$OUT" /tmp/ft
+export PATH=/opt/torch/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONHASHSEED=0
+INIT=${INIT:-.carry/ckpt_ft_init}
+MINUTES=${MINUTES:-7}
+LR=${LR:-2e-4}
+MIX=${MIX:-'{"passkey":0.07,"niah":0.19,"multikey":0.1,"multiquery":0.15,"multivalue":0.15,"vt":0.14,"lm":0.05,"copy":0.15}'}
+TAIL_ALIGN=${TAIL_ALIGN:-0.5}
+CURRICULUM=${CURRICULUM:-0:4096}
+SEED=${SEED:-11}
+E="--lengths 4096 --n 20 --dists 0,4,16,64 --seed 12345 --corpus .carry/corpus.txt.gz"
+cmd=(python3 tools/train/train.py --out /tmp/ft/ckpt --resume "$INIT" --minutes "$MINUTES"
+     --plan-minutes "$MINUTES" --curriculum "$CURRICULUM" --lr "$LR" --min-lr-ratio 1.0 --rewarm-steps 100
+     --lm-weight 0.1 --gain-lr-mult 5 --mix "$MIX" --tail-frac 0.25 --tail-zero 0.5
+     --tail-align "$TAIL_ALIGN" --tail-align-straddle 0.4 --corpus .carry/corpus.txt.gz
+     --eval-every-min 0 --eval-n 20 --eval-lengths 4096 --final-eval-lengths 4096 --eval-end-dists 0,4,16
+     --log-every 100 --seed "$SEED" --log "$OUT/train.log" ${EXTRA:-})
+printf '%q ' "${cmd[@]}" > "$OUT/command.txt"; echo >> "$OUT/command.txt"
+nvidia-smi --query-gpu=name --format=csv,noheader >> "$OUT/command.txt"
+"${cmd[@]}" > /tmp/ft/train.out 2>&1 || { tail -n 30 /tmp/ft/train.out; exit 1; }
+tail -n 3 "$OUT/train.log"
+python3 tools/train/export.py --ckpt /tmp/ft/ckpt --out /tmp/ft/model --dtype float32 > /dev/null || exit 1
+python3 tools/train/eval_tasks.py --model /tmp/ft/model $E > "$OUT/eval_ft.txt" 2>&1
+tail -n 15 "$OUT/eval_ft.txt"
+cp /tmp/ft/model/config.json /tmp/ft/model/train_state.json "$OUT/" 2>/dev/null
+split -b 15M /tmp/ft/model/model.safetensors "$OUT/ft_model.part."
+sha256sum /tmp/ft/model/model.safetensors | tee -a "$OUT/command.txt"
