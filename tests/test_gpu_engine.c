@@ -119,7 +119,9 @@ static void stages(const hsadb_model *m, int mode) {
     int32_t *ic = malloc((size_t)T * G * Hm * K * 4), *ig = malloc((size_t)T * G * Hm * K * 4);
     float *wc = malloc((size_t)T * G * Hm * K * 4), *wg = malloc((size_t)T * G * Hm * K * 4);
     make_stream(tok, bytes, T);
-    printf("# stream of %d tokens, %d chunks; GPU GEMMs in %s\n", T, C, names[mode]);
+    const char *ea = getenv("HSADB_CUDA_ATTN");
+    printf("# stream of %d tokens, %d chunks; GPU GEMMs in %s; window attention %s\n", T, C, names[mode],
+           bf16 && !(ea && !strcmp(ea, "tile")) ? "on tensor cores (bf16 operands)" : "on CUDA cores (fp32)");
     setenv("HSADB_CUDA_GEMM", names[mode], 1);
 
     hsadb_run rc_, rg_;
@@ -433,6 +435,9 @@ int main(void) {
     stages(m, 0);
     stages(m, 1);
     stages(m, 2);
+    setenv("HSADB_CUDA_ATTN", "tile", 1);   /* bf16 GEMMs with the CUDA-core window attention */
+    stages(m, 2);
+    unsetenv("HSADB_CUDA_ATTN");
     unsetenv("HSADB_CUDA_GEMM");   /* the default (bf16) from here on */
     api(m);
     hsadb_model_close(m);
