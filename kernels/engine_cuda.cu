@@ -626,10 +626,12 @@ attn_tile_kernel(const float *__restrict__ q, const float *__restrict__ kb, cons
 }
 
 /*
- * attn_tile_kernel on tensor cores, for the causal window (ring) layers with dh = 32 and W <= 129,
- * in the default GEMM mode (bf16): the attention's operands are rounded to bf16 as the GEMMs'
- * are, scores and the softmax stay fp32 (mma.sync m16n8k16, fp32 accumulate).
+ * attn_tile_kernel on tensor cores, for dh = 32 in the default GEMM mode (bf16): the attention's
+ * operands are rounded to bf16 as the GEMMs' are, scores and the softmax stay fp32 (mma.sync
+ * m16n8k16, fp32 accumulate). Two instances: RING, the causal window layers (W <= 129), and
+ * !RING, the chunk encoder's groups of `group` <= 80 rows (bidirectional).
  *
+ * RING:
  * A CTA takes WM_ROWS = 64 consecutive query rows and one K/V head. It stages the keys of all of
  * them, WM_KEYS = 192 ring rows from position p0 + t0 - W + 1 (zeros where a position is before
  * the ring's first `start` or after the last row), as bf16 in shared memory, rows of 64 bytes with
@@ -639,30 +641,38 @@ attn_tile_kernel(const float *__restrict__ q, const float *__restrict__ kb, cons
  * those rows' windows (key tile offset 16 * m-tile), masked to each row's window [max(start,
  * p - W + 1), p]; the softmax in registers (quad shuffles); O = P V with P reused in registers as
  * the A operand and V read with ldmatrix.trans. One pass: the whole window is in registers.
+ * !RING: a CTA takes one group (t0 = blockIdx.x * group) and one K/V head; it stages the group's
+ * rows as keys, and every m-tile scores all of them (WM_NT_GROUP = 10 tiles: 80 keys, those past
+ * the group masked).
  */
 #define WM_ROWS 64
 #define WM_WARPS 8
 #define WM_DH 32
 #define WM_NT 18                                /* key tiles of 8 per unit: 16 + W - 1 <= 144 */
 #define WM_KEYS (WM_ROWS - 16 + WM_NT * 8)      /* 192 */
+#define WM_NT_GROUP 10                          /* group attention: up to 80 keys */
 
 __device__ __forceinline__ int wm_swz(int row, int col) {  /* element offset; col multiple of 4 */
     return row * WM_DH + ((((col >> 3) ^ ((row >> 1) & 3))) << 3) + (col & 7);
 }
 
+template <bool RING>
 __global__ void __launch_bounds__(WM_WARPS * 32)
 attn_mma_kernel(const float *__restrict__ q, const float *__restrict__ kb, const float *__restrict__ vb, int cap,
-                int64_t start, int64_t p0, int n, int H, int Hk, int W, float *__restrict__ out) {
+                int64_t start, int64_t p0, int n, int H, int Hk, int W, int group, float *__restrict__ out) {
+    constexpr int NT = RING ? WM_NT : WM_NT_GROUP, NKEYS = RING ? WM_KEYS : NT * 8;
     __shared__ __align__(128) uint16_t ks[WM_KEYS * WM_DH], vs[WM_KEYS * WM_DH];
-    const int G = H / Hk, kh = blockIdx.y, t0 = blockIdx.x * WM_ROWS;
-    const int t1 = t0 + WM_ROWS < n ? t0 + WM_ROWS : n, kd = Hk * WM_DH;
-    const int64_t kbase = p0 + t0 - W + 1, klast = p0 + t1 - 1;   /* positions of staged key 0, last */
-    for (int i = threadIdx.x; i < WM_KEYS * WM_DH / 4; i += blockDim.x) {
+    const int G = H / Hk, kh = blockIdx.y, rows = RING ? WM_ROWS : group, t0 = blockIdx.x * rows;
+    const int t1 = t0 + rows < n ? t0 + rows : n, kd = Hk * WM_DH;
+    /* "positions" of the staged keys: ring positions (RING), else row indices */
+    if (!RING) start = t0, p0 = 0;
+    const int64_t kbase = RING ? p0 + t0 - W + 1 : t0, klast = p0 + t1 - 1;   /* staged key 0, last key */
+    for (int i = threadIdx.x; i < NKEYS * WM_DH / 4; i += blockDim.x) {
         const int j = i / (WM_DH / 4), d = (i % (WM_DH / 4)) * 4;
         const int64_t pos = kbase + j;
         float4 k4 = make_float4(0.f, 0.f, 0.f, 0.f), v4 = k4;
         if (pos >= start && pos <= klast) {
-            const size_t row = (size_t)(pos % cap) * kd + (size_t)kh * WM_DH + d;
+            const size_t row = (size_t)(RING ? pos % cap : pos) * kd + (size_t)kh * WM_DH + d;
             k4 = *(const float4 *)(kb + row);
             v4 = *(const float4 *)(vb + row);
         }
@@ -675,23 +685,23 @@ attn_mma_kernel(const float *__restrict__ q, const float *__restrict__ kb, const
     const float scale = rsqrtf((float)WM_DH), sl2 = 1.4426950408889634f;
     const int nmt = (t1 - t0 + 15) / 16;
     for (int u = warp; u < nmt * G; u += WM_WARPS) {
-        const int mt = u / G, h = kh * G + u % G, koff = 16 * mt;
-        const int ta = t0 + koff + r, tb = ta + 8;              /* this lane's two rows */
+        const int mt = u / G, h = kh * G + u % G, koff = RING ? 16 * mt : 0;
+        const int ta = t0 + 16 * mt + r, tb = ta + 8;           /* this lane's two rows */
         uint32_t qa[WM_DH / 16][4];
         const float *qra = q + ((size_t)ta * H + h) * WM_DH, *qrb = q + ((size_t)tb * H + h) * WM_DH;
 #pragma unroll
         for (int kk = 0; kk < WM_DH / 16; kk++) {
             float2 a0 = make_float2(0.f, 0.f), a1 = a0, a2 = a0, a3 = a0;
-            if (ta < n) a0 = *(const float2 *)(qra + 16 * kk + c2), a2 = *(const float2 *)(qra + 16 * kk + c2 + 8);
-            if (tb < n) a1 = *(const float2 *)(qrb + 16 * kk + c2), a3 = *(const float2 *)(qrb + 16 * kk + c2 + 8);
+            if (ta < t1) a0 = *(const float2 *)(qra + 16 * kk + c2), a2 = *(const float2 *)(qra + 16 * kk + c2 + 8);
+            if (tb < t1) a1 = *(const float2 *)(qrb + 16 * kk + c2), a3 = *(const float2 *)(qrb + 16 * kk + c2 + 8);
             qa[kk][0] = pack_bf16(a0.x * scale, a0.y * scale);
             qa[kk][1] = pack_bf16(a1.x * scale, a1.y * scale);
             qa[kk][2] = pack_bf16(a2.x * scale, a2.y * scale);
             qa[kk][3] = pack_bf16(a3.x * scale, a3.y * scale);
         }
-        float sc[WM_NT][4];
+        float sc[NT][4];
 #pragma unroll
-        for (int nt = 0; nt < WM_NT; nt++) {
+        for (int nt = 0; nt < NT; nt++) {
             sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
             uint32_t b[4];
             const int row = koff + nt * 8 + (lane & 7), col = (lane >> 3) * 8;   /* 4 matrices: dims 0, 8, 16, 24 */
@@ -699,13 +709,14 @@ attn_mma_kernel(const float *__restrict__ q, const float *__restrict__ kb, const
             mma16816(sc[nt], qa[0], b[0], b[1]);
             mma16816(sc[nt], qa[1], b[2], b[3]);
         }
-        /* mask to each row's window (staged index j has position kbase + j), then softmax */
+        /* mask to each row's keys (staged index j: position kbase + j; the window [max(start, p - W + 1),
+         * p], or the whole group), then softmax */
         const int64_t pa = p0 + ta, pb = p0 + tb;
-        const int64_t la = (pa - W + 1 > start ? pa - W + 1 : start) - kbase, ha = pa - kbase;
-        const int64_t lb = (pb - W + 1 > start ? pb - W + 1 : start) - kbase, hb = pb - kbase;
+        const int64_t la = RING ? (pa - W + 1 > start ? pa - W + 1 : start) - kbase : 0, ha = RING ? pa - kbase : t1 - 1 - t0;
+        const int64_t lb = RING ? (pb - W + 1 > start ? pb - W + 1 : start) - kbase : 0, hb = RING ? pb - kbase : t1 - 1 - t0;
         float mxa = -INFINITY, mxb = -INFINITY;
 #pragma unroll
-        for (int nt = 0; nt < WM_NT; nt++)
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 const int j = koff + nt * 8 + c2 + e;
@@ -720,7 +731,7 @@ attn_mma_kernel(const float *__restrict__ q, const float *__restrict__ kb, const
         mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
         float sa = 0.f, sb = 0.f;
 #pragma unroll
-        for (int nt = 0; nt < WM_NT; nt++) {
+        for (int nt = 0; nt < NT; nt++) {
             sc[nt][0] = exp2f((sc[nt][0] - mxa) * sl2), sc[nt][1] = exp2f((sc[nt][1] - mxa) * sl2);
             sc[nt][2] = exp2f((sc[nt][2] - mxb) * sl2), sc[nt][3] = exp2f((sc[nt][3] - mxb) * sl2);
             sa += sc[nt][0] + sc[nt][1];
@@ -734,7 +745,7 @@ attn_mma_kernel(const float *__restrict__ q, const float *__restrict__ kb, const
 #pragma unroll
         for (int nt = 0; nt < WM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
 #pragma unroll
-        for (int kk = 0; kk < WM_NT / 2; kk++) {
+        for (int kk = 0; kk < NT / 2; kk++) {
             const uint32_t pa4[4] = {pack_bf16(sc[2 * kk][0], sc[2 * kk][1]), pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
                                      pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
                                      pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
@@ -751,8 +762,8 @@ attn_mma_kernel(const float *__restrict__ q, const float *__restrict__ kb, const
         float *oa = out + ((size_t)ta * H + h) * WM_DH, *ob = out + ((size_t)tb * H + h) * WM_DH;
 #pragma unroll
         for (int nt = 0; nt < WM_DH / 8; nt++) {
-            if (ta < n) *(float2 *)(oa + nt * 8 + c2) = make_float2(o[nt][0] * ia, o[nt][1] * ia);
-            if (tb < n) *(float2 *)(ob + nt * 8 + c2) = make_float2(o[nt][2] * ib, o[nt][3] * ib);
+            if (ta < t1) *(float2 *)(oa + nt * 8 + c2) = make_float2(o[nt][0] * ia, o[nt][1] * ia);
+            if (tb < t1) *(float2 *)(ob + nt * 8 + c2) = make_float2(o[nt][2] * ib, o[nt][3] * ib);
         }
     }
 }
@@ -958,10 +969,13 @@ static int attention(hsadb_cuda_run *c, const hsadb_attn_w *a, float *x, int n, 
     /* many rows: the tiled kernel, while its keys fit in shared memory; else a warp per pair */
     const int nkmax = s ? TQ + cf->window - 1 : ((TQ + group - 1) / group + 1) * group;
     const size_t tsm = attn_tile_smem(nkmax, dh, maxk);
-    if (s && c->attn_mma && gemm_bf16(c, n) && dh == WM_DH && cf->window <= WM_NT * 8 - 15 && n >= 2 * TQ &&
-        !c->dpos && H % Hk == 0) {
-        attn_mma_kernel<<<dim3((unsigned)((n + WM_ROWS - 1) / WM_ROWS), (unsigned)Hk), WM_WARPS * 32, 0, c->st>>>(
-            c->q, kb, vb, cap, start, p0, n, H, Hk, cf->window, c->att);
+    const int mma = c->attn_mma && gemm_bf16(c, n) && dh == WM_DH && n >= 2 * TQ && !c->dpos && H % Hk == 0;
+    if (mma && s && cf->window <= WM_NT * 8 - 15) {
+        attn_mma_kernel<true><<<dim3((unsigned)((n + WM_ROWS - 1) / WM_ROWS), (unsigned)Hk), WM_WARPS * 32, 0, c->st>>>(
+            c->q, kb, vb, cap, start, p0, n, H, Hk, cf->window, 0, c->att);
+    } else if (mma && !s && group <= WM_NT_GROUP * 8) {
+        attn_mma_kernel<false><<<dim3((unsigned)((n + group - 1) / group), (unsigned)Hk), WM_WARPS * 32, 0, c->st>>>(
+            c->q, kb, vb, 0, 0, 0, n, H, Hk, 0, group, c->att);
     } else if (n >= 2 * TQ && tsm <= c->tile_smem_max && !c->dpos) {
         if (tsm > 48 * 1024 && !c->tile_smem_set) {
             CK(cudaFuncSetAttribute(attn_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->tile_smem_max));
