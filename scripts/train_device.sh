@@ -8,7 +8,8 @@
 #
 # Knobs (environment): INIT (resume dir; default .carry/ckpt_ft_init: the shipped weights with a
 # fresh optimizer), MINUTES (7), LR (2e-4), MIX (JSON family weights; default: the session-3 mix
-# with 15% in-window copy), TAIL_ALIGN (0.5), CURRICULUM (0:4096), SEED (11), EXTRA (more flags).
+# with 15% in-window copy), TAIL_ALIGN (0.5), COPY_IN_CHUNK (0: the copy family's share of pairs
+# inside one chunk), CURRICULUM (0:4096), SEED (11), EXTRA (more flags).
 # The command is written to $OUT/command.txt, so every run's flags come back with its numbers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,8 @@ E="--lengths 4096 --n 20 --dists 0,4,16,64 --seed 12345 --corpus .carry/corpus.t
 cmd=(python3 tools/train/train.py --out /tmp/ft/ckpt --resume "$INIT" --minutes "$MINUTES"
      --plan-minutes "$MINUTES" --curriculum "$CURRICULUM" --lr "$LR" --min-lr-ratio 1.0 --rewarm-steps 100
      --lm-weight 0.1 --gain-lr-mult 5 --mix "$MIX" --tail-frac 0.25 --tail-zero 0.5
-     --tail-align "$TAIL_ALIGN" --tail-align-straddle 0.4 --corpus .carry/corpus.txt.gz
+     --tail-align "$TAIL_ALIGN" --tail-align-straddle 0.4 --copy-in-chunk "${COPY_IN_CHUNK:-0}"
+     --corpus .carry/corpus.txt.gz
      --eval-every-min 0 --eval-n 20 --eval-lengths 4096 --final-eval-lengths 4096 --eval-end-dists 0,4,16
      --log-every 100 --seed "$SEED" --log "$OUT/train.log" ${EXTRA:-})
 printf '%q ' "${cmd[@]}" > "$OUT/command.txt"; echo >> "$OUT/command.txt"

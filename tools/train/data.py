@@ -177,6 +177,9 @@ DEFAULT_OPTS = dict(
                         # whole needle ("needle", the old behaviour)
     mv_order="sorted",  # multivalue answer order: "sorted" (byte order of the values) or "doc"
     vt_hops=None,       # weights of 1, 2, 3, ... hops (None: uniform 1-3, as RULER)
+    copy_in_chunk=0.0,  # copy family: fraction of its pairs with both occurrences inside one chunk (the
+                        # source is then always in the chunk still incomplete when it is copied: HSA,
+                        # which sees completed chunks only, cannot copy it; the window must)
     tail_align=0.0,     # fraction of the samples whose needle (one asked in the first query block)
                         # sits immediately before <query>, shifted (by a short <bos>+filler pad after
                         # the last <eos>) so that its value lies in the chunk that is still
@@ -547,7 +550,11 @@ def fam_copy(rng, corpus, L, S, opts=None):
     window can copy it), sometimes in the previous, completed one.  Answer loss on X[2:] of each
     repeat (positions s2+1 .. s2+len-2: the first two bytes identify which string repeats).  No
     retrieval supervision.  The needle families taught HSA to copy; this teaches the window, which
-    must copy a value that sits in the incomplete chunk (eval dist 0)."""
+    must copy a value that sits in the incomplete chunk (eval dist 0).  With opts copy_in_chunk = p, a
+    fraction p of the pairs sits inside one chunk (X of 5..12 bytes, both occurrences within the same
+    S bytes): the first fine-tune showed the model learning to copy through HSA from completed chunks
+    only (tools/train/probe_window.py part a), so these pairs leave the window as the only path."""
+    o = _opts(opts)
     toks = np.concatenate([[BOS], corpus.slice(rng, L - 1).astype(np.int64)])
     ans = np.zeros(L, dtype=bool)
     npairs = min(rng.randint(4, 8), (L - 1) // (2 * COPY_WINDOW))
@@ -557,10 +564,18 @@ def fam_copy(rng, corpus, L, S, opts=None):
     spans, strings = [], []
     for i in range(npairs):
         x = b(_copy_string(rng, corpus))
-        g = rng.randint(2, COPY_WINDOW - len(x))
-        span = 2 * len(x) + g
-        s1 = 1 + i * seg + rng.randint(0, seg - span)
-        s2 = s1 + len(x) + g
+        if o["copy_in_chunk"] > 0 and rng.random() < o["copy_in_chunk"]:
+            x = x[:rng.randint(5, 12)]
+            g = rng.randint(2, S - 2 * len(x))
+            span = 2 * len(x) + g
+            c = (1 + i * seg + S - 1) // S                 # first chunk starting inside the segment
+            s1 = c * S + rng.randint(0, S - span)
+            s2 = s1 + len(x) + g
+        else:
+            g = rng.randint(2, COPY_WINDOW - len(x))
+            span = 2 * len(x) + g
+            s1 = 1 + i * seg + rng.randint(0, seg - span)
+            s2 = s1 + len(x) + g
         toks[s1:s1 + len(x)] = x
         toks[s2:s2 + len(x)] = x
         ans[s2 + 1:s2 + len(x) - 1] = True  # position t predicts token t+1 = X[t-s2+1], i.e. X[2:]

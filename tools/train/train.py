@@ -278,6 +278,9 @@ def main():
     ap.add_argument("--tail-align-straddle", type=float, default=0.0,
                     help="of the aligned samples, this fraction has the value across the boundary "
                          "between the last complete chunk and the incomplete one")
+    ap.add_argument("--copy-in-chunk", type=float, default=0.0,
+                    help="copy family: fraction of its pairs with both occurrences inside one chunk "
+                         "(only the sliding window can copy those)")
     ap.add_argument("--sup-mode", default="per-pos", choices=["per-pos", "union"],
                     help="retrieval targets: the needle being emitted at each answer position, or "
                          "all needles of the query block (old)")
@@ -356,7 +359,8 @@ def main():
     mix = json.loads(args.mix) if args.mix else None
     dopts = dict(D.TRAIN_OPTS, tail_frac=args.tail_frac, tail_span=args.tail_span or None,
                  tail_zero=args.tail_zero, tail_align=args.tail_align,
-                 tail_align_straddle=args.tail_align_straddle, sup=args.sup_mode,
+                 tail_align_straddle=args.tail_align_straddle, copy_in_chunk=args.copy_in_chunk,
+                 sup=args.sup_mode,
                  sup_span=args.sup_span, mv_order=args.mv_order,
                  vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None)
     end_dists = [int(x) for x in args.eval_end_dists.split(",") if x]
