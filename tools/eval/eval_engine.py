@@ -153,7 +153,12 @@ def main():
         f.write(summary)
     print(summary)
     if args.heatmap:
-        import matplotlib
+        try:
+            import matplotlib
+        except ImportError:
+            print("no matplotlib (apt-get install python3-matplotlib): heatmap.png not drawn; the "
+                  "numbers are in results.jsonl and summary-heatmap.md", file=sys.stderr)
+            return
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         depths = [float(x) for x in args.depths.split(",")]
