@@ -714,7 +714,6 @@ attn_mma_kernel(const float *__restrict__ q, const float *__restrict__ kb, const
         const int64_t pa = p0 + ta, pb = p0 + tb;
         const int64_t la = RING ? (pa - W + 1 > start ? pa - W + 1 : start) - kbase : 0, ha = RING ? pa - kbase : t1 - 1 - t0;
         const int64_t lb = RING ? (pb - W + 1 > start ? pb - W + 1 : start) - kbase : 0, hb = RING ? pb - kbase : t1 - 1 - t0;
-        float mxa = -INFINITY, mxb = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -722,25 +721,9 @@ attn_mma_kernel(const float *__restrict__ q, const float *__restrict__ kb, const
                 const int j = koff + nt * 8 + c2 + e;
                 if (j < la || j > ha) sc[nt][e] = -INFINITY;
                 if (j < lb || j > hb) sc[nt][2 + e] = -INFINITY;
-                mxa = fmaxf(mxa, sc[nt][e]);
-                mxb = fmaxf(mxb, sc[nt][2 + e]);
             }
-        mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
-        mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
-        mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
-        mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
-        float sa = 0.f, sb = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) {
-            sc[nt][0] = exp2f((sc[nt][0] - mxa) * sl2), sc[nt][1] = exp2f((sc[nt][1] - mxa) * sl2);
-            sc[nt][2] = exp2f((sc[nt][2] - mxb) * sl2), sc[nt][3] = exp2f((sc[nt][3] - mxb) * sl2);
-            sa += sc[nt][0] + sc[nt][1];
-            sb += sc[nt][2] + sc[nt][3];
-        }
-        sa += __shfl_xor_sync(0xffffffffu, sa, 1);
-        sa += __shfl_xor_sync(0xffffffffu, sa, 2);
-        sb += __shfl_xor_sync(0xffffffffu, sb, 1);
-        sb += __shfl_xor_sync(0xffffffffu, sb, 2);
+        float sa, sb;
+        frag_softmax(sc, sl2, sa, sb);
         float o[WM_DH / 8][4];
 #pragma unroll
         for (int nt = 0; nt < WM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;

@@ -16,35 +16,6 @@
 #define MMA_STAGE_ELEMS (2 * 64 * 64)          /* K + V of one chunk, bf16 */
 #define MMA_SMEM (MMA_WARPS * 2 * MMA_STAGE_ELEMS * 2)
 
-/* Softmax over one chunk's 64 keys, in registers: s is a 16 x 64 score tile as 8 m16n8 C
- * fragments (this lane: rows lane/4 and lane/4 + 8, reduced over the lane's quad). Exponentiates s
- * in place (exp2 of (s - max) * sl2, sl2 = scale * log2 e) and returns the two rows' sums. Shared
- * by v2 and v3 (hsa_v3.cuh). */
-__device__ __forceinline__ void frag_softmax(float s[8][4], float sl2, float &l0, float &l1) {
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    l0 = 0.f, l1 = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        s[nt][0] = exp2f((s[nt][0] - mx0) * sl2), s[nt][1] = exp2f((s[nt][1] - mx0) * sl2);
-        s[nt][2] = exp2f((s[nt][2] - mx1) * sl2), s[nt][3] = exp2f((s[nt][3] - mx1) * sl2);
-        l0 += s[nt][0] + s[nt][1];
-        l1 += s[nt][2] + s[nt][3];
-    }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-}
-
 /* swizzled element offset of (row, col) in a 64 x 64 tile; col multiple of 8 */
 __device__ __forceinline__ int swz(int row, int col) { return row * 64 + (((col >> 3) ^ (row & 7)) << 3); }
 

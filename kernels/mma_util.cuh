@@ -1,13 +1,15 @@
 /*
  * kernels/mma_util.cuh — the few PTX wrappers the tensor-core kernels share (HSA attention in
  * hsa_mma.cuh / hsa_v3.cuh, window attention in engine_cuda.cu): shared-memory addresses,
- * cp.async, ldmatrix, mma.sync m16n8k16 (bf16 in, fp32 accumulate) and bf16 packing.
+ * cp.async, ldmatrix, mma.sync m16n8k16 (bf16 in, fp32 accumulate), bf16 packing, and the
+ * softmax over a tile of score fragments.
  * Fragment layouts are PTX ISA's "Matrix fragments for mma.m16n8k16": A rows lane/4 and
  * lane/4 + 8, columns (lane%4)*2 (+1, +8, +9); C rows likewise, columns (lane%4)*2 (+1).
  */
 #ifndef HSADB_MMA_UTIL_CUH
 #define HSADB_MMA_UTIL_CUH
 #include <cuda_bf16.h>
+#include <math.h>
 #include <stdint.h>
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -34,6 +36,37 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&v;
+}
+
+/* Softmax over the keys of a 16-row score tile, in registers: s is NT m16n8 C fragments (this
+ * lane: rows lane/4 and lane/4 + 8, reduced over the lane's quad; masked keys hold -INFINITY, a
+ * row needs at least one that is not). Exponentiates s in place (exp2 of (s - max) * sl2, sl2 =
+ * scale * log2 e) and returns the two rows' sums. HSA (one chunk: NT = 8, hsa_mma.cuh and
+ * hsa_v3.cuh) and window attention (engine_cuda.cu) share it. */
+template <int NT>
+__device__ __forceinline__ void frag_softmax(float (&s)[NT][4], float sl2, float &l0, float &l1) {
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    l0 = 0.f, l1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        s[nt][0] = exp2f((s[nt][0] - mx0) * sl2), s[nt][1] = exp2f((s[nt][1] - mx0) * sl2);
+        s[nt][2] = exp2f((s[nt][2] - mx1) * sl2), s[nt][3] = exp2f((s[nt][3] - mx1) * sl2);
+        l0 += s[nt][0] + s[nt][1];
+        l1 += s[nt][2] + s[nt][3];
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
 }
 
 #endif
