@@ -552,7 +552,9 @@ static void test_kv_pages(void) {
     struct scratch s;
     scratch_init(&s, z);
     printf("# 2d. K/V record layout (format 1 and %u)\n", HSADB_STORE_FORMAT);
-    for (unsigned fmt = 1; fmt <= HSADB_STORE_FORMAT; fmt += HSADB_STORE_FORMAT - 1) {
+    static const unsigned formats[] = { 1, HSADB_STORE_FORMAT };
+    for (size_t fi = 0; fi < sizeof formats / sizeof formats[0]; fi++) {
+        const unsigned fmt = formats[fi];
         char dir[512], name[32];
         hsadb_store *st = NULL;
         hsadb_store_writer *w;
@@ -1387,8 +1389,8 @@ int main(void) {
     test_memories();
     test_write_read();
     test_kv_batch();
-    test_kv_pages();
     test_sealed_commits();
+    test_kv_pages();
     test_map_growth();
     test_consistency();
     test_busy();
