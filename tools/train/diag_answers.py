@@ -12,17 +12,15 @@ Output per sample: family, index, OK/BAD, wanted answer -> predicted bytes (<257
 """
 import argparse
 import os
-import random
 import sys
 
-import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import data as D  # noqa: E402
-from hsa_model import HSAModel, EOS  # noqa: E402
-from eval_tasks import answer_spans  # noqa: E402
+from hsa_model import HSAModel  # noqa: E402
+from eval_tasks import answer_spans, job_rng, upper_start  # noqa: E402
 
 
 def main():
@@ -42,13 +40,13 @@ def main():
     S, L = m.cfg.chunk_size, a.L
     opts = dict(tail_frac=0.0, mv_order="sorted", vt_hops=None)   # eval_tasks.py's defaults
     for fam in a.families.split(","):
-        rng = random.Random(a.seed + L + sum(map(ord, fam)))    # as eval_tasks.py
+        rng = job_rng(a.seed, L, fam)
         ok_n = 0
         for i in range(a.n):
             s = D.FAMILIES[fam](rng, corpus, L, S, opts=opts)
             toks = s.tokens
             spans = answer_spans(toks)
-            u = max(0, min(L - a.tail, spans[0][0] - 8))
+            u = upper_start(L, a.tail, spans)
             with torch.no_grad():
                 out = m(torch.from_numpy(toks)[None], upper_start=u, return_intermediates=True)
             pred = out["logits"][0].argmax(-1).numpy()

@@ -38,6 +38,17 @@ def answer_spans(tokens):
     return spans
 
 
+def job_rng(seed, L, name):
+    """The generator of one (length, family) job: the same haystacks for the same --seed."""
+    return random.Random(seed + L + sum(map(ord, name)))
+
+
+def upper_start(L, tail, spans):
+    """First position the upper half runs over: the last `tail` tokens, and at least 8 before the
+    first <answer> (as a query runs the upper layers over the tail of the memory)."""
+    return max(0, min(L - tail, spans[0][0] - 8))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="models/hsadb-small")
@@ -76,7 +87,7 @@ def main():
         jobs += [("depth%g" % float(d), dict(depth=float(d))) for d in a.depths.split(",") if d]
         jobs += [("dist%d" % int(d), dict(dist=int(d))) for d in a.dists.split(",") if d]
         for fam, kw in jobs:
-            rng = random.Random(a.seed + L + sum(map(ord, fam)))
+            rng = job_rng(a.seed, L, fam)
             ok = 0
             t0 = time.time()
             for i in range(a.n):
@@ -85,7 +96,7 @@ def main():
                 else:
                     toks = single(rng, L, **kw)
                 spans = answer_spans(toks)
-                u = max(0, min(L - a.tail, spans[0][0] - 8))
+                u = upper_start(L, a.tail, spans)
                 with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
                     out = m(torch.from_numpy(toks).to(dev)[None], upper_start=u)
                 pred = out["logits"][0].float().argmax(-1).cpu().numpy()
