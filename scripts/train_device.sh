@@ -9,12 +9,15 @@
 # Knobs (environment): INIT (resume dir; default .carry/ckpt_ft_init: the shipped weights with a
 # fresh optimizer), MINUTES (7), LR (2e-4), MIX (JSON family weights; default: the session-3 mix
 # with 15% in-window copy), TAIL_ALIGN (0.5), COPY_IN_CHUNK (0: the copy family's share of pairs
-# inside one chunk), CURRICULUM (0:4096), SEED (11), EXTRA (more flags).
+# inside one chunk), CURRICULUM (0:4096), SEED (11), EXTRA (more flags), TMPD (scratch, /tmp/ft),
+# EVAL_N (also a larger same-seed eval of the multi-part tasks and dist 0 at 4K and 16K with this
+# many samples each, written to eval_big.txt; 0 = none), SEND_WEIGHTS (1: the weights' parts to $OUT).
 # The command is written to $OUT/command.txt, so every run's flags come back with its numbers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-train-out}
-mkdir -p "$OUT" /tmp/ft
+TMPD=${TMPD:-/tmp/ft}
+mkdir -p "$OUT" "$TMPD"
 export PATH=/opt/torch/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONHASHSEED=0
 INIT=${INIT:-.carry/ckpt_ft_init}
 MINUTES=${MINUTES:-7}
@@ -24,7 +27,7 @@ TAIL_ALIGN=${TAIL_ALIGN:-0.5}
 CURRICULUM=${CURRICULUM:-0:4096}
 SEED=${SEED:-11}
 E="--lengths 4096 --n 20 --dists 0,4,16,64 --seed 12345 --corpus .carry/corpus.txt.gz"
-cmd=(python3 tools/train/train.py --out /tmp/ft/ckpt --resume "$INIT" --minutes "$MINUTES"
+cmd=(python3 tools/train/train.py --out $TMPD/ckpt --resume "$INIT" --minutes "$MINUTES"
      --plan-minutes "$MINUTES" --curriculum "$CURRICULUM" --lr "$LR" --min-lr-ratio 1.0 --rewarm-steps 100
      --lm-weight 0.1 --gain-lr-mult 5 --mix "$MIX" --tail-frac 0.25 --tail-zero 0.5
      --tail-align "$TAIL_ALIGN" --tail-align-straddle 0.4 --copy-in-chunk "${COPY_IN_CHUNK:-0}"
@@ -33,11 +36,19 @@ cmd=(python3 tools/train/train.py --out /tmp/ft/ckpt --resume "$INIT" --minutes 
      --log-every 100 --seed "$SEED" --log "$OUT/train.log" ${EXTRA:-})
 printf '%q ' "${cmd[@]}" > "$OUT/command.txt"; echo >> "$OUT/command.txt"
 nvidia-smi --query-gpu=name --format=csv,noheader >> "$OUT/command.txt"
-"${cmd[@]}" > /tmp/ft/train.out 2>&1 || { tail -n 30 /tmp/ft/train.out; exit 1; }
+"${cmd[@]}" > $TMPD/train.out 2>&1 || { tail -n 30 $TMPD/train.out; exit 1; }
 tail -n 3 "$OUT/train.log"
-python3 tools/train/export.py --ckpt /tmp/ft/ckpt --out /tmp/ft/model --dtype float32 > /dev/null || exit 1
-python3 tools/train/eval_tasks.py --model /tmp/ft/model $E > "$OUT/eval_ft.txt" 2>&1
-tail -n 15 "$OUT/eval_ft.txt"
-cp /tmp/ft/model/config.json /tmp/ft/model/train_state.json "$OUT/" 2>/dev/null
-split -b 15M /tmp/ft/model/model.safetensors "$OUT/ft_model.part."
-sha256sum /tmp/ft/model/model.safetensors | tee -a "$OUT/command.txt"
+python3 tools/train/export.py --ckpt $TMPD/ckpt --out $TMPD/model --dtype float32 > /dev/null || exit 1
+python3 tools/train/eval_tasks.py --model $TMPD/model $E > "$OUT/eval_ft.txt" 2>&1
+python3 tools/train/lm_loss.py $TMPD/model --corpus .carry/corpus.txt.gz --threads 4 >> "$OUT/eval_ft.txt" 2>&1
+tail -n 17 "$OUT/eval_ft.txt"
+if [ "${EVAL_N:-0}" -gt 0 ]; then
+  python3 tools/train/eval_tasks.py --model $TMPD/model --lengths 4096,16384 --n "$EVAL_N" \
+    --families multikey,multiquery,multivalue,vt --dists 0 --seed 777 --corpus .carry/corpus.txt.gz \
+    > "$OUT/eval_big.txt" 2>&1
+  tail -n 11 "$OUT/eval_big.txt"
+fi
+cp $TMPD/model/config.json $TMPD/model/train_state.json "$OUT/" 2>/dev/null
+[ "${SEND_WEIGHTS:-1}" = 1 ] && split -b 15M $TMPD/model/model.safetensors "$OUT/ft_model.part."
+sha256sum $TMPD/model/model.safetensors | tee -a "$OUT/command.txt"
+exit 0
