@@ -264,6 +264,8 @@ def main():
     ap.add_argument("--curriculum", default="0:1024,0.15:2048,0.4:4096,0.7:8192")
     ap.add_argument("--lm-weight", type=float, default=0.2)
     ap.add_argument("--ret-weight", type=float, default=1.0)
+    ap.add_argument("--first-weight", type=float, default=1.0,
+                    help="answer-loss weight of each answer part's first byte (the others weigh 1)")
     ap.add_argument("--mix", default="", help="JSON family weights")
     ap.add_argument("--tail-frac", type=float, default=D.TRAIN_OPTS["tail_frac"],
                     help="fraction of needles put at the very end of the haystack (0: old data)")
@@ -407,7 +409,11 @@ def main():
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
         am = ans[:, :-1].float()
         lm = 1.0 - am
-        l_ans = (ce * am).sum() / am.sum().clamp(min=1)
+        # the first byte of each answer part (after <answer> or a space) is where retrieval has to
+        # pick the right chunk and the right place in it; later bytes can copy by induction
+        first = am * ((tok[:, :-1] == D.ANSWER) | (tok[:, :-1] == 32)).float()
+        aw = am + (args.first_weight - 1.0) * first
+        l_ans = (ce * aw).sum() / aw.sum().clamp(min=1)
         l_lm = (ce * lm).sum() / lm.sum().clamp(min=1)
         if args.ret_weight > 0:
             l_ret, racc = retrieval_loss(out["scores"], sup_b, sup_t, sup_tgt)
@@ -421,6 +427,7 @@ def main():
         with torch.no_grad():
             hitm = (logits.argmax(-1) == tgt).float() * am
             tacc = hitm.sum() / am.sum().clamp(min=1)
+            facc = (hitm * first).sum() / first.sum().clamp(min=1)
             fam_hit = hitm.sum(1).cpu().numpy()
             fam_n = am.sum(1).cpu().numpy()
         for i, smp in enumerate(samples):
@@ -433,6 +440,7 @@ def main():
         acc["lm"] += float(l_lm.detach())
         acc["ret"] += float(l_ret.detach())
         acc["tacc"] += float(tacc)
+        acc["facc"] = acc.get("facc", 0.0) + float(facc)
         if not math.isnan(racc):
             acc["racc"] += racc
             acc["racc_n"] += 1
@@ -448,11 +456,12 @@ def main():
             rec = dict(step=state["step"], L=L, B=B, lr=round(lr, 6), ans=round(acc["ans"] / acc["n"], 4),
                        lm=round(acc["lm"] / acc["n"], 4), ret=round(acc["ret"] / acc["n"], 4),
                        ret_top1=round(acc["racc"] / max(1, acc["racc_n"]), 4), ans_tok_acc=round(acc["tacc"] / acc["n"], 4),
+                       first_acc=round(acc.get("facc", 0.0) / acc["n"], 4),
                        tok_s=int(acc["tok"] / el), train_min=round(state["train_seconds"] / 60, 2))
             rec["fam_tok_acc"] = {k: round(v[0] / v[1], 3) for k, v in sorted(acc.get("fam", {}).items()) if v[1] > 0}
             state["history"].append(rec)
             log("step %(step)d L %(L)d B %(B)d lr %(lr).2e | ans %(ans).4f lm %(lm).4f ret %(ret).4f "
-                "ret_top1 %(ret_top1).3f ans_tok_acc %(ans_tok_acc).3f | %(tok_s)d tok/s | %(train_min).2f train-min" % rec
+                "ret_top1 %(ret_top1).3f ans_tok_acc %(ans_tok_acc).3f first_acc %(first_acc).3f | %(tok_s)d tok/s | %(train_min).2f train-min" % rec
                 + " | " + " ".join("%s %.2f" % kv for kv in rec["fam_tok_acc"].items()), logf)
             acc = dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, t0=time.time())
         if args.eval_every_min > 0 and time.time() - last_eval > args.eval_every_min * 60 and \
