@@ -92,7 +92,14 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", default="eval-out")
     ap.add_argument("--db", default="/tmp/hsadb-eval-db")
+    ap.add_argument("--plot-from", default="", help="only redraw OUT/heatmap.png from these comma-separated "
+                    "results.jsonl files of --heatmap runs (no engine run)")
+    ap.add_argument("--title", default="single needle through the hsadb engine", help="title for --plot-from")
     args = ap.parse_args()
+    if args.plot_from:
+        os.makedirs(args.out, exist_ok=True)
+        plot_from(args.plot_from.split(","), args.title, os.path.join(args.out, "heatmap.png"))
+        return
     os.makedirs(args.out, exist_ok=True)
     corpus = D.Corpus(args.corpus)
     eng = Engine(os.path.abspath(args.hsadb), os.path.abspath(args.model), args.db)
@@ -153,30 +160,54 @@ def main():
         f.write(summary)
     print(summary)
     if args.heatmap:
-        try:
-            import matplotlib
-        except ImportError:
-            print("no matplotlib (apt-get install python3-matplotlib): heatmap.png not drawn; the "
-                  "numbers are in results.jsonl and summary-heatmap.md", file=sys.stderr)
-            return
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        depths = [float(x) for x in args.depths.split(",")]
-        grid = [[(lambda v: sum(v) / len(v) if v else float("nan"))(acc.get(("depth", L, d), [])) for L in lengths]
-                for d in depths]
-        fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 2, 0.6 * len(depths) + 1.5))
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-        ax.set_xticks(range(len(lengths)), [("%dK" % (L // 1024)) if L < 1 << 20 else "%dM" % (L >> 20) for L in lengths])
-        ax.set_yticks(range(len(depths)), ["%d%%" % round(100 * d) for d in depths])
-        ax.set_xlabel("context length (tokens)")
-        ax.set_ylabel("needle depth")
-        for i in range(len(depths)):
-            for j in range(len(lengths)):
-                ax.text(j, i, "%.0f" % (100 * grid[i][j]), ha="center", va="center", fontsize=8)
-        ax.set_title("single needle through the C engine (%d per cell)" % args.n)
-        fig.colorbar(im)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "heatmap.png"), dpi=120)
+        draw_heatmap(acc, lengths, [float(x) for x in args.depths.split(",")],
+                     "single needle through the C engine (%d per cell)" % args.n,
+                     os.path.join(args.out, "heatmap.png"))
+
+
+def draw_heatmap(acc, lengths, depths, title, path):
+    """acc[("depth", L, d)] = list of bools -> a depth x length PNG (the paper's Figure 4 layout)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("no matplotlib (apt-get install python3-matplotlib): %s not drawn; the numbers are in "
+              "results.jsonl and summary-heatmap.md" % path, file=sys.stderr)
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cells = [[acc.get(("depth", L, d), []) for L in lengths] for d in depths]
+    grid = [[sum(v) / len(v) if v else float("nan") for v in row] for row in cells]
+    fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 2, 0.6 * len(depths) + 1.5))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(len(lengths)), [("%dK" % (L // 1024)) if L < 1 << 20 else "%dM" % (L >> 20) for L in lengths])
+    ax.set_yticks(range(len(depths)), ["%d%%" % round(100 * d) for d in depths])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("needle depth")
+    for i in range(len(depths)):
+        for j in range(len(lengths)):
+            v = cells[i][j]
+            ax.text(j, i, "%d/%d" % (sum(v), len(v)) if v else "-", ha="center", va="center", fontsize=8)
+    ax.set_title(title)
+    fig.colorbar(im)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_from(files, title, path):
+    """Redraw a heatmap from results.jsonl files of --heatmap runs (e.g. CPU and GPU runs together)."""
+    acc = {}
+    for fn in files:
+        for line in open(fn):
+            r = json.loads(line)
+            if r.get("task") == "niah-depth":
+                acc.setdefault(("depth", r["length"], r["depth"]), []).append(bool(r["ok"]))
+    lengths = sorted({k[1] for k in acc})
+    depths = sorted({k[2] for k in acc})
+    draw_heatmap(acc, lengths, depths, title, path)
+    for d in depths:
+        print("| %d%% | %s |" % (round(100 * d), " | ".join(
+            "%d/%d" % (sum(acc[("depth", L, d)]), len(acc[("depth", L, d)])) if ("depth", L, d) in acc else "-"
+            for L in lengths)))
 
 
 if __name__ == "__main__":
