@@ -358,3 +358,29 @@ def test_copy_in_chunk_keeps_both_occurrences_in_one_chunk(corpus):
     a = D.fam_copy(random.Random(9), corpus, 1024, 64)
     b = D.fam_copy(random.Random(9), corpus, 1024, 64, opts=dict(copy_in_chunk=0.0))
     assert (a.tokens == b.tokens).all() and (a.ans == b.ans).all()
+
+
+def test_answer_weights_mark_the_first_byte_of_every_vt_name(corpus):
+    """train.answer_weights: with 1-3 hops, exactly one weighted position per name of the answer,
+    each predicting that name's first byte; first_weight scales those positions only."""
+    rng = random.Random(5)
+    opts = dict(D.TRAIN_OPTS, vt_hops=(1, 1, 1))
+    samples = [D.FAMILIES["vt"](rng, corpus, 2048, S, opts=opts) for _ in range(12)]
+    bt = D.collate(samples)
+    tok, ans = torch.from_numpy(bt["tokens"]), torch.from_numpy(bt["ans"])
+    am, first, aw = T.answer_weights(tok, ans, 4.0)
+    seen_hops = set()
+    for i, s in enumerate(samples):
+        t = s.tokens
+        a0 = int(np.where(t == D.ANSWER)[0][0])
+        e0 = a0 + 1 + int(np.where(t[a0 + 1:] == D.EOS)[0][0])
+        names = text(t[a0 + 1:e0]).split(" ")
+        seen_hops.add(len(names) - 1)
+        pos = torch.nonzero(first[i]).flatten().tolist()
+        assert len(pos) == len(names)
+        assert [chr(int(t[p + 1])) for p in pos] == [n[0] for n in names]
+        assert am[i, a0:e0].sum() == e0 - a0   # every answer byte and the <eos> are answer positions
+    assert seen_hops == {1, 2, 3}
+    assert float(aw.sum()) == pytest.approx(float(am.sum() + 3.0 * first.sum()))
+    _, _, aw1 = T.answer_weights(tok, ans, 1.0)
+    assert torch.equal(aw1, am)

@@ -241,6 +241,17 @@ def retrieval_loss(scores, sup_b, sup_t, sup_tgt):
     return torch.stack(losses).mean(), float(torch.stack(accs).mean())
 
 
+def answer_weights(tok, ans, first_weight=1.0):
+    """Per-position weights of the answer loss. tok, ans: [B, T] (ans: 1 where the *next* token is an
+    answer byte, as collate builds it). Returns (am, first, aw), each [B, T-1] float: the answer mask,
+    the positions that predict the first byte of an answer part (the input token there is <answer> or
+    a space), and am with those positions weighted first_weight. The first byte is where retrieval has
+    to pick the right chunk and the right place in it; later bytes can copy by induction."""
+    am = ans[:, :-1].float()
+    first = am * ((tok[:, :-1] == D.ANSWER) | (tok[:, :-1] == 32)).float()
+    return am, first, am + (first_weight - 1.0) * first
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -407,12 +418,8 @@ def main():
         logits = out["logits"][:, :-1].float()
         tgt = tok[:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
-        am = ans[:, :-1].float()
+        am, first, aw = answer_weights(tok, ans, args.first_weight)
         lm = 1.0 - am
-        # the first byte of each answer part (after <answer> or a space) is where retrieval has to
-        # pick the right chunk and the right place in it; later bytes can copy by induction
-        first = am * ((tok[:, :-1] == D.ANSWER) | (tok[:, :-1] == 32)).float()
-        aw = am + (args.first_weight - 1.0) * first
         l_ans = (ce * aw).sum() / aw.sum().clamp(min=1)
         l_lm = (ce * lm).sum() / lm.sum().clamp(min=1)
         if args.ret_weight > 0:
