@@ -6,10 +6,11 @@
 #   GPU machine (carry .carry/corpus.txt.gz and the INIT directory):
 #     bash scripts/train_device.sh                 # logs, eval and weights in $OUT
 #
-# Knobs (environment): INIT (resume dir; default .carry/ckpt_ft_init: the shipped weights with a
-# fresh optimizer), MINUTES (7), LR (2e-4), MIX (JSON family weights; default: the session-3 mix
+# Knobs (environment): INIT (resume dir, not in git: docs/training.md says how to make one that
+# starts from the shipped weights with a fresh optimizer; default .carry/ckpt_ft_init), MINUTES (7), LR (2e-4), MIX (JSON family weights; default: the session-3 mix
 # with 15% in-window copy), TAIL_ALIGN (0.5), COPY_IN_CHUNK (0: the copy family's share of pairs
-# inside one chunk), CURRICULUM (0:4096), SEED (11), EXTRA (more flags), TMPD (scratch, /tmp/ft),
+# inside one chunk), CURRICULUM (0:4096), SEED (11), LM_WEIGHT (0.1), EXTRA (more flags; a flag
+# given twice takes its last value), TMPD (scratch, /tmp/ft),
 # EVAL_N (also a larger same-seed eval of the multi-part tasks and dist 0 at 4K and 16K with this
 # many samples each, written to eval_big.txt; 0 = none), SEND_WEIGHTS (1: the weights' parts to $OUT).
 # The command is written to $OUT/command.txt, so every run's flags come back with its numbers.
@@ -29,7 +30,7 @@ SEED=${SEED:-11}
 E="--lengths 4096 --n 20 --dists 0,4,16,64 --seed 12345 --corpus .carry/corpus.txt.gz"
 cmd=(python3 tools/train/train.py --out $TMPD/ckpt --resume "$INIT" --minutes "$MINUTES"
      --plan-minutes "$MINUTES" --curriculum "$CURRICULUM" --lr "$LR" --min-lr-ratio 1.0 --rewarm-steps 100
-     --lm-weight 0.1 --gain-lr-mult 5 --mix "$MIX" --tail-frac 0.25 --tail-zero 0.5
+     --lm-weight "${LM_WEIGHT:-0.1}" --gain-lr-mult 5 --mix "$MIX" --tail-frac 0.25 --tail-zero 0.5
      --tail-align "$TAIL_ALIGN" --tail-align-straddle 0.4 --copy-in-chunk "${COPY_IN_CHUNK:-0}"
      --corpus .carry/corpus.txt.gz
      --eval-every-min 0 --eval-n 20 --eval-lengths 4096 --final-eval-lengths 4096 --eval-end-dists 0,4,16

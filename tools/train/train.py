@@ -388,7 +388,7 @@ def main():
     reserve = 20.0 if amp else 5.0
     last_eval = time.time()
     run_info = dict(start_step=state["step"], start_tokens=state["tokens"])
-    acc = dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, t0=time.time())
+    acc = dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, facc=0.0, t0=time.time())
     model.train()
     step_times = []
     while True:
@@ -447,7 +447,7 @@ def main():
         acc["lm"] += float(l_lm.detach())
         acc["ret"] += float(l_ret.detach())
         acc["tacc"] += float(tacc)
-        acc["facc"] = acc.get("facc", 0.0) + float(facc)
+        acc["facc"] += float(facc)
         if not math.isnan(racc):
             acc["racc"] += racc
             acc["racc_n"] += 1
@@ -463,14 +463,14 @@ def main():
             rec = dict(step=state["step"], L=L, B=B, lr=round(lr, 6), ans=round(acc["ans"] / acc["n"], 4),
                        lm=round(acc["lm"] / acc["n"], 4), ret=round(acc["ret"] / acc["n"], 4),
                        ret_top1=round(acc["racc"] / max(1, acc["racc_n"]), 4), ans_tok_acc=round(acc["tacc"] / acc["n"], 4),
-                       first_acc=round(acc.get("facc", 0.0) / acc["n"], 4),
+                       first_acc=round(acc["facc"] / acc["n"], 4),
                        tok_s=int(acc["tok"] / el), train_min=round(state["train_seconds"] / 60, 2))
             rec["fam_tok_acc"] = {k: round(v[0] / v[1], 3) for k, v in sorted(acc.get("fam", {}).items()) if v[1] > 0}
             state["history"].append(rec)
             log("step %(step)d L %(L)d B %(B)d lr %(lr).2e | ans %(ans).4f lm %(lm).4f ret %(ret).4f "
                 "ret_top1 %(ret_top1).3f ans_tok_acc %(ans_tok_acc).3f first_acc %(first_acc).3f | %(tok_s)d tok/s | %(train_min).2f train-min" % rec
                 + " | " + " ".join("%s %.2f" % kv for kv in rec["fam_tok_acc"].items()), logf)
-            acc = dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, t0=time.time())
+            acc = dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, facc=0.0, t0=time.time())
         if args.eval_every_min > 0 and time.time() - last_eval > args.eval_every_min * 60 and \
                 time.time() - t_start + 2 * reserve < budget:
             te = time.time()
