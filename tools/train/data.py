@@ -177,6 +177,9 @@ DEFAULT_OPTS = dict(
                         # whole needle ("needle", the old behaviour)
     mv_order="sorted",  # multivalue answer order: "sorted" (byte order of the values) or "doc"
     vt_hops=None,       # weights of 1, 2, 3, ... hops (None: uniform 1-3, as RULER)
+    vt_distractors=None,  # (lo, hi): that many distractor assignments "VAR D = n." per vt sample,
+                        # drawn uniformly, half of their values sharing a prefix with the asked value
+                        # (None: exactly one, unrelated, as before)
     copy_in_chunk=0.0,  # copy family: fraction of its pairs with both occurrences inside one chunk (the
                         # source is then always in the chunk still incomplete when it is copied: HSA,
                         # which sees completed chunks only, cannot copy it; the window must)
@@ -498,14 +501,33 @@ def fam_vt(rng, corpus, L, S, opts=None):
     chain = [b("VAR %s = %s." % (names[0], v))]
     for i in range(1, hops + 1):
         chain.append(b("VAR %s = VAR %s." % (names[i], names[i - 1])))
-    # a distractor chain with another value, somewhere among the chain (not always last)
-    v2 = rand_number(rng)
-    d = _varname(rng)
-    while d in names:
+    if o["vt_distractors"] is None:
+        # a distractor assignment with another value, somewhere among the chain (not always last)
+        v2 = rand_number(rng)
         d = _varname(rng)
-    dpos = rng.randint(0, hops + 1)
-    needles = chain[:dpos] + [b("VAR %s = %s." % (d, v2))] + chain[dpos:]
-    ci = [i if i < dpos else i + 1 for i in range(hops + 1)]  # needle index of chain link i
+        while d in names:
+            d = _varname(rng)
+        dpos = rng.randint(0, hops + 1)
+        needles = chain[:dpos] + [b("VAR %s = %s." % (d, v2))] + chain[dpos:]
+        ci = [i if i < dpos else i + 1 for i in range(hops + 1)]  # needle index of chain link i
+    else:
+        # several distractor assignments, some with look-alike values (the asked value's first
+        # digits, then others), each at a random place among the chain's links (kept in order)
+        lo, hi = o["vt_distractors"]
+        needles, ci = list(chain), list(range(hops + 1))
+        for _ in range(rng.randint(lo, hi)):
+            v2 = rand_number(rng)
+            if rng.random() < 0.5 and len(v) > 2:
+                keep = rng.randint(2, len(v) - 1)
+                v2 = v[:keep] + v2[keep:] if len(v2) > keep else v[:keep] + v2
+            while v2 == v:
+                v2 = rand_number(rng)
+            d = _varname(rng)
+            while d in names:
+                d = _varname(rng)
+            dpos = rng.randint(0, len(needles))
+            needles.insert(dpos, b("VAR %s = %s." % (d, v2)))
+            ci = [c if c < dpos else c + 1 for c in ci]
     marks = [None] * len(needles)
     for i in range(hops + 1):
         marks[ci[i]] = names[i]  # the name that link i introduces (its left-hand side)

@@ -4,6 +4,7 @@
 """
 import os
 import random
+import re
 import sys
 
 import numpy as np
@@ -384,3 +385,32 @@ def test_answer_weights_mark_the_first_byte_of_every_vt_name(corpus):
     assert float(aw.sum()) == pytest.approx(float(am.sum() + 3.0 * first.sum()))
     _, _, aw1 = T.answer_weights(tok, ans, 1.0)
     assert torch.equal(aw1, am)
+
+
+def test_vt_distractors_option(corpus):
+    """vt_distractors=(lo, hi): that many extra 'VAR D = n.' assignments, none with the asked value
+    and about half sharing its first digits; the chain's supervision still points at its own links
+    (the first answer name's chunk holds 'VAR <first> = <value>.'); None keeps the old samples."""
+    rng = random.Random(11)
+    counts, lookalike, total = set(), 0, 0
+    for _ in range(40):
+        s = D.fam_vt(rng, corpus, 4096, S, opts=dict(D.TRAIN_OPTS, vt_hops=(1, 1, 1), vt_distractors=(2, 4)))
+        t = s.tokens
+        a0 = int(np.where(t == D.ANSWER)[0][0])
+        first = text(t[a0 + 1:a0 + 6])
+        assigns = re.findall(r"VAR ([A-Z]{5}) = (\d+)\.", text(t[:a0]))
+        val = dict(assigns)[first]
+        others = [x for n, x in assigns if n != first]
+        assert val not in others
+        counts.add(len(others))
+        lookalike += sum(x[:2] == val[:2] for x in others)
+        total += len(others)
+        # the position that predicts the first name is supervised with the chunks of its own link
+        sup = dict(s.sup)[a0]
+        link = bytes(int(x) if x < 256 else 0 for x in t).index(b"VAR %s = %s." % (first.encode(), val.encode()))
+        assert (link + 4) // S in sup   # the chunk holding the name (vt's supervised text)
+    assert counts == {2, 3, 4}
+    assert 0.3 < lookalike / total < 0.8
+    a = D.fam_vt(random.Random(3), corpus, 1024, S, opts=dict(D.TRAIN_OPTS))
+    b = D.fam_vt(random.Random(3), corpus, 1024, S, opts=dict(D.TRAIN_OPTS, vt_distractors=None))
+    assert (a.tokens == b.tokens).all()

@@ -301,6 +301,8 @@ def main():
                     help="supervise the chunks holding the needle's value, or the whole needle (old)")
     ap.add_argument("--mv-order", default="sorted", choices=["sorted", "doc"],
                     help="multivalue answer order: sorted values, or document order (old)")
+    ap.add_argument("--vt-distractors", default="", help="lo,hi: distractor assignments per vt sample, "
+                    "half with look-alike values ('' = one unrelated, as before)")
     ap.add_argument("--vt-hops", default=",".join(str(x) for x in D.TRAIN_OPTS["vt_hops"]),
                     help="weights of 1,2,3.. hops for vt ('' = uniform 1-3, old)")
     ap.add_argument("--eval-end-dists", default="0,16,64,192",
@@ -375,7 +377,8 @@ def main():
                  tail_align_straddle=args.tail_align_straddle, copy_in_chunk=args.copy_in_chunk,
                  sup=args.sup_mode,
                  sup_span=args.sup_span, mv_order=args.mv_order,
-                 vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None)
+                 vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None,
+                 vt_distractors=tuple(int(x) for x in args.vt_distractors.split(",")) if args.vt_distractors else None)
     end_dists = [int(x) for x in args.eval_end_dists.split(",") if x]
     log("data options %s" % json.dumps(dopts), logf)
     cur = parse_curriculum(args.curriculum)
