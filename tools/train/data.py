@@ -501,33 +501,25 @@ def fam_vt(rng, corpus, L, S, opts=None):
     chain = [b("VAR %s = %s." % (names[0], v))]
     for i in range(1, hops + 1):
         chain.append(b("VAR %s = VAR %s." % (names[i], names[i - 1])))
-    if o["vt_distractors"] is None:
-        # a distractor assignment with another value, somewhere among the chain (not always last)
+    # distractor assignments "VAR D = n.", each at a random place among the chain's links (kept in
+    # order): one with an unrelated value by default; with vt_distractors (lo, hi), lo..hi of them,
+    # half with a look-alike value (the asked value's first digits, then others)
+    look = o["vt_distractors"] is not None
+    needles, ci = list(chain), list(range(hops + 1))  # ci[i]: needle index of chain link i
+    for _ in range(rng.randint(*o["vt_distractors"]) if look else 1):
         v2 = rand_number(rng)
-        d = _varname(rng)
-        while d in names:
-            d = _varname(rng)
-        dpos = rng.randint(0, hops + 1)
-        needles = chain[:dpos] + [b("VAR %s = %s." % (d, v2))] + chain[dpos:]
-        ci = [i if i < dpos else i + 1 for i in range(hops + 1)]  # needle index of chain link i
-    else:
-        # several distractor assignments, some with look-alike values (the asked value's first
-        # digits, then others), each at a random place among the chain's links (kept in order)
-        lo, hi = o["vt_distractors"]
-        needles, ci = list(chain), list(range(hops + 1))
-        for _ in range(rng.randint(lo, hi)):
-            v2 = rand_number(rng)
+        if look:
             if rng.random() < 0.5 and len(v) > 2:
                 keep = rng.randint(2, len(v) - 1)
                 v2 = v[:keep] + v2[keep:] if len(v2) > keep else v[:keep] + v2
             while v2 == v:
                 v2 = rand_number(rng)
+        d = _varname(rng)
+        while d in names:
             d = _varname(rng)
-            while d in names:
-                d = _varname(rng)
-            dpos = rng.randint(0, len(needles))
-            needles.insert(dpos, b("VAR %s = %s." % (d, v2)))
-            ci = [c if c < dpos else c + 1 for c in ci]
+        dpos = rng.randint(0, len(needles))
+        needles.insert(dpos, b("VAR %s = %s." % (d, v2)))
+        ci = [c if c < dpos else c + 1 for c in ci]
     marks = [None] * len(needles)
     for i in range(hops + 1):
         marks[ci[i]] = names[i]  # the name that link i introduces (its left-hand side)
