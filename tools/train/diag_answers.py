@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import data as D  # noqa: E402
 from hsa_model import HSAModel  # noqa: E402
-from eval_tasks import answer_spans, job_rng, upper_start  # noqa: E402
+from eval_tasks import answer_spans, job_rng, task_opts, upper_start  # noqa: E402
 
 
 def main():
@@ -38,7 +38,7 @@ def main():
     m = HSAModel.from_pretrained(a.model).eval()
     corpus = D.Corpus(a.corpus)
     S, L = m.cfg.chunk_size, a.L
-    opts = dict(tail_frac=0.0, mv_order="sorted", vt_hops=None)   # eval_tasks.py's defaults
+    opts = task_opts()   # eval_tasks.py's defaults: the same haystacks
     for fam in a.families.split(","):
         rng = job_rng(a.seed, L, fam)
         ok_n = 0

@@ -49,6 +49,12 @@ def upper_start(L, tail, spans):
     return max(0, min(L - tail, spans[0][0] - 8))
 
 
+def task_opts(tail_frac=0.0, mv_order="sorted", vt_hops=""):
+    """The data options of the task families (defaults: this script's flags' defaults)."""
+    return dict(tail_frac=tail_frac, mv_order=mv_order,
+                vt_hops=tuple(float(x) for x in vt_hops.split(",") if x) or None)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="models/hsadb-small")
@@ -75,8 +81,7 @@ def main():
     corpus = D.Corpus(a.corpus or None)
     amp = dev.type == "cuda"
     S = m.cfg.chunk_size
-    opts = dict(tail_frac=a.tail_frac, mv_order=a.mv_order,
-                vt_hops=tuple(float(x) for x in a.vt_hops.split(",") if x) or None)
+    opts = task_opts(a.tail_frac, a.mv_order, a.vt_hops)
     res = {}
 
     def single(rng, L, depth=None, dist=None):
