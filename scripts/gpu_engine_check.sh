@@ -37,8 +37,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 ldd $G/bench_gpu_engine | grep -E "not found|cublas" | tee -a "$OUT/gpu.txt"
 rc=0
 if [ "${GPU_TESTS:-1}" = 1 ]; then
-echo "== test_gpu_kernels"; timeout 150 $G/test_gpu_kernels > "$OUT/test_gpu_kernels.log" 2>&1 || rc=1; tail -1 "$OUT/test_gpu_kernels.log"
-echo "== test_gpu_engine"; timeout 300 $G/test_gpu_engine 2>&1 | tee "$OUT/test_gpu_engine.log" | grep -v "^ok" ; [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  echo "== test_gpu_kernels"; timeout 150 $G/test_gpu_kernels > "$OUT/test_gpu_kernels.log" 2>&1 || rc=1
+  tail -1 "$OUT/test_gpu_kernels.log"
+  echo "== test_gpu_engine"; timeout 300 $G/test_gpu_engine 2>&1 | tee "$OUT/test_gpu_engine.log" | grep -v "^ok"
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
 if [ "${GPU_EVAL:-0}" = 1 ]; then   # the shipped model through the GPU engine at 4M and 16M tokens
   echo "== eval through the engine (hsadb CLI on the GPU)"

@@ -7,12 +7,12 @@
 #     bash scripts/train_device.sh                 # logs, eval and weights in $OUT
 #
 # Knobs (environment): INIT (resume dir, not in git: docs/training.md says how to make one that
-# starts from the shipped weights with a fresh optimizer; default .carry/ckpt_ft_init), MINUTES (7), LR (2e-4), MIX (JSON family weights; default: the session-3 mix
-# with 15% in-window copy), TAIL_ALIGN (0.5), COPY_IN_CHUNK (0: the copy family's share of pairs
-# inside one chunk), CURRICULUM (0:4096), SEED (11), LM_WEIGHT (0.1), EXTRA (more flags; a flag
-# given twice takes its last value), TMPD (scratch, /tmp/ft),
-# EVAL_N (also a larger same-seed eval of the multi-part tasks and dist 0 at 4K and 16K with this
-# many samples each, written to eval_big.txt; 0 = none), SEND_WEIGHTS (1: the weights' parts to $OUT).
+# starts from the shipped weights with a fresh optimizer; default .carry/ckpt_ft_init), MINUTES
+# (7), LR (2e-4), MIX (JSON family weights; default: the session-3 mix with 15% in-window copy),
+# TAIL_ALIGN (0.5), COPY_IN_CHUNK (0: the copy family's share of pairs inside one chunk),
+# CURRICULUM (0:4096), SEED (11), LM_WEIGHT (0.1), EXTRA (more flags; a flag given twice takes its
+# last value), TMPD (scratch, /tmp/ft), EVAL_N (also scripts/eval_big.sh with this many samples per
+# cell, written to eval_big.txt; 0 = none), SEND_WEIGHTS (1: the weights' parts to $OUT).
 # The command is written to $OUT/command.txt, so every run's flags come back with its numbers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,12 +44,10 @@ python3 tools/train/eval_tasks.py --model $TMPD/model $E > "$OUT/eval_ft.txt" 2>
 python3 tools/train/lm_loss.py $TMPD/model --corpus .carry/corpus.txt.gz --threads 4 >> "$OUT/eval_ft.txt" 2>&1
 tail -n 17 "$OUT/eval_ft.txt"
 if [ "${EVAL_N:-0}" -gt 0 ]; then
-  python3 tools/train/eval_tasks.py --model $TMPD/model --lengths 4096,16384 --n "$EVAL_N" \
-    --families multikey,multiquery,multivalue,vt --dists 0 --seed 777 --corpus .carry/corpus.txt.gz \
-    > "$OUT/eval_big.txt" 2>&1
+  bash scripts/eval_big.sh $TMPD/model "$EVAL_N" > "$OUT/eval_big.txt" 2>&1
   tail -n 11 "$OUT/eval_big.txt"
 fi
-cp $TMPD/model/config.json $TMPD/model/train_state.json "$OUT/" 2>/dev/null
+cp $TMPD/model/config.json "$OUT/"
 [ "${SEND_WEIGHTS:-1}" = 1 ] && split -b 15M $TMPD/model/model.safetensors "$OUT/ft_model.part."
 sha256sum $TMPD/model/model.safetensors | tee -a "$OUT/command.txt"
 exit 0

@@ -7,7 +7,7 @@
 #
 #   GPU machine (carry .carry/corpus.txt.gz and INIT):  bash scripts/train_device_ab.sh
 #
-# The winner has the most exact answers on the larger same-seed eval (EVAL_N samples of multikey,
+# The winner has the most exact answers on scripts/eval_big.sh (EVAL_N samples per cell of multikey,
 # multiquery, multivalue and vt at 4K and 16K) among variants whose dist 0 at 4K is >= 95%.
 # $OUT: a.tgz, b.tgz (each variant's command, logs, evals), eval_base.txt (the same eval of
 # models/hsadb-small), winner.txt, ft_model.part.* (the winner's weights), and with GPU_CHECK=1
@@ -27,14 +27,12 @@ for v in a b; do
   OUT=/tmp/ab/$v TMPD=/tmp/ft_$v MIX="${!mix:-${MIX:-}}" LR="${!lr:-${LR:-2e-4}}" EXTRA="${!ex:-${EXTRA:-}}" \
     bash scripts/train_device.sh > /tmp/ab_$v.out 2>&1 &
 done
-python3 tools/train/eval_tasks.py --model models/hsadb-small --lengths 4096,16384 --n "$EVAL_N" \
-  --families multikey,multiquery,multivalue,vt --dists 0 --seed 777 --corpus .carry/corpus.txt.gz \
-  > "$OUT/eval_base.txt" 2>&1
+bash scripts/eval_big.sh models/hsadb-small "$EVAL_N" > "$OUT/eval_base.txt" 2>&1
 wait
 for v in a b; do cp /tmp/ab_$v.out /tmp/ab/$v/stdout.txt; tar czf "$OUT/$v.tgz" -C /tmp/ab $v; done
 [ -f /tmp/gchk.out ] && cat /tmp/gchk.out /tmp/gchk/*.log > "$OUT/gpucheck.txt" 2>/dev/null
-python3 - "$OUT" <<'PY' | tee "$OUT/winner.txt"
-import json, sys
+python3 - <<'PY' | tee "$OUT/winner.txt"
+import json
 best = None
 for v in "ab":
     try:

@@ -96,11 +96,10 @@ def main():
                     "results.jsonl files of --heatmap runs (no engine run)")
     ap.add_argument("--title", default="single needle through the hsadb engine", help="title for --plot-from")
     args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
     if args.plot_from:
-        os.makedirs(args.out, exist_ok=True)
         plot_from(args.plot_from.split(","), args.title, os.path.join(args.out, "heatmap.png"))
         return
-    os.makedirs(args.out, exist_ok=True)
     corpus = D.Corpus(args.corpus)
     eng = Engine(os.path.abspath(args.hsadb), os.path.abspath(args.model), args.db)
     lengths = [int(x) for x in args.lengths.split(",")]
