@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""Single needle whose value sits at a chunk boundary, through the C engine, for several models.
+
+A chunk is 64 bytes and the engine retrieves whole chunks, so a value that ends exactly at a chunk's
+last byte, or that spills its last digit into the next chunk, is the hard case for copying: the
+byte after the value (what tells the model to stop) or the value's last digit is in a chunk that
+retrieval may not pick. Two probes:
+
+  --probe shift (default): N single-needle haystacks (tools/train/data.py eval_sample, numbers,
+      depth 10-80%), each asked three times with the haystack's start trimmed so that the value
+      ends at a chunk end ("boundary"), spills one digit into the next chunk ("spill1"), or ends
+      mid-chunk ("mid", the control). Same haystacks and questions for every model.
+  --probe demo: samples/archive/2024-01.md (the demo's first file, where the north gate's number
+      ends at a chunk end right after the same number in another sentence) with its 4471 replaced
+      by N 4-digit values (the first is 4471 itself).
+
+  /usr/bin/python3 tools/eval/probe_boundary.py --models models/hsadb-small,OTHER_MODEL_DIR --n 40
+
+Prints the misses and one line per model: hits/haystacks per condition.
+"""
+import argparse
+import os
+import random
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..", "..")
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
+import data as D  # noqa: E402
+import eval_engine as E  # noqa: E402
+
+
+def shift_cases(rng, corpus, n, L):
+    """-> [(condition, haystack bytes, question, answer)] for the shift probe."""
+    cases = []
+    for _ in range(n):
+        toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="number", depth=0.1 + 0.7 * rng.random())
+        hay, qas = E.split_sample(toks)
+        q, want = qas[0]
+        end = hay.find(("is %s." % v).encode()) + 3 + len(v)  # one past the value's last byte
+        for cond, trim in (("boundary", end % 64), ("spill1", (end - 1) % 64), ("mid", (end - 32) % 64)):
+            cases.append((cond, hay[trim:], q, want))
+    return cases
+
+
+def demo_cases(rng, n):
+    src = open(os.path.join(ROOT, "samples", "archive", "2024-01.md"), "rb").read()
+    q = b"What is the special magic number for the north gate?"
+    vals = ["4471"] + ["%04d" % rng.randrange(1000, 10000) for _ in range(n - 1)]
+    return [("demo", src.replace(b"4471", v.encode()), q, v.encode()) for v in vals]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="models/hsadb-small", help="comma-separated model directories")
+    ap.add_argument("--hsadb", default="build/hsadb")
+    ap.add_argument("--probe", default="shift", choices=["shift", "demo"])
+    ap.add_argument("--n", type=int, default=40, help="haystacks (shift) or values (demo)")
+    ap.add_argument("--length", type=int, default=4096, help="haystack tokens (shift)")
+    ap.add_argument("--seed", type=int, default=99)
+    ap.add_argument("--corpus", default=None)
+    ap.add_argument("--db", default="/tmp/hsadb-probe-db")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    if args.probe == "shift":
+        cases = shift_cases(rng, D.Corpus(args.corpus), args.n, args.length)
+    else:
+        cases = demo_cases(rng, args.n)
+    for m in args.models.split(","):
+        eng = E.Engine(os.path.abspath(args.hsadb), os.path.abspath(m), args.db)
+        hits = {}
+        for cond, hay, q, want in cases:
+            eng.fresh("probe", hay)
+            got = eng.ask("probe", q, 32)["answer"]
+            ok = E.correct(got, want)
+            hits.setdefault(cond, []).append(ok)
+            if not ok:
+                print("%s %s: %s -> %s" % (m, cond, want.decode(), got), flush=True)
+        print("%s: %s" % (m, ", ".join("%s %d/%d" % (c, sum(v), len(v)) for c, v in hits.items())), flush=True)
+
+
+if __name__ == "__main__":
+    main()
