@@ -46,7 +46,10 @@ def shift_cases(rng, corpus, n, L):
 
 def demo_cases(rng, n):
     src = open(os.path.join(ROOT, "samples", "archive", "2024-01.md"), "rb").read()
-    q = b"What is the special magic number for the north gate?"
+    # the demo's first question (samples/questions.txt), the one about this needle
+    qs = [ln for ln in open(os.path.join(ROOT, "samples", "questions.txt"), "rb").read().splitlines()
+          if ln.strip() and not ln.startswith(b"#")]
+    q = qs[0]
     vals = ["4471"] + ["%04d" % rng.randrange(1000, 10000) for _ in range(n - 1)]
     return [("demo", src.replace(b"4471", v.encode()), q, v.encode()) for v in vals]
 
