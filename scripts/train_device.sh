@@ -12,7 +12,9 @@
 # TAIL_ALIGN (0.5), COPY_IN_CHUNK (0: the copy family's share of pairs inside one chunk),
 # CURRICULUM (0:4096), SEED (11), LM_WEIGHT (0.1), EXTRA (more flags; a flag given twice takes its
 # last value), TMPD (scratch, /tmp/ft), EVAL_N (also scripts/eval_big.sh with this many samples per
-# cell, written to eval_big.txt; 0 = none), SEND_WEIGHTS (1: the weights' parts to $OUT).
+# cell, written to eval_big.txt; 0 = none), SEND_WEIGHTS (1: the weights' parts to $OUT), BASELINE
+# (a model directory, e.g. models/hsadb-small: also its eval_big and LM loss on this machine's
+# corpus, written to eval_base.txt, for a same-corpus comparison).
 # The command is written to $OUT/command.txt, so every run's flags come back with its numbers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,11 @@ tail -n 17 "$OUT/eval_ft.txt"
 if [ "${EVAL_N:-0}" -gt 0 ]; then
   bash scripts/eval_big.sh $TMPD/model "$EVAL_N" > "$OUT/eval_big.txt" 2>&1
   tail -n 11 "$OUT/eval_big.txt"
+fi
+if [ -n "${BASELINE:-}" ] && [ "${EVAL_N:-0}" -gt 0 ]; then
+  { bash scripts/eval_big.sh "$BASELINE" "$EVAL_N"
+    python3 tools/train/lm_loss.py "$BASELINE" --corpus .carry/corpus.txt.gz --threads 4; } > "$OUT/eval_base.txt" 2>&1
+  tail -n 2 "$OUT/eval_base.txt"
 fi
 cp $TMPD/model/config.json "$OUT/"
 [ "${SEND_WEIGHTS:-1}" = 1 ] && split -b 15M $TMPD/model/model.safetensors "$OUT/ft_model.part."

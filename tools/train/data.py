@@ -189,6 +189,13 @@ DEFAULT_OPTS = dict(
                         # incomplete at that block's <answer>: only the sliding window can copy it
     tail_align_straddle=0.0,  # of those aligned samples, this fraction puts the value across the
                         # boundary instead (starts in the last complete chunk, ends in the incomplete one)
+    value_align=0.0,    # fraction of the needles at any depth (not the tail_align one) moved so that
+                        # their value (its last occurrence) ends exactly at a chunk end (half of them)
+                        # or crosses a chunk boundary (the other half): at a natural offset that
+                        # happens to a value of n bytes in n/64 of placements
+    sup_after=False,    # answer positions that predict what follows a value (<eos>, ' ', ',') also
+                        # supervise the chunk after the value when the value ends at a chunk end:
+                        # that chunk shows whether the value goes on
 )
 # what train.py uses unless told otherwise
 TRAIN_OPTS = dict(DEFAULT_OPTS, tail_frac=0.12, vt_hops=(0.5, 0.3, 0.2))
@@ -332,10 +339,27 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
         pairs = sorted(list(zip(pts, norm_idx)) + list(zip(tpts, tail_idx)), key=lambda x: x[0])
     if ia is not None:
         pairs.append((nf, ia))  # last, immediately before the query block
+    # value_align (no rng use when it is 0: same samples): per needle, None or how many bytes of the
+    # value stay before the chunk boundary (its full length: it ends at the chunk end)
+    vcut = {}
+    if o["value_align"] > 0 and marks is not None:
+        for _, i in pairs:
+            if i != ia and marks[i] and rng.random() < o["value_align"]:
+                lv = len(b(marks[i]))
+                vcut[i] = lv if (lv < 2 or rng.random() < 0.5) else rng.randint(1, lv - 1)
     out = list(head)
     spans = [None] * n
     prev = 0
-    for p, i in pairs:
+    for k, (p, i) in enumerate(pairs):
+        if i in vcut:  # move the insertion point (up to S-1 bytes, staying between its neighbours)
+            mk = b(marks[i])
+            cut = len(out) + (p - prev) + max(_rfind(needles[i], mk), 0) + vcut[i]
+            fwd = (-cut) % S
+            nxt = pairs[k + 1][0] if k + 1 < len(pairs) else nf
+            if fwd and p + fwd <= nxt:
+                p += fwd
+            elif fwd and p - (S - fwd) >= prev:
+                p -= S - fwd
         out += fill[prev:p].tolist()
         start = len(out)
         out += needles[i] + [32]
@@ -372,6 +396,9 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
     def chunks_of(idx):
         return sorted(set(c for i in idx for s, e in sspans[i] for c in range(s // S, (e - 1) // S + 1)))
 
+    def after_chunks(idx):  # the chunk after a value that ends at a chunk end
+        return set(e // S for i in idx for s, e in sspans[i] if e % S == 0)
+
     for (st, en), qa in zip(ans_pos, qas):
         nidx = qa[2]
         segs = qa[3] if len(qa) > 3 and o["sup"] == "per-pos" else None
@@ -381,7 +408,10 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
             ans[t] = True
             idx = segs[j] if segs is not None else nidx
             pos_needles[t] = list(idx)
-            el = [c for c in chunks_of(idx) if (c + 1) * S <= t]
+            cs = chunks_of(idx)
+            if o["sup_after"] and toks[t + 1] in (EOS, 32, 44):
+                cs = sorted(set(cs) | after_chunks(idx))
+            el = [c for c in cs if (c + 1) * S <= t]
             if el:
                 sup.append((t, el))
     meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles,

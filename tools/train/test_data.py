@@ -414,3 +414,57 @@ def test_vt_distractors_option(corpus):
     a = D.fam_vt(random.Random(3), corpus, 1024, S, opts=dict(D.TRAIN_OPTS))
     b = D.fam_vt(random.Random(3), corpus, 1024, S, opts=dict(D.TRAIN_OPTS, vt_distractors=None))
     assert (a.tokens == b.tokens).all()
+
+
+def test_value_align_puts_values_at_and_across_chunk_ends(corpus):
+    """value_align=1: every asked value at any depth ends at a chunk end (about half) or crosses a
+    chunk boundary (the rest), unless its neighbours leave no room; 0 keeps the old samples."""
+    at_end = across = other = 0
+    for seed in range(30):
+        for fam in ("niah", "multikey", "passkey"):
+            s = D.FAMILIES[fam](random.Random(seed), corpus, 4096, S, opts=dict(D.TRAIN_OPTS, value_align=1.0))
+            for st, en in (sp for sps in s.meta["sup_spans"] for sp in sps):
+                if en % S == 0:
+                    at_end += 1
+                elif st // S != (en - 1) // S:
+                    across += 1
+                else:
+                    other += 1
+            a = D.FAMILIES[fam](random.Random(seed), corpus, 4096, S, opts=dict(D.TRAIN_OPTS, value_align=0.0))
+            b = D.FAMILIES[fam](random.Random(seed), corpus, 4096, S, opts=D.TRAIN_OPTS)
+            assert (a.tokens == b.tokens).all()
+    assert other <= 0.1 * (at_end + across + other)
+    assert at_end > 0.3 * (at_end + across) and across > 0.3 * (at_end + across)
+
+
+def test_sup_after_supervises_the_chunk_after_a_value_ending_at_a_chunk_end(corpus):
+    """sup_after: the position predicting the <eos> after a value that ends at a chunk end also
+    names the next chunk (the one that shows the value is complete); the value's bytes do not."""
+    checked = 0
+    for seed in range(40):
+        opts = dict(D.TRAIN_OPTS, value_align=1.0, tail_frac=0.0, sup_after=True)
+        s = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=opts)
+        st, en = s.meta["sup_spans"][0][-1]
+        if en % S:
+            continue
+        sup = dict(s.sup)
+        a0 = int(np.where(s.tokens == D.ANSWER)[0][0])
+        e0 = a0 + 1 + int(np.where(s.tokens[a0 + 1:] == D.EOS)[0][0])
+        assert en // S in sup[e0 - 1]             # predicts <eos>: the chunk after the value too
+        assert en // S not in sup[a0]             # predicts the first value byte: the value's chunks only
+        s0 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(opts, sup_after=False))
+        assert (s0.tokens == s.tokens).all() and en // S not in dict(s0.sup)[e0 - 1]
+        checked += 1
+    assert checked >= 10
+
+
+def test_answer_weights_eos_weight(corpus):
+    """eos_weight scales exactly the positions that predict an answer's <eos> (one per query block)."""
+    rng = random.Random(3)
+    samples = [D.FAMILIES["multiquery"](rng, corpus, 2048, S, opts=D.TRAIN_OPTS) for _ in range(6)]
+    bt = D.collate(samples)
+    tok, ans = torch.from_numpy(bt["tokens"]), torch.from_numpy(bt["ans"])
+    am, first, aw = T.answer_weights(tok, ans, 1.0, 3.0)
+    nq = sum(int((s.tokens == D.QUERY).sum()) for s in samples)
+    assert float(aw.sum()) == pytest.approx(float(am.sum()) + 2.0 * nq)
+    assert torch.equal(T.answer_weights(tok, ans, 1.0, 1.0)[2], am)

@@ -241,15 +241,18 @@ def retrieval_loss(scores, sup_b, sup_t, sup_tgt):
     return torch.stack(losses).mean(), float(torch.stack(accs).mean())
 
 
-def answer_weights(tok, ans, first_weight=1.0):
+def answer_weights(tok, ans, first_weight=1.0, eos_weight=1.0):
     """Per-position weights of the answer loss. tok, ans: [B, T] (ans: 1 where the *next* token is an
     answer byte, as collate builds it). Returns (am, first, aw), each [B, T-1] float: the answer mask,
     the positions that predict the first byte of an answer part (the input token there is <answer> or
-    a space), and am with those positions weighted first_weight. The first byte is where retrieval has
-    to pick the right chunk and the right place in it; later bytes can copy by induction."""
+    a space), and am with those positions weighted first_weight and the positions that predict the
+    <eos> weighted eos_weight. The first byte is where retrieval has to pick the right chunk and the
+    right place in it; later bytes can copy by induction. The <eos> is where a list answer decides
+    that it is complete (vt's misses stop early)."""
     am = ans[:, :-1].float()
     first = am * ((tok[:, :-1] == D.ANSWER) | (tok[:, :-1] == 32)).float()
-    return am, first, am + (first_weight - 1.0) * first
+    eos = am * (tok[:, 1:] == D.EOS).float()
+    return am, first, am + (first_weight - 1.0) * first + (eos_weight - 1.0) * eos
 
 
 def main():
@@ -277,6 +280,8 @@ def main():
     ap.add_argument("--ret-weight", type=float, default=1.0)
     ap.add_argument("--first-weight", type=float, default=1.0,
                     help="answer-loss weight of each answer part's first byte (the others weigh 1)")
+    ap.add_argument("--eos-weight", type=float, default=1.0,
+                    help="answer-loss weight of the position that predicts an answer's <eos>")
     ap.add_argument("--mix", default="", help="JSON family weights")
     ap.add_argument("--tail-frac", type=float, default=D.TRAIN_OPTS["tail_frac"],
                     help="fraction of needles put at the very end of the haystack (0: old data)")
@@ -291,6 +296,11 @@ def main():
     ap.add_argument("--tail-align-straddle", type=float, default=0.0,
                     help="of the aligned samples, this fraction has the value across the boundary "
                          "between the last complete chunk and the incomplete one")
+    ap.add_argument("--value-align", type=float, default=0.0,
+                    help="fraction of needles at any depth whose value ends at a chunk end or crosses one")
+    ap.add_argument("--sup-after", action="store_true",
+                    help="positions predicting what follows a value also supervise the chunk after it "
+                         "when the value ends at a chunk end")
     ap.add_argument("--copy-in-chunk", type=float, default=0.0,
                     help="copy family: fraction of its pairs with both occurrences inside one chunk "
                          "(only the sliding window can copy those)")
@@ -375,6 +385,7 @@ def main():
     dopts = dict(D.TRAIN_OPTS, tail_frac=args.tail_frac, tail_span=args.tail_span or None,
                  tail_zero=args.tail_zero, tail_align=args.tail_align,
                  tail_align_straddle=args.tail_align_straddle, copy_in_chunk=args.copy_in_chunk,
+                 value_align=args.value_align, sup_after=args.sup_after,
                  sup=args.sup_mode,
                  sup_span=args.sup_span, mv_order=args.mv_order,
                  vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None,
@@ -421,7 +432,7 @@ def main():
         logits = out["logits"][:, :-1].float()
         tgt = tok[:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
-        am, first, aw = answer_weights(tok, ans, args.first_weight)
+        am, first, aw = answer_weights(tok, ans, args.first_weight, args.eos_weight)
         lm = 1.0 - am
         l_ans = (ce * aw).sum() / aw.sum().clamp(min=1)
         l_lm = (ce * lm).sum() / lm.sum().clamp(min=1)
