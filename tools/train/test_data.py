@@ -468,3 +468,19 @@ def test_answer_weights_eos_weight(corpus):
     nq = sum(int((s.tokens == D.QUERY).sum()) for s in samples)
     assert float(aw.sum()) == pytest.approx(float(am.sum()) + 2.0 * nq)
     assert torch.equal(T.answer_weights(tok, ans, 1.0, 1.0)[2], am)
+
+
+def test_answer_weights_stop_weight_weights_both_sides_of_the_stop_decision(corpus):
+    """stop_weight scales the positions that predict a vt answer's <eos> and those that predict the
+    space between two names: one per name of the answer, so the stop/continue prior is unchanged."""
+    rng = random.Random(4)
+    samples = [D.FAMILIES["vt"](rng, corpus, 2048, S, opts=dict(D.TRAIN_OPTS, vt_hops=(1, 1, 1))) for _ in range(8)]
+    bt = D.collate(samples)
+    tok, ans = torch.from_numpy(bt["tokens"]), torch.from_numpy(bt["ans"])
+    am, _, aw = T.answer_weights(tok, ans, 1.0, 1.0, 3.0)
+    names = 0
+    for s in samples:
+        a0 = int(np.where(s.tokens == D.ANSWER)[0][0])
+        e0 = a0 + 1 + int(np.where(s.tokens[a0 + 1:] == D.EOS)[0][0])
+        names += len(text(s.tokens[a0 + 1:e0]).split(" "))
+    assert float(aw.sum()) == pytest.approx(float(am.sum()) + 2.0 * names)

@@ -241,18 +241,23 @@ def retrieval_loss(scores, sup_b, sup_t, sup_tgt):
     return torch.stack(losses).mean(), float(torch.stack(accs).mean())
 
 
-def answer_weights(tok, ans, first_weight=1.0, eos_weight=1.0):
+def answer_weights(tok, ans, first_weight=1.0, eos_weight=1.0, stop_weight=1.0):
     """Per-position weights of the answer loss. tok, ans: [B, T] (ans: 1 where the *next* token is an
     answer byte, as collate builds it). Returns (am, first, aw), each [B, T-1] float: the answer mask,
     the positions that predict the first byte of an answer part (the input token there is <answer> or
     a space), and am with those positions weighted first_weight and the positions that predict the
     <eos> weighted eos_weight. The first byte is where retrieval has to pick the right chunk and the
     right place in it; later bytes can copy by induction. The <eos> is where a list answer decides
-    that it is complete (vt's misses stop early)."""
+    that it is complete (vt's misses stop early); weighting it alone biases that decision towards
+    stopping (session 8). stop_weight weights both sides of the decision: the positions that predict
+    the <eos> and those that predict a list separator (' ' or ','; inside a value of several words
+    a space is weighted too)."""
     am = ans[:, :-1].float()
     first = am * ((tok[:, :-1] == D.ANSWER) | (tok[:, :-1] == 32)).float()
-    eos = am * (tok[:, 1:] == D.EOS).float()
-    return am, first, am + (first_weight - 1.0) * first + (eos_weight - 1.0) * eos
+    nxt = tok[:, 1:]
+    eos = am * (nxt == D.EOS).float()
+    stop = am * ((nxt == D.EOS) | (nxt == 32) | (nxt == 44)).float()
+    return am, first, am + (first_weight - 1.0) * first + (eos_weight - 1.0) * eos + (stop_weight - 1.0) * stop
 
 
 def main():
@@ -281,7 +286,11 @@ def main():
     ap.add_argument("--first-weight", type=float, default=1.0,
                     help="answer-loss weight of each answer part's first byte (the others weigh 1)")
     ap.add_argument("--eos-weight", type=float, default=1.0,
-                    help="answer-loss weight of the position that predicts an answer's <eos>")
+                    help="answer-loss weight of the position that predicts an answer's <eos> (alone it "
+                         "biases list answers towards stopping early: session 8)")
+    ap.add_argument("--stop-weight", type=float, default=1.0,
+                    help="answer-loss weight of the positions that predict an answer's <eos> or a list "
+                         "separator (' ', ','): both sides of 'is the list complete'")
     ap.add_argument("--mix", default="", help="JSON family weights")
     ap.add_argument("--tail-frac", type=float, default=D.TRAIN_OPTS["tail_frac"],
                     help="fraction of needles put at the very end of the haystack (0: old data)")
@@ -432,7 +441,7 @@ def main():
         logits = out["logits"][:, :-1].float()
         tgt = tok[:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
-        am, first, aw = answer_weights(tok, ans, args.first_weight, args.eos_weight)
+        am, first, aw = answer_weights(tok, ans, args.first_weight, args.eos_weight, args.stop_weight)
         lm = 1.0 - am
         l_ans = (ce * aw).sum() / aw.sum().clamp(min=1)
         l_lm = (ce * lm).sum() / lm.sum().clamp(min=1)
