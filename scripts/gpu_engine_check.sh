@@ -11,7 +11,10 @@
 # torch SDPA at the same lengths (bench/bench_sdpa_decode.py). GPU_SIZES overrides the sizes.
 # GPU_TESTS=0 skips the tests; GPU_EVAL=1 evaluates models/hsadb-small through the engine: tasks
 # at 1M (GPU_TASKS, GPU_TASKS_N haystacks each), then single needle over depth x GPU_EVAL_LENGTHS
-# (GPU_EVAL_N haystacks per cell); GPU_TASKS_TIMEOUT / GPU_EVAL_TIMEOUT bound each part.
+# (GPU_EVAL_N haystacks per cell); GPU_TASKS_TIMEOUT / GPU_EVAL_TIMEOUT bound each part (per model).
+# GPU_MODELS (comma-separated model directories, default models/hsadb-small) evaluates each of them
+# on the same haystacks (the haystacks depend on the seed, the corpus and the task list); with more
+# than one, the results go to eval_tasks-NAME/ and eval_heatmap-NAME/ (NAME: the directory's name).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--prepare" ]; then
@@ -42,15 +45,20 @@ if [ "${GPU_TESTS:-1}" = 1 ]; then
   echo "== test_gpu_engine"; timeout 300 $G/test_gpu_engine 2>&1 | tee "$OUT/test_gpu_engine.log" | grep -v "^ok"
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
-if [ "${GPU_EVAL:-0}" = 1 ]; then   # the shipped model through the GPU engine at 4M and 16M tokens
-  echo "== eval through the engine (hsadb CLI on the GPU)"
-  PYTHONUNBUFFERED=1 timeout "${GPU_TASKS_TIMEOUT:-200}" python3 tools/eval/eval_engine.py --hsadb $G/hsadb \
-    --model models/hsadb-small --tasks "${GPU_TASKS:-multikey,multiquery,vt}" --lengths 1048576 \
-    --n "${GPU_TASKS_N:-5}" --corpus .carry/corpus.txt.gz --out "$OUT/eval_tasks" --db /tmp/evaldb2 2>&1 | tail -8
-  PYTHONUNBUFFERED=1 timeout "${GPU_EVAL_TIMEOUT:-300}" python3 tools/eval/eval_engine.py --hsadb $G/hsadb \
-    --model models/hsadb-small --heatmap --lengths "${GPU_EVAL_LENGTHS:-4194304,16777216}" \
-    --depths 0,0.25,0.5,0.75,1.0 --n "${GPU_EVAL_N:-1}" \
-    --corpus .carry/corpus.txt.gz --out "$OUT/eval_heatmap" --db /tmp/evaldb 2>&1 | tail -15
+if [ "${GPU_EVAL:-0}" = 1 ]; then   # models through the GPU engine: tasks at 1M, single needle at 4M/16M
+  IFS=, read -r -a models <<< "${GPU_MODELS:-models/hsadb-small}"
+  for m in "${models[@]}"; do
+    sfx=""; [ ${#models[@]} -gt 1 ] && sfx="-$(basename "$m")"
+    echo "== eval through the engine (hsadb CLI on the GPU): $m"
+    PYTHONUNBUFFERED=1 timeout "${GPU_TASKS_TIMEOUT:-200}" python3 tools/eval/eval_engine.py --hsadb $G/hsadb \
+      --model "$m" --tasks "${GPU_TASKS:-multikey,multiquery,vt}" --lengths 1048576 \
+      --n "${GPU_TASKS_N:-5}" --corpus .carry/corpus.txt.gz --out "$OUT/eval_tasks$sfx" --db /tmp/evaldb2 2>&1 | tail -8
+    [ "${GPU_EVAL_N:-1}" -gt 0 ] || continue
+    PYTHONUNBUFFERED=1 timeout "${GPU_EVAL_TIMEOUT:-300}" python3 tools/eval/eval_engine.py --hsadb $G/hsadb \
+      --model "$m" --heatmap --lengths "${GPU_EVAL_LENGTHS:-4194304,16777216}" \
+      --depths 0,0.25,0.5,0.75,1.0 --n "${GPU_EVAL_N:-1}" \
+      --corpus .carry/corpus.txt.gz --out "$OUT/eval_heatmap$sfx" --db /tmp/evaldb 2>&1 | tail -15
+  done
 fi
 [ "${GPU_BENCH:-1}" = 1 ] || exit $rc
 echo "== bench_gpu_engine"
