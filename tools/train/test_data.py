@@ -484,3 +484,30 @@ def test_answer_weights_stop_weight_weights_both_sides_of_the_stop_decision(corp
         e0 = a0 + 1 + int(np.where(s.tokens[a0 + 1:] == D.EOS)[0][0])
         names += len(text(s.tokens[a0 + 1:e0]).split(" "))
     assert float(aw.sum()) == pytest.approx(float(am.sum()) + 2.0 * names)
+
+
+def test_make_init_writes_a_resume_dir_that_train_loads(tmp_path):
+    """tools/train/make_init.py: the directory it writes is found by train.find_ckpt and loads into
+    the model with the exported weights (copied, or referenced with --link), at the given step."""
+    import json
+    import subprocess
+    root = os.path.join(HERE, "..", "..")
+    model_dir = os.path.join(root, "models", "hsadb-small")
+    if not os.path.exists(os.path.join(model_dir, "model.safetensors")):
+        pytest.skip("models/hsadb-small not present")
+    for link in (False, True):
+        out = tmp_path / ("link" if link else "copy")
+        cmd = [sys.executable, os.path.join(HERE, "make_init.py"), "--model", model_dir, "--step", "123",
+               "--tokens", "456", "--out", str(out)] + (["--link"] if link else [])
+        subprocess.run(cmd, check=True, capture_output=True)
+        assert T.find_ckpt([str(out)]) == str(out)
+        st = json.load(open(out / "state.json"))
+        model = T.HSAModel(T.HSAConfig(**st["config"]))
+        got = T.load_ckpt(str(out), model, None, torch.device("cpu"))
+        assert got["step"] == 123 and got["tokens"] == 456
+        ref = T.load_file(os.path.join(model_dir, "model.safetensors"))
+        sd = model.state_dict()
+        assert all(torch.equal(sd[k], v.float()) for k, v in ref.items())
+    bad = subprocess.run([sys.executable, os.path.join(HERE, "make_init.py"), "--model", str(tmp_path / "nope"),
+                          "--step", "1", "--tokens", "1", "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "cannot read" in bad.stderr
