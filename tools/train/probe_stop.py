@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Does a model stop list answers too early? For vt answers ("A B C<eos>"), teacher-forced, at every
+position that decides whether the list goes on (the one after each name: it predicts ' ' to go on,
+or <eos> to stop), the probability the model gives to <eos>. Per model and by how many names have
+been given: mean P(<eos>) where the answer goes on and where it stops, and how often the model's
+argmax there is right. Same haystacks as eval_tasks.py for the same seed and length; CPU, fp32,
+the reference model.
+
+  /usr/bin/python3 tools/train/probe_stop.py --models models/hsadb-small,OTHER --L 4096 --n 40
+"""
+import argparse
+import os
+import sys
+from collections import defaultdict
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import data as D  # noqa: E402
+from hsa_model import HSAModel  # noqa: E402
+from eval_tasks import answer_spans, job_rng, task_opts, upper_start  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="models/hsadb-small", help="comma-separated model directories")
+    ap.add_argument("--L", type=int, default=4096)
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--tail", type=int, default=1024)
+    ap.add_argument("--seed", type=int, default=12345, help="eval_tasks.py's --seed")
+    ap.add_argument("--vt-hops", default="", help="eval_tasks.py's --vt-hops ('' = uniform 1-3)")
+    ap.add_argument("--corpus", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    corpus = D.Corpus(a.corpus)
+    print("| model | after name | goes on: n, mean P(eos), argmax right | stops: n, mean P(eos), argmax right |")
+    print("|---|---|---|---|")
+    for path in a.models.split(","):
+        m = HSAModel.from_pretrained(path).eval()
+        S = m.cfg.chunk_size
+        rng = job_rng(a.seed, a.L, "vt")
+        opts = task_opts(vt_hops=a.vt_hops)
+        stats = defaultdict(lambda: [[0, 0.0, 0], [0, 0.0, 0]])  # names given -> [go on, stop]: n, sum P, right
+        for _ in range(a.n):
+            s = D.FAMILIES["vt"](rng, corpus, a.L, S, opts=opts)
+            toks = s.tokens
+            spans = answer_spans(toks)
+            u = upper_start(a.L, a.tail, spans)
+            with torch.no_grad():
+                logits = m(torch.from_numpy(toks)[None], upper_start=u)["logits"][0]
+            st, en = spans[0]
+            names = 0
+            for t in range(st + 1, en):  # position t predicts toks[t + 1]; decisions follow a name's last byte
+                nxt = int(toks[t + 1])
+                if nxt not in (32, D.EOS):
+                    continue
+                names += 1
+                p = torch.softmax(logits[t - u].float(), -1)
+                stop = nxt == D.EOS
+                arg = int(p.argmax())
+                rec = stats[names][1 if stop else 0]
+                rec[0] += 1
+                rec[1] += float(p[D.EOS])
+                rec[2] += int(arg == D.EOS) if stop else int(arg == 32)
+        for k in sorted(stats):
+            go, sp = stats[k]
+            cell = lambda r: "%d, %.3f, %d/%d" % (r[0], r[1] / r[0], r[2], r[0]) if r[0] else "-"
+            print("| %s | %d | %s | %s |" % (path, k, cell(go), cell(sp)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
