@@ -2,8 +2,10 @@
 """Does a model stop list answers too early? For vt answers ("A B C<eos>"), teacher-forced, at every
 position that decides whether the list goes on (the one after each name: it predicts ' ' to go on,
 or <eos> to stop), the probability the model gives to <eos>. Per model and by how many names have
-been given: mean P(<eos>) where the answer goes on and where it stops, and how often the model's
-argmax there is right. Same haystacks as eval_tasks.py for the same seed and length; CPU, fp32,
+been given: mean P(<eos>) where the answer goes on and where it stops, how often the model's
+argmax there is right, and (where it goes on) whether the next link's chunk is among the first HSA
+layer's top-K at that position: a stop with the link retrieved is a decision error, one without it a
+retrieval error. Same haystacks as eval_tasks.py for the same seed and length; CPU, fp32,
 the reference model.
 
   /usr/bin/python3 tools/train/probe_stop.py --models models/hsadb-small,OTHER --L 4096 --n 40
@@ -35,21 +37,25 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     corpus = D.Corpus(a.corpus)
-    print("| model | after name | goes on: n, mean P(eos), argmax right | stops: n, mean P(eos), argmax right |")
-    print("|---|---|---|---|")
+    print("| model | after name | goes on: n, mean P(eos), argmax right | goes on: next link retrieved "
+          "(argmax right among those) | stops: n, mean P(eos), argmax right |")
+    print("|---|---|---|---|---|")
     for path in a.models.split(","):
         m = HSAModel.from_pretrained(path).eval()
         S = m.cfg.chunk_size
         rng = job_rng(a.seed, a.L, "vt")
         opts = task_opts(vt_hops=a.vt_hops)
-        stats = defaultdict(lambda: [[0, 0.0, 0], [0, 0.0, 0]])  # names given -> [go on, stop]: n, sum P, right
+        # names given -> [go on, stop]: n, sum P, right, next link retrieved, right among retrieved
+        stats = defaultdict(lambda: [[0, 0.0, 0, 0, 0], [0, 0.0, 0, 0, 0]])
         for _ in range(a.n):
             s = D.FAMILIES["vt"](rng, corpus, a.L, S, opts=opts)
             toks = s.tokens
             spans = answer_spans(toks)
             u = upper_start(a.L, a.tail, spans)
             with torch.no_grad():
-                logits = m(torch.from_numpy(toks)[None], upper_start=u)["logits"][0]
+                out = m(torch.from_numpy(toks)[None], upper_start=u, return_intermediates=True)
+            logits, topk = out["logits"][0], out["topk_idx"][0][0]  # topk: first HSA layer [T', Hm, K]
+            sup = dict(s.sup)
             st, en = spans[0]
             names = 0
             for t in range(st + 1, en):  # position t predicts toks[t + 1]; decisions follow a name's last byte
@@ -63,11 +69,18 @@ def main():
                 rec = stats[names][1 if stop else 0]
                 rec[0] += 1
                 rec[1] += float(p[D.EOS])
-                rec[2] += int(arg == D.EOS) if stop else int(arg == 32)
+                right = int(arg == D.EOS) if stop else int(arg == 32)
+                rec[2] += right
+                if not stop:  # the next link: the chunks supervised where the next name's first byte is predicted
+                    got = set(topk[t - u].reshape(-1).tolist())
+                    if any(c in got for c in sup.get(t + 1, [])):
+                        rec[3] += 1
+                        rec[4] += right
         for k in sorted(stats):
             go, sp = stats[k]
             cell = lambda r: "%d, %.3f, %d/%d" % (r[0], r[1] / r[0], r[2], r[0]) if r[0] else "-"
-            print("| %s | %d | %s | %s |" % (path, k, cell(go), cell(sp)), flush=True)
+            ret = "%d/%d (%d/%d)" % (go[3], go[0], go[4], go[3]) if go[0] else "-"
+            print("| %s | %d | %s | %s | %s |" % (path, k, cell(go), ret, cell(sp)), flush=True)
 
 
 if __name__ == "__main__":
