@@ -6,8 +6,8 @@
 #   GPU machine (carry .carry/corpus.txt.gz and the INIT directory):
 #     bash scripts/train_device.sh                 # logs, eval and weights in $OUT
 #
-# Knobs (environment): INIT (resume dir, not in git: docs/training.md says how to make one that
-# starts from the shipped weights with a fresh optimizer; default .carry/ckpt_ft_init), MINUTES
+# Knobs (environment): INIT (resume dir, not in git: tools/train/make_init.py makes one that starts
+# from exported weights with a fresh optimizer; default .carry/ckpt_ft_init), MINUTES
 # (7), LR (2e-4), MIX (JSON family weights; default: the session-3 mix with 15% in-window copy),
 # TAIL_ALIGN (0.5), COPY_IN_CHUNK (0: the copy family's share of pairs inside one chunk),
 # CURRICULUM (0:4096), SEED (11), LM_WEIGHT (0.1), EXTRA (more flags; a flag given twice takes its
