@@ -41,6 +41,7 @@ import re
 import numpy as np
 
 BOS, EOS, QUERY, ANSWER = 256, 257, 258, 259
+VALUE_END = (EOS, 32, 44)  # what follows a value inside an answer: <eos>, or a list separator (' ', ',')
 
 NOISE = [
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.",
@@ -251,6 +252,15 @@ def _rfind(hay, m):
     return -1
 
 
+def _value_at(needle, mark):
+    """(offset, length) of the value's last occurrence in a needle (byte list); mark: the value's
+    text, or None (then the whole needle)."""
+    if not mark:
+        return 0, len(needle)
+    mk = b(mark)
+    return max(_rfind(needle, mk), 0), len(mk)
+
+
 def _snap(fill, nf, p):
     """move an insertion point forward to just after a space/newline when one is near"""
     for k in range(p, min(nf, p + 40)):
@@ -291,9 +301,7 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
         if cand:
             i = rng.choice(cand)
             nd = needles[i]
-            mk = b(marks[i]) if marks is not None and marks[i] else None
-            off = max(_rfind(nd, mk), 0) if mk else 0  # the value's last occurrence (else the needle)
-            lv = len(mk) if mk else len(nd)
+            off, lv = _value_at(nd, marks[i] if marks is not None else None)
             q0 = len(b(qas[0][0]))
             d = (len(nd) - off) + 1 + 1 + q0  # value start -> <answer>: rest of needle, space, <query>, question
             if rng.random() < o["tail_align_straddle"]:
@@ -339,21 +347,20 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
         pairs = sorted(list(zip(pts, norm_idx)) + list(zip(tpts, tail_idx)), key=lambda x: x[0])
     if ia is not None:
         pairs.append((nf, ia))  # last, immediately before the query block
-    # value_align (no rng use when it is 0: same samples): per needle, None or how many bytes of the
-    # value stay before the chunk boundary (its full length: it ends at the chunk end)
+    # value_align (no rng use when it is 0: same samples): per chosen needle, where in it the chunk
+    # boundary goes: after the value (it ends at the chunk end) or inside it (it crosses the boundary)
     vcut = {}
     if o["value_align"] > 0 and marks is not None:
         for _, i in pairs:
             if i != ia and marks[i] and rng.random() < o["value_align"]:
-                lv = len(b(marks[i]))
-                vcut[i] = lv if (lv < 2 or rng.random() < 0.5) else rng.randint(1, lv - 1)
+                off, lv = _value_at(needles[i], marks[i])
+                vcut[i] = off + (lv if (lv < 2 or rng.random() < 0.5) else rng.randint(1, lv - 1))
     out = list(head)
     spans = [None] * n
     prev = 0
     for k, (p, i) in enumerate(pairs):
         if i in vcut:  # move the insertion point (up to S-1 bytes, staying between its neighbours)
-            mk = b(marks[i])
-            cut = len(out) + (p - prev) + max(_rfind(needles[i], mk), 0) + vcut[i]
+            cut = len(out) + (p - prev) + vcut[i]
             fwd = (-cut) % S
             nxt = pairs[k + 1][0] if k + 1 < len(pairs) else nf
             if fwd and p + fwd <= nxt:
@@ -409,7 +416,7 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
             idx = segs[j] if segs is not None else nidx
             pos_needles[t] = list(idx)
             cs = chunks_of(idx)
-            if o["sup_after"] and toks[t + 1] in (EOS, 32, 44):
+            if o["sup_after"] and toks[t + 1] in VALUE_END:
                 cs = sorted(set(cs) | after_chunks(idx))
             el = [c for c in cs if (c + 1) * S <= t]
             if el:

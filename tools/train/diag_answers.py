@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import data as D  # noqa: E402
 from hsa_model import HSAModel  # noqa: E402
-from eval_tasks import answer_spans, job_rng, task_opts, upper_start  # noqa: E402
+from eval_tasks import family_samples, task_opts  # noqa: E402
 
 
 def main():
@@ -40,13 +40,9 @@ def main():
     S, L = m.cfg.chunk_size, a.L
     opts = task_opts()   # eval_tasks.py's defaults: the same haystacks
     for fam in a.families.split(","):
-        rng = job_rng(a.seed, L, fam)
         ok_n = 0
-        for i in range(a.n):
-            s = D.FAMILIES[fam](rng, corpus, L, S, opts=opts)
+        for i, (s, spans, u) in enumerate(family_samples(a.seed, corpus, fam, L, S, a.n, a.tail, opts)):
             toks = s.tokens
-            spans = answer_spans(toks)
-            u = upper_start(L, a.tail, spans)
             with torch.no_grad():
                 out = m(torch.from_numpy(toks)[None], upper_start=u, return_intermediates=True)
             pred = out["logits"][0].argmax(-1).numpy()

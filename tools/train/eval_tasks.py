@@ -49,6 +49,16 @@ def upper_start(L, tail, spans):
     return max(0, min(L - tail, spans[0][0] - 8))
 
 
+def family_samples(seed, corpus, fam, L, S, n, tail, opts):
+    """The n haystacks of one (family, length) job as main() draws them: yields (Sample, answer
+    spans, upper start)."""
+    rng = job_rng(seed, L, fam)
+    for _ in range(n):
+        s = D.FAMILIES[fam](rng, corpus, L, S, opts=opts)
+        spans = answer_spans(s.tokens)
+        yield s, spans, upper_start(L, tail, spans)
+
+
 def task_opts(tail_frac=0.0, mv_order="sorted", vt_hops=""):
     """The data options of the task families (defaults: this script's flags' defaults)."""
     return dict(tail_frac=tail_frac, mv_order=mv_order,

@@ -28,8 +28,6 @@ def main():
         sys.exit("make_init: cannot read %s/config.json: %s" % (a.model, e))
     if not os.path.isfile(src):
         sys.exit("make_init: %s does not exist" % src)
-    for k in ("model_type", "torch_dtype"):
-        cfg.pop(k, None)
     os.makedirs(a.out, exist_ok=True)
     if a.link:
         fn = os.path.relpath(os.path.abspath(src), os.path.abspath(a.out))

@@ -21,7 +21,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import data as D  # noqa: E402
 from hsa_model import HSAModel  # noqa: E402
-from eval_tasks import answer_spans, job_rng, task_opts, upper_start  # noqa: E402
+from eval_tasks import family_samples, task_opts  # noqa: E402
+
+
+def cell(r):
+    """n, mean P(<eos>), argmax right / n"""
+    return "%d, %.3f, %d/%d" % (r[0], r[1] / r[0], r[2], r[0]) if r[0] else "-"
 
 
 def main():
@@ -43,15 +48,11 @@ def main():
     for path in a.models.split(","):
         m = HSAModel.from_pretrained(path).eval()
         S = m.cfg.chunk_size
-        rng = job_rng(a.seed, a.L, "vt")
         opts = task_opts(vt_hops=a.vt_hops)
         # names given -> [go on, stop]: n, sum P, right, next link retrieved, right among retrieved
         stats = defaultdict(lambda: [[0, 0.0, 0, 0, 0], [0, 0.0, 0, 0, 0]])
-        for _ in range(a.n):
-            s = D.FAMILIES["vt"](rng, corpus, a.L, S, opts=opts)
+        for s, spans, u in family_samples(a.seed, corpus, "vt", a.L, S, a.n, a.tail, opts):
             toks = s.tokens
-            spans = answer_spans(toks)
-            u = upper_start(a.L, a.tail, spans)
             with torch.no_grad():
                 out = m(torch.from_numpy(toks)[None], upper_start=u, return_intermediates=True)
             logits, topk = out["logits"][0], out["topk_idx"][0][0]  # topk: first HSA layer [T', Hm, K]
@@ -78,7 +79,6 @@ def main():
                         rec[4] += right
         for k in sorted(stats):
             go, sp = stats[k]
-            cell = lambda r: "%d, %.3f, %d/%d" % (r[0], r[1] / r[0], r[2], r[0]) if r[0] else "-"
             ret = "%d/%d (%d/%d)" % (go[3], go[0], go[4], go[3]) if go[0] else "-"
             print("| %s | %d | %s | %s | %s |" % (path, k, cell(go), ret, cell(sp)), flush=True)
 

@@ -256,7 +256,7 @@ def answer_weights(tok, ans, first_weight=1.0, eos_weight=1.0, stop_weight=1.0):
     first = am * ((tok[:, :-1] == D.ANSWER) | (tok[:, :-1] == 32)).float()
     nxt = tok[:, 1:]
     eos = am * (nxt == D.EOS).float()
-    stop = am * ((nxt == D.EOS) | (nxt == 32) | (nxt == 44)).float()
+    stop = am * sum((nxt == x) for x in D.VALUE_END).float()
     return am, first, am + (first_weight - 1.0) * first + (eos_weight - 1.0) * eos + (stop_weight - 1.0) * stop
 
 
