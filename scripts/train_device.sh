@@ -14,7 +14,8 @@
 # last value), TMPD (scratch, /tmp/ft), EVAL_N (also scripts/eval_big.sh with this many samples per
 # cell, written to eval_big.txt; 0 = none), SEND_WEIGHTS (1: the weights' parts to $OUT), BASELINE
 # (a model directory, e.g. models/hsadb-small: also its eval_big and LM loss on this machine's
-# corpus, written to eval_base.txt, for a same-corpus comparison).
+# corpus, written to eval_base.txt, for a same-corpus comparison), EVAL_EXTRA (eval_tasks.py flags for
+# the new model's evals, e.g. --vt-trail when EXTRA has it).
 # The command is written to $OUT/command.txt, so every run's flags come back with its numbers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ MIX=${MIX:-'{"passkey":0.07,"niah":0.19,"multikey":0.1,"multiquery":0.15,"multiv
 TAIL_ALIGN=${TAIL_ALIGN:-0.5}
 CURRICULUM=${CURRICULUM:-0:4096}
 SEED=${SEED:-11}
-E="--lengths 4096 --n 20 --dists 0,4,16,64 --seed 12345 --corpus .carry/corpus.txt.gz"
+E="--lengths 4096 --n 20 --dists 0,4,16,64 --seed 12345 --corpus .carry/corpus.txt.gz ${EVAL_EXTRA:-}"
 cmd=(python3 tools/train/train.py --out $TMPD/ckpt --resume "$INIT" --minutes "$MINUTES"
      --plan-minutes "$MINUTES" --curriculum "$CURRICULUM" --lr "$LR" --min-lr-ratio 1.0 --rewarm-steps 100
      --lm-weight "${LM_WEIGHT:-0.1}" --gain-lr-mult 5 --mix "$MIX" --tail-frac 0.25 --tail-zero 0.5
@@ -46,7 +47,7 @@ python3 tools/train/eval_tasks.py --model $TMPD/model $E > "$OUT/eval_ft.txt" 2>
 python3 tools/train/lm_loss.py $TMPD/model --corpus .carry/corpus.txt.gz --threads 4 >> "$OUT/eval_ft.txt" 2>&1
 tail -n 17 "$OUT/eval_ft.txt"
 if [ "${EVAL_N:-0}" -gt 0 ]; then
-  bash scripts/eval_big.sh $TMPD/model "$EVAL_N" > "$OUT/eval_big.txt" 2>&1
+  bash scripts/eval_big.sh $TMPD/model "$EVAL_N" ${EVAL_EXTRA:-} > "$OUT/eval_big.txt" 2>&1
   tail -n 11 "$OUT/eval_big.txt"
 fi
 if [ -n "${BASELINE:-}" ] && [ "${EVAL_N:-0}" -gt 0 ]; then

@@ -197,6 +197,10 @@ DEFAULT_OPTS = dict(
     sup_after=False,    # answer positions that predict what follows a value (<eos>, ' ', ',') also
                         # supervise the chunk after the value when the value ends at a chunk end:
                         # that chunk shows whether the value goes on
+    vt_trail=False,     # vt answers end with a space ("A B C <eos>"): every name is followed by ' ', so
+                        # the go-on / stop decision moves to the position after the space, where the
+                        # next name's first byte is predicted from the retrieved link (or <eos> when
+                        # there is none), instead of the name's last byte
 )
 # what train.py uses unless told otherwise
 TRAIN_OPTS = dict(DEFAULT_OPTS, tail_frac=0.12, vt_hops=(0.5, 0.3, 0.2))
@@ -220,19 +224,21 @@ class Sample:
         self.meta = meta or {}
 
 
-def answer_parts(parts, sep, eos=None):
+def answer_parts(parts, sep, eos=None, trail=""):
     """parts: [(text, [needle indices])] -> (answer str, needle sets per predicted answer byte).
     Entry j of the list is for the position that predicts answer byte j (entry len(answer) for the
     <eos>).  A part's bytes take its needles; separator bytes take the needles of both neighbours
-    (ending one value and starting the next depend on both); the <eos> takes `eos` (default: the
-    union of all parts: deciding that nothing follows is not a per-needle lookup)."""
-    text = sep.join(t for t, _ in parts)
+    (ending one value and starting the next depend on both); `trail` (appended after the last part)
+    takes the last part's; the <eos> takes `eos` (default: the union of all parts: deciding that
+    nothing follows is not a per-needle lookup)."""
+    text = sep.join(t for t, _ in parts) + trail
     union = sorted(set(i for _, ns in parts for i in ns))
     segs = []
     for k, (t, ns) in enumerate(parts):
         if k > 0:
             segs += [sorted(set(parts[k - 1][1]) | set(ns))] * len(sep)
         segs += [sorted(set(ns))] * len(t)
+    segs += [sorted(set(parts[-1][1]))] * len(trail)
     segs.append(sorted(eos) if eos is not None else union)
     assert len(segs) == len(text) + 1
     return text, segs
@@ -563,7 +569,8 @@ def fam_vt(rng, corpus, L, S, opts=None):
     q = rng.choice(VT_Q).format(v=v)
     # emitting name i needs the assignment that introduces it: link 0 (found by the value), then
     # link i ("VAR names[i] = VAR names[i-1]", found by the name just emitted)
-    a, segs = answer_parts([(names[i], [ci[i]]) for i in range(hops + 1)], " ")
+    a, segs = answer_parts([(names[i], [ci[i]]) for i in range(hops + 1)], " ",
+                           trail=" " if o["vt_trail"] else "")
     return assemble(rng, corpus, L, needles, [(q, a, ci, segs)], S, opts=o, marks=marks)
 
 

@@ -59,10 +59,10 @@ def family_samples(seed, corpus, fam, L, S, n, tail, opts):
         yield s, spans, upper_start(L, tail, spans)
 
 
-def task_opts(tail_frac=0.0, mv_order="sorted", vt_hops=""):
+def task_opts(tail_frac=0.0, mv_order="sorted", vt_hops="", vt_trail=False):
     """The data options of the task families (defaults: this script's flags' defaults)."""
     return dict(tail_frac=tail_frac, mv_order=mv_order,
-                vt_hops=tuple(float(x) for x in vt_hops.split(",") if x) or None)
+                vt_hops=tuple(float(x) for x in vt_hops.split(",") if x) or None, vt_trail=vt_trail)
 
 
 def main():
@@ -82,6 +82,8 @@ def main():
     ap.add_argument("--mv-order", default="sorted", choices=["sorted", "doc"],
                     help="multivalue answer order (training default: sorted)")
     ap.add_argument("--vt-hops", default="", help="weights of 1,2,3.. vt hops ('' = uniform 1-3)")
+    ap.add_argument("--vt-trail", action="store_true",
+                    help="vt answers end with a space (for models trained with train.py --vt-trail)")
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--corpus", default="")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -91,7 +93,7 @@ def main():
     corpus = D.Corpus(a.corpus or None)
     amp = dev.type == "cuda"
     S = m.cfg.chunk_size
-    opts = task_opts(a.tail_frac, a.mv_order, a.vt_hops)
+    opts = task_opts(a.tail_frac, a.mv_order, a.vt_hops, a.vt_trail)
     res = {}
 
     def single(rng, L, depth=None, dist=None):

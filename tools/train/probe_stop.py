@@ -37,6 +37,9 @@ def main():
     ap.add_argument("--tail", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=12345, help="eval_tasks.py's --seed")
     ap.add_argument("--vt-hops", default="", help="eval_tasks.py's --vt-hops ('' = uniform 1-3)")
+    ap.add_argument("--vt-trail", action="store_true",
+                    help="answers end with a space (train.py --vt-trail): the decision is at the position "
+                         "after each name's space (a letter to go on, <eos> to stop)")
     ap.add_argument("--corpus", default=None)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
@@ -48,7 +51,7 @@ def main():
     for path in a.models.split(","):
         m = HSAModel.from_pretrained(path).eval()
         S = m.cfg.chunk_size
-        opts = task_opts(vt_hops=a.vt_hops)
+        opts = task_opts(vt_hops=a.vt_hops, vt_trail=a.vt_trail)
         # names given -> [go on, stop]: n, sum P, right, next link retrieved, right among retrieved
         stats = defaultdict(lambda: [[0, 0.0, 0, 0, 0], [0, 0.0, 0, 0, 0]])
         for s, spans, u in family_samples(a.seed, corpus, "vt", a.L, S, a.n, a.tail, opts):
@@ -59,9 +62,11 @@ def main():
             sup = dict(s.sup)
             st, en = spans[0]
             names = 0
-            for t in range(st + 1, en):  # position t predicts toks[t + 1]; decisions follow a name's last byte
+            for t in range(st + 1, en):  # position t predicts toks[t + 1]
                 nxt = int(toks[t + 1])
-                if nxt not in (32, D.EOS):
+                # the decision: after a name's last byte (' ' goes on), or with --vt-trail after its space
+                # (a letter goes on)
+                if int(toks[t]) != 32 if a.vt_trail else nxt not in (32, D.EOS):
                     continue
                 names += 1
                 p = torch.softmax(logits[t - u].float(), -1)
@@ -70,11 +75,11 @@ def main():
                 rec = stats[names][1 if stop else 0]
                 rec[0] += 1
                 rec[1] += float(p[D.EOS])
-                right = int(arg == D.EOS) if stop else int(arg == 32)
+                right = int(arg == D.EOS) if stop else int(arg != D.EOS if a.vt_trail else arg == 32)
                 rec[2] += right
                 if not stop:  # the next link: the chunks supervised where the next name's first byte is predicted
                     got = set(topk[t - u].reshape(-1).tolist())
-                    if any(c in got for c in sup.get(t + 1, [])):
+                    if any(c in got for c in sup.get(t if a.vt_trail else t + 1, [])):
                         rec[3] += 1
                         rec[4] += right
         for k in sorted(stats):

@@ -486,6 +486,34 @@ def test_answer_weights_stop_weight_weights_both_sides_of_the_stop_decision(corp
     assert float(aw.sum()) == pytest.approx(float(am.sum()) + 2.0 * names)
 
 
+def test_vt_trail_moves_the_stop_decision_after_the_space(corpus):
+    """vt_trail: the same names with a space after the last one, so every name is followed by ' ' and
+    the go-on / stop choice is made at the position after it: there answer_weights marks a "first"
+    position (a next name's first byte, or the <eos>), and the retrieval supervision points at the
+    link that introduces the next name. Off, the samples are unchanged."""
+    opts = dict(D.TRAIN_OPTS, vt_hops=(1, 1, 1))
+    for seed in range(6):
+        s0 = D.fam_vt(random.Random(seed), corpus, 2048, S, opts=opts)
+        s1 = D.fam_vt(random.Random(seed), corpus, 2048, S, opts=dict(opts, vt_trail=True))
+        assert s1.answers == [s0.answers[0] + " "]
+        t = s1.tokens
+        a0 = int(np.where(t == D.ANSWER)[0][0])
+        e0 = a0 + 1 + int(np.where(t[a0 + 1:] == D.EOS)[0][0])
+        assert t[e0 - 1] == 32 and t[e0 - 2] != 32
+        bt = D.collate([s1])
+        _, first, _ = T.answer_weights(torch.from_numpy(bt["tokens"]), torch.from_numpy(bt["ans"]), 4.0)
+        pos = torch.nonzero(first[0]).flatten().tolist()
+        names = s0.answers[0].split(" ")
+        assert [int(t[p + 1]) for p in pos] == [ord(n[0]) for n in names] + [D.EOS]
+        sup = dict(s1.sup)
+        for p, n in zip(pos[1:-1], names[1:]):  # after a space: the chunk of "VAR <n> = VAR <previous>"
+            m = [ord(ch) for ch in "VAR %s = VAR" % n]
+            link = [k for k in range(a0 - len(m)) if list(t[k:k + len(m)]) == m]
+            assert len(link) == 1
+            name = range(link[0] + 4, link[0] + 9)  # where the name itself lies
+            assert any(c * S <= k < (c + 1) * S for c in sup[p] for k in name)
+
+
 def test_make_init_writes_a_resume_dir_that_train_loads(tmp_path):
     """tools/train/make_init.py: the directory it writes is found by train.find_ckpt and loads into
     the model with the exported weights (copied, or referenced with --link), at the given step."""

@@ -324,6 +324,9 @@ def main():
                     "half with look-alike values ('' = one unrelated, as before)")
     ap.add_argument("--vt-hops", default=",".join(str(x) for x in D.TRAIN_OPTS["vt_hops"]),
                     help="weights of 1,2,3.. hops for vt ('' = uniform 1-3, old)")
+    ap.add_argument("--vt-trail", action="store_true",
+                    help="vt answers end with a space, so the stop decision is made where the next "
+                         "name's first byte is predicted (evaluate with eval_tasks.py --vt-trail)")
     ap.add_argument("--eval-end-dists", default="0,16,64,192",
                     help="also evaluate a needle ending this many bytes before the query block "
                          "(first eval length only; '' = off)")
@@ -398,6 +401,7 @@ def main():
                  sup=args.sup_mode,
                  sup_span=args.sup_span, mv_order=args.mv_order,
                  vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None,
+                 vt_trail=args.vt_trail,
                  vt_distractors=tuple(int(x) for x in args.vt_distractors.split(",")) if args.vt_distractors else None)
     end_dists = [int(x) for x in args.eval_end_dists.split(",") if x]
     log("data options %s" % json.dumps(dopts), logf)
