@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The CPU-engine evaluation a model needs before it ships (docs/evaluation.md): every haystack goes
+# through the hsadb CLI (build/hsadb, embedded LMDB, CPU), one stage after another, each into its own
+# folder of OUT with eval_engine.py's results.jsonl and summary.md.
+#
+#   bash scripts/eval_cpu.sh MODEL_DIR OUT [STAGE ...]
+#
+# Stages (default: all but needle256 and needle1m, which take hours on 2 cores):
+#   needle     single needle at 4K, 16K and 64K, 60 per depth x 5 depths (seed 4099, one run per
+#              length; engine time on the 2-core workstation: ~4, 7 and 21 minutes for step 38,965)
+#   needle256  single needle at 256K, 60 per depth (seed 4100; ~20 s per haystack)
+#   needle1m   single needle at 1M, 2 then 3 per depth (seeds 2027, 2029; ~1 minute per haystack)
+#   tasks      niah, multikey, multiquery, multivalue, vt at 4K-256K, 5 haystacks each (default seed;
+#              4K+16K, then 64K+256K)
+#   vt         vt at 16K, 64K and 256K, 10 each (seed 31: the haystacks of docs/eval/vt-c-engine-*.jsonl)
+#   boundary   tools/eval/probe_boundary.py: values at a chunk boundary, and the demo's needle
+# The seeds are those of the runs in docs/eval, so a new model meets the same haystacks as the
+# shipped one did (on the same corpus: make_corpus.py's output depends on the installed packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 2 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  exit $([ $# -lt 2 ] && echo 2 || echo 0)
+fi
+model=$1 out=$2
+shift 2
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(needle tasks vt boundary)
+[ -f "$model/model.safetensors" ] || { echo "eval_cpu: no $model/model.safetensors" >&2; exit 2; }
+[ -x build/hsadb ] || { echo "eval_cpu: build/hsadb missing (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
+mkdir -p "$out"
+export PYTHONHASHSEED=0
+E=(/usr/bin/python3 tools/eval/eval_engine.py --hsadb build/hsadb --model "$model" --db "$out/db")
+D=(--depths 0,0.25,0.5,0.75,1)
+for s in "${stages[@]}"; do
+  echo "== $s ($(date +%T))"
+  case $s in
+    needle)    for L in 4096 16384 65536; do
+                 "${E[@]}" --heatmap --lengths $L "${D[@]}" --n 60 --seed 4099 --out "$out/needle-$L"; done ;;
+    needle256) "${E[@]}" --heatmap --lengths 262144 "${D[@]}" --n 60 --seed 4100 --out "$out/needle256" ;;
+    needle1m)  "${E[@]}" --heatmap --lengths 1048576 "${D[@]}" --n 2 --seed 2027 --out "$out/needle1m-a"
+               "${E[@]}" --heatmap --lengths 1048576 "${D[@]}" --n 3 --seed 2029 --out "$out/needle1m-b" ;;
+    tasks)     T=(--tasks niah,multikey,multiquery,multivalue,vt --n 5)
+               "${E[@]}" "${T[@]}" --lengths 4096,16384 --out "$out/tasks-4k-16k"
+               "${E[@]}" "${T[@]}" --lengths 65536,262144 --out "$out/tasks-64k-256k" ;;
+    vt)        "${E[@]}" --tasks vt --lengths 16384,65536,262144 --n 10 --seed 31 --out "$out/vt" ;;
+    boundary)  P=(/usr/bin/python3 tools/eval/probe_boundary.py --models "$model" --db "$out/db")
+               { "${P[@]}" --n 40; "${P[@]}" --probe demo --seed 5 --n 20; } | tee "$out/boundary.txt" ;;
+    *) echo "eval_cpu: unknown stage '$s'" >&2; exit 2 ;;
+  esac 2>&1 | { grep -v " ok (append" || true; }   # the misses, the tables; a failing stage stops here
+done
+rm -rf "$out/db"
+echo "== done ($(date +%T)): $out"
