@@ -29,7 +29,7 @@ stages=("$@")
 [ -f "$model/model.safetensors" ] || { echo "eval_cpu: no $model/model.safetensors" >&2; exit 2; }
 [ -x build/hsadb ] || { echo "eval_cpu: build/hsadb missing (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
 mkdir -p "$out"
-export PYTHONHASHSEED=0
+export PYTHONHASHSEED=0 PYTHONUNBUFFERED=1
 E=(/usr/bin/python3 tools/eval/eval_engine.py --hsadb build/hsadb --model "$model" --db "$out/db")
 D=(--depths 0,0.25,0.5,0.75,1)
 for s in "${stages[@]}"; do

@@ -3,8 +3,8 @@ a fresh optimizer, the given step and token counts (so the run's log and the rng
 there). The weights are copied into the directory, or referenced by a relative path with --link
 (for the shipped model, which travels to the GPU machine in the working tree anyway).
 
-  python3 tools/train/make_init.py --model models/hsadb-small --step 38965 --tokens 1276805120 \
-      --out .carry/ckpt_38965_init --link
+  python3 tools/train/make_init.py --model models/hsadb-small --step 44565 --tokens 1460305920 \
+      --out .carry/ckpt_44565_init --link
 """
 import argparse
 import json
