@@ -5,11 +5,11 @@
 #
 #   bash scripts/eval_cpu.sh MODEL_DIR OUT [STAGE ...]
 #
-# Stages (default: all but needle256 and needle1m, which take hours on 2 cores):
+# Stages (default: all but needle256 and needle1m; the default ones took ~70 minutes on 2 cores):
 #   needle     single needle at 4K, 16K and 64K, 60 per depth x 5 depths (seed 4099, one run per
 #              length; engine time on the 2-core workstation: ~4, 7 and 21 minutes for step 38,965)
-#   needle256  single needle at 256K, 60 per depth (seed 4100; ~20 s per haystack)
-#   needle1m   single needle at 1M, 2 then 3 per depth (seeds 2027, 2029; ~1 minute per haystack)
+#   needle256  single needle at 256K, 60 per depth (seed 4100; ~16 s per haystack)
+#   needle1m   single needle at 1M, 2 then 3 per depth (seeds 2027, 2029; ~55 s per haystack)
 #   tasks      niah, multikey, multiquery, multivalue, vt at 4K-256K, 5 haystacks each (default seed;
 #              4K+16K, then 64K+256K)
 #   vt         vt at 16K, 64K and 256K, 10 each (seed 31: the haystacks of docs/eval/vt-c-engine-*.jsonl)
@@ -18,10 +18,9 @@
 # shipped one did (on the same corpus: make_corpus.py's output depends on the installed packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
-  exit $([ $# -lt 2 ] && echo 2 || echo 0)
-fi
+usage() { sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+case ${1:-} in -h|--help) usage; exit 0 ;; esac
+[ $# -ge 2 ] || { usage >&2; exit 2; }
 model=$1 out=$2
 shift 2
 stages=("$@")

@@ -66,7 +66,8 @@ def main():
                 nxt = int(toks[t + 1])
                 # the decision: after a name's last byte (' ' goes on), or with --vt-trail after its space
                 # (a letter goes on)
-                if int(toks[t]) != 32 if a.vt_trail else nxt not in (32, D.EOS):
+                decides = int(toks[t]) == 32 if a.vt_trail else nxt in (32, D.EOS)
+                if not decides:
                     continue
                 names += 1
                 p = torch.softmax(logits[t - u].float(), -1)

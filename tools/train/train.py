@@ -290,7 +290,8 @@ def main():
                          "biases list answers towards stopping early: session 8)")
     ap.add_argument("--stop-weight", type=float, default=1.0,
                     help="answer-loss weight of the positions that predict an answer's <eos> or a list "
-                         "separator (' ', ','): both sides of 'is the list complete'")
+                         "separator (' ', ','): both sides of 'is the list complete'. With --vt-trail, vt's "
+                         "decision is the position after the space, which --first-weight weights instead")
     ap.add_argument("--mix", default="", help="JSON family weights")
     ap.add_argument("--tail-frac", type=float, default=D.TRAIN_OPTS["tail_frac"],
                     help="fraction of needles put at the very end of the haystack (0: old data)")
