@@ -16,7 +16,8 @@ followed by one or more query blocks.  Every sample carries:
            needles (the old behaviour).  Only chunks eligible at t ((c+1)*S <= t) are listed; a
            position whose needle is not in a complete chunk yet gets no entry at all.
   meta     dict: spans (start, end) of every needle, and pos_needles {t: [needle indices]} (what
-           the supervision at t was built from; for tests and debugging)
+           the supervision at t was built from; for tests and debugging); cross: the answer
+           positions that predict the first byte of a chunk inside a value (train.py --cross-weight)
 Families: passkey, niah (single needle; values numbers / words / uuid-like keys), multikey (with
 distractors), multivalue, multiquery, vt (variable tracking), lm (plain text, no query), copy
 (random strings repeated inside the sliding window: in-window induction; not in DEFAULT_MIX).
@@ -258,6 +259,25 @@ def _rfind(hay, m):
     return -1
 
 
+def _crosses(toks, t, a0, idx, sspans, S):
+    """Does answer position t (first answer byte at a0) predict a value byte that is the first byte of
+    a chunk, with the value begun in the chunk before? The answer part (from a0 or after a separator)
+    must be the value's bytes before the boundary, so this is where the copy has to move on to the
+    next chunk: the place where session 10's model cut or garbled uuids."""
+    nxt = toks[t + 1]
+    if nxt in VALUE_END:
+        return False
+    for i in idx:
+        for s, e in sspans[i]:
+            for q in range((s // S + 1) * S, e, S):
+                k = q - s  # value bytes before the boundary; the answer part must begin with them
+                p = t + 1 - k
+                if p >= a0 and (p == a0 or toks[p - 1] in VALUE_END) and toks[q] == nxt \
+                        and (toks[s:q] == toks[p:t + 1]).all():
+                    return True
+    return False
+
+
 def _value_at(needle, mark):
     """(offset, length) of the value's last occurrence in a needle (byte list); mark: the value's
     text, or None (then the whole needle)."""
@@ -389,6 +409,7 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
     ans = np.zeros(L, dtype=bool)
     sup = []
     pos_needles = {}
+    cross = []  # answer positions that predict the first byte of a chunk inside a value (_crosses)
 
     # the byte ranges whose chunks are supervised, per needle
     sspans = [[sp] for sp in spans]
@@ -427,7 +448,9 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
             el = [c for c in cs if (c + 1) * S <= t]
             if el:
                 sup.append((t, el))
-    meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles,
+            if _crosses(toks, t, base + st + 1, idx, sspans, S):
+                cross.append(t)
+    meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles, cross=cross,
                 tail=[i for i in others if is_tail[i]] + ([ia] if ia is not None else []), base=base,
                 align=ia, pad=npad)
     return Sample(toks, ans, sup, None, [qa[1] for qa in qas], meta)
@@ -668,7 +691,8 @@ def make_sample(rng, corpus, L, S=64, mix=None, opts=None):
 
 
 def collate(samples):
-    """-> dict of numpy arrays: tokens [B,L], ans [B,L] bool, sup_b/sup_t [N] int, sup_tgt [N,C] bool."""
+    """-> dict of numpy arrays: tokens [B,L], ans [B,L] bool, sup_b/sup_t [N] int, sup_tgt [N,C] bool,
+    cross [B,L] bool (meta["cross"]: positions predicting a value's first byte in a new chunk)."""
     B = len(samples)
     L = len(samples[0].tokens)
     C = L // 64 + 1
@@ -683,8 +707,11 @@ def collate(samples):
             row[chunks] = True
             tg.append(row)
     tg = np.stack(tg) if tg else np.zeros((0, C), dtype=bool)
+    cross = np.zeros((B, L), dtype=bool)
+    for i, s in enumerate(samples):
+        cross[i, (s.meta or {}).get("cross", [])] = True
     return dict(tokens=toks, ans=ans, sup_b=np.array(sb, dtype=np.int64), sup_t=np.array(st, dtype=np.int64),
-                sup_tgt=tg)
+                sup_tgt=tg, cross=cross)
 
 
 def eval_sample(rng, corpus, L, S=64, kind="number", depth=None, dist=None):

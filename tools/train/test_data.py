@@ -539,3 +539,37 @@ def test_make_init_writes_a_resume_dir_that_train_loads(tmp_path):
     bad = subprocess.run([sys.executable, os.path.join(HERE, "make_init.py"), "--model", str(tmp_path / "nope"),
                           "--step", "1", "--tokens", "1", "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode != 0 and "cannot read" in bad.stderr
+
+
+def test_cross_marks_where_a_value_moves_on_to_the_next_chunk(corpus):
+    """meta["cross"] (collate's "cross"): the answer positions that predict a value byte at the start
+    of a chunk, the value having begun in the chunk before; with value_align=1 about half the asked
+    values cross a boundary, and each such uuid answer has its crossing position marked exactly there.
+    train.py --cross-weight W adds W-1 to those positions' answer-loss weight."""
+    crossed = plain = 0
+    for seed in range(40):
+        opts = dict(D.TRAIN_OPTS, value_align=1.0, tail_frac=0.0)
+        s = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=opts)
+        t = s.tokens
+        a0 = int(np.where(t == D.ANSWER)[0][0])
+        want = [int(x) for x in t[a0 + 1:a0 + 1 + int(np.where(t[a0 + 1:] == D.EOS)[0][0])]]
+        st, en = s.meta["sup_spans"][0][-1]
+        assert [int(x) for x in t[st:en]] == want
+        expect = [a0 + (q - st) for q in range((st // S + 1) * S, en, S)]  # predicts byte q of the value
+        assert s.meta["cross"] == expect
+        for p in expect:
+            assert t[p + 1] == t[(st // S + 1) * S + (p - expect[0]) * S]
+        crossed += bool(expect)
+        plain += not expect
+        bt = D.collate([s])
+        assert sorted(np.nonzero(bt["cross"][0])[0].tolist()) == expect
+    assert crossed >= 10 and plain >= 10
+    n_mv = 0  # multivalue: later values of the list too (their part begins after ', ')
+    for seed in range(20):
+        s = D.fam_multivalue(random.Random(seed), corpus, 4096, S, opts=dict(D.TRAIN_OPTS, value_align=1.0))
+        for p in s.meta["cross"]:
+            assert s.ans[p]
+            starts = [q for sps in s.meta["sup_spans"] for st, en in sps for q in range(st + 1, en) if q % S == 0]
+            assert any(s.tokens[q] == s.tokens[p + 1] and s.tokens[q - 1] == s.tokens[p] for q in starts)
+            n_mv += 1
+    assert n_mv >= 5

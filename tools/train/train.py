@@ -241,6 +241,12 @@ def retrieval_loss(scores, sup_b, sup_t, sup_tgt):
     return torch.stack(losses).mean(), float(torch.stack(accs).mean())
 
 
+def fresh_acc():
+    """the sums behind one log line"""
+    return dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, facc=0.0, xhit=0.0, xn=0.0,
+                t0=time.time())
+
+
 def answer_weights(tok, ans, first_weight=1.0, eos_weight=1.0, stop_weight=1.0):
     """Per-position weights of the answer loss. tok, ans: [B, T] (ans: 1 where the *next* token is an
     answer byte, as collate builds it). Returns (am, first, aw), each [B, T-1] float: the answer mask,
@@ -292,6 +298,10 @@ def main():
                     help="answer-loss weight of the positions that predict an answer's <eos> or a list "
                          "separator (' ', ','): both sides of 'is the list complete'. With --vt-trail, vt's "
                          "decision is the position after the space, which --first-weight weights instead")
+    ap.add_argument("--cross-weight", type=float, default=1.0,
+                    help="answer-loss weight of the positions that predict a value's byte at the start of "
+                         "a chunk, the value having begun in the chunk before (the copy must move on to the "
+                         "next chunk; session 10's model cut or garbled uuids there)")
     ap.add_argument("--mix", default="", help="JSON family weights")
     ap.add_argument("--tail-frac", type=float, default=D.TRAIN_OPTS["tail_frac"],
                     help="fraction of needles put at the very end of the haystack (0: old data)")
@@ -416,7 +426,7 @@ def main():
     reserve = 20.0 if amp else 5.0
     last_eval = time.time()
     run_info = dict(start_step=state["step"], start_tokens=state["tokens"])
-    acc = dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, facc=0.0, t0=time.time())
+    acc = fresh_acc()
     model.train()
     step_times = []
     while True:
@@ -447,6 +457,8 @@ def main():
         tgt = tok[:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
         am, first, aw = answer_weights(tok, ans, args.first_weight, args.eos_weight, args.stop_weight)
+        cross = am * torch.from_numpy(bt["cross"][:, :-1]).to(dev).float()
+        aw = aw + (args.cross_weight - 1.0) * cross
         lm = 1.0 - am
         l_ans = (ce * aw).sum() / aw.sum().clamp(min=1)
         l_lm = (ce * lm).sum() / lm.sum().clamp(min=1)
@@ -463,6 +475,7 @@ def main():
             hitm = (logits.argmax(-1) == tgt).float() * am
             tacc = hitm.sum() / am.sum().clamp(min=1)
             facc = (hitm * first).sum() / first.sum().clamp(min=1)
+            xhit, xn = float((hitm * cross).sum()), float(cross.sum())
             fam_hit = hitm.sum(1).cpu().numpy()
             fam_n = am.sum(1).cpu().numpy()
         for i, smp in enumerate(samples):
@@ -476,6 +489,8 @@ def main():
         acc["ret"] += float(l_ret.detach())
         acc["tacc"] += float(tacc)
         acc["facc"] += float(facc)
+        acc["xhit"] += xhit
+        acc["xn"] += xn
         if not math.isnan(racc):
             acc["racc"] += racc
             acc["racc_n"] += 1
@@ -492,13 +507,14 @@ def main():
                        lm=round(acc["lm"] / acc["n"], 4), ret=round(acc["ret"] / acc["n"], 4),
                        ret_top1=round(acc["racc"] / max(1, acc["racc_n"]), 4), ans_tok_acc=round(acc["tacc"] / acc["n"], 4),
                        first_acc=round(acc["facc"] / acc["n"], 4),
+                       cross_acc=round(acc["xhit"] / max(1.0, acc["xn"]), 4),
                        tok_s=int(acc["tok"] / el), train_min=round(state["train_seconds"] / 60, 2))
             rec["fam_tok_acc"] = {k: round(v[0] / v[1], 3) for k, v in sorted(acc.get("fam", {}).items()) if v[1] > 0}
             state["history"].append(rec)
             log("step %(step)d L %(L)d B %(B)d lr %(lr).2e | ans %(ans).4f lm %(lm).4f ret %(ret).4f "
-                "ret_top1 %(ret_top1).3f ans_tok_acc %(ans_tok_acc).3f first_acc %(first_acc).3f | %(tok_s)d tok/s | %(train_min).2f train-min" % rec
+                "ret_top1 %(ret_top1).3f ans_tok_acc %(ans_tok_acc).3f first_acc %(first_acc).3f cross_acc %(cross_acc).3f | %(tok_s)d tok/s | %(train_min).2f train-min" % rec
                 + " | " + " ".join("%s %.2f" % kv for kv in rec["fam_tok_acc"].items()), logf)
-            acc = dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, facc=0.0, t0=time.time())
+            acc = fresh_acc()
         if args.eval_every_min > 0 and time.time() - last_eval > args.eval_every_min * 60 and \
                 time.time() - t_start + 2 * reserve < budget:
             te = time.time()
