@@ -10,6 +10,10 @@ retrieval may not pick. Two probes:
       depth 10-80%), each asked three times with the haystack's start trimmed so that the value
       ends at a chunk end ("boundary"), spills one digit into the next chunk ("spill1"), or ends
       mid-chunk ("mid", the control). Same haystacks and questions for every model.
+  --probe uuid: N single-needle haystacks with 36-byte uuid values, each asked five times with
+      the start trimmed so that 4, 13, 22 or 31 of the value's bytes are in one chunk and the rest in
+      the next ("cross4" ... "cross31"), or the whole value inside one chunk ("inside", the control).
+      Session 10 found step 49,860's new misses there: uuids cut or garbled exactly at the boundary.
   --probe demo: samples/archive/2024-01.md (the demo's first file, where the north gate's number
       ends at a chunk end right after the same number in another sentence) with its 4471 replaced
       by N 4-digit values (the first is 4471 itself).
@@ -44,6 +48,22 @@ def shift_cases(rng, corpus, n, L):
     return cases
 
 
+def uuid_cases(rng, corpus, n, L):
+    """-> [(condition, haystack bytes, question, answer)] for the uuid probe."""
+    cases = []
+    while len(cases) < 5 * n:
+        toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="uuid", depth=0.1 + 0.7 * rng.random())
+        if len(v) != 36:  # the generator also makes shorter keys (8-4 hex digits)
+            continue
+        hay, qas = E.split_sample(toks)
+        q, want = qas[0]
+        start = hay.find(("is %s." % v).encode()) + 3  # the value's first byte
+        conds = [("cross%d" % k, (start - (64 - k)) % 64) for k in (4, 13, 22, 31)] + [("inside", (start - 14) % 64)]
+        for cond, trim in conds:
+            cases.append((cond, hay[trim:], q, want))
+    return cases
+
+
 def demo_cases(rng, n):
     src = open(os.path.join(ROOT, "samples", "archive", "2024-01.md"), "rb").read()
     # the demo's first question (samples/questions.txt), the one about this needle
@@ -58,9 +78,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="models/hsadb-small", help="comma-separated model directories")
     ap.add_argument("--hsadb", default="build/hsadb")
-    ap.add_argument("--probe", default="shift", choices=["shift", "demo"])
-    ap.add_argument("--n", type=int, default=40, help="haystacks (shift) or values (demo)")
-    ap.add_argument("--length", type=int, default=4096, help="haystack tokens (shift)")
+    ap.add_argument("--probe", default="shift", choices=["shift", "uuid", "demo"])
+    ap.add_argument("--n", type=int, default=40, help="haystacks (shift, uuid) or values (demo)")
+    ap.add_argument("--length", type=int, default=4096, help="haystack tokens (shift, uuid)")
     ap.add_argument("--seed", type=int, default=99)
     ap.add_argument("--corpus", default=None)
     ap.add_argument("--db", default="/tmp/hsadb-probe-db")
@@ -68,6 +88,8 @@ def main():
     rng = random.Random(args.seed)
     if args.probe == "shift":
         cases = shift_cases(rng, D.Corpus(args.corpus), args.n, args.length)
+    elif args.probe == "uuid":
+        cases = uuid_cases(rng, D.Corpus(args.corpus), args.n, args.length)
     else:
         cases = demo_cases(rng, args.n)
     for m in args.models.split(","):
