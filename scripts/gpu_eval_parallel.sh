@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Evaluation through the GPU engine with several eval_engine.py processes at once: one CLI process
+# leaves most of the GPU idle (haystack generation, process start), so parallel processes finish a
+# device call's worth of haystacks several times faster. Session 10 ran 300 single-needle haystacks
+# at 1M this way within 450 s, next to a training process on the same GPU.
+#
+#   GPU machine (after `bash scripts/gpu_engine_check.sh --prepare` here; carry .carry/gpu and
+#   .carry/corpus.txt.gz; the model in models/hsadb-small):
+#     PAR_TASKS="vt;multikey,multiquery" PAR_NEEDLE_LENGTHS=1048576 bash scripts/gpu_eval_parallel.sh
+#
+# Knobs: PAR_TASKS (';'-separated task lists, one process each, at 1M with PAR_TASKS_N haystacks per
+# task (20) and seed 1234: a list meets the same haystacks as gpu_engine_check.sh's GPU_TASKS=<list>
+# run, e.g. "vt" and "multikey,multiquery" those of docs/eval/tasks-1m-gpu-engine-*.jsonl),
+# PAR_NEEDLE_LENGTHS (comma-separated; single needle, one process per depth 0/25/50/75/100% and
+# length, PAR_NEEDLE_N per depth (60), seeds 5101-5105: session 10's 1M run), PAR_TIMEOUT (each
+# process, 450 s), MODEL (models/hsadb-small); for a check on a machine without the GPU build:
+# HSADB (the CLI; default .carry/gpu/hsadb with its libraries), PY (python3), PAR_TASKS_LENGTH (1048576).
+# $OUT (at most 8 files come back from a call): tasks.jsonl, needle.jsonl (eval_engine.py's records,
+# written as they come, so a timeout keeps what finished), par.log (progress and a summary).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-par-out}
+MODEL=${MODEL:-models/hsadb-small}
+T=${PAR_TIMEOUT:-450}
+rm -rf /tmp/par && mkdir -p "$OUT" /tmp/par
+export PATH=/opt/torch/.venv/bin:$PATH PYTHONHASHSEED=0 PYTHONUNBUFFERED=1
+if [ -z "${HSADB:-}" ]; then   # the GPU build and the Debian libraries it links (gpu_engine_check.sh --prepare)
+  HSADB=.carry/gpu/hsadb
+  mkdir -p /tmp/gpulib && tar xJf .carry/gpu/lib.txz -C /tmp/gpulib --strip-components=1 || exit 1
+  export LD_LIBRARY_PATH=/tmp/gpulib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+fi
+PY=${PY:-python3}
+sha256sum "$MODEL/model.safetensors" | tee "$OUT/par.log"
+E=("$PY" tools/eval/eval_engine.py --hsadb "$HSADB" --model "$MODEL" --corpus .carry/corpus.txt.gz)
+n=0
+IFS=';' read -r -a lists <<< "${PAR_TASKS:-}"
+for tl in "${lists[@]}"; do
+  [ -n "$tl" ] || continue
+  n=$((n + 1))
+  timeout "$T" "${E[@]}" --tasks "$tl" --lengths "${PAR_TASKS_LENGTH:-1048576}" --n "${PAR_TASKS_N:-20}" \
+    --out /tmp/par/t$n --db /tmp/par/tdb$n > /tmp/par/t$n.log 2>&1 &
+done
+IFS=, read -r -a lengths <<< "${PAR_NEEDLE_LENGTHS:-}"
+for L in "${lengths[@]}"; do
+  i=0
+  for d in 0 0.25 0.5 0.75 1.0; do
+    i=$((i + 1)); n=$((n + 1))
+    timeout "$T" "${E[@]}" --heatmap --lengths "$L" --depths $d --n "${PAR_NEEDLE_N:-60}" --seed 510$i \
+      --out /tmp/par/n$n --db /tmp/par/ndb$n > /tmp/par/n$n.log 2>&1 &
+  done
+done
+[ $n -gt 0 ] || { echo "gpu_eval_parallel: set PAR_TASKS and/or PAR_NEEDLE_LENGTHS" >&2; exit 2; }
+wait
+cat /tmp/par/t*/results.jsonl > "$OUT/tasks.jsonl" 2>/dev/null
+cat /tmp/par/n*/results.jsonl > "$OUT/needle.jsonl" 2>/dev/null
+cat /tmp/par/*.log >> "$OUT/par.log"
+"$PY" - "$OUT" <<'PY' | tee -a "$OUT/par.log"
+import collections, json, os, sys
+for f in ("tasks.jsonl", "needle.jsonl"):
+    p = os.path.join(sys.argv[1], f)
+    hit, n = collections.Counter(), collections.Counter()
+    for line in open(p) if os.path.exists(p) else []:
+        r = json.loads(line)
+        k = (r["task"], r["length"], r["depth"])
+        n[k] += 1
+        hit[k] += r["ok"]
+    for k in sorted(n, key=str):
+        print("%s L=%d depth=%s: %d/%d" % (k[0], k[1], k[2], hit[k], n[k]))
+PY
