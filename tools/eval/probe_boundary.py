@@ -97,7 +97,7 @@ def main():
         hits = {}
         for cond, hay, q, want in cases:
             eng.fresh("probe", hay)
-            got = eng.ask("probe", q, 32)["answer"]
+            got = eng.ask("probe", q, max(32, 2 * len(want) + 8))["answer"]
             ok = E.correct(got, want)
             hits.setdefault(cond, []).append(ok)
             if not ok:
