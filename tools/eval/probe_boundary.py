@@ -4,7 +4,7 @@
 A chunk is 64 bytes and the engine retrieves whole chunks, so a value that ends exactly at a chunk's
 last byte, or that spills its last digit into the next chunk, is the hard case for copying: the
 byte after the value (what tells the model to stop) or the value's last digit is in a chunk that
-retrieval may not pick. Two probes:
+retrieval may not pick. Three probes:
 
   --probe shift (default): N single-needle haystacks (tools/train/data.py eval_sample, numbers,
       depth 10-80%), each asked three times with the haystack's start trimmed so that the value
@@ -13,7 +13,9 @@ retrieval may not pick. Two probes:
   --probe uuid: N single-needle haystacks with 36-byte uuid values, each asked five times with
       the start trimmed so that 4, 13, 22 or 31 of the value's bytes are in one chunk and the rest in
       the next ("cross4" ... "cross31"), or the whole value inside one chunk ("inside", the control).
-      Session 10 found step 49,860's new misses there: uuids cut or garbled exactly at the boundary.
+      Session 10 (docs/evaluation.md, step 49,860): with 13 bytes before the boundary, the length of
+      the short 8-4 keys, the answer often stops there (16/40 and 19/40 right for steps 49,860 and
+      44,565 at 16K); 36-38/40 in the other crossing cases, 40/40 inside one chunk.
   --probe demo: samples/archive/2024-01.md (the demo's first file, where the north gate's number
       ends at a chunk end right after the same number in another sentence) with its 4471 replaced
       by N 4-digit values (the first is 4471 itself).

@@ -263,7 +263,7 @@ def _crosses(toks, t, a0, idx, sspans, S):
     """Does answer position t (first answer byte at a0) predict a value byte that is the first byte of
     a chunk, with the value begun in the chunk before? The answer part (from a0 or after a separator)
     must be the value's bytes before the boundary, so this is where the copy has to move on to the
-    next chunk: the place where session 10's model cut or garbled uuids."""
+    next chunk: where steps 44,565 and 49,860 cut or garble uuids (probe_boundary.py --probe uuid)."""
     nxt = toks[t + 1]
     if nxt in VALUE_END:
         return False

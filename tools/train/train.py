@@ -301,7 +301,7 @@ def main():
     ap.add_argument("--cross-weight", type=float, default=1.0,
                     help="answer-loss weight of the positions that predict a value's byte at the start of "
                          "a chunk, the value having begun in the chunk before (the copy must move on to the "
-                         "next chunk; session 10's model cut or garbled uuids there)")
+                         "next chunk, where steps 44,565 and 49,860 cut or garble uuids: probe_boundary.py --probe uuid)")
     ap.add_argument("--mix", default="", help="JSON family weights")
     ap.add_argument("--tail-frac", type=float, default=D.TRAIN_OPTS["tail_frac"],
                     help="fraction of needles put at the very end of the haystack (0: old data)")
