@@ -70,6 +70,23 @@ class Engine:
         return json.loads(out)
 
 
+def answer_tokens(want):
+    """Generation budget for an expected answer (bytes): room for it twice over, at least 32."""
+    return max(32, 2 * len(want) + 8)
+
+
+def task_haystacks(rng, corpus, tasks, lengths, n, S=64):
+    """A task run's haystacks in order -> (task, L, i, haystack bytes, [(question, answer)]). One
+    generator serves the whole task list, so a haystack depends on every task before it (find_value.py
+    replays a run this way)."""
+    for task in tasks:
+        fam = FAMILIES[task]
+        for L in lengths:
+            for i in range(n):
+                hay, qas = split_sample(fam(rng, corpus, L, S).tokens)
+                yield task, L, i, hay, qas
+
+
 def correct(got, want):
     g, w = got.strip(), want.decode("latin-1").strip()
     if g == w:
@@ -132,17 +149,11 @@ def main():
                     print("heatmap L=%d depth=%.2f #%d %s (append %.1fs)" % (L, d, i, "ok" if ok else "miss", secs),
                           flush=True)
     else:
-        for task in args.tasks.split(","):
-            fam = FAMILIES[task]
-            for L in lengths:
-                for i in range(args.n):
-                    s = fam(rng, corpus, L, 64)
-                    hay, qas = split_sample(s.tokens)
-                    secs = eng.fresh("eval", hay)
-                    for q, want in qas:
-                        ans = eng.ask("eval", q, max(32, 2 * len(want) + 8))
-                        ok = record(task, L, None, q, want, ans, secs)
-                    print("%s L=%d #%d %s (append %.1fs)" % (task, L, i, "ok" if ok else "miss", secs), flush=True)
+        for task, L, i, hay, qas in task_haystacks(rng, corpus, args.tasks.split(","), lengths, args.n):
+            secs = eng.fresh("eval", hay)
+            for q, want in qas:
+                ok = record(task, L, None, q, want, eng.ask("eval", q, answer_tokens(want)), secs)
+            print("%s L=%d #%d %s (append %.1fs)" % (task, L, i, "ok" if ok else "miss", secs), flush=True)
 
     # summary
     lines = ["| task | " + " | ".join(str(L) for L in lengths) + " |",

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "train"))
 import data as D  # noqa: E402
-from eval_engine import FAMILIES, split_sample  # noqa: E402
+from eval_engine import task_haystacks  # noqa: E402
 
 
 def main():
@@ -35,22 +35,16 @@ def main():
     a = ap.parse_args()
     wanted = set(a.values)
     corpus = D.Corpus(a.corpus)
-    rng = random.Random(a.seed)
     S = a.chunk
-    for task in a.tasks.split(","):
-        fam = FAMILIES[task]
-        for L in (int(x) for x in a.lengths.split(",")):
-            for i in range(a.n):
-                hay, qas = split_sample(fam(rng, corpus, L, S).tokens)
-                for q, want in qas:
-                    w = want.decode("latin-1")
-                    if w not in wanted:
-                        continue
-                    at = hay.find(want)
-                    while at >= 0:
-                        print("%s L=%d #%d %s: offset %d, at %d of its chunk, %d of its %d bytes in that chunk"
-                              % (task, L, i, w, at, at % S, min(len(want), S - at % S), len(want)))
-                        at = hay.find(want, at + 1)
+    lengths = [int(x) for x in a.lengths.split(",")]
+    for task, L, i, hay, qas in task_haystacks(random.Random(a.seed), corpus, a.tasks.split(","), lengths, a.n, S):
+        for q, want in qas:
+            w = want.decode("latin-1")
+            at = hay.find(want) if w in wanted else -1
+            while at >= 0:
+                print("%s L=%d #%d %s: offset %d, at %d of its chunk, %d of its %d bytes in that chunk"
+                      % (task, L, i, w, at, at % S, min(len(want), S - at % S), len(want)))
+                at = hay.find(want, at + 1)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def main():
         hits = {}
         for cond, hay, q, want in cases:
             eng.fresh("probe", hay)
-            got = eng.ask("probe", q, max(32, 2 * len(want) + 8))["answer"]
+            got = eng.ask("probe", q, E.answer_tokens(want))["answer"]
             ok = E.correct(got, want)
             hits.setdefault(cond, []).append(ok)
             if not ok:
