@@ -33,9 +33,7 @@ fi
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 export PATH=/opt/torch/.venv/bin:$PATH
-G=.carry/gpu
-mkdir -p /tmp/gpulib && tar xJf $G/lib.txz -C /tmp/gpulib --strip-components=1
-export LD_LIBRARY_PATH=/tmp/gpulib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+. scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 ldd $G/bench_gpu_engine | grep -E "not found|cublas" | tee -a "$OUT/gpu.txt"
 rc=0

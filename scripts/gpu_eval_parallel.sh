@@ -24,10 +24,9 @@ MODEL=${MODEL:-models/hsadb-small}
 T=${PAR_TIMEOUT:-450}
 rm -rf /tmp/par && mkdir -p "$OUT" /tmp/par
 export PATH=/opt/torch/.venv/bin:$PATH PYTHONHASHSEED=0 PYTHONUNBUFFERED=1
-if [ -z "${HSADB:-}" ]; then   # the GPU build and the Debian libraries it links (gpu_engine_check.sh --prepare)
-  HSADB=.carry/gpu/hsadb
-  mkdir -p /tmp/gpulib && tar xJf .carry/gpu/lib.txz -C /tmp/gpulib --strip-components=1 || exit 1
-  export LD_LIBRARY_PATH=/tmp/gpulib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+if [ -z "${HSADB:-}" ]; then   # the GPU build and the Debian libraries it links
+  . scripts/gpu_env.sh
+  HSADB=$G/hsadb
 fi
 PY=${PY:-python3}
 sha256sum "$MODEL/model.safetensors" | tee "$OUT/par.log"
