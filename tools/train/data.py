@@ -709,7 +709,7 @@ def collate(samples):
     tg = np.stack(tg) if tg else np.zeros((0, C), dtype=bool)
     cross = np.zeros((B, L), dtype=bool)
     for i, s in enumerate(samples):
-        cross[i, (s.meta or {}).get("cross", [])] = True
+        cross[i, s.meta.get("cross", [])] = True
     return dict(tokens=toks, ans=ans, sup_b=np.array(sb, dtype=np.int64), sup_t=np.array(st, dtype=np.int64),
                 sup_tgt=tg, cross=cross)
 

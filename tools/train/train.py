@@ -443,6 +443,7 @@ def main():
         ts = time.time()
         tok = torch.from_numpy(bt["tokens"]).to(dev, non_blocking=True)
         ans = torch.from_numpy(bt["ans"]).to(dev, non_blocking=True)
+        xmask = torch.from_numpy(bt["cross"]).to(dev, non_blocking=True)
         sup_b = torch.from_numpy(bt["sup_b"]).to(dev)
         sup_t = torch.from_numpy(bt["sup_t"]).to(dev)
         sup_tgt = torch.from_numpy(bt["sup_tgt"]).to(dev)
@@ -457,7 +458,7 @@ def main():
         tgt = tok[:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
         am, first, aw = answer_weights(tok, ans, args.first_weight, args.eos_weight, args.stop_weight)
-        cross = am * torch.from_numpy(bt["cross"][:, :-1]).to(dev).float()
+        cross = am * xmask[:, :-1].float()
         aw = aw + (args.cross_weight - 1.0) * cross
         lm = 1.0 - am
         l_ans = (ce * aw).sum() / aw.sum().clamp(min=1)
@@ -475,9 +476,9 @@ def main():
             hitm = (logits.argmax(-1) == tgt).float() * am
             tacc = hitm.sum() / am.sum().clamp(min=1)
             facc = (hitm * first).sum() / first.sum().clamp(min=1)
-            xhit, xn = float((hitm * cross).sum()), float(cross.sum())
-            fam_hit = hitm.sum(1).cpu().numpy()
-            fam_n = am.sum(1).cpu().numpy()
+            # per sample: hits, answer positions, hits and positions where a value crosses a chunk (one copy)
+            fam_hit, fam_n, x_hit, x_n = torch.stack([hitm.sum(1), am.sum(1), (hitm * cross).sum(1),
+                                                      cross.sum(1)]).cpu().numpy()
         for i, smp in enumerate(samples):
             fa = acc.setdefault("fam", {}).setdefault(smp.family, [0.0, 0.0])
             fa[0] += float(fam_hit[i])
@@ -489,8 +490,8 @@ def main():
         acc["ret"] += float(l_ret.detach())
         acc["tacc"] += float(tacc)
         acc["facc"] += float(facc)
-        acc["xhit"] += xhit
-        acc["xn"] += xn
+        acc["xhit"] += float(x_hit.sum())
+        acc["xn"] += float(x_n.sum())
         if not math.isnan(racc):
             acc["racc"] += racc
             acc["racc_n"] += 1
