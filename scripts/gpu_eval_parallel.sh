@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Evaluation through the GPU engine with several eval_engine.py processes at once: one CLI process
-# leaves most of the GPU idle (haystack generation, process start), so parallel processes finish a
-# device call's worth of haystacks several times faster. Session 10 ran 300 single-needle haystacks
-# at 1M this way within 450 s, next to a training process on the same GPU.
+# Evaluation through the GPU engine with several eval_engine.py processes at once: one process
+# spends much of its time generating haystacks and starting the CLI, not on the GPU. Session 10 ran
+# 300 single-needle haystacks at 1M this way within 450 s (five processes, next to a training
+# process on the same GPU): 1.5 s per haystack, where append + question alone averaged 2.5 s.
 #
 #   GPU machine (after `bash scripts/gpu_engine_check.sh --prepare` here; carry .carry/gpu and
 #   .carry/corpus.txt.gz; the model in models/hsadb-small):
@@ -53,6 +53,11 @@ wait
 cat /tmp/par/t*/results.jsonl > "$OUT/tasks.jsonl" 2>/dev/null
 cat /tmp/par/n*/results.jsonl > "$OUT/needle.jsonl" 2>/dev/null
 cat /tmp/par/*.log >> "$OUT/par.log"
+if [ ! -s "$OUT/tasks.jsonl" ] && [ ! -s "$OUT/needle.jsonl" ]; then
+  echo "gpu_eval_parallel: no haystack was evaluated; the processes' output:" >&2
+  tail -n 5 /tmp/par/*.log >&2
+  exit 1
+fi
 "$PY" - "$OUT" <<'PY' | tee -a "$OUT/par.log"
 import collections, json, os, sys
 for f in ("tasks.jsonl", "needle.jsonl"):
