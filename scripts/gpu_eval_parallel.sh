@@ -12,9 +12,11 @@
 # task (20) and seed 1234: a list meets the same haystacks as gpu_engine_check.sh's GPU_TASKS=<list>
 # run, e.g. "vt" and "multikey,multiquery" those of docs/eval/tasks-1m-gpu-engine-*.jsonl),
 # PAR_NEEDLE_LENGTHS (comma-separated; single needle, one process per depth 0/25/50/75/100% and
-# length, PAR_NEEDLE_N per depth (60), seeds 5101-5105: session 10's 1M run), PAR_TIMEOUT (each
+# length, PAR_NEEDLE_N per depth (60), seeds PAR_NEEDLE_SEED+1 ... +5 (5100: session 10's 1M run; a
+# concurrent run with another PAR_NEEDLE_SEED and PAR_TMP adds different haystacks), PAR_TIMEOUT (each
 # process, 450 s), MODEL (models/hsadb-small); for a check on a machine without the GPU build:
-# HSADB (the CLI; default .carry/gpu/hsadb with its libraries), PY (python3), PAR_TASKS_LENGTH (1048576).
+# HSADB (the CLI; default .carry/gpu/hsadb with its libraries), PY (python3), PAR_TASKS_LENGTH (1048576);
+# PAR_TMP (scratch: databases and per-process records, /tmp/par; give each concurrent run its own).
 # $OUT (at most 8 files come back from a call): tasks.jsonl, needle.jsonl (eval_engine.py's records,
 # written as they come, so a timeout keeps what finished), par.log (progress and a summary).
 set -uo pipefail
@@ -22,7 +24,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-par-out}
 MODEL=${MODEL:-models/hsadb-small}
 T=${PAR_TIMEOUT:-450}
-rm -rf /tmp/par && mkdir -p "$OUT" /tmp/par
+P=${PAR_TMP:-/tmp/par}
+rm -rf "$P" && mkdir -p "$OUT" "$P"
 export PATH=/opt/torch/.venv/bin:$PATH PYTHONHASHSEED=0 PYTHONUNBUFFERED=1
 if [ -z "${HSADB:-}" ]; then   # the GPU build and the Debian libraries it links
   . scripts/gpu_env.sh
@@ -37,25 +40,25 @@ for tl in "${lists[@]}"; do
   [ -n "$tl" ] || continue
   n=$((n + 1))
   timeout "$T" "${E[@]}" --tasks "$tl" --lengths "${PAR_TASKS_LENGTH:-1048576}" --n "${PAR_TASKS_N:-20}" \
-    --out /tmp/par/t$n --db /tmp/par/tdb$n > /tmp/par/t$n.log 2>&1 &
+    --out $P/t$n --db $P/tdb$n > $P/t$n.log 2>&1 &
 done
 IFS=, read -r -a lengths <<< "${PAR_NEEDLE_LENGTHS:-}"
 for L in "${lengths[@]}"; do
   i=0
   for d in 0 0.25 0.5 0.75 1.0; do
     i=$((i + 1)); n=$((n + 1))
-    timeout "$T" "${E[@]}" --heatmap --lengths "$L" --depths $d --n "${PAR_NEEDLE_N:-60}" --seed 510$i \
-      --out /tmp/par/n$n --db /tmp/par/ndb$n > /tmp/par/n$n.log 2>&1 &
+    timeout "$T" "${E[@]}" --heatmap --lengths "$L" --depths $d --n "${PAR_NEEDLE_N:-60}" --seed $((${PAR_NEEDLE_SEED:-5100} + i)) \
+      --out $P/n$n --db $P/ndb$n > $P/n$n.log 2>&1 &
   done
 done
 [ $n -gt 0 ] || { echo "gpu_eval_parallel: set PAR_TASKS and/or PAR_NEEDLE_LENGTHS" >&2; exit 2; }
 wait
-cat /tmp/par/t*/results.jsonl > "$OUT/tasks.jsonl" 2>/dev/null
-cat /tmp/par/n*/results.jsonl > "$OUT/needle.jsonl" 2>/dev/null
-cat /tmp/par/*.log >> "$OUT/par.log"
+cat $P/t*/results.jsonl > "$OUT/tasks.jsonl" 2>/dev/null
+cat $P/n*/results.jsonl > "$OUT/needle.jsonl" 2>/dev/null
+cat $P/*.log >> "$OUT/par.log"
 if [ ! -s "$OUT/tasks.jsonl" ] && [ ! -s "$OUT/needle.jsonl" ]; then
   echo "gpu_eval_parallel: no haystack was evaluated; the processes' output:" >&2
-  tail -n 5 /tmp/par/*.log >&2
+  tail -n 5 $P/*.log >&2
   exit 1
 fi
 "$PY" - "$OUT" <<'PY' | tee -a "$OUT/par.log"
