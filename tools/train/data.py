@@ -198,6 +198,11 @@ DEFAULT_OPTS = dict(
     sup_after=False,    # answer positions that predict what follows a value (<eos>, ' ', ',') also
                         # supervise the chunk after the value when the value ends at a chunk end:
                         # that chunk shows whether the value goes on
+    key_decoys=0.0,     # fraction of the niah / multikey / multiquery samples whose filler also says
+                        # the asked keys (or, for a two-word key, one of its words) 2-24 more times, as
+                        # plain words: a 16M haystack of Debian text says a common key thousands of
+                        # times, and session 11's 16M misses had such keys ("command", "widget"), so
+                        # retrieval must match the needle's sentence, not the word
     vt_trail=False,     # vt answers end with a space ("A B C <eos>"): every name is followed by ' ', so
                         # the go-on / stop decision moves to the position after the space, where the
                         # next name's first byte is predicted from the retrieved link (or <eos> when
@@ -295,11 +300,31 @@ def _snap(fill, nf, p):
     return min(p, nf)
 
 
-def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=None, ordered=True, marks=None):
+def _add_decoys(rng, fill, decoys):
+    """Overwrite the filler at 2-24 random word starts with ' word ' for words of the decoy keys
+    (a key 'a-b' offers 'a', 'b' and 'a-b'); the filler keeps its length. Returns the words written,
+    in order (a later one may overwrite part of an earlier one)."""
+    words = sorted(set(w for k in decoys for w in [k] + (k.split("-") if "-" in k else []) if w))
+    n, out = len(fill), []
+    for _ in range(rng.randint(2, 24)):
+        w = rng.choice(words)
+        x = b(" " + w + " ")
+        if n < len(x):
+            break
+        p = rng.randrange(0, n - len(x) + 1)
+        fill[p:p + len(x)] = x
+        out.append(w)
+    return out
+
+
+def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=None, ordered=True, marks=None,
+             decoys=None):
     """needles: list of byte-lists; qas: list of (question str, answer str, [needle indices]) or
     (question, answer, [needle indices], per-byte needle sets from answer_parts()).
     marks: per needle, the text that an answer copies from it (its value; every occurrence in the
     needle counts); with sup_span "value" only the chunks holding it are supervised.
+    decoys: keys that the filler also mentions as plain words (opts key_decoys: that fraction of
+    calls; no rng use when it is 0 or decoys is None).
     Builds haystack + needles at random depths + query blocks; returns Sample.
     ordered: needle i goes to the i-th insertion point (chains, document-order answers); tail
     needles are then the last ones.  Otherwise the tail needles are any of them."""
@@ -346,6 +371,9 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
         raise ValueError("sequence too short for the needles")
     kind = filler if filler != "mix" else ("corpus" if rng.random() < 0.75 else "noise")
     fill = corpus.slice(rng, nf) if kind == "corpus" else noise_filler(rng, nf)
+    decoy_words = None
+    if decoys and o["key_decoys"] > 0 and rng.random() < o["key_decoys"]:
+        decoy_words = _add_decoys(rng, fill, decoys)
     # which needles go to the end of the haystack (no rng use when tail_frac == 0: same samples)
     is_tail = {i: False for i in others}
     if o["tail_frac"] > 0 and others:
@@ -452,7 +480,7 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
                 cross.append(t)
     meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles, cross=cross,
                 tail=[i for i in others if is_tail[i]] + ([ia] if ia is not None else []), base=base,
-                align=ia, pad=npad)
+                align=ia, pad=npad, decoys=decoy_words)
     return Sample(toks, ans, sup, None, [qa[1] for qa in qas], meta)
 
 
@@ -475,7 +503,7 @@ def fam_niah(rng, corpus, L, S, kind=None, opts=None):
     v = gen(rng, corpus)
     nd = _kv_needle(rng, kname, key, v)
     q = rng.choice(QUESTION_T).format(kind=kname, key=key)
-    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=opts, marks=[v])
+    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=opts, marks=[v], decoys=[key])
 
 
 def _distinct_keys(rng, corpus, n):
@@ -498,7 +526,8 @@ def fam_multikey(rng, corpus, L, S, nq=1, opts=None):
     asked = rng.sample(range(n), nq)
     # every query block is supervised with its own needle only
     qas = [(rng.choice(QUESTION_T).format(kind=kname, key=keys[i]), vals[i], [i]) for i in asked]
-    return assemble(rng, corpus, L, needles, qas, S, opts=opts, ordered=False, marks=vals)
+    return assemble(rng, corpus, L, needles, qas, S, opts=opts, ordered=False, marks=vals,
+                    decoys=[keys[i] for i in asked])
 
 
 def fam_multiquery(rng, corpus, L, S, opts=None):

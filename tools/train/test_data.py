@@ -573,3 +573,30 @@ def test_cross_marks_where_a_value_moves_on_to_the_next_chunk(corpus):
             assert any(s.tokens[q] == s.tokens[p + 1] and s.tokens[q - 1] == s.tokens[p] for q in starts)
             n_mv += 1
     assert n_mv >= 5
+
+
+def test_key_decoys_repeat_the_asked_keys_in_the_filler_and_change_nothing_else(corpus):
+    """key_decoys=1: the filler says the asked key (or one of its words) 2-24 more times, as plain
+    words (meta["decoys"]); the needle, the question and the answer are those of the same seed without
+    decoys, and with key_decoys=0 the samples are exactly the old ones (no rng use)."""
+    for seed in range(30):
+        base = dict(D.TRAIN_OPTS, tail_frac=0.0)
+        s0 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=base)
+        s0b = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, key_decoys=0.0))
+        assert (s0.tokens == s0b.tokens).all() and s0.meta["decoys"] is None
+        s1 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, key_decoys=1.0))
+        assert s1.answers == s0.answers
+        tail = [bytes(x.tokens[x.meta["base"]:].astype(np.uint8).tolist()) for x in (s0, s1)]
+        assert tail[0] == tail[1]  # the same question block and answer
+        st, en = s1.meta["spans"][0]
+        assert s1.answers[0] in bytes(s1.tokens[st:en].astype(np.uint8).tolist()).decode()
+        words = s1.meta["decoys"]
+        assert 2 <= len(words) <= 24
+        q = tail[1].decode("latin-1")
+        assert all(w in q for w in words)  # the asked key or one of its words
+        hay = [bytes(x.tokens[:x.meta["base"]].astype(np.uint8).tolist()).decode("latin-1") for x in (s0, s1)]
+        n0, n1 = (sum(h.count(" %s " % w) for w in set(words)) for h in hay)
+        assert n1 >= n0 + 1 and n1 >= 2  # a later decoy can overwrite an earlier one
+    s = D.fam_multikey(random.Random(7), corpus, 4096, S, nq=3, opts=dict(D.TRAIN_OPTS, key_decoys=1.0))
+    asked = s.tokens[s.meta["base"]:].astype(np.uint8).tobytes().decode("latin-1")
+    assert len(s.answers) == 3 and all(w in asked for w in s.meta["decoys"])

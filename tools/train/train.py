@@ -318,6 +318,9 @@ def main():
                          "between the last complete chunk and the incomplete one")
     ap.add_argument("--value-align", type=float, default=0.0,
                     help="fraction of needles at any depth whose value ends at a chunk end or crosses one")
+    ap.add_argument("--key-decoys", type=float, default=0.0,
+                    help="fraction of niah/multikey/multiquery samples whose filler also mentions the "
+                         "asked keys 2-24 times as plain words (keys that are common words of a long haystack)")
     ap.add_argument("--sup-after", action="store_true",
                     help="positions predicting what follows a value also supervise the chunk after it "
                          "when the value ends at a chunk end")
@@ -408,7 +411,7 @@ def main():
     dopts = dict(D.TRAIN_OPTS, tail_frac=args.tail_frac, tail_span=args.tail_span or None,
                  tail_zero=args.tail_zero, tail_align=args.tail_align,
                  tail_align_straddle=args.tail_align_straddle, copy_in_chunk=args.copy_in_chunk,
-                 value_align=args.value_align, sup_after=args.sup_after,
+                 value_align=args.value_align, sup_after=args.sup_after, key_decoys=args.key_decoys,
                  sup=args.sup_mode,
                  sup_span=args.sup_span, mv_order=args.mv_order,
                  vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None,
