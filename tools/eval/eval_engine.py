@@ -123,7 +123,11 @@ def main():
     res_f = open(os.path.join(args.out, "results.jsonl"), "a")
     acc = {}
 
-    def record(task, L, depth, q, want, ans, secs):
+    def record(task, L, depth, q, want, ans, secs, value_chunks=None):
+        """One result line. evidence: per HSA layer the chunks the answer attended to most, as
+        [chunk, weight] (the query's --evidence 4); value_chunks (single needle): the chunks that hold
+        the value's bytes, so a miss shows whether retrieval found them (tools/eval/find_value.py does
+        this for task runs)."""
         ok = correct(ans["answer"], want)
         acc.setdefault((task, L), []).append(ok)
         if depth is not None:
@@ -131,7 +135,10 @@ def main():
         res_f.write(json.dumps({"task": task, "length": L, "depth": depth, "question": q.decode("latin-1"),
                                 "want": want.decode("latin-1"), "got": ans["answer"], "ok": ok,
                                 "append_s": round(secs, 2), "prompt_s": ans.get("prompt_seconds"),
-                                "generate_s": ans.get("generate_seconds")}) + "\n")
+                                "generate_s": ans.get("generate_seconds"),
+                                "evidence": [[[c["chunk"], round(c["weight"], 4)] for c in e["chunks"]]
+                                             for e in ans.get("evidence", [])],
+                                "value_chunks": value_chunks}) + "\n")
         res_f.flush()
         return ok
 
@@ -145,7 +152,9 @@ def main():
                     hay, qas = split_sample(toks)
                     secs = eng.fresh("eval", hay)
                     q, want = qas[0]
-                    ok = record("niah-depth", L, d, q, want, eng.ask("eval", q, 32), secs)
+                    at = hay.rfind(b" is " + want) + 4  # the needle's value (eval_sample: "... is V.")
+                    vch = list(range(at // 64, (at + len(want) - 1) // 64 + 1))
+                    ok = record("niah-depth", L, d, q, want, eng.ask("eval", q, 32), secs, vch)
                     print("heatmap L=%d depth=%.2f #%d %s (append %.1fs)" % (L, d, i, "ok" if ok else "miss", secs),
                           flush=True)
     else:

@@ -4,7 +4,7 @@
 A chunk is 64 bytes and the engine retrieves whole chunks, so a value that ends exactly at a chunk's
 last byte, or that spills its last digit into the next chunk, is the hard case for copying: the
 byte after the value (what tells the model to stop) or the value's last digit is in a chunk that
-retrieval may not pick. Three probes:
+retrieval may not pick. Four probes (the fourth is not about boundaries):
 
   --probe shift (default): N single-needle haystacks (tools/train/data.py eval_sample, numbers,
       depth 10-80%), each asked three times with the haystack's start trimmed so that the value
@@ -16,6 +16,10 @@ retrieval may not pick. Three probes:
       Session 10 (docs/evaluation.md, step 49,860): with 13 bytes before the boundary, the length of
       the short 8-4 keys, the answer often stops there (16/40 and 19/40 right for steps 49,860 and
       44,565 at 16K); 36-38/40 in the other crossing cases, 40/40 inside one chunk.
+  --probe decoy: N single-needle haystacks (numbers, depth 10-80%), each asked three times with the
+      key (or, for a two-word key, its words) written 0, 16 or 128 more times into the text around
+      the needle as plain words ("decoy0", "decoy16", "decoy128"): a 16M haystack of Debian text says
+      a common key thousands of times, and step 49,860's 16M misses (session 11) had such keys.
   --probe demo: samples/archive/2024-01.md (the demo's first file, where the north gate's number
       ends at a chunk end right after the same number in another sentence) with its 4471 replaced
       by N 4-digit values (the first is 4471 itself).
@@ -66,6 +70,30 @@ def uuid_cases(rng, corpus, n, L):
     return cases
 
 
+def decoy_cases(rng, corpus, n, L, counts=(0, 16, 128)):
+    """-> [(condition, haystack bytes, question, answer)] for the decoy probe."""
+    cases = []
+    for _ in range(n):
+        toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="number", depth=0.1 + 0.7 * rng.random())
+        hay, qas = E.split_sample(toks)
+        q, want = qas[0]
+        key = q.decode().rsplit(" for ", 1)[1].rstrip("?")
+        words = [key] + (key.split("-") if "-" in key else [])
+        lo = hay.find(b"The special magic number for ")
+        hi = hay.find(b".", hay.find(b" is %s" % v.encode(), lo)) + 1  # the needle: hay[lo:hi]
+        for c in counts:
+            h = bytearray(hay)
+            for _ in range(c):
+                w = (" %s " % rng.choice(words)).encode()
+                while True:  # a place that does not touch the needle
+                    p = rng.randrange(0, len(h) - len(w))
+                    if p + len(w) <= lo or p >= hi:
+                        break
+                h[p:p + len(w)] = w
+            cases.append(("decoy%d" % c, bytes(h), q, want))
+    return cases
+
+
 def demo_cases(rng, n):
     src = open(os.path.join(ROOT, "samples", "archive", "2024-01.md"), "rb").read()
     # the demo's first question (samples/questions.txt), the one about this needle
@@ -80,9 +108,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="models/hsadb-small", help="comma-separated model directories")
     ap.add_argument("--hsadb", default="build/hsadb")
-    ap.add_argument("--probe", default="shift", choices=["shift", "uuid", "demo"])
-    ap.add_argument("--n", type=int, default=40, help="haystacks (shift, uuid) or values (demo)")
-    ap.add_argument("--length", type=int, default=4096, help="haystack tokens (shift, uuid)")
+    ap.add_argument("--probe", default="shift", choices=["shift", "uuid", "decoy", "demo"])
+    ap.add_argument("--n", type=int, default=40, help="haystacks (shift, uuid, decoy) or values (demo)")
+    ap.add_argument("--length", type=int, default=4096, help="haystack tokens (shift, uuid, decoy)")
     ap.add_argument("--seed", type=int, default=99)
     ap.add_argument("--corpus", default=None)
     ap.add_argument("--db", default="/tmp/hsadb-probe-db")
@@ -92,6 +120,8 @@ def main():
         cases = shift_cases(rng, D.Corpus(args.corpus), args.n, args.length)
     elif args.probe == "uuid":
         cases = uuid_cases(rng, D.Corpus(args.corpus), args.n, args.length)
+    elif args.probe == "decoy":
+        cases = decoy_cases(rng, D.Corpus(args.corpus), args.n, args.length)
     else:
         cases = demo_cases(rng, args.n)
     for m in args.models.split(","):
