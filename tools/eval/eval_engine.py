@@ -87,6 +87,17 @@ def task_haystacks(rng, corpus, tasks, lengths, n, S=64):
                 yield task, L, i, hay, qas
 
 
+def heatmap_haystacks(rng, corpus, lengths, depths, n, S=64):
+    """A --heatmap run's single-needle haystacks in order -> (L, depth, i, haystack bytes,
+    [(question, answer)]) (find_value.py --heatmap replays a run this way)."""
+    for L in lengths:
+        for d in depths:
+            for i in range(n):
+                toks, _, _, _, v = D.eval_sample(rng, corpus, L, S, kind="number", depth=d)
+                hay, qas = split_sample(toks)
+                yield L, d, i, hay, qas
+
+
 def correct(got, want):
     g, w = got.strip(), want.decode("latin-1").strip()
     if g == w:
@@ -109,6 +120,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", default="eval-out")
     ap.add_argument("--db", default="/tmp/hsadb-eval-db")
+    ap.add_argument("--wrap-from-start", action="store_true",
+                    help="haystacks longer than the corpus start at its first byte (runs before session 11: "
+                         "every 16M haystack had the same text); default: a random offset")
     ap.add_argument("--plot-from", default="", help="only redraw OUT/heatmap.png from these comma-separated "
                     "results.jsonl files of --heatmap runs (no engine run)")
     ap.add_argument("--title", default="single needle through the hsadb engine", help="title for --plot-from")
@@ -118,6 +132,7 @@ def main():
         plot_from(args.plot_from.split(","), args.title, os.path.join(args.out, "heatmap.png"))
         return
     corpus = D.Corpus(args.corpus)
+    corpus.wrap_from_start = args.wrap_from_start
     eng = Engine(os.path.abspath(args.hsadb), os.path.abspath(args.model), args.db)
     lengths = [int(x) for x in args.lengths.split(",")]
     res_f = open(os.path.join(args.out, "results.jsonl"), "a")
@@ -145,18 +160,14 @@ def main():
     rng = random.Random(args.seed)
     if args.heatmap:
         depths = [float(x) for x in args.depths.split(",")]
-        for L in lengths:
-            for d in depths:
-                for i in range(args.n):
-                    toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="number", depth=d)
-                    hay, qas = split_sample(toks)
-                    secs = eng.fresh("eval", hay)
-                    q, want = qas[0]
-                    at = hay.rfind(b" is " + want) + 4  # the needle's value (eval_sample: "... is V.")
-                    vch = list(range(at // 64, (at + len(want) - 1) // 64 + 1))
-                    ok = record("niah-depth", L, d, q, want, eng.ask("eval", q, 32), secs, vch)
-                    print("heatmap L=%d depth=%.2f #%d %s (append %.1fs)" % (L, d, i, "ok" if ok else "miss", secs),
-                          flush=True)
+        for L, d, i, hay, qas in heatmap_haystacks(rng, corpus, lengths, depths, args.n):
+            secs = eng.fresh("eval", hay)
+            q, want = qas[0]
+            at = hay.rfind(b" is " + want) + 4  # the needle's value (eval_sample: "... is V.")
+            vch = list(range(at // 64, (at + len(want) - 1) // 64 + 1))
+            ok = record("niah-depth", L, d, q, want, eng.ask("eval", q, 32), secs, vch)
+            print("heatmap L=%d depth=%.2f #%d %s (append %.1fs)" % (L, d, i, "ok" if ok else "miss", secs),
+                  flush=True)
     else:
         for task, L, i, hay, qas in task_haystacks(rng, corpus, args.tasks.split(","), lengths, args.n):
             secs = eng.fresh("eval", hay)

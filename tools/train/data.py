@@ -83,12 +83,19 @@ class Corpus:
         ws = sorted(w for w, c in cnt.items() if c >= 3)
         self.words = ws if len(ws) > 500 else FALLBACK_WORDS
 
+    # A slice longer than the corpus (a 16M-token haystack from the 15.9 MB corpus) wraps around
+    # from a random offset. Before session 11 it began at offset 0, so every such haystack had the
+    # same text and a needle at a given depth the same neighbours; True restores that, to replay
+    # those runs (eval_engine.py / find_value.py --wrap-from-start).
+    wrap_from_start = False
+
     def slice(self, rng, n):
         if n <= 0:
             return np.zeros(0, dtype=np.uint8)
         if len(self.data) <= n:
-            reps = n // len(self.data) + 1
-            return np.tile(self.data, reps)[:n].copy()
+            o = 0 if self.wrap_from_start else rng.randrange(0, len(self.data))
+            reps = (o + n) // len(self.data) + 1
+            return np.tile(self.data, reps)[o:o + n].copy()
         o = rng.randrange(0, len(self.data) - n)
         return self.data[o:o + n].copy()
 

@@ -600,3 +600,18 @@ def test_key_decoys_repeat_the_asked_keys_in_the_filler_and_change_nothing_else(
     s = D.fam_multikey(random.Random(7), corpus, 4096, S, nq=3, opts=dict(D.TRAIN_OPTS, key_decoys=1.0))
     asked = s.tokens[s.meta["base"]:].astype(np.uint8).tobytes().decode("latin-1")
     assert len(s.answers) == 3 and all(w in asked for w in s.meta["decoys"])
+
+
+def test_a_slice_longer_than_the_corpus_wraps_from_a_random_offset(corpus):
+    """Haystacks longer than the corpus (16M tokens from the 15.9 MB corpus) differ from one another;
+    wrap_from_start=True gives the old ones (the corpus from its first byte, repeated)."""
+    n = len(corpus.data) + 1000
+    a, b = corpus.slice(random.Random(1), n), corpus.slice(random.Random(2), n)
+    assert len(a) == len(b) == n and not (a == b).all()
+    o = bytes(corpus.data).find(bytes(a[:200]))
+    assert o >= 0 and (a[:len(corpus.data) - o] == corpus.data[o:]).all()
+    assert (a[len(corpus.data) - o:][:o] == corpus.data[:o]).all()  # then wraps to the start
+    old = D.Corpus(text=bytes(corpus.data).decode())
+    old.wrap_from_start = True
+    c = old.slice(random.Random(1), n)
+    assert (c[:len(corpus.data)] == corpus.data).all() and (c[len(corpus.data):] == corpus.data[:1000]).all()
