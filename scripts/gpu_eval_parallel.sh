@@ -16,7 +16,9 @@
 # concurrent run with another PAR_NEEDLE_SEED and PAR_TMP adds different haystacks), PAR_TIMEOUT (each
 # process, 450 s), MODEL (models/hsadb-small); for a check on a machine without the GPU build:
 # HSADB (the CLI; default .carry/gpu/hsadb with its libraries), PY (python3), PAR_TASKS_LENGTH (1048576);
-# PAR_TMP (scratch: databases and per-process records, /tmp/par; give each concurrent run its own).
+# PAR_TMP (scratch: databases and per-process records, /tmp/par; give each concurrent run its own);
+# PAR_EVAL_EXTRA (more eval_engine.py flags, e.g. --wrap-from-start: the 16M haystacks of runs before
+# session 11's random corpus offset, docs/eval/niah-16m-gpu-engine-49860.jsonl among them).
 # $OUT (at most 8 files come back from a call): tasks.jsonl, needle.jsonl (eval_engine.py's records,
 # written as they come, so a timeout keeps what finished), par.log (progress and a summary).
 set -uo pipefail
@@ -33,7 +35,7 @@ if [ -z "${HSADB:-}" ]; then   # the GPU build and the Debian libraries it links
 fi
 PY=${PY:-python3}
 sha256sum "$MODEL/model.safetensors" | tee "$OUT/par.log"
-E=("$PY" tools/eval/eval_engine.py --hsadb "$HSADB" --model "$MODEL" --corpus .carry/corpus.txt.gz)
+E=("$PY" tools/eval/eval_engine.py --hsadb "$HSADB" --model "$MODEL" --corpus .carry/corpus.txt.gz ${PAR_EVAL_EXTRA:-})
 n=0
 IFS=';' read -r -a lists <<< "${PAR_TASKS:-}"
 for tl in "${lists[@]}"; do
