@@ -210,6 +210,10 @@ DEFAULT_OPTS = dict(
                         # plain words: a 16M haystack of Debian text says a common key thousands of
                         # times, and session 11's 16M misses had such keys ("command", "widget"), so
                         # retrieval must match the needle's sentence, not the word
+    lookalikes=0.0,     # fraction of the niah / multikey / multiquery samples whose filler also holds
+                        # 2-16 statements that look like a value's place ("the default size is 8192.",
+                        # "VAR QXTRB = 5521.", "VALUE = 77."), not needles: hard negatives for the
+                        # retrieval loss. Session 11's 16M misses lost the needle's chunk to such text
     vt_trail=False,     # vt answers end with a space ("A B C <eos>"): every name is followed by ' ', so
                         # the go-on / stop decision moves to the position after the space, where the
                         # next name's first byte is predicted from the retrieved link (or <eos> when
@@ -307,31 +311,63 @@ def _snap(fill, nf, p):
     return min(p, nf)
 
 
-def _add_decoys(rng, fill, decoys):
-    """Overwrite the filler at 2-24 random word starts with ' word ' for words of the decoy keys
-    (a key 'a-b' offers 'a', 'b' and 'a-b'); the filler keeps its length. Returns the words written,
-    in order (a later one may overwrite part of an earlier one)."""
-    words = sorted(set(w for k in decoys for w in [k] + (k.split("-") if "-" in k else []) if w))
+LOOKALIKE_T = [
+    "The {w} is {n}.", "the default {w} is {n}.", "The {w} {w2} is {n} bytes.", "{W} is {n}.",
+    "VAR {V} = {n}.", "VALUE = {n}.", "{W} VALUE {n}", "{w}: {n}", "set {w} to {n}.", "{W}={n}",
+]
+
+
+def _lookalike(rng, corpus, avoid=()):
+    """One LOOKALIKE_T statement; its words are none of `avoid` (the asked keys' words), so it never
+    answers the question."""
+    w, w2 = rand_word(rng, corpus), rand_word(rng, corpus)
+    while w in avoid or w2 in avoid:
+        w, w2 = rand_word(rng, corpus), rand_word(rng, corpus)
+    n = rand_number(rng) if rng.random() < 0.6 else str(rng.choice([1, 2, 4, 8, 16, 64, 80, 128, 443,
+                                                                    1024, 4096, 8080, 8192, 65536]))
+    V = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
+    return rng.choice(LOOKALIKE_T).format(w=w, w2=w2, W=w.upper(), V=V, n=n)
+
+
+def _scatter(rng, fill, make, k):
+    """Overwrite the filler at k random places with ' s ' for s = make(); the filler keeps its
+    length. Returns the strings written, in order (a later one may overwrite part of an earlier one)."""
     n, out = len(fill), []
-    for _ in range(rng.randint(2, 24)):
-        w = rng.choice(words)
-        x = b(" " + w + " ")
+    for _ in range(k):
+        st = make()
+        x = b(" " + st + " ")
         if n < len(x):
             break
         p = rng.randrange(0, n - len(x) + 1)
         fill[p:p + len(x)] = x
-        out.append(w)
+        out.append(st)
     return out
 
 
+def _add_lookalikes(rng, corpus, fill, keys):
+    """2-16 statements that look like a value's place (LOOKALIKE_T) written into the filler, none
+    with a word of `keys`."""
+    avoid = set(w for k in keys for w in k.split("-"))
+    return _scatter(rng, fill, lambda: _lookalike(rng, corpus, avoid), rng.randint(2, 16))
+
+
+def _add_decoys(rng, fill, decoys):
+    """2-24 copies of the decoy keys' words written into the filler as plain words (a key 'a-b'
+    offers 'a', 'b' and 'a-b')."""
+    words = sorted(set(w for k in decoys for w in [k] + (k.split("-") if "-" in k else []) if w))
+    return _scatter(rng, fill, lambda: rng.choice(words), rng.randint(2, 24))
+
+
 def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=None, ordered=True, marks=None,
-             decoys=None):
+             decoys=None, lookalikes=False):
     """needles: list of byte-lists; qas: list of (question str, answer str, [needle indices]) or
     (question, answer, [needle indices], per-byte needle sets from answer_parts()).
     marks: per needle, the text that an answer copies from it (its value; every occurrence in the
     needle counts); with sup_span "value" only the chunks holding it are supervised.
     decoys: keys that the filler also mentions as plain words (opts key_decoys: that fraction of
-    calls; no rng use when it is 0 or decoys is None).
+    calls; no rng use when it is 0 or decoys is None). lookalikes: the filler may also hold
+    statements that look like a value's place (opts lookalikes: that fraction of calls; no rng use
+    when it is 0 or lookalikes is False).
     Builds haystack + needles at random depths + query blocks; returns Sample.
     ordered: needle i goes to the i-th insertion point (chains, document-order answers); tail
     needles are then the last ones.  Otherwise the tail needles are any of them."""
@@ -381,6 +417,9 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
     decoy_words = None
     if decoys and o["key_decoys"] > 0 and rng.random() < o["key_decoys"]:
         decoy_words = _add_decoys(rng, fill, decoys)
+    looks = None
+    if lookalikes and o["lookalikes"] > 0 and rng.random() < o["lookalikes"]:
+        looks = _add_lookalikes(rng, corpus, fill, decoys or [])
     # which needles go to the end of the haystack (no rng use when tail_frac == 0: same samples)
     is_tail = {i: False for i in others}
     if o["tail_frac"] > 0 and others:
@@ -487,7 +526,7 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
                 cross.append(t)
     meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles, cross=cross,
                 tail=[i for i in others if is_tail[i]] + ([ia] if ia is not None else []), base=base,
-                align=ia, pad=npad, decoys=decoy_words)
+                align=ia, pad=npad, keys=decoys, decoys=decoy_words, lookalikes=looks)
     return Sample(toks, ans, sup, None, [qa[1] for qa in qas], meta)
 
 
@@ -510,7 +549,8 @@ def fam_niah(rng, corpus, L, S, kind=None, opts=None):
     v = gen(rng, corpus)
     nd = _kv_needle(rng, kname, key, v)
     q = rng.choice(QUESTION_T).format(kind=kname, key=key)
-    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=opts, marks=[v], decoys=[key])
+    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=opts, marks=[v], decoys=[key],
+                    lookalikes=True)
 
 
 def _distinct_keys(rng, corpus, n):
@@ -534,7 +574,7 @@ def fam_multikey(rng, corpus, L, S, nq=1, opts=None):
     # every query block is supervised with its own needle only
     qas = [(rng.choice(QUESTION_T).format(kind=kname, key=keys[i]), vals[i], [i]) for i in asked]
     return assemble(rng, corpus, L, needles, qas, S, opts=opts, ordered=False, marks=vals,
-                    decoys=[keys[i] for i in asked])
+                    decoys=[keys[i] for i in asked], lookalikes=True)
 
 
 def fam_multiquery(rng, corpus, L, S, opts=None):

@@ -615,3 +615,30 @@ def test_a_slice_longer_than_the_corpus_wraps_from_a_random_offset(corpus):
     old.wrap_from_start = True
     c = old.slice(random.Random(1), n)
     assert (c[:len(corpus.data)] == corpus.data).all() and (c[len(corpus.data):] == corpus.data[:1000]).all()
+
+
+def test_lookalikes_are_hard_negatives_in_the_filler_only(corpus):
+    """lookalikes=1: 2-16 statements such as 'the default size is 8192.' in the filler (meta
+    ['lookalikes']), none with a word of the asked key; the needle, question and answer are those of
+    the same seed without them; lookalikes=0 leaves the samples exactly as before (no rng use)."""
+    for seed in range(30):
+        base = dict(D.TRAIN_OPTS, tail_frac=0.0)
+        s0 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=base)
+        s0b = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, lookalikes=0.0))
+        assert (s0.tokens == s0b.tokens).all() and s0.meta["lookalikes"] is None
+        s1 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, lookalikes=1.0))
+        assert s1.answers == s0.answers
+        tail = [bytes(x.tokens[x.meta["base"]:].astype(np.uint8).tolist()) for x in (s0, s1)]
+        assert tail[0] == tail[1]
+        st, en = s1.meta["spans"][0]
+        assert s1.answers[0] in bytes(s1.tokens[st:en].astype(np.uint8).tolist()).decode()
+        looks = s1.meta["lookalikes"]
+        assert 2 <= len(looks) <= 16
+        (key,) = s1.meta["keys"]
+        assert key in tail[1].decode("latin-1")
+        hay = bytes(s1.tokens[:s1.meta["base"]].astype(np.uint8).tolist()).decode("latin-1")
+        assert looks[-1] in hay  # the last one written is whole (here: no needle went inside it)
+        for w in key.split("-"):
+            assert not any(re.search(r"\b%s\b" % re.escape(w), x, re.I) for x in looks)
+    s = D.fam_multikey(random.Random(3), corpus, 4096, S, nq=2, opts=dict(D.TRAIN_OPTS, lookalikes=1.0))
+    assert s.meta["lookalikes"] and len(s.answers) == 2
