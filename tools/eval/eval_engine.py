@@ -163,8 +163,8 @@ def main():
         for L, d, i, hay, qas in heatmap_haystacks(rng, corpus, lengths, depths, args.n):
             secs = eng.fresh("eval", hay)
             q, want = qas[0]
-            at = hay.rfind(b" is " + want) + 4  # the needle's value (eval_sample: "... is V.")
-            vch = list(range(at // 64, (at + len(want) - 1) // 64 + 1))
+            at = hay.rfind(b" is " + want)  # the needle's value (eval_sample: "... is V.")
+            vch = list(range((at + 4) // 64, (at + 4 + len(want) - 1) // 64 + 1)) if at >= 0 else None
             ok = record("niah-depth", L, d, q, want, eng.ask("eval", q, 32), secs, vch)
             print("heatmap L=%d depth=%.2f #%d %s (append %.1fs)" % (L, d, i, "ok" if ok else "miss", secs),
                   flush=True)

@@ -207,9 +207,10 @@ DEFAULT_OPTS = dict(
                         # that chunk shows whether the value goes on
     key_decoys=0.0,     # fraction of the niah / multikey / multiquery samples whose filler also says
                         # the asked keys (or, for a two-word key, one of its words) 2-24 more times, as
-                        # plain words: a 16M haystack of Debian text says a common key thousands of
-                        # times, and session 11's 16M misses had such keys ("command", "widget"), so
-                        # retrieval must match the needle's sentence, not the word
+                        # plain words, so that retrieval must match the needle's sentence, not the word
+                        # (a 16M haystack says a common key thousands of times). Made for session 11's
+                        # 16M misses before their keys were counted: they are not unusually common, and
+                        # probe_boundary.py --probe decoy found no weakness (training.md, session 11)
     lookalikes=0.0,     # fraction of the niah / multikey / multiquery samples whose filler also holds
                         # 2-16 statements that look like a value's place ("the default size is 8192.",
                         # "VAR QXTRB = 5521.", "VALUE = 77."), not needles: hard negatives for the
@@ -359,15 +360,15 @@ def _add_decoys(rng, fill, decoys):
 
 
 def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=None, ordered=True, marks=None,
-             decoys=None, lookalikes=False):
+             keys=None, lookalikes=False):
     """needles: list of byte-lists; qas: list of (question str, answer str, [needle indices]) or
     (question, answer, [needle indices], per-byte needle sets from answer_parts()).
     marks: per needle, the text that an answer copies from it (its value; every occurrence in the
     needle counts); with sup_span "value" only the chunks holding it are supervised.
-    decoys: keys that the filler also mentions as plain words (opts key_decoys: that fraction of
-    calls; no rng use when it is 0 or decoys is None). lookalikes: the filler may also hold
-    statements that look like a value's place (opts lookalikes: that fraction of calls; no rng use
-    when it is 0 or lookalikes is False).
+    keys: the asked keys (meta["keys"]); with opts key_decoys, that fraction of calls also writes them
+    into the filler as plain words (no rng use when it is 0 or keys is None). lookalikes: the filler
+    may also hold statements that look like a value's place, without the keys' words (opts
+    lookalikes: that fraction of calls; no rng use when it is 0 or lookalikes is False).
     Builds haystack + needles at random depths + query blocks; returns Sample.
     ordered: needle i goes to the i-th insertion point (chains, document-order answers); tail
     needles are then the last ones.  Otherwise the tail needles are any of them."""
@@ -415,11 +416,11 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
     kind = filler if filler != "mix" else ("corpus" if rng.random() < 0.75 else "noise")
     fill = corpus.slice(rng, nf) if kind == "corpus" else noise_filler(rng, nf)
     decoy_words = None
-    if decoys and o["key_decoys"] > 0 and rng.random() < o["key_decoys"]:
-        decoy_words = _add_decoys(rng, fill, decoys)
+    if keys and o["key_decoys"] > 0 and rng.random() < o["key_decoys"]:
+        decoy_words = _add_decoys(rng, fill, keys)
     looks = None
     if lookalikes and o["lookalikes"] > 0 and rng.random() < o["lookalikes"]:
-        looks = _add_lookalikes(rng, corpus, fill, decoys or [])
+        looks = _add_lookalikes(rng, corpus, fill, keys or [])
     # which needles go to the end of the haystack (no rng use when tail_frac == 0: same samples)
     is_tail = {i: False for i in others}
     if o["tail_frac"] > 0 and others:
@@ -526,7 +527,7 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
                 cross.append(t)
     meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles, cross=cross,
                 tail=[i for i in others if is_tail[i]] + ([ia] if ia is not None else []), base=base,
-                align=ia, pad=npad, keys=decoys, decoys=decoy_words, lookalikes=looks)
+                align=ia, pad=npad, keys=keys, decoys=decoy_words, lookalikes=looks)
     return Sample(toks, ans, sup, None, [qa[1] for qa in qas], meta)
 
 
@@ -549,7 +550,7 @@ def fam_niah(rng, corpus, L, S, kind=None, opts=None):
     v = gen(rng, corpus)
     nd = _kv_needle(rng, kname, key, v)
     q = rng.choice(QUESTION_T).format(kind=kname, key=key)
-    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=opts, marks=[v], decoys=[key],
+    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=opts, marks=[v], keys=[key],
                     lookalikes=True)
 
 
@@ -574,7 +575,7 @@ def fam_multikey(rng, corpus, L, S, nq=1, opts=None):
     # every query block is supervised with its own needle only
     qas = [(rng.choice(QUESTION_T).format(kind=kname, key=keys[i]), vals[i], [i]) for i in asked]
     return assemble(rng, corpus, L, needles, qas, S, opts=opts, ordered=False, marks=vals,
-                    decoys=[keys[i] for i in asked], lookalikes=True)
+                    keys=[keys[i] for i in asked], lookalikes=True)
 
 
 def fam_multiquery(rng, corpus, L, S, opts=None):
