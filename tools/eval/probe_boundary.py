@@ -4,7 +4,7 @@
 A chunk is 64 bytes and the engine retrieves whole chunks, so a value that ends exactly at a chunk's
 last byte, or that spills its last digit into the next chunk, is the hard case for copying: the
 byte after the value (what tells the model to stop) or the value's last digit is in a chunk that
-retrieval may not pick. Four probes (the fourth is not about boundaries):
+retrieval may not pick. Five probes (decoy and lookalike are not about boundaries):
 
   --probe shift (default): N single-needle haystacks (tools/train/data.py eval_sample, numbers,
       depth 10-80%), each asked three times with the haystack's start trimmed so that the value
@@ -20,6 +20,10 @@ retrieval may not pick. Four probes (the fourth is not about boundaries):
       key (or, for a two-word key, its words) written 0, 16 or 128 more times into the text around
       the needle as plain words ("decoy0", "decoy16", "decoy128"): a 16M haystack of Debian text says
       a common key thousands of times. Step 49,860 (session 11): 40/40 at every count at 16K.
+  --probe lookalike: the same, with 0, 16 or 128 statements that look like a value's place
+      ("the default size is 8192.", "VAR QXTRB = 5521.": tools/train/data.py LOOKALIKE_T, never with
+      the key's words) written around the needle ("look0", "look16", "look128"); session 11's 16M
+      misses lost the needle's chunk to such text (docs/evaluation.md).
   --probe demo: samples/archive/2024-01.md (the demo's first file, where the north gate's number
       ends at a chunk end right after the same number in another sentence) with its 4471 replaced
       by N 4-digit values (the first is 4471 itself).
@@ -70,28 +74,40 @@ def uuid_cases(rng, corpus, n, L):
     return cases
 
 
-def decoy_cases(rng, corpus, n, L, counts=(0, 16, 128)):
-    """-> [(condition, haystack bytes, question, answer)] for the decoy probe."""
+def scatter_cases(rng, corpus, n, L, name, make, counts=(0, 16, 128)):
+    """-> [(condition, haystack bytes, question, answer)]: N single-needle haystacks, each with 0, 16
+    and 128 strings make(rng, key) written into its text (' s ', never touching the needle)."""
     cases = []
     for _ in range(n):
         toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="number", depth=0.1 + 0.7 * rng.random())
         hay, qas = E.split_sample(toks)
         q, want = qas[0]
         key = q.decode().rsplit(" for ", 1)[1].rstrip("?")
-        words = [key] + (key.split("-") if "-" in key else [])
         lo = hay.find(b"The special magic number for ")
         hi = hay.find(b".", hay.find(b" is %s" % v.encode(), lo)) + 1  # the needle: hay[lo:hi]
         for c in counts:
             h = bytearray(hay)
             for _ in range(c):
-                w = (" %s " % rng.choice(words)).encode()
+                w = (" %s " % make(rng, key)).encode()
                 while True:  # a place that does not touch the needle
                     p = rng.randrange(0, len(h) - len(w))
                     if p + len(w) <= lo or p >= hi:
                         break
                 h[p:p + len(w)] = w
-            cases.append(("decoy%d" % c, bytes(h), q, want))
+            cases.append(("%s%d" % (name, c), bytes(h), q, want))
     return cases
+
+
+def decoy_cases(rng, corpus, n, L):
+    """The decoy probe: the key, or a word of a two-word key."""
+    return scatter_cases(rng, corpus, n, L, "decoy",
+                         lambda r, key: r.choice([key] + (key.split("-") if "-" in key else [])))
+
+
+def lookalike_cases(rng, corpus, n, L):
+    """The lookalike probe: statements like 'the default size is 8192.' without the key's words."""
+    return scatter_cases(rng, corpus, n, L, "look",
+                         lambda r, key: D._lookalike(r, corpus, set(key.split("-"))))
 
 
 def demo_cases(rng, n):
@@ -108,9 +124,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="models/hsadb-small", help="comma-separated model directories")
     ap.add_argument("--hsadb", default="build/hsadb")
-    ap.add_argument("--probe", default="shift", choices=["shift", "uuid", "decoy", "demo"])
-    ap.add_argument("--n", type=int, default=40, help="haystacks (shift, uuid, decoy) or values (demo)")
-    ap.add_argument("--length", type=int, default=4096, help="haystack tokens (shift, uuid, decoy)")
+    ap.add_argument("--probe", default="shift", choices=["shift", "uuid", "decoy", "lookalike", "demo"])
+    ap.add_argument("--n", type=int, default=40, help="haystacks (shift, uuid, decoy, lookalike) or values (demo)")
+    ap.add_argument("--length", type=int, default=4096, help="haystack tokens (shift, uuid, decoy, lookalike)")
     ap.add_argument("--seed", type=int, default=99)
     ap.add_argument("--corpus", default=None)
     ap.add_argument("--db", default="/tmp/hsadb-probe-db")
@@ -122,6 +138,8 @@ def main():
         cases = uuid_cases(rng, D.Corpus(args.corpus), args.n, args.length)
     elif args.probe == "decoy":
         cases = decoy_cases(rng, D.Corpus(args.corpus), args.n, args.length)
+    elif args.probe == "lookalike":
+        cases = lookalike_cases(rng, D.Corpus(args.corpus), args.n, args.length)
     else:
         cases = demo_cases(rng, args.n)
     for m in args.models.split(","):
