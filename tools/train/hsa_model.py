@@ -382,6 +382,7 @@ class HSALayer(nn.Module):
             info["idx"] = torch.full((B, T, Hm, 0), -1, dtype=torch.long, device=x.device)
             info["w"] = torch.zeros((B, T, Hm, 0), dtype=torch.float32, device=x.device)
             info["scores"] = torch.zeros((B, T, Hm, 0), dtype=torch.float32, device=x.device)
+            info["qr"] = torch.zeros((B, T, Hm, dr), dtype=x.dtype, device=x.device)
         else:
             qr = self.retr(h).view(B, T, Hm, dr)
             pos = torch.arange(pos0, pos0 + T, device=x.device)
@@ -392,7 +393,7 @@ class HSALayer(nn.Module):
             y = self.o(O.to(x.dtype))
             info["idx"], info["w"] = idx, w
             if want_scores:
-                info["scores"] = s
+                info["scores"], info["qr"] = s, qr
         y = y.to(x.dtype)
         if cfg.hsa_residual == "bypass":
             x = x + self.mlp(self.mlp_norm(x + y))
@@ -483,7 +484,8 @@ class HSAModel(nn.Module):
         last tokens.  Returns a dict:
           logits [B,T-upper_start,V]; and with return_intermediates: x_mid [B,T,D],
           landmarks, kmem, vmem, topk_idx / topk_w: lists (one per HSA layer) of [B,Tu,Hm,K'];
-          with return_scores: scores: list of s [B,Tu,Hm,C] (-inf on ineligible chunks)."""
+          with return_scores: scores: list of s [B,Tu,Hm,C] (-inf on ineligible chunks), qr: list of
+          the retrieval queries [B,Tu,Hm,dr] behind them, and landmarks [B,C,Hm,dr]."""
         cfg = self.cfg
         squeeze = tokens.dim() == 1
         if squeeze:
@@ -500,7 +502,7 @@ class HSAModel(nn.Module):
             out.update(mem)
             out["topk_idx"], out["topk_w"] = [], []
         if return_scores:
-            out["scores"] = []
+            out["scores"], out["qr"], out["landmarks"] = [], [], mem["landmarks"]
         xu = x[:, upper_start:]
         pu = upper_start
         for grp in self.upper:
@@ -514,6 +516,7 @@ class HSAModel(nn.Module):
                 out["topk_w"].append(info["w"])
             if return_scores:
                 out["scores"].append(info["scores"])
+                out["qr"].append(info["qr"])
             for layer in grp.swa:
                 xu = self._maybe_ckpt(layer, xu, pu, cfg.sliding_window)
         h = self.final_norm(xu)

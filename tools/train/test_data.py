@@ -2,6 +2,7 @@
 
   /usr/bin/python3 -m pytest -q tools/train/test_data.py
 """
+import math
 import os
 import random
 import re
@@ -642,3 +643,37 @@ def test_lookalikes_are_hard_negatives_in_the_filler_only(corpus):
             assert not any(re.search(r"\b%s\b" % re.escape(w), x, re.I) for x in looks)
     s = D.fam_multikey(random.Random(3), corpus, 4096, S, nq=2, opts=dict(D.TRAIN_OPTS, lookalikes=1.0))
     assert s.meta["lookalikes"] and len(s.answers) == 2
+
+
+def test_retrieval_negatives_add_competitors_only():
+    """negative_logits: each supervised query against the other samples' chunks (its own sample's are
+    -inf) and the queue; retrieval_loss with them is the same softmax with more columns, never a
+    target: the loss grows (or stays), gradients reach the other samples' landmarks, and a query
+    whose target is already far above every competitor keeps a loss near 0."""
+    torch.manual_seed(0)
+    B, L, C, Hm, dr = 3, 8, 4, 2, 16
+    qr = [torch.randn(B, L, Hm, dr, requires_grad=True)]
+    lm = torch.randn(B, C, Hm, dr, requires_grad=True)
+    s = [torch.einsum("btmd,bcmd->btmc", qr[0], lm) / math.sqrt(dr)]
+    sup_b, sup_t = torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7])
+    sup_tgt = torch.zeros(3, C, dtype=torch.bool)
+    sup_tgt[0, 1] = sup_tgt[1, 0] = sup_tgt[2, 3] = True
+    queue = torch.randn(5, Hm, dr)
+    negs = T.negative_logits(qr, lm, sup_b, sup_t, queue)
+    assert negs[0].shape == (3, Hm, B * C + 5)
+    own = negs[0][:, :, :B * C].reshape(3, Hm, B, C)
+    for n, b in enumerate(sup_b.tolist()):
+        assert torch.isinf(own[n, :, b]).all() and torch.isfinite(own[n, :, [x for x in range(B) if x != b]]).all()
+    q = qr[0][2, 7, 1]  # row 2, head 1 against sample 0's chunk 3 and the queue's chunk 4
+    assert torch.allclose(negs[0][2, 1, 0 * C + 3], (q * lm[0, 3, 1]).sum() / math.sqrt(dr))
+    assert torch.allclose(negs[0][2, 1, B * C + 4], (q * queue[4, 1]).sum() / math.sqrt(dr))
+    l0, _ = T.retrieval_loss(s, sup_b, sup_t, sup_tgt)
+    l1, _ = T.retrieval_loss(s, sup_b, sup_t, sup_tgt, negs)
+    assert float(l1) > float(l0)
+    l1.backward()
+    assert lm.grad[1].abs().sum() > 0 and torch.isfinite(lm.grad).all()
+    big = [x.detach().clone() for x in s]
+    for n, (b, t) in enumerate(zip(sup_b.tolist(), sup_t.tolist())):
+        big[0][b, t, :, sup_tgt[n].nonzero()[0, 0]] = 1e4
+    l2, acc = T.retrieval_loss(big, sup_b, sup_t, sup_tgt, [x.detach() for x in negs])
+    assert float(l2) < 1e-3 and acc == 1.0

@@ -210,9 +210,30 @@ def length_at(progress, cur):
     return L
 
 
-def retrieval_loss(scores, sup_b, sup_t, sup_tgt):
+def negative_logits(qr, landmarks, sup_b, sup_t, queue=None):
+    """Extra retrieval logits for the supervised positions, one [N,Hm,M] per HSA layer: their queries
+    (qr: list of [B,T,Hm,dr]) against the chunks of the batch's other samples (landmarks [B,C,Hm,dr];
+    the sample's own chunks are -inf here, its scores already have them) and against `queue` [Q,Hm,dr]
+    (landmarks of earlier steps, no gradient). Never targets: they only add competitors, as a 16M
+    memory has 262,143 chunks where a 4K sample has 64."""
+    B, C, Hm, dr = landmarks.shape
+    lm = landmarks.reshape(B * C, Hm, dr).float()
+    own = (torch.arange(B * C, device=landmarks.device) // C)[None, :] == sup_b[:, None]  # [N, B*C]
+    out = []
+    for q in qr:
+        q = q[sup_b, sup_t].float()  # [N,Hm,dr]
+        ex = torch.einsum("nmd,kmd->nmk", q, lm).masked_fill(own[:, None, :], float("-inf"))
+        if queue is not None and queue.shape[0]:
+            ex = torch.cat([ex, torch.einsum("nmd,kmd->nmk", q, queue.float())], -1)
+        out.append(ex / math.sqrt(dr))
+    return out
+
+
+def retrieval_loss(scores, sup_b, sup_t, sup_tgt, negs=None):
     """scores: list of s [B,T,Hm,C] (-inf = ineligible).  -log(sum of softmax mass on the target
     chunks), averaged over supervised positions, memory heads and HSA layers; also top-1 accuracy.
+    negs (negative_logits, one per layer): more competitors appended to each row's softmax (and to the
+    top-1 accuracy's argmax).
     Rows whose target set is empty or holds no eligible chunk (data.py never emits them: a needle
     that is not in a complete chunk at t gets no entry) are dropped instead of giving inf/NaN."""
     if sup_b.numel() == 0 or not scores:
@@ -220,11 +241,15 @@ def retrieval_loss(scores, sup_b, sup_t, sup_tgt):
         z = scores[0].new_zeros(()) if scores else torch.zeros(())
         return z, float("nan")
     losses, accs = [], []
-    for s in scores:
+    for li, s in enumerate(scores):
         C = s.shape[-1]
         rows = s[sup_b, sup_t].float()  # [N,Hm,C]
         tgt = sup_tgt[:, :C][:, None, :].expand_as(rows) & torch.isfinite(rows)
-        rows, tgt = rows.reshape(-1, C), tgt.reshape(-1, C)
+        if negs is not None:
+            ex = negs[li].float()
+            rows, tgt = torch.cat([rows, ex], -1), torch.cat([tgt, torch.zeros_like(ex, dtype=torch.bool)], -1)
+        W = rows.shape[-1]
+        rows, tgt = rows.reshape(-1, W), tgt.reshape(-1, W)
         ok = tgt.any(-1)
         if not bool(ok.all()):
             if not bool(ok.any()):
@@ -289,6 +314,11 @@ def main():
     ap.add_argument("--curriculum", default="0:1024,0.15:2048,0.4:4096,0.7:8192")
     ap.add_argument("--lm-weight", type=float, default=0.2)
     ap.add_argument("--ret-weight", type=float, default=1.0)
+    ap.add_argument("--ret-neg-batch", action="store_true",
+                    help="retrieval loss: the chunks of the batch's other samples are competitors too")
+    ap.add_argument("--ret-neg-queue", type=int, default=0,
+                    help="retrieval loss: also this many chunk landmarks of earlier steps (no gradient; "
+                         "implies --ret-neg-batch)")
     ap.add_argument("--first-weight", type=float, default=1.0,
                     help="answer-loss weight of each answer part's first byte (the others weigh 1)")
     ap.add_argument("--eos-weight", type=float, default=1.0,
@@ -437,6 +467,7 @@ def main():
     acc = fresh_acc()
     model.train()
     step_times = []
+    neg_queue = None  # --ret-neg-queue: landmarks [Q,Hm,dr] of earlier steps
     while True:
         now = time.time()
         if now - t_start + reserve + (np.median(step_times) if step_times else 0) > budget:
@@ -472,7 +503,15 @@ def main():
         l_ans = (ce * aw).sum() / aw.sum().clamp(min=1)
         l_lm = (ce * lm).sum() / lm.sum().clamp(min=1)
         if args.ret_weight > 0:
-            l_ret, racc = retrieval_loss(out["scores"], sup_b, sup_t, sup_tgt)
+            negs = None
+            if (args.ret_neg_batch or args.ret_neg_queue > 0) and sup_b.numel():
+                negs = negative_logits(out["qr"], out["landmarks"], sup_b, sup_t, neg_queue)
+            if args.ret_neg_queue > 0:  # this step's chunks join the queue for the next steps (FIFO)
+                lm = out["landmarks"].detach()
+                lm = lm.reshape(-1, *lm.shape[2:])
+                neg_queue = lm if neg_queue is None else torch.cat([lm, neg_queue])
+                neg_queue = neg_queue[:args.ret_neg_queue]
+            l_ret, racc = retrieval_loss(out["scores"], sup_b, sup_t, sup_tgt, negs)
         else:
             l_ret, racc = torch.zeros((), device=dev), float("nan")
         loss = l_ans + args.lm_weight * l_lm + args.ret_weight * l_ret
