@@ -576,21 +576,29 @@ def test_cross_marks_where_a_value_moves_on_to_the_next_chunk(corpus):
     assert n_mv >= 5
 
 
+def _filler_option_pair(corpus, seed, opt, meta_key):
+    """A niah sample of `seed` without and with data option `opt` at 1: at 0 the sample is exactly
+    the one without the option (no rng use; meta[meta_key] is None); at 1 the answer and the whole
+    question block are unchanged. -> (s0, s1, [tail bytes of s0, of s1])."""
+    base = dict(D.TRAIN_OPTS, tail_frac=0.0)
+    s0 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=base)
+    s0b = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, **{opt: 0.0}))
+    assert (s0.tokens == s0b.tokens).all() and s0.meta[meta_key] is None
+    s1 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, **{opt: 1.0}))
+    assert s1.answers == s0.answers
+    tail = [bytes(x.tokens[x.meta["base"]:].astype(np.uint8).tolist()) for x in (s0, s1)]
+    assert tail[0] == tail[1]  # the same question block and answer
+    st, en = s1.meta["spans"][0]
+    assert s1.answers[0] in bytes(s1.tokens[st:en].astype(np.uint8).tolist()).decode()  # needle intact
+    return s0, s1, tail
+
+
 def test_key_decoys_repeat_the_asked_keys_in_the_filler_and_change_nothing_else(corpus):
     """key_decoys=1: the filler says the asked key (or one of its words) 2-24 more times, as plain
     words (meta["decoys"]); the needle, the question and the answer are those of the same seed without
     decoys, and with key_decoys=0 the samples are exactly the old ones (no rng use)."""
     for seed in range(30):
-        base = dict(D.TRAIN_OPTS, tail_frac=0.0)
-        s0 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=base)
-        s0b = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, key_decoys=0.0))
-        assert (s0.tokens == s0b.tokens).all() and s0.meta["decoys"] is None
-        s1 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, key_decoys=1.0))
-        assert s1.answers == s0.answers
-        tail = [bytes(x.tokens[x.meta["base"]:].astype(np.uint8).tolist()) for x in (s0, s1)]
-        assert tail[0] == tail[1]  # the same question block and answer
-        st, en = s1.meta["spans"][0]
-        assert s1.answers[0] in bytes(s1.tokens[st:en].astype(np.uint8).tolist()).decode()
+        s0, s1, tail = _filler_option_pair(corpus, seed, "key_decoys", "decoys")
         words = s1.meta["decoys"]
         assert 2 <= len(words) <= 24
         q = tail[1].decode("latin-1")
@@ -623,16 +631,7 @@ def test_lookalikes_are_hard_negatives_in_the_filler_only(corpus):
     ['lookalikes']), none with a word of the asked key; the needle, question and answer are those of
     the same seed without them; lookalikes=0 leaves the samples exactly as before (no rng use)."""
     for seed in range(30):
-        base = dict(D.TRAIN_OPTS, tail_frac=0.0)
-        s0 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=base)
-        s0b = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, lookalikes=0.0))
-        assert (s0.tokens == s0b.tokens).all() and s0.meta["lookalikes"] is None
-        s1 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(base, lookalikes=1.0))
-        assert s1.answers == s0.answers
-        tail = [bytes(x.tokens[x.meta["base"]:].astype(np.uint8).tolist()) for x in (s0, s1)]
-        assert tail[0] == tail[1]
-        st, en = s1.meta["spans"][0]
-        assert s1.answers[0] in bytes(s1.tokens[st:en].astype(np.uint8).tolist()).decode()
+        s0, s1, tail = _filler_option_pair(corpus, seed, "lookalikes", "lookalikes")
         looks = s1.meta["lookalikes"]
         assert 2 <= len(looks) <= 16
         (key,) = s1.meta["keys"]
