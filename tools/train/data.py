@@ -215,6 +215,10 @@ DEFAULT_OPTS = dict(
                         # 2-16 statements that look like a value's place ("the default size is 8192.",
                         # "VAR QXTRB = 5521.", "VALUE = 77."), not needles: hard negatives for the
                         # retrieval loss. Session 11's 16M misses lost the needle's chunk to such text
+    vt_syntax=0.0,      # fraction of the vt samples whose assignments use another syntax (VT_SYNTAX:
+                        # "let B = A;", "B := A.", ...) instead of "VAR B = VAR A.", so that retrieval
+                        # learns to look for the names, not for "VAR": session 11's 16M single-needle
+                        # misses lost the needle's chunk to text like "-D<VAR=VALUE>" and "VA Linux"
     vt_trail=False,     # vt answers end with a space ("A B C <eos>"): every name is followed by ' ', so
                         # the go-on / stop decision moves to the position after the space, where the
                         # next name's first byte is predicted from the retrieved link (or <eos> when
@@ -624,6 +628,16 @@ def fam_multivalue(rng, corpus, L, S, opts=None):
     return assemble(rng, corpus, L, needles, [(q, a, list(range(nv)), segs)], S, opts=o, marks=marks)
 
 
+# vt assignment syntaxes: (a value assigned, a name assigned); the first is the evaluation's
+VT_SYNTAX = [
+    ("VAR {x} = {v}.", "VAR {x} = VAR {y}."),
+    ("let {x} = {v};", "let {x} = {y};"),
+    ("{x} := {v}.", "{x} := {y}."),
+    ("set {x} to {v}.", "set {x} to {y}."),
+    ("{x} = {v}", "{x} = {y}"),
+]
+
+
 def _varname(rng):
     return "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
 
@@ -641,9 +655,13 @@ def fam_vt(rng, corpus, L, S, opts=None):
         nm = _varname(rng)
         if nm not in names:
             names.append(nm)
-    chain = [b("VAR %s = %s." % (names[0], v))]
+    # the syntax (no rng use when vt_syntax is 0: the same samples as before it existed)
+    val_t, link_t = VT_SYNTAX[0]
+    if o["vt_syntax"] > 0 and rng.random() < o["vt_syntax"]:
+        val_t, link_t = rng.choice(VT_SYNTAX[1:])
+    chain = [b(val_t.format(x=names[0], v=v))]
     for i in range(1, hops + 1):
-        chain.append(b("VAR %s = VAR %s." % (names[i], names[i - 1])))
+        chain.append(b(link_t.format(x=names[i], y=names[i - 1])))
     # distractor assignments "VAR D = n.", each at a random place among the chain's links (kept in
     # order): one with an unrelated value by default; with vt_distractors (lo, hi), lo..hi of them,
     # half with a look-alike value (the asked value's first digits, then others)
@@ -661,7 +679,7 @@ def fam_vt(rng, corpus, L, S, opts=None):
         while d in names:
             d = _varname(rng)
         dpos = rng.randint(0, len(needles))
-        needles.insert(dpos, b("VAR %s = %s." % (d, v2)))
+        needles.insert(dpos, b(val_t.format(x=d, v=v2)))
         ci = [c if c < dpos else c + 1 for c in ci]
     marks = [None] * len(needles)
     for i in range(hops + 1):

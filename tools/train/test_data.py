@@ -676,3 +676,31 @@ def test_retrieval_negatives_add_competitors_only():
         big[0][b, t, :, sup_tgt[n].nonzero()[0, 0]] = 1e4
     l2, acc = T.retrieval_loss(big, sup_b, sup_t, sup_tgt, [x.detach() for x in negs])
     assert float(l2) < 1e-3 and acc == 1.0
+
+
+def test_vt_syntax_changes_only_how_assignments_are_written(corpus):
+    """vt_syntax=1: the chain and the distractor are written in another VT_SYNTAX ('let B = A;', ...),
+    never with 'VAR'; the question, the answer (the chain's names) and the supervision (each name's
+    chunk) keep their meaning. vt_syntax=0 gives exactly the old samples (no rng use)."""
+    seen = set()
+    for seed in range(30):
+        base = dict(D.TRAIN_OPTS, tail_frac=0.0, vt_trail=True)
+        s0 = D.fam_vt(random.Random(seed), corpus, 4096, S, opts=base)
+        s0b = D.fam_vt(random.Random(seed), corpus, 4096, S, opts=dict(base, vt_syntax=0.0))
+        assert (s0.tokens == s0b.tokens).all()
+        s1 = D.fam_vt(random.Random(seed), corpus, 4096, S, opts=dict(base, vt_syntax=1.0))
+        needles = [bytes(s1.tokens[a:e].astype(np.uint8).tolist()).decode() for a, e in s1.meta["spans"]]
+        assert not any("VAR" in n for n in needles)
+        forms = [t for t in D.VT_SYNTAX[1:] if re.fullmatch(re.escape(t[0]).replace(r"\{x\}", "[A-Z]{5}")
+                                                         .replace(r"\{v\}", r"\d+"), needles[0]) or
+                 re.fullmatch(re.escape(t[1]).replace(r"\{x\}", "[A-Z]{5}").replace(r"\{y\}", "[A-Z]{5}"), needles[0])]
+        assert forms, needles[0]
+        seen.add(forms[0])
+        names = s1.answers[0].split()
+        assert all(any(nm in n for n in needles) for nm in names)
+        t = s1.tokens[s1.meta["base"]:].tolist()
+        q = bytes(t[1:t.index(D.ANSWER)]).decode()  # the question (between <query> and <answer>)
+        v = re.search(r"\d+", q).group(0)
+        assert any(re.search(r"\b%s\b" % v, n) and names[0] in n for n in needles)  # the chain's start
+        assert s1.sup and all(s1.ans[p] for p, _ in s1.sup)  # every answer position keeps a target
+    assert len(seen) >= 3

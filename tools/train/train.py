@@ -355,6 +355,9 @@ def main():
                     help="fraction of niah/multikey/multiquery samples whose filler also holds 2-16 "
                          "statements that look like a value's place ('the default size is 8192.', "
                          "'VAR QXTRB = 5521.'): hard negatives for retrieval")
+    ap.add_argument("--vt-syntax", type=float, default=0.0,
+                    help="fraction of vt samples whose assignments use another syntax ('let B = A;', "
+                         "'B := A.', ...) instead of 'VAR B = VAR A.' (the evaluation keeps VAR)")
     ap.add_argument("--sup-after", action="store_true",
                     help="positions predicting what follows a value also supervise the chunk after it "
                          "when the value ends at a chunk end")
@@ -446,7 +449,7 @@ def main():
                  tail_zero=args.tail_zero, tail_align=args.tail_align,
                  tail_align_straddle=args.tail_align_straddle, copy_in_chunk=args.copy_in_chunk,
                  value_align=args.value_align, sup_after=args.sup_after, key_decoys=args.key_decoys,
-                 lookalikes=args.lookalikes,
+                 lookalikes=args.lookalikes, vt_syntax=args.vt_syntax,
                  sup=args.sup_mode,
                  sup_span=args.sup_span, mv_order=args.mv_order,
                  vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None,
