@@ -42,22 +42,21 @@ def main():
     rng = random.Random(a.seed)
     res = [json.loads(line) for line in open(a.results)]
     show = set(a.show.split(","))
-    for task in a.tasks.split(","):
-        mine = [r for r in res if r["task"] == task and r["length"] == a.length]
-        k = 0
-        for i in range(a.n):
-            s = E.FAMILIES[task](rng, corpus, a.length, 64)
-            hay, qas = E.split_sample(s.tokens)
-            rows, k = mine[k:k + len(qas)], k + len(qas)
-            if task not in show:
-                continue
-            txt = bytes(int(t) for t in hay if t < 256).decode("latin-1")
-            for (q, want), r in zip(qas, rows):
-                assert r["want"] == want.decode("latin-1"), "not the run's haystacks (arguments differ?)"
-                print("%s #%d %s want %r got %r | %s" % (task, i, "ok  " if r["ok"] else "MISS", r["want"], r["got"],
-                                                         q.decode("latin-1").strip()))
-            for m in re.finditer(NEEDLE_RE.get(task, r"$^"), txt):
-                print("      %3d%%  %s" % (100 * m.start() // len(txt), m.group(0)))
+    rows_of = {}  # task -> its result rows in order (a haystack takes one per question)
+    for r in res:
+        if r["length"] == a.length:
+            rows_of.setdefault(r["task"], []).append(r)
+    for task, _, i, hay, qas in E.task_haystacks(rng, corpus, a.tasks.split(","), [a.length], a.n):
+        rows, rows_of[task] = rows_of.get(task, [])[:len(qas)], rows_of.get(task, [])[len(qas):]
+        if task not in show:
+            continue
+        txt = bytes(int(t) for t in hay if t < 256).decode("latin-1")
+        for (q, want), r in zip(qas, rows):
+            assert r["want"] == want.decode("latin-1"), "not the run's haystacks (arguments differ?)"
+            print("%s #%d %s want %r got %r | %s" % (task, i, "ok  " if r["ok"] else "MISS", r["want"], r["got"],
+                                                     q.decode("latin-1").strip()))
+        for m in re.finditer(NEEDLE_RE.get(task, r"$^"), txt):
+            print("      %3d%%  %s" % (100 * m.start() // len(txt), m.group(0)))
 
 
 if __name__ == "__main__":

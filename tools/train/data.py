@@ -320,6 +320,7 @@ LOOKALIKE_T = [
     "The {w} is {n}.", "the default {w} is {n}.", "The {w} {w2} is {n} bytes.", "{W} is {n}.",
     "VAR {V} = {n}.", "VALUE = {n}.", "{W} VALUE {n}", "{w}: {n}", "set {w} to {n}.", "{W}={n}",
 ]
+LOOKALIKE_NUMBERS = [1, 2, 4, 8, 16, 64, 80, 128, 443, 1024, 4096, 8080, 8192, 65536]  # sizes, ports
 
 
 def _lookalike(rng, corpus, avoid=()):
@@ -328,8 +329,7 @@ def _lookalike(rng, corpus, avoid=()):
     w, w2 = rand_word(rng, corpus), rand_word(rng, corpus)
     while w in avoid or w2 in avoid:
         w, w2 = rand_word(rng, corpus), rand_word(rng, corpus)
-    n = rand_number(rng) if rng.random() < 0.6 else str(rng.choice([1, 2, 4, 8, 16, 64, 80, 128, 443,
-                                                                    1024, 4096, 8080, 8192, 65536]))
+    n = rand_number(rng) if rng.random() < 0.6 else str(rng.choice(LOOKALIKE_NUMBERS))
     V = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
     return rng.choice(LOOKALIKE_T).format(w=w, w2=w2, W=w.upper(), V=V, n=n)
 
@@ -359,7 +359,7 @@ def _add_lookalikes(rng, corpus, fill, keys):
 def _add_decoys(rng, fill, decoys):
     """2-24 copies of the decoy keys' words written into the filler as plain words (a key 'a-b'
     offers 'a', 'b' and 'a-b')."""
-    words = sorted(set(w for k in decoys for w in [k] + (k.split("-") if "-" in k else []) if w))
+    words = sorted(set(w for k in decoys for w in [k] + k.split("-") if w))
     return _scatter(rng, fill, lambda: rng.choice(words), rng.randint(2, 24))
 
 

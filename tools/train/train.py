@@ -266,6 +266,27 @@ def retrieval_loss(scores, sup_b, sup_t, sup_tgt, negs=None):
     return torch.stack(losses).mean(), float(torch.stack(accs).mean())
 
 
+# data.py options that are a fraction of the samples (or needles) and 0 by default: name -> help.
+# Each is a --flag of train.py and goes into the data options as it is.
+DATA_FRACTIONS = {
+    "tail_align": "fraction of the needle samples with one asked needle immediately before "
+        "<query> and its value in the chunk that is still incomplete at <answer> "
+        "(window-copy case; 0: unchanged data)",
+    "tail_align_straddle": "of the aligned samples, this fraction has the value across the boundary "
+        "between the last complete chunk and the incomplete one",
+    "value_align": "fraction of needles at any depth whose value ends at a chunk end or crosses one",
+    "copy_in_chunk": "copy family: fraction of its pairs with both occurrences inside one chunk "
+        "(only the sliding window can copy those)",
+    "key_decoys": "fraction of niah/multikey/multiquery samples whose filler also mentions the "
+        "asked keys 2-24 times as plain words (keys that are common words of a long haystack)",
+    "lookalikes": "fraction of niah/multikey/multiquery samples whose filler also holds 2-16 "
+        "statements that look like a value's place ('the default size is 8192.', "
+        "'VAR QXTRB = 5521.'): hard negatives for retrieval",
+    "vt_syntax": "fraction of vt samples whose assignments use another syntax ('let B = A;', "
+        "'B := A.', ...) instead of 'VAR B = VAR A.' (the evaluation keeps VAR)",
+}
+
+
 def fresh_acc():
     """the sums behind one log line"""
     return dict(n=0, ans=0.0, lm=0.0, ret=0.0, racc=0.0, racc_n=0, tok=0, tacc=0.0, facc=0.0, xhit=0.0, xn=0.0,
@@ -339,31 +360,11 @@ def main():
                     help="a tail needle ends at most this many bytes before <query> (0: 3 chunks)")
     ap.add_argument("--tail-zero", type=float, default=D.TRAIN_OPTS["tail_zero"],
                     help="fraction of the tail needles placed immediately before <query>")
-    ap.add_argument("--tail-align", type=float, default=0.0,
-                    help="fraction of the needle samples with one asked needle immediately before "
-                         "<query> and its value in the chunk that is still incomplete at <answer> "
-                         "(window-copy case; 0: unchanged data)")
-    ap.add_argument("--tail-align-straddle", type=float, default=0.0,
-                    help="of the aligned samples, this fraction has the value across the boundary "
-                         "between the last complete chunk and the incomplete one")
-    ap.add_argument("--value-align", type=float, default=0.0,
-                    help="fraction of needles at any depth whose value ends at a chunk end or crosses one")
-    ap.add_argument("--key-decoys", type=float, default=0.0,
-                    help="fraction of niah/multikey/multiquery samples whose filler also mentions the "
-                         "asked keys 2-24 times as plain words (keys that are common words of a long haystack)")
-    ap.add_argument("--lookalikes", type=float, default=0.0,
-                    help="fraction of niah/multikey/multiquery samples whose filler also holds 2-16 "
-                         "statements that look like a value's place ('the default size is 8192.', "
-                         "'VAR QXTRB = 5521.'): hard negatives for retrieval")
-    ap.add_argument("--vt-syntax", type=float, default=0.0,
-                    help="fraction of vt samples whose assignments use another syntax ('let B = A;', "
-                         "'B := A.', ...) instead of 'VAR B = VAR A.' (the evaluation keeps VAR)")
     ap.add_argument("--sup-after", action="store_true",
                     help="positions predicting what follows a value also supervise the chunk after it "
                          "when the value ends at a chunk end")
-    ap.add_argument("--copy-in-chunk", type=float, default=0.0,
-                    help="copy family: fraction of its pairs with both occurrences inside one chunk "
-                         "(only the sliding window can copy those)")
+    for name, text in DATA_FRACTIONS.items():
+        ap.add_argument("--" + name.replace("_", "-"), type=float, default=0.0, help=text)
     ap.add_argument("--sup-mode", default="per-pos", choices=["per-pos", "union"],
                     help="retrieval targets: the needle being emitted at each answer position, or "
                          "all needles of the query block (old)")
@@ -446,15 +447,12 @@ def main():
     log("corpus %.1f MB, %d words" % (len(corpus.data) / 1e6, len(corpus.words)), logf)
     mix = json.loads(args.mix) if args.mix else None
     dopts = dict(D.TRAIN_OPTS, tail_frac=args.tail_frac, tail_span=args.tail_span or None,
-                 tail_zero=args.tail_zero, tail_align=args.tail_align,
-                 tail_align_straddle=args.tail_align_straddle, copy_in_chunk=args.copy_in_chunk,
-                 value_align=args.value_align, sup_after=args.sup_after, key_decoys=args.key_decoys,
-                 lookalikes=args.lookalikes, vt_syntax=args.vt_syntax,
-                 sup=args.sup_mode,
+                 tail_zero=args.tail_zero, sup_after=args.sup_after, sup=args.sup_mode,
                  sup_span=args.sup_span, mv_order=args.mv_order,
                  vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None,
                  vt_trail=args.vt_trail,
-                 vt_distractors=tuple(int(x) for x in args.vt_distractors.split(",")) if args.vt_distractors else None)
+                 vt_distractors=tuple(int(x) for x in args.vt_distractors.split(",")) if args.vt_distractors else None,
+                 **{name: getattr(args, name) for name in DATA_FRACTIONS})
     end_dists = [int(x) for x in args.eval_end_dists.split(",") if x]
     log("data options %s" % json.dumps(dopts), logf)
     cur = parse_curriculum(args.curriculum)
@@ -510,9 +508,8 @@ def main():
             if (args.ret_neg_batch or args.ret_neg_queue > 0) and sup_b.numel():
                 negs = negative_logits(out["qr"], out["landmarks"], sup_b, sup_t, neg_queue)
             if args.ret_neg_queue > 0:  # this step's chunks join the queue for the next steps (FIFO)
-                lm = out["landmarks"].detach()
-                lm = lm.reshape(-1, *lm.shape[2:])
-                neg_queue = lm if neg_queue is None else torch.cat([lm, neg_queue])
+                new = out["landmarks"].detach().flatten(0, 1)  # [B*C,Hm,dr]
+                neg_queue = new if neg_queue is None else torch.cat([new, neg_queue])
                 neg_queue = neg_queue[:args.ret_neg_queue]
             l_ret, racc = retrieval_loss(out["scores"], sup_b, sup_t, sup_tgt, negs)
         else:
