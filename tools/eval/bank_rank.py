@@ -15,8 +15,9 @@ sample's own chunks plus a bank region of each size in --sizes (a random contigu
 HSA layer's query depends on what the first one retrieved, so only the first layer is scored.
 
 The bank comes from an hsadb memory of the corpus (--bank-db: the engine's stored bf16 landmarks,
-read with LMDB's mdb_dump; the append takes ~22 minutes on 2 cores) or is computed here in
-PyTorch (no --bank-db; 2-3x slower on the CPU). Then about 1 s per sample.
+read with LMDB's mdb_dump; the append took 22 minutes on the 2-core workstation) or is computed
+here in PyTorch (no --bank-db; about half the engine's speed: 3.5K against 6.7K tokens/s on one
+thread, measured on 256K tokens). Then 0.65-1.1 s per sample (the model's forward pass).
 
   build/hsadb --db /tmp/bank --nosync create c && build/hsadb --db /tmp/bank --nosync append c .carry/corpus.txt
   PYTHONHASHSEED=0 /usr/bin/python3 tools/eval/bank_rank.py --model models/hsadb-small --bank-db /tmp/bank --n 300 --hubs 25
@@ -60,10 +61,7 @@ def bank_landmarks(model, corpus, window, limit=0, log=print):
         for c0 in range(0, n, window // S):
             c1 = min(n, c0 + window // S)
             s = max(0, c0 * S - WARM)
-            toks = torch.from_numpy(data[s: c1 * S].astype(np.int64))[None]
-            x = model.embed(toks)
-            for layer in model.lower:
-                x = layer(x, 0, cfg.sliding_window)
+            x = model.lower_half(torch.from_numpy(data[s: c1 * S].astype(np.int64))[None])
             mem = model.build_memory(x[:, c0 * S - s:])
             out[c0:c1] = mem["landmarks"][0].float().numpy()
             if c0 // (window // S) % 50 == 0:
@@ -74,14 +72,19 @@ def bank_landmarks(model, corpus, window, limit=0, log=print):
 def engine_landmarks(db, name, model_path):
     """The landmarks of memory `name` in the hsadb database `db` (the corpus appended with the
     engine: `hsadb --db DB --model MODEL create NAME; hsadb ... append NAME .carry/corpus.txt`,
-    2-3x faster than bank_landmarks on the CPU, and the engine's stored bf16 values), read with
+    about 2x faster than bank_landmarks on the CPU, and the engine's stored bf16 values), read with
     LMDB's mdb_dump (storage/store.h has the record layouts) -> float32 [N, Hm, dr]."""
     import hashlib
     import struct
     import subprocess
 
     def dump(sub):
-        txt = subprocess.run(["mdb_dump", "-s", sub, db], check=True, capture_output=True, text=True).stdout
+        try:
+            txt = subprocess.run(["mdb_dump", "-s", sub, db], check=True, capture_output=True, text=True).stdout
+        except FileNotFoundError:
+            sys.exit("bank_rank: mdb_dump not found (Debian package lmdb-utils; scripts/install-deps.sh)")
+        except subprocess.CalledProcessError as e:
+            sys.exit("bank_rank: mdb_dump -s %s %s failed: %s" % (sub, db, e.stderr.strip()))
         lines = txt.split("HEADER=END\n", 1)[1].split("DATA=END", 1)[0].split()
         return [(bytes.fromhex(lines[i]), bytes.fromhex(lines[i + 1])) for i in range(0, len(lines), 2)]
 

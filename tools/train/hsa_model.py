@@ -470,6 +470,14 @@ class HSAModel(nn.Module):
             lmk, kmem, vmem = (t.to(torch.bfloat16).to(t.dtype) for t in (lmk, kmem, vmem))
         return dict(landmarks=lmk, kmem=kmem, vmem=vmem)
 
+    def lower_half(self, tokens):
+        """tokens [B,T] -> x_mid [B,T,D]: the embedding and the lower SWA layers (RoPE positions
+        0..T-1), what the memory and the upper half start from."""
+        x = self.embed(tokens)
+        for layer in self.lower:
+            x = self._maybe_ckpt(layer, x, 0, self.cfg.sliding_window)
+        return x
+
     def _maybe_ckpt(self, layer, x, pos0, window):
         if self.grad_ckpt and self.training and x.requires_grad:
             from torch.utils.checkpoint import checkpoint
@@ -491,10 +499,7 @@ class HSAModel(nn.Module):
         if squeeze:
             tokens = tokens[None]
         B, T = tokens.shape
-        x = self.embed(tokens)
-        for layer in self.lower:
-            x = self._maybe_ckpt(layer, x, 0, cfg.sliding_window)
-        x_mid = x
+        x = x_mid = self.lower_half(tokens)
         mem = self.build_memory(x_mid)
         out = {}
         if return_intermediates:
