@@ -61,9 +61,10 @@ def bank_landmarks(model, corpus, window, limit=0, log=print):
         for c0 in range(0, n, window // S):
             c1 = min(n, c0 + window // S)
             s = max(0, c0 * S - WARM)
-            x = model.lower_half(torch.from_numpy(data[s: c1 * S].astype(np.int64))[None])
+            dev = next(model.parameters()).device
+            x = model.lower_half(torch.from_numpy(data[s: c1 * S].astype(np.int64))[None].to(dev))
             mem = model.build_memory(x[:, c0 * S - s:])
-            out[c0:c1] = mem["landmarks"][0].float().numpy()
+            out[c0:c1] = mem["landmarks"][0].float().cpu().numpy()
             if c0 // (window // S) % 50 == 0:
                 log("  bank %d/%d chunks (%.0f s)" % (c1, n, time.time() - t0))
     return out
@@ -114,9 +115,34 @@ def sample_scores(model, toks, a0):
     with torch.no_grad():
         u = max(0, a0 - 2 * model.cfg.sliding_window)  # the upper layers from here: the first
         # HSA layer's own sliding-window attention (before its query) needs the window before a0
-        out = model(torch.from_numpy(toks[: a0 + 1])[None], upper_start=u, return_scores=True,
+        dev = next(model.parameters()).device
+        out = model(torch.from_numpy(toks[: a0 + 1])[None].to(dev), upper_start=u, return_scores=True,
                     compute_logits=False)
     return out["qr"][0][0, a0 - u].float(), out["scores"][0][0, a0 - u].float()
+
+
+HUB_CONTEXT = 256  # bytes before a chunk that its landmark depends on (two sliding-window layers of 128)
+
+
+def write_hubs(path, corpus, S, intop, beat, n, limit, model):
+    """The bank chunks most often in some head's top-k (ties: most often above the needle) as JSON:
+    {"model", "samples", "chunk_size", "context", "hubs": [{"chunk", "in_topk", "beat", "text"}]};
+    text = the chunk's 64 bytes with the HUB_CONTEXT bytes before them, as latin-1 (one character
+    per byte), so that a training sample can reproduce the chunk's landmark exactly."""
+    order = sorted(intop, key=lambda c: (-intop[c], -beat.get(c, 0), c))
+    hubs = []
+    for c in order:
+        if len(hubs) >= limit:
+            break
+        if c * S < HUB_CONTEXT:
+            continue
+        text = bytes(corpus.data[c * S - HUB_CONTEXT: (c + 1) * S]).decode("latin-1")
+        hubs.append(dict(chunk=c, in_topk=intop[c], beat=beat.get(c, 0), text=text))
+    with open(path, "w") as f:
+        json.dump(dict(model=model, samples=n, chunk_size=S, context=HUB_CONTEXT, hubs=hubs), f, indent=0)
+    print("  %d hubs written to %s (in top-k of %d..%d of %d samples)" % (
+        len(hubs), path, hubs[-1]["in_topk"] if hubs else 0, hubs[0]["in_topk"] if hubs else 0, n),
+        file=sys.stderr)
 
 
 def lower_bound(k, n, alpha=0.05):
@@ -148,7 +174,15 @@ def main():
     ap.add_argument("--bank-memory", default="c")
     ap.add_argument("--hubs", type=int, default=0,
                     help="also list the N bank chunks that outranked the needle in the most samples")
+    ap.add_argument("--hubs-out", default="",
+                    help="write the bank chunks that were in some head's top-k of the whole bank in the "
+                         "most samples as JSON (train.py --hubs-file): each with its 64 bytes and the 256 "
+                         "before them (the landmark's whole context), counts of top-k and of outranking "
+                         "the needle; with several --model, the first model's")
+    ap.add_argument("--hubs-max", type=int, default=500, help="at most this many in --hubs-out")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (float32 there too: the GPU machine "
+                    "computes the bank in ~a minute instead of the engine's 22 on 2 cores)")
     ap.add_argument("--out", default="", help="JSON lines, one per model, size and sample")
     a = ap.parse_args()
     if a.threads:
@@ -163,7 +197,7 @@ def main():
     if a.bank_db and len(a.bank_db) != len(a.model):
         sys.exit("bank_rank: give one --bank-db per --model")
     for mi, path in enumerate(a.model):
-        model = HSAModel.from_pretrained(path).eval()
+        model = HSAModel.from_pretrained(path).eval().to(a.device)
         cfg = model.cfg
         K, S = cfg.chunk_topk, cfg.chunk_size
         t0 = time.time()
@@ -172,6 +206,7 @@ def main():
         else:
             bank = torch.from_numpy(bank_landmarks(model, corpus, a.window, a.bank_limit,
                                                    log=lambda m: print(m, file=sys.stderr)))
+        bank = bank.to(a.device)
         N = bank.shape[0]
         print("  %s: bank of %d chunks in %.0f s" % (path, N, time.time() - t0), file=sys.stderr)
         sizes = [N if s == "all" else min(N, int(s)) for s in a.sizes.split(",")]
@@ -179,6 +214,7 @@ def main():
         stats = {s: [0, 0, 0.0] for s in sizes}
         skipped = 0
         beat = {}  # bank chunk -> samples whose needle it outranked (whole bank)
+        intop = {}  # bank chunk -> samples in which it was in some head's top-k of the whole bank
         for i in range(a.n):
             toks, a0, _, needle, _ = D.eval_sample(rng, corpus, a.length, S, kind="number")
             starts = [rng.randrange(0, N - s + 1) for s in sizes]
@@ -205,6 +241,8 @@ def main():
                 if s == N:  # the bank chunks that beat the needle in some head, for --hubs
                     for c in torch.nonzero((allb > need[:, None]).any(0)).flatten().tolist():
                         beat[c] = beat.get(c, 0) + 1
+                    for c in set(allb.topk(K, -1).indices.flatten().tolist()):
+                        intop[c] = intop.get(c, 0) + 1
                 if out:
                     out.write(json.dumps(dict(model=path, bank=s, i=i, rank=rank.tolist(),
                                               share=[round(float(x), 4) for x in share])) + "\n")
@@ -222,6 +260,8 @@ def main():
                 text = bytes(corpus.data[c * S: (c + 1) * S]).decode("ascii", "replace")
                 print("  %4d  chunk %6d  %r" % (k, c, text))
             print()
+        if a.hubs_out and mi == 0 and N in sizes:
+            write_hubs(a.hubs_out, corpus, S, intop, beat, n, a.hubs_max, path)
         sys.stdout.flush()
     if out:
         out.close()

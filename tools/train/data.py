@@ -89,6 +89,21 @@ class Corpus:
     # those runs (eval_engine.py / find_value.py --wrap-from-start).
     wrap_from_start = False
 
+    # Hubs (opts "hubs"): corpus chunks whose landmarks outrank needles in the whole corpus
+    # (tools/eval/bank_rank.py --hubs-out), each as a byte string: the chunk's 256 bytes of context,
+    # then its S bytes. Empty unless load_hubs() is called.
+    hubs = ()
+
+    def load_hubs(self, path, S=64):
+        """Read bank_rank.py --hubs-out's JSON (mined with chunk size S); returns the number of hubs."""
+        import json
+        with open(path) as f:
+            d = json.load(f)
+        if int(d["chunk_size"]) != S:
+            raise ValueError("%s: hubs of %d-byte chunks, the model's are %d" % (path, d["chunk_size"], S))
+        self.hubs = tuple(h["text"].encode("latin-1") for h in d["hubs"])
+        return len(self.hubs)
+
     def slice(self, rng, n):
         if n <= 0:
             return np.zeros(0, dtype=np.uint8)
@@ -215,6 +230,12 @@ DEFAULT_OPTS = dict(
                         # 2-16 statements that look like a value's place ("the default size is 8192.",
                         # "VAR QXTRB = 5521.", "VALUE = 77."), not needles: hard negatives for the
                         # retrieval loss. Session 11's 16M misses lost the needle's chunk to such text
+    hubs=0.0,           # fraction of the niah / multikey / multiquery samples whose filler also holds
+                        # 2-8 of the corpus's hubs (Corpus.load_hubs: chunks that outrank needles among
+                        # the 248K chunks of a 16M haystack, mined by bank_rank.py --hubs-out), each
+                        # with its 256 bytes of context and the chunk on a chunk boundary of the sample,
+                        # so its landmark is the one it has in the corpus: hard negatives that the
+                        # retrieval loss pushes below the needle (session 12's 16M misses)
     vt_syntax=0.0,      # fraction of the vt samples whose assignments use another syntax (VT_SYNTAX:
                         # "let B = A;", "B := A.", ...) instead of "VAR B = VAR A.", so that retrieval
                         # learns to look for the names, not for "VAR": session 11's 16M single-needle
@@ -363,6 +384,30 @@ def _add_decoys(rng, fill, decoys):
     return _scatter(rng, fill, lambda: rng.choice(words), rng.randint(2, 24))
 
 
+def _put_hubs(rng, hubs, out, lo, spans, avoid, S):
+    """Overwrite filler in out[lo:] with 2-8 hub spans (bytes: context + one chunk of S), the chunk
+    on a chunk boundary, touching no needle (spans) and no other hub, holding no byte string of
+    `avoid` (the asked keys' words and the values). Returns the chunk indices written."""
+    taken = sorted((s, e + 1) for s, e in spans if s is not None)  # + the separator space
+    put = []
+    for _ in range(rng.randint(2, 8)):
+        h = hubs[rng.randrange(len(hubs))]
+        if any(w in h for w in avoid):
+            continue
+        c0, c1 = (lo + len(h) - S + S - 1) // S, (len(out) - S) // S  # chunk indices that fit
+        if c1 < c0:
+            break
+        for _try in range(4):
+            c = rng.randint(c0, c1)
+            st, en = (c + 1) * S - len(h), (c + 1) * S
+            if all(en <= a or st >= z for a, z in taken):
+                out[st:en] = list(h)
+                taken.append((st, en))
+                put.append(c)
+                break
+    return put
+
+
 def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=None, ordered=True, marks=None,
              keys=None, lookalikes=False):
     """needles: list of byte-lists; qas: list of (question str, answer str, [needle indices]) or
@@ -478,6 +523,11 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
         spans[i] = (start, start + len(needles[i]))
         prev = p
     out += fill[prev:].tolist()
+    hubs = None
+    if lookalikes and o["hubs"] > 0 and corpus.hubs and rng.random() < o["hubs"]:
+        avoid = [w.encode() for k in (keys or []) for w in k.split("-")]
+        avoid += [mk.encode() for mk in (marks or []) if mk]
+        hubs = _put_hubs(rng, corpus.hubs, out, len(head), spans, avoid, S)
     base = len(out)
     out += tail
     if npad:  # the next document starts after the last <eos> (LM loss only)
@@ -531,7 +581,7 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
                 cross.append(t)
     meta = dict(spans=spans, sup_spans=sspans, pos_needles=pos_needles, cross=cross,
                 tail=[i for i in others if is_tail[i]] + ([ia] if ia is not None else []), base=base,
-                align=ia, pad=npad, keys=keys, decoys=decoy_words, lookalikes=looks)
+                align=ia, pad=npad, keys=keys, decoys=decoy_words, lookalikes=looks, hubs=hubs)
     return Sample(toks, ans, sup, None, [qa[1] for qa in qas], meta)
 
 

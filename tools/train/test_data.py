@@ -704,3 +704,41 @@ def test_vt_syntax_changes_only_how_assignments_are_written(corpus):
         assert any(re.search(r"\b%s\b" % v, n) and names[0] in n for n in needles)  # the chain's start
         assert s1.sup and all(s1.ans[p] for p, _ in s1.sup)  # every answer position keeps a target
     assert len(seen) >= 3
+
+
+def test_hubs_are_written_chunk_aligned_into_the_filler_only(corpus, tmp_path):
+    """hubs=1: 2-8 hub spans (context + one chunk, from bank_rank.py --hubs-out's JSON) overwrite
+    filler with the chunk on a chunk boundary (so its landmark is the corpus's), touching no needle,
+    holding no word of the asked key; everything else (needles, question, answer, supervision) is the
+    sample of the same seed without hubs; hubs=0 leaves the samples exactly as before (no rng use)."""
+    import json
+    rng = random.Random(5)
+    good = ["".join(rng.choice("ABCDEFGHIJ0123456789 ") for _ in range(320)) for _ in range(20)]
+    bad = [(" " + w + " ") * (320 // (len(w) + 2)) for w in corpus.words[:60]]  # each says a corpus word
+    bad = [x + "X" * (320 - len(x)) for x in bad]
+    path = tmp_path / "hubs.json"
+    path.write_text(json.dumps(dict(chunk_size=S, context=256, hubs=[dict(chunk=i, text=t) for i, t in enumerate(good + bad)])))
+    with pytest.raises(ValueError):
+        D.Corpus(text="abc " * 100).load_hubs(str(path), S=32)
+    c = D.Corpus(text=" ".join(corpus.words * 40))
+    c.words = corpus.words
+    assert c.load_hubs(str(path), S) == len(good + bad)
+    spans = set(t.encode() for t in good + bad)
+    placed = 0
+    for seed in range(30):
+        s0, s1, tail = _filler_option_pair(c, seed, "hubs", "hubs")
+        (key,) = s1.meta["keys"]
+        assert len(s1.meta["hubs"]) <= 8
+        changed = np.zeros(len(s1.tokens), dtype=bool)
+        for ch in s1.meta["hubs"]:
+            st, en = (ch + 1) * S - 320, (ch + 1) * S
+            h = bytes(s1.tokens[st:en].astype(np.uint8).tolist())
+            assert h in spans and st >= 1 and en <= s1.meta["base"]
+            assert not any(w.encode() in h for w in key.split("-"))
+            ns, ne = s1.meta["spans"][0]
+            assert en <= ns or st > ne  # not on the needle or its separator
+            changed[st:en] = True
+            placed += 1
+        assert (s1.tokens[~changed] == s0.tokens[~changed]).all()
+        assert s1.sup == s0.sup and (s1.ans == s0.ans).all()
+    assert placed >= 30

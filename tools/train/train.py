@@ -282,6 +282,9 @@ DATA_FRACTIONS = {
     "lookalikes": "fraction of niah/multikey/multiquery samples whose filler also holds 2-16 "
         "statements that look like a value's place ('the default size is 8192.', "
         "'VAR QXTRB = 5521.'): hard negatives for retrieval",
+    "hubs": "fraction of niah/multikey/multiquery samples whose filler also holds 2-8 of the "
+        "corpus's hubs (--hubs-file), each chunk-aligned with its 256 bytes of context: hard "
+        "negatives for retrieval",
     "vt_syntax": "fraction of vt samples whose assignments use another syntax ('let B = A;', "
         "'B := A.', ...) instead of 'VAR B = VAR A.' (the evaluation keeps VAR)",
 }
@@ -365,6 +368,9 @@ def main():
                          "when the value ends at a chunk end")
     for name, text in DATA_FRACTIONS.items():
         ap.add_argument("--" + name.replace("_", "-"), type=float, default=0.0, help=text)
+    ap.add_argument("--hubs-file", default="",
+                    help="JSON of tools/eval/bank_rank.py --hubs-out (corpus chunks that outrank "
+                         "needles), for --hubs")
     ap.add_argument("--sup-mode", default="per-pos", choices=["per-pos", "union"],
                     help="retrieval targets: the needle being emitted at each answer position, or "
                          "all needles of the query block (old)")
@@ -445,6 +451,10 @@ def main():
 
     corpus = D.Corpus(args.corpus or None)
     log("corpus %.1f MB, %d words" % (len(corpus.data) / 1e6, len(corpus.words)), logf)
+    if args.hubs > 0:
+        if not args.hubs_file:
+            sys.exit("train: --hubs needs --hubs-file")
+        log("hubs: %d from %s" % (corpus.load_hubs(args.hubs_file, cfg.chunk_size), args.hubs_file), logf)
     mix = json.loads(args.mix) if args.mix else None
     dopts = dict(D.TRAIN_OPTS, tail_frac=args.tail_frac, tail_span=args.tail_span or None,
                  tail_zero=args.tail_zero, sup_after=args.sup_after, sup=args.sup_mode,
