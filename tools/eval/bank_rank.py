@@ -125,11 +125,12 @@ HUB_CONTEXT = 256  # bytes before a chunk that its landmark depends on (two slid
 
 
 def write_hubs(path, corpus, S, intop, beat, n, limit, model):
-    """The bank chunks most often in some head's top-k (ties: most often above the needle) as JSON:
+    """The bank chunks that were in some head's top-k or above the needle, most often in the top-k first
+    (ties: most often above the needle), as JSON:
     {"model", "samples", "chunk_size", "context", "hubs": [{"chunk", "in_topk", "beat", "text"}]};
     text = the chunk's 64 bytes with the HUB_CONTEXT bytes before them, as latin-1 (one character
     per byte), so that a training sample can reproduce the chunk's landmark exactly."""
-    order = sorted(intop, key=lambda c: (-intop[c], -beat.get(c, 0), c))
+    order = sorted(set(intop) | set(beat), key=lambda c: (-intop.get(c, 0), -beat.get(c, 0), c))
     hubs = []
     for c in order:
         if len(hubs) >= limit:
@@ -137,7 +138,7 @@ def write_hubs(path, corpus, S, intop, beat, n, limit, model):
         if c * S < HUB_CONTEXT:
             continue
         text = bytes(corpus.data[c * S - HUB_CONTEXT: (c + 1) * S]).decode("latin-1")
-        hubs.append(dict(chunk=c, in_topk=intop[c], beat=beat.get(c, 0), text=text))
+        hubs.append(dict(chunk=c, in_topk=intop.get(c, 0), beat=beat.get(c, 0), text=text))
     with open(path, "w") as f:
         json.dump(dict(model=model, samples=n, chunk_size=S, context=HUB_CONTEXT, hubs=hubs), f, indent=0)
     print("  %d hubs written to %s (in top-k of %d..%d of %d samples)" % (

@@ -9,6 +9,10 @@ Cleaned to printable ASCII + newlines; documents separated by a blank line.
 
   python3 tools/train/make_corpus.py --out .carry/corpus.txt --max-mb 16
 writes .carry/corpus.txt and .carry/corpus.txt.gz (the gzipped copy is what travels to the GPU).
+
+  python3 tools/train/make_corpus.py --out .carry/heldout.txt --max-mb 8 --exclude .carry/corpus.txt
+writes held-out text: documents of the same sources that the training corpus does not hold, for
+checking that what training learned about the corpus's text generalizes.
 """
 import argparse
 import ast
@@ -201,8 +205,26 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".carry/corpus.txt")
     ap.add_argument("--max-mb", type=float, default=16.0)
+    ap.add_argument("--exclude", default="",
+                    help="a corpus file whose documents are left out (held-out text)")
     a = ap.parse_args()
-    docs = gather(int(a.max_mb * 1e6))
+    if a.exclude:
+        with open(a.exclude) as f:
+            train = f.read()
+        # a document is left out when its first 300 characters occur in the excluded corpus (the
+        # machine's packages may have changed since it was made, so its gather is not redone)
+        docs = [t for t in gather(len(train) + int(2 * a.max_mb * 1e6)) if t[:300] not in train]
+        import random
+        random.Random(4321).shuffle(docs)  # every source group in its share, not the first groups only
+        out, total = [], 0
+        for t in docs:  # at most --max-mb of them
+            if total >= a.max_mb * 1e6:
+                break
+            out.append(t)
+            total += len(t) + 1
+        docs = out
+    else:
+        docs = gather(int(a.max_mb * 1e6))
     text = "\n".join(docs)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w", encoding="ascii") as f:
