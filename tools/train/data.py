@@ -394,7 +394,9 @@ def _put_hubs(rng, hubs, out, lo, spans, avoid, S):
         h = hubs[rng.randrange(len(hubs))]
         if any(w in h for w in avoid):
             continue
-        c0, c1 = (lo + len(h) - S + S - 1) // S, (len(out) - S) // S  # chunk indices that fit
+        # chunk c holds the hub's chunk when its span starts at (c + 1) * S - len(h) >= lo and
+        # ends at (c + 1) * S <= len(out)
+        c0, c1 = (lo + len(h) - 1) // S, len(out) // S - 1
         if c1 < c0:
             break
         for _try in range(4):
