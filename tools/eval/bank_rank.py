@@ -45,14 +45,20 @@ sys.path.insert(0, os.path.join(HERE, "..", "train"))
 import data as D  # noqa: E402
 from hsa_model import HSAModel  # noqa: E402
 
-WARM = 320  # bytes of context before a window's first chunk: >= the lower layers' reach (2 x 128)
+def context_bytes(cfg):
+    """How many bytes before a chunk its landmark depends on: the reach of the lower sliding-window
+    layers (2 x 128 = 256 here); the chunk encoder sees only the chunk itself."""
+    return cfg.num_lower_layers * cfg.sliding_window
 
 
 def bank_landmarks(model, corpus, window, limit=0, log=print):
     """Landmarks of the corpus's chunks (the bytes as tokens, chunks at multiples of S) ->
-    float32 [N, Hm, dr]. Each window of `window` tokens is run with WARM tokens before it."""
+    float32 [N, Hm, dr]. Each window of `window` tokens is run with one chunk more than the
+    landmarks' context before it (320 bytes here)."""
     cfg = model.cfg
     S = cfg.chunk_size
+    warm = context_bytes(cfg) + S
+    dev = next(model.parameters()).device
     data = corpus.data[: limit or len(corpus.data)]
     n = len(data) // S
     out = np.zeros((n, cfg.num_memory_heads, cfg.retrieval_dim), dtype=np.float32)
@@ -60,8 +66,7 @@ def bank_landmarks(model, corpus, window, limit=0, log=print):
     with torch.no_grad():
         for c0 in range(0, n, window // S):
             c1 = min(n, c0 + window // S)
-            s = max(0, c0 * S - WARM)
-            dev = next(model.parameters()).device
+            s = max(0, c0 * S - warm)
             x = model.lower_half(torch.from_numpy(data[s: c1 * S].astype(np.int64))[None].to(dev))
             mem = model.build_memory(x[:, c0 * S - s:])
             out[c0:c1] = mem["landmarks"][0].float().cpu().numpy()
@@ -121,26 +126,23 @@ def sample_scores(model, toks, a0):
     return out["qr"][0][0, a0 - u].float(), out["scores"][0][0, a0 - u].float()
 
 
-HUB_CONTEXT = 256  # bytes before a chunk that its landmark depends on (two sliding-window layers of 128)
-
-
-def write_hubs(path, corpus, S, intop, beat, n, limit, model):
+def write_hubs(path, corpus, S, ctx, intop, beat, n, limit, model):
     """The bank chunks that were in some head's top-k or above the needle, most often in the top-k first
     (ties: most often above the needle), as JSON:
     {"model", "samples", "chunk_size", "context", "hubs": [{"chunk", "in_topk", "beat", "text"}]};
-    text = the chunk's 64 bytes with the HUB_CONTEXT bytes before them, as latin-1 (one character
-    per byte), so that a training sample can reproduce the chunk's landmark exactly."""
+    text = the chunk's S bytes with the ctx bytes before them (context_bytes), as latin-1 (one
+    character per byte), so that a training sample can reproduce the chunk's landmark exactly."""
     order = sorted(set(intop) | set(beat), key=lambda c: (-intop.get(c, 0), -beat.get(c, 0), c))
     hubs = []
     for c in order:
         if len(hubs) >= limit:
             break
-        if c * S < HUB_CONTEXT:
+        if c * S < ctx:
             continue
-        text = bytes(corpus.data[c * S - HUB_CONTEXT: (c + 1) * S]).decode("latin-1")
+        text = bytes(corpus.data[c * S - ctx: (c + 1) * S]).decode("latin-1")
         hubs.append(dict(chunk=c, in_topk=intop.get(c, 0), beat=beat.get(c, 0), text=text))
     with open(path, "w") as f:
-        json.dump(dict(model=model, samples=n, chunk_size=S, context=HUB_CONTEXT, hubs=hubs), f, indent=0)
+        json.dump(dict(model=model, samples=n, chunk_size=S, context=ctx, hubs=hubs), f, indent=0)
     print("  %d hubs written to %s (in top-k of %d..%d of %d samples)" % (
         len(hubs), path, hubs[-1]["in_topk"] if hubs else 0, hubs[0]["in_topk"] if hubs else 0, n),
         file=sys.stderr)
@@ -176,16 +178,18 @@ def main():
     ap.add_argument("--hubs", type=int, default=0,
                     help="also list the N bank chunks that outranked the needle in the most samples")
     ap.add_argument("--hubs-out", default="",
-                    help="write the bank chunks that were in some head's top-k of the whole bank in the "
-                         "most samples as JSON (train.py --hubs-file): each with its 64 bytes and the 256 "
-                         "before them (the landmark's whole context), counts of top-k and of outranking "
-                         "the needle; with several --model, the first model's")
+                    help="write the bank chunks that were in some head's top-k of the whole bank, or above "
+                         "the needle, in the most samples as JSON (train.py --hubs-file): each with its 64 "
+                         "bytes and the 256 before them (the landmark's whole context), counts of top-k and "
+                         "of outranking the needle; needs 'all' in --sizes; with several --model, the first model's")
     ap.add_argument("--hubs-max", type=int, default=500, help="at most this many in --hubs-out")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--device", default="cpu", help="cpu, or cuda (float32 there too: the GPU machine "
-                    "computes the bank in ~a minute instead of the engine's 22 on 2 cores)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (float32 there too: on the H200 the "
+                    "bank and 300 samples took 32 s, where the engine's append alone takes 22 minutes on 2 cores)")
     ap.add_argument("--out", default="", help="JSON lines, one per model, size and sample")
     a = ap.parse_args()
+    if a.hubs_out and "all" not in a.sizes.split(","):
+        sys.exit("bank_rank: --hubs-out ranks against the whole bank: add 'all' to --sizes")
     if a.threads:
         torch.set_num_threads(a.threads)
     corpus = D.Corpus(a.corpus)
@@ -262,7 +266,7 @@ def main():
                 print("  %4d  chunk %6d  %r" % (k, c, text))
             print()
         if a.hubs_out and mi == 0 and N in sizes:
-            write_hubs(a.hubs_out, corpus, S, intop, beat, n, a.hubs_max, path)
+            write_hubs(a.hubs_out, corpus, S, context_bytes(cfg), intop, beat, n, a.hubs_max, path)
         sys.stdout.flush()
     if out:
         out.close()

@@ -20,6 +20,7 @@ import glob
 import gzip
 import hashlib
 import os
+import random
 import re
 import sys
 import unicodedata
@@ -187,7 +188,6 @@ def gather(max_bytes, log=print):
     pyfiles = sorted(glob.glob("/usr/lib/python3*/**/*.py", recursive=True))
     groups.append(("python-docstrings", pyfiles, python_docstrings))
 
-    import random
     for name, files, reader in groups:
         before = total
         n0 = len(docs)
@@ -214,7 +214,6 @@ def main():
         # a document is left out when its first 300 characters occur in the excluded corpus (the
         # machine's packages may have changed since it was made, so its gather is not redone)
         docs = [t for t in gather(len(train) + int(2 * a.max_mb * 1e6)) if t[:300] not in train]
-        import random
         random.Random(4321).shuffle(docs)  # every source group in its share, not the first groups only
         out, total = [], 0
         for t in docs:  # at most --max-mb of them
