@@ -94,14 +94,23 @@ class Corpus:
     # then its S bytes. Empty unless load_hubs() is called.
     hubs = ()
 
-    def load_hubs(self, path, S=64):
-        """Read bank_rank.py --hubs-out's JSON (mined with chunk size S); returns the number of hubs."""
+    def load_hubs(self, paths, S=64):
+        """Read bank_rank.py --hubs-out's JSON (mined with chunk size S); paths: one file or several
+        separated by commas, their hubs joined in order, a text met twice kept once. Returns the
+        number of hubs."""
         import json
-        with open(path) as f:
-            d = json.load(f)
-        if int(d["chunk_size"]) != S:
-            raise ValueError("%s: hubs of %d-byte chunks, the model's are %d" % (path, d["chunk_size"], S))
-        self.hubs = tuple(h["text"].encode("latin-1") for h in d["hubs"])
+        hubs, seen = [], set()
+        for path in paths.split(","):
+            with open(path) as f:
+                d = json.load(f)
+            if int(d["chunk_size"]) != S:
+                raise ValueError("%s: hubs of %d-byte chunks, the model's are %d" % (path, d["chunk_size"], S))
+            for h in d["hubs"]:
+                t = h["text"].encode("latin-1")
+                if t not in seen:
+                    seen.add(t)
+                    hubs.append(t)
+        self.hubs = tuple(hubs)
         return len(self.hubs)
 
     def slice(self, rng, n):

@@ -723,6 +723,11 @@ def test_hubs_are_written_chunk_aligned_into_the_filler_only(corpus, tmp_path):
     c = D.Corpus(text=" ".join(corpus.words * 40))
     c.words = corpus.words
     assert c.load_hubs(str(path), S) == len(good + bad)
+    path2 = tmp_path / "hubs2.json"  # several files: joined in order, a text met twice kept once
+    path2.write_text(json.dumps(dict(chunk_size=S, context=256, hubs=[dict(chunk=0, text="Y" * 320), dict(chunk=1, text=good[0])])))
+    assert c.load_hubs("%s,%s" % (path, path2), S) == len(good + bad) + 1
+    assert c.hubs[-1] == b"Y" * 320
+    assert c.load_hubs(str(path), S) == len(good + bad)
     spans = set(t.encode() for t in good + bad)
     placed = 0
     for seed in range(30):

@@ -370,7 +370,7 @@ def main():
         ap.add_argument("--" + name.replace("_", "-"), type=float, default=0.0, help=text)
     ap.add_argument("--hubs-file", default="",
                     help="JSON of tools/eval/bank_rank.py --hubs-out (corpus chunks that outrank "
-                         "needles), for --hubs")
+                         "needles), for --hubs; several files separated by commas are joined")
     ap.add_argument("--sup-mode", default="per-pos", choices=["per-pos", "union"],
                     help="retrieval targets: the needle being emitted at each answer position, or "
                          "all needles of the query block (old)")
