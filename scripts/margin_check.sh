@@ -23,7 +23,7 @@ model=$1 out=$2
 shift 2
 checks=${*:-own queue vt syntax}
 PY=${PY:-/usr/bin/python3}
-export PYTHONHASHSEED=0  # the generated samples depend on the hash seed (measured; set order somewhere in data.py)
+export PYTHONHASHSEED=0  # the samples depend on the hash seed (data.py _distinct_keys; the tools pin it too)
 [ -f "$model/model.safetensors" ] || { echo "margin_check: $model/model.safetensors does not exist" >&2; exit 2; }
 mkdir -p "$out"
 tmp=$(mktemp -d)

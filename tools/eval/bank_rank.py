@@ -23,7 +23,8 @@ thread, measured on 256K tokens). Then 0.65-1.1 s per sample (the model's forwar
   PYTHONHASHSEED=0 /usr/bin/python3 tools/eval/bank_rank.py --model models/hsadb-small --bank-db /tmp/bank --n 300 --hubs 25
   ... --model A --bank-db DB_A --model B --bank-db DB_B      # the same samples for both
 
-(PYTHONHASHSEED=0: the generated samples depend on the hash seed.) Prints per model and bank
+(The generated samples depend on the hash seed; the script runs under PYTHONHASHSEED=0 whatever
+it was started with: data.pin_hash_seed.) Prints per model and bank
 size: top-1 (the needle's chunk first in every memory head), in top-k (in every head's k), the
 needle's mean share of the mixture and the one-sided 95% lower bound of top-1; --hubs N lists the
 bank chunks that outranked the needle in the most samples; --out FILE writes one JSON line per
@@ -273,4 +274,5 @@ def main():
 
 
 if __name__ == "__main__":
+    D.pin_hash_seed()  # the samples depend on the hash seed (data.py)
     main()

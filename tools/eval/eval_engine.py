@@ -241,4 +241,5 @@ def plot_from(files, title, path):
 
 
 if __name__ == "__main__":
+    D.pin_hash_seed()  # the samples depend on the hash seed (data.py)
     main()

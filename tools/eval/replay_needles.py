@@ -6,8 +6,8 @@ the haystack, %) next to the answer the engine gave, to see what a wrong answer 
       --results docs/eval/tasks-1m-gpu-engine-35308.jsonl --tasks multikey,multiquery,vt \
       --length 1048576 --n 10 --show vt
 
-The arguments must be those of the run (tasks in the same order, --n, --seed, the same corpus and
-PYTHONHASHSEED): the haystacks come from one random stream, as in eval_engine.py. Only runs with
+The arguments must be those of the run (tasks in the same order, --n, --seed, the same corpus;
+the hash seed is pinned to 0 as in eval_engine.py): the haystacks come from one random stream, as in eval_engine.py. Only runs with
 a single length can be replayed this way (eval_engine.py draws task by task, length by length).
 """
 import argparse
@@ -60,4 +60,5 @@ def main():
 
 
 if __name__ == "__main__":
+    D.pin_hash_seed()  # the samples depend on the hash seed (data.py)
     main()

@@ -619,6 +619,21 @@ def fam_niah(rng, corpus, L, S, kind=None, opts=None):
                     lookalikes=True)
 
 
+def pin_hash_seed():
+    """Run this process under PYTHONHASHSEED=0, re-executing it once if it was started without:
+    _distinct_keys iterates a set of strings, so the multikey / multiquery / multivalue samples
+    depend on the hash seed, and every haystack in docs/ was made with 0. Scripts that make samples
+    call this before main(); the library itself never does."""
+    if os.environ.get("PYTHONHASHSEED") == "0":
+        return
+    import sys
+    os.environ["PYTHONHASHSEED"] = "0"
+    argv = list(getattr(sys, "orig_argv", [])) or [sys.executable] + sys.argv
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable] + argv[1:])
+
+
 def _distinct_keys(rng, corpus, n):
     ks = set()
     while len(ks) < n:

@@ -64,4 +64,5 @@ def main():
 
 
 if __name__ == "__main__":
+    D.pin_hash_seed()  # the samples depend on the hash seed (data.py)
     main()

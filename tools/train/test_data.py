@@ -319,6 +319,26 @@ def test_default_samples_unchanged_since_tail_align(corpus):
     assert h(dict(D.TRAIN_OPTS, tail_frac=0.25, tail_zero=0.5)) == "5e92aa2b9abfd74f"
 
 
+def test_pin_hash_seed_makes_multikey_samples_independent_of_the_launch():
+    """Multikey samples differ between hash seeds (the reason for pin_hash_seed); a script that calls
+    data.pin_hash_seed() first makes the PYTHONHASHSEED=0 samples whatever it was started with."""
+    import subprocess
+    code = ("import hashlib, random, sys; sys.path.insert(0, %r); import data as D; %s"
+            "words = D.FALLBACK_WORDS + D.NOISE; r = random.Random(0); "
+            "c = D.Corpus(text=' '.join(r.choice(words) for _ in range(20000))); m = hashlib.sha256(); "
+            "[m.update(D.fam_multikey(random.Random(s), c, 1024, 64).tokens.tobytes()) for s in range(6)]; "
+            "print(m.hexdigest())")
+
+    def run(pin, seed):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        return subprocess.run([sys.executable, "-c", code % (HERE, "D.pin_hash_seed(); " if pin else "")],
+                              env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+    zero = run(False, "0")
+    assert len({run(False, "1"), run(False, "2"), zero}) == 3
+    assert run(True, "1") == run(True, "2") == run(True, "random") == zero
+
+
 def test_copy_family_repeats_inside_the_window(corpus):
     rng = random.Random(11)
     for L in (1024, 4096):
