@@ -7,15 +7,18 @@
 #     bash scripts/train_device.sh                 # logs, eval and weights in $OUT
 #
 # Knobs (environment): INIT (resume dir, not in git: tools/train/make_init.py makes one that starts
-# from exported weights with a fresh optimizer; default .carry/ckpt_ft_init), MINUTES
-# (7), LR (2e-4), MIX (JSON family weights; default: the session-3 mix with 15% in-window copy),
-# TAIL_ALIGN (0.5), COPY_IN_CHUNK (0: the copy family's share of pairs inside one chunk),
-# CURRICULUM (0:4096), SEED (11), LM_WEIGHT (0.1), EXTRA (more flags; a flag given twice takes its
-# last value), TMPD (scratch, /tmp/ft), EVAL_N (also scripts/eval_big.sh with this many samples per
-# cell, written to eval_big.txt; 0 = none), SEND_WEIGHTS (1: the weights' parts to $OUT), BASELINE
-# (a model directory, e.g. models/hsadb-small: also its eval_big and LM loss on this machine's
-# corpus, written to eval_base.txt, for a same-corpus comparison), EVAL_EXTRA (eval_tasks.py flags for
-# the new model's evals, e.g. --vt-trail when EXTRA has it).
+# from exported weights with a fresh optimizer; default .carry/ckpt_ft_init), MINUTES (7),
+# PLAN_MINUTES (the whole run's training minutes, for the lr schedule; default MINUTES: a run longer
+# than one command is several calls, each with INIT the last one's $TMPD/ckpt and its own TMPD while
+# the machine is still warm, all with the same PLAN_MINUTES), LR (2e-4), MIX (JSON family weights;
+# default: the session-3 mix with 15% in-window copy), TAIL_ALIGN (0.5), COPY_IN_CHUNK (0: the copy
+# family's share of pairs inside one chunk), CURRICULUM (0:4096), SEED (11), LM_WEIGHT (0.1), EXTRA
+# (more flags; a flag given twice takes its last value), TMPD (scratch, /tmp/ft), EVAL_N (also
+# scripts/eval_big.sh with this many samples per cell, written to eval_big.txt; 0 = none),
+# SEND_WEIGHTS (1: the weights' parts to $OUT), BASELINE (a model directory, e.g. models/hsadb-small:
+# also its eval_big and LM loss on this machine's corpus, written to eval_base.txt, for a same-corpus
+# comparison), EVAL_EXTRA (eval_tasks.py flags for the new model's evals, e.g. --vt-trail when EXTRA
+# has it).
 # The command is written to $OUT/command.txt, so every run's flags come back with its numbers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +35,7 @@ CURRICULUM=${CURRICULUM:-0:4096}
 SEED=${SEED:-11}
 E="--lengths 4096 --n 20 --dists 0,4,16,64 --seed 12345 --corpus .carry/corpus.txt.gz ${EVAL_EXTRA:-}"
 cmd=(python3 tools/train/train.py --out $TMPD/ckpt --resume "$INIT" --minutes "$MINUTES"
-     --plan-minutes "$MINUTES" --curriculum "$CURRICULUM" --lr "$LR" --min-lr-ratio 1.0 --rewarm-steps 100
+     --plan-minutes "${PLAN_MINUTES:-$MINUTES}" --curriculum "$CURRICULUM" --lr "$LR" --min-lr-ratio 1.0 --rewarm-steps 100
      --lm-weight "${LM_WEIGHT:-0.1}" --gain-lr-mult 5 --mix "$MIX" --tail-frac 0.25 --tail-zero 0.5
      --tail-align "$TAIL_ALIGN" --tail-align-straddle 0.4 --copy-in-chunk "${COPY_IN_CHUNK:-0}"
      --corpus .carry/corpus.txt.gz
