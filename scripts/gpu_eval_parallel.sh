@@ -8,14 +8,16 @@
 #   .carry/corpus.txt.gz; the model in models/hsadb-small):
 #     PAR_TASKS="vt;multikey,multiquery" PAR_NEEDLE_LENGTHS=1048576 bash scripts/gpu_eval_parallel.sh
 #
-# Knobs: PAR_TASKS (';'-separated task lists, one process each, at 1M with PAR_TASKS_N haystacks per
-# task (20) and seed 1234: a list meets the same haystacks as gpu_engine_check.sh's GPU_TASKS=<list>
-# run, e.g. "vt" and "multikey,multiquery" those of docs/eval/tasks-1m-gpu-engine-*.jsonl),
+# Knobs: PAR_TASKS (';'-separated task lists, one process per list and length, at the lengths of
+# PAR_TASKS_LENGTH (comma-separated; 1048576) with PAR_TASKS_N haystacks per task (20) and seed 1234:
+# a list meets the same haystacks as gpu_engine_check.sh's GPU_TASKS=<list> run, e.g. "vt" and
+# "multikey,multiquery" at 1M those of docs/eval/tasks-1m-gpu-engine-*.jsonl; with a larger
+# PAR_TASKS_N a list's first task still begins with those haystacks),
 # PAR_NEEDLE_LENGTHS (comma-separated; single needle, one process per depth 0/25/50/75/100% and
 # length, PAR_NEEDLE_N per depth (60), seeds PAR_NEEDLE_SEED+1 ... +5 (5100: session 10's 1M run; a
 # concurrent run with another PAR_NEEDLE_SEED and PAR_TMP adds different haystacks), PAR_TIMEOUT (each
 # process, 450 s), MODEL (models/hsadb-small); for a check on a machine without the GPU build:
-# HSADB (the CLI; default .carry/gpu/hsadb with its libraries), PY (python3), PAR_TASKS_LENGTH (1048576);
+# HSADB (the CLI; default .carry/gpu/hsadb with its libraries), PY (python3);
 # PAR_TMP (scratch: databases and per-process records, /tmp/par; give each concurrent run its own);
 # PAR_EVAL_EXTRA (more eval_engine.py flags, e.g. --wrap-from-start: the 16M haystacks of runs before
 # session 11's random corpus offset, docs/eval/niah-16m-gpu-engine-49860.jsonl among them).
@@ -38,11 +40,14 @@ sha256sum "$MODEL/model.safetensors" | tee "$OUT/par.log"
 E=("$PY" tools/eval/eval_engine.py --hsadb "$HSADB" --model "$MODEL" --corpus .carry/corpus.txt.gz ${PAR_EVAL_EXTRA:-})
 n=0
 IFS=';' read -r -a lists <<< "${PAR_TASKS:-}"
+IFS=, read -r -a tlengths <<< "${PAR_TASKS_LENGTH:-1048576}"
 for tl in "${lists[@]}"; do
   [ -n "$tl" ] || continue
-  n=$((n + 1))
-  timeout "$T" "${E[@]}" --tasks "$tl" --lengths "${PAR_TASKS_LENGTH:-1048576}" --n "${PAR_TASKS_N:-20}" \
-    --out $P/t$n --db $P/tdb$n > $P/t$n.log 2>&1 &
+  for TL in "${tlengths[@]}"; do
+    n=$((n + 1))
+    timeout "$T" "${E[@]}" --tasks "$tl" --lengths "$TL" --n "${PAR_TASKS_N:-20}" \
+      --out $P/t$n --db $P/tdb$n > $P/t$n.log 2>&1 &
+  done
 done
 IFS=, read -r -a lengths <<< "${PAR_NEEDLE_LENGTHS:-}"
 for L in "${lengths[@]}"; do
