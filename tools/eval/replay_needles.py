@@ -6,9 +6,10 @@ the haystack, %) next to the answer the engine gave, to see what a wrong answer 
       --results docs/eval/tasks-1m-gpu-engine-35308.jsonl --tasks multikey,multiquery,vt \
       --length 1048576 --n 10 --show vt
 
-The arguments must be those of the run (tasks in the same order, --n, --seed, the same corpus;
-the hash seed is pinned to 0 as in eval_engine.py): the haystacks come from one random stream, as in eval_engine.py. Only runs with
-a single length can be replayed this way (eval_engine.py draws task by task, length by length).
+The arguments must be those of the run (tasks in the same order, --n, --seed, the same corpus):
+the haystacks come from one random stream, as in eval_engine.py (both pin PYTHONHASHSEED=0). Only
+runs with a single length can be replayed this way (eval_engine.py draws task by task, length by
+length).
 """
 import argparse
 import json
