@@ -398,6 +398,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-optim-save", action="store_true")
     ap.add_argument("--mem-round-bf16", action="store_true")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the training step's forward (torch 2.x; evals run the plain model; "
+                         "the compile's minute or so counts against --minutes). Measure with bench.py --compile first")
     ap.add_argument("--residual", default="", help="override hsa_residual")
     ap.add_argument("--gain-lr-mult", type=float, default=1.0,
                     help="lr multiplier of chunk.k_norm and upper.*.hsa.q_norm gains")
@@ -448,6 +451,13 @@ def main():
     state["args_last"] = vars(args)
     log("model %.2fM params, device %s %s, torch %s" % (model.num_params() / 1e6, dev,
                                                        torch.cuda.get_device_name() if amp else "", torch.__version__), logf)
+
+    fwd = model  # the training step's forward; evals (other shapes) call model itself
+    if args.compile:
+        if not hasattr(torch, "compile"):
+            sys.exit("train: --compile needs torch 2.x (this is %s)" % torch.__version__)
+        fwd = torch.compile(model)
+        log("training forward: torch.compile", logf)
 
     corpus = D.Corpus(args.corpus or None)
     log("corpus %.1f MB, %d words" % (len(corpus.data) / 1e6, len(corpus.words)), logf)
@@ -503,7 +513,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr * g.get("lr_mult", 1.0)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(tok, return_scores=args.ret_weight > 0)
+            out = fwd(tok, return_scores=args.ret_weight > 0)
         logits = out["logits"][:, :-1].float()
         tgt = tok[:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
