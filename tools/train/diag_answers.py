@@ -33,12 +33,14 @@ def main():
     ap.add_argument("--seed", type=int, default=12345, help="eval_tasks.py's --seed")
     ap.add_argument("--corpus", default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vt-trail", action="store_true",
+                    help="vt answers end with a space (models trained with train.py --vt-trail: the shipped one)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     m = HSAModel.from_pretrained(a.model).eval()
     corpus = D.Corpus(a.corpus)
     S, L = m.cfg.chunk_size, a.L
-    opts = task_opts()   # eval_tasks.py's defaults: the same haystacks
+    opts = task_opts(vt_trail=a.vt_trail)   # eval_tasks.py's defaults: the same haystacks
     for fam in a.families.split(","):
         ok_n = 0
         for i, (s, spans, u) in enumerate(family_samples(a.seed, corpus, fam, L, S, a.n, a.tail, opts)):
