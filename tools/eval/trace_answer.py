@@ -49,6 +49,27 @@ def memory(model, toks):
     return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
 
 
+def upper_pass(model, toks, u):
+    """Logits [T-u, V] of positions u..T-1 of toks, and per HSA layer the picks idx / weights w
+    [T-u, Hm, K], with the memory of memory(): what model(toks, upper_start=u) computes, without
+    running the lower layers over all of toks at once."""
+    cfg = model.cfg
+    W = cfg.sliding_window
+    with torch.no_grad():
+        mem = memory(model, toks)
+        s = max(0, u - (cfg.num_lower_layers * W + cfg.chunk_size))
+        x = model.lower_half(torch.tensor(toks[s:])[None])[:, u - s:]
+        idx, w = [], []
+        for grp in model.upper:
+            x, info = grp.hsa(x, u, mem)
+            idx.append(info["idx"][0])
+            w.append(info["w"][0])
+            for layer in grp.swa:
+                x = layer(x, u, W)
+        logits = torch.nn.functional.linear(model.final_norm(x), model.lm_weight())[0]
+    return logits, idx, w
+
+
 def byte_name(t):
     return repr(chr(t)) if t < 256 else "<%d>" % t
 
@@ -64,18 +85,7 @@ def trace(model, sample, task, trail, top, show_weight):
         ans_pos += list(range(len(toks) - 1, len(toks) + len(a)))  # positions predicting a and <eos>
         toks += list(a) + [D.EOS]
     u = max(0, ans_pos[0] - 2 * W - S)  # the upper layers from here (their windows before the answers)
-    with torch.no_grad():
-        mem = memory(model, toks)
-        s = max(0, u - (cfg.num_lower_layers * W + S))
-        x = model.lower_half(torch.tensor(toks[s:])[None])[:, u - s:]
-        idx, w = [], []
-        for grp in model.upper:
-            x, info = grp.hsa(x, u, mem)
-            idx.append(info["idx"][0])
-            w.append(info["w"][0])
-            for layer in grp.swa:
-                x = layer(x, u, W)
-        logits = torch.nn.functional.linear(model.final_norm(x), model.lm_weight())[0]
+    logits, idx, w = upper_pass(model, toks, u)
     for q, a in qas:
         print("  question %r, answer %r" % (q.decode("latin-1"), a.decode("latin-1")))
     strong = []
