@@ -12,9 +12,13 @@ windows of 8K tokens (a 1M haystack fits in ~2 GB) and rounded to bf16, as the e
   /usr/bin/python3 tools/eval/trace_answer.py --tasks vt --length 1048576 --n 20 --index 3,9,15
   # session 14: the three 1M vt misses of docs/eval/tasks-1m-gpu-engine-52998.jsonl, ~5 minutes per
   # 1M haystack on one core of the 2-core workstation (docs/evaluation.md, step 52,998)
+  /usr/bin/python3 tools/eval/trace_answer.py --demo --index 0,5,17
+  # the demo-needle probe's 4471 (right) and two of its misses (8628, 1214), a few seconds each
 
-Chunk c holds tokens c*64 .. c*64+63, token 0 being <bos> (the engine's grid too). vt answers
-end with a space before <eos> (train.py --vt-trail, the shipped model) unless --no-trail.
+The sequence is the engine's: the haystack's bytes from position 0 (a memory's stream has no
+<bos>), so chunk c holds bytes c*64 .. c*64+63 as in the engine (training samples start with <bos>,
+one byte earlier on their grid). vt answers end with a space before <eos> (train.py --vt-trail, the
+shipped model) unless --no-trail.
 """
 import argparse
 import os
@@ -74,13 +78,14 @@ def byte_name(t):
     return repr(chr(t)) if t < 256 else "<%d>" % t
 
 
-def trace(model, sample, task, trail, top, show_weight):
+def trace(model, hay, qas, spans, trail, top, show_weight):
+    """hay: the haystack's bytes; qas: [(question, answer)] bytes; spans: the needles' (start, end)
+    byte offsets in hay (printed with their chunks); trail: a space before each answer's <eos>."""
     cfg = model.cfg
     S, W = cfg.chunk_size, cfg.sliding_window
-    hay, qas = E.split_sample(sample.tokens)
-    toks, ans_pos = [D.BOS] + list(hay), []
+    toks, ans_pos = list(hay), []  # the engine's stream: no <bos>
     for q, a in qas:
-        a = a + (b" " if trail and task == "vt" else b"")
+        a = a + (b" " if trail else b"")
         toks += [D.QUERY] + list(q) + [D.ANSWER]
         ans_pos += list(range(len(toks) - 1, len(toks) + len(a)))  # positions predicting a and <eos>
         toks += list(a) + [D.EOS]
@@ -102,7 +107,7 @@ def trace(model, sample, task, trail, top, show_weight):
         print("  +%-3d want %-7s| %s | %s" % (pos - ans_pos[0], byte_name(toks[pos + 1]),
               " ".join("%s %.2f" % (byte_name(int(k)), float(v)) for v, k in zip(best.values, best.indices)),
               "  ".join(heads)))
-    for st, en in sample.meta["spans"]:
+    for st, en in spans:
         print("  needle in chunks %d-%d: %r" % (st // S, (en - 1) // S, bytes(toks[st:en]).decode("latin-1")))
     for c in sorted(set(strong)):
         print("  chunk %d: %r" % (c, bytes(t for t in toks[c * S:(c + 1) * S] if t < 256).decode("latin-1")))
@@ -111,12 +116,16 @@ def trace(model, sample, task, trail, top, show_weight):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="models/hsadb-small")
-    ap.add_argument("--tasks", required=True, help="the run's --tasks, in its order")
-    ap.add_argument("--length", type=int, required=True, help="the run's (single) --lengths")
-    ap.add_argument("--n", type=int, required=True, help="the run's --n")
+    ap.add_argument("--tasks", default="", help="the run's --tasks, in its order")
+    ap.add_argument("--length", type=int, default=0, help="the run's (single) --lengths")
+    ap.add_argument("--n", type=int, default=0, help="the run's --n")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--corpus", default=None)
-    ap.add_argument("--index", required=True, help="comma-separated haystack numbers (as eval_engine.py prints them)")
+    ap.add_argument("--index", required=True, help="comma-separated haystack numbers (as eval_engine.py prints them), "
+                    "or with --demo the values' numbers")
+    ap.add_argument("--demo", action="store_true",
+                    help="instead of a task run: probe_boundary.py --probe demo --seed 5's haystacks (the demo's archive "
+                         "with the north gate's number replaced; value 0 is 4471 itself)")
     ap.add_argument("--task", default="", help="the task the indices belong to (default: the first of --tasks)")
     ap.add_argument("--no-trail", action="store_true", help="vt answers without the trailing space")
     ap.add_argument("--top", type=int, default=3)
@@ -127,17 +136,30 @@ def main():
     model = HSAModel.from_pretrained(a.model)
     model.eval()
     model.mem_round_bf16 = True
+    pick = set(int(x) for x in a.index.split(","))
+    if a.demo:
+        import probe_boundary as PB
+        cases = PB.demo_cases(random.Random(5), max(pick) + 1)
+        for i in sorted(pick):
+            _, hay, q, want = cases[i]
+            print("=== demo #%d (value %s)" % (i, want.decode()), flush=True)
+            trace(model, hay, [(q, want)], [], False, a.top, a.show_weight)
+        return
+    if not (a.tasks and a.length and a.n):
+        sys.exit("trace_answer: --tasks, --length and --n (the run's), or --demo")
     corpus = D.Corpus(a.corpus)
     rng = random.Random(a.seed)
     tasks = a.tasks.split(",")
     want = a.task or tasks[0]
-    pick = set(int(x) for x in a.index.split(","))
     for task in tasks:  # the draws of eval_engine.task_haystacks, keeping the samples' needle spans
         for i in range(a.n):
             sample = E.FAMILIES[task](rng, corpus, a.length, model.cfg.chunk_size)
             if task == want and i in pick:
                 print("=== %s #%d (L=%d)" % (task, i, a.length), flush=True)
-                trace(model, sample, task, not a.no_trail, a.top, a.show_weight)
+                hay, qas = E.split_sample(sample.tokens)
+                shift = 1 if sample.tokens[0] == D.BOS else 0  # the sample's positions count its <bos>
+                spans = [(st - shift, en - shift) for st, en in sample.meta["spans"]]
+                trace(model, hay, qas, spans, task == "vt" and not a.no_trail, a.top, a.show_weight)
                 sys.stdout.flush()
         if task == want:
             break
