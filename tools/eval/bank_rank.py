@@ -52,26 +52,36 @@ def context_bytes(cfg):
     return cfg.num_lower_layers * cfg.sliding_window
 
 
+def memory_windows(model, toks, window):
+    """The memory of a token sequence too long for one pass of the lower layers, window by window:
+    yields (c0, c1, mem) for chunks c0..c1-1 of each window of `window` tokens (mem as
+    HSAModel.build_memory's, batch 1). Each window is run with one chunk more than the landmarks'
+    context before it (320 tokens here), which gives its chunks what one pass over all of toks
+    gives them (tools/eval/test_trace_answer.py checks it). toks: a 1-D sequence of token ids
+    (numpy array or list); call under torch.no_grad()."""
+    S = model.cfg.chunk_size
+    warm = context_bytes(model.cfg) + S
+    dev = next(model.parameters()).device
+    n = len(toks) // S
+    for c0 in range(0, n, window // S):
+        c1 = min(n, c0 + window // S)
+        s = max(0, c0 * S - warm)
+        x = model.lower_half(torch.from_numpy(np.asarray(toks[s: c1 * S], dtype=np.int64))[None].to(dev))
+        yield c0, c1, model.build_memory(x[:, c0 * S - s:])
+
+
 def bank_landmarks(model, corpus, window, limit=0, log=print):
     """Landmarks of the corpus's chunks (the bytes as tokens, chunks at multiples of S) ->
-    float32 [N, Hm, dr]. Each window of `window` tokens is run with one chunk more than the
-    landmarks' context before it (320 bytes here)."""
+    float32 [N, Hm, dr], computed window by window (memory_windows)."""
     cfg = model.cfg
-    S = cfg.chunk_size
-    warm = context_bytes(cfg) + S
-    dev = next(model.parameters()).device
     data = corpus.data[: limit or len(corpus.data)]
-    n = len(data) // S
+    n = len(data) // cfg.chunk_size
     out = np.zeros((n, cfg.num_memory_heads, cfg.retrieval_dim), dtype=np.float32)
     t0 = time.time()
     with torch.no_grad():
-        for c0 in range(0, n, window // S):
-            c1 = min(n, c0 + window // S)
-            s = max(0, c0 * S - warm)
-            x = model.lower_half(torch.from_numpy(data[s: c1 * S].astype(np.int64))[None].to(dev))
-            mem = model.build_memory(x[:, c0 * S - s:])
+        for c0, c1, mem in memory_windows(model, data, window):
             out[c0:c1] = mem["landmarks"][0].float().cpu().numpy()
-            if c0 // (window // S) % 50 == 0:
+            if c0 // (window // cfg.chunk_size) % 50 == 0:
                 log("  bank %d/%d chunks (%.0f s)" % (c1, n, time.time() - t0))
     return out
 

@@ -32,24 +32,15 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "train"))
 import data as D  # noqa: E402
 import eval_engine as E  # noqa: E402
+from bank_rank import context_bytes, memory_windows  # noqa: E402
 from hsa_model import HSAModel  # noqa: E402
 
 WINDOW = 8192
 
 
 def memory(model, toks):
-    """The memory of every complete chunk of toks, built window by window, each window with the
-    lower layers' reach (and one chunk) of tokens before it."""
-    cfg = model.cfg
-    S = cfg.chunk_size
-    warm = cfg.num_lower_layers * cfg.sliding_window + S
-    n = len(toks) // S
-    parts = []
-    for c0 in range(0, n, WINDOW // S):
-        c1 = min(n, c0 + WINDOW // S)
-        s = max(0, c0 * S - warm)
-        x = model.lower_half(torch.tensor(toks[s: c1 * S])[None])
-        parts.append(model.build_memory(x[:, c0 * S - s:]))
+    """The memory of every complete chunk of toks (bank_rank.memory_windows, joined)."""
+    parts = [mem for _, _, mem in memory_windows(model, toks, WINDOW)]
     return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
 
 
@@ -61,7 +52,7 @@ def upper_pass(model, toks, u):
     W = cfg.sliding_window
     with torch.no_grad():
         mem = memory(model, toks)
-        s = max(0, u - (cfg.num_lower_layers * W + cfg.chunk_size))
+        s = max(0, u - (context_bytes(cfg) + cfg.chunk_size))
         x = model.lower_half(torch.tensor(toks[s:])[None])[:, u - s:]
         idx, w = [], []
         for grp in model.upper:

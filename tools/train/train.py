@@ -400,7 +400,7 @@ def main():
     ap.add_argument("--mem-round-bf16", action="store_true")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the training step's forward (torch 2.x; evals run the plain model; "
-                         "the compile's minute or so counts against --minutes). Measure with bench.py --compile first")
+                         "the compile time counts against --minutes). Measure with bench.py --compile first")
     ap.add_argument("--residual", default="", help="override hsa_residual")
     ap.add_argument("--gain-lr-mult", type=float, default=1.0,
                     help="lr multiplier of chunk.k_norm and upper.*.hsa.q_norm gains")
