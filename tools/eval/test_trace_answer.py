@@ -36,3 +36,19 @@ def test_upper_pass_matches_the_forward_pass(monkeypatch):
     for li in range(len(idx)):
         assert torch.equal(idx[li], ref["topk_idx"][li][0])
         assert torch.allclose(w[li], ref["topk_w"][li][0], atol=1e-5)
+
+
+def test_upper_pass_from_upper_reach_matches_the_whole_forward_pass():
+    """Started upper_reach() before the answers, the upper pass gives the answers the logits of a
+    pass over the whole sequence (the engine's, which continues the stream); a start closer to
+    them does not (the first traces of session 14 started 2 x W + S before: checked to differ)."""
+    model = HSAModel.from_pretrained(os.path.join(ROOT, "tests", "data", "tiny")).eval()
+    words = D.FALLBACK_WORDS + D.NOISE
+    corpus = D.Corpus(text=" ".join(random.Random(3).choice(words) for _ in range(20000)))
+    toks = D.fam_vt(random.Random(7), corpus, 2048, model.cfg.chunk_size).tokens.tolist()
+    first = len(toks) - 40
+    u = first - TA.upper_reach(model.cfg)
+    logits, _, _ = TA.upper_pass(model, toks, u)
+    with torch.no_grad():
+        full = model(torch.tensor(toks)[None])["logits"][0]
+    assert torch.allclose(logits[first - u:], full[first:], atol=1e-4)

@@ -44,6 +44,14 @@ def memory(model, toks):
     return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
 
 
+def upper_reach(cfg):
+    """How many positions before a token the upper half's output there depends on (besides the
+    memory): one sliding window per attention layer of the upper half, num_upper_groups x (the HSA
+    layer's own + swa_layers_per_group). Starting the upper pass that far before the answers gives
+    them what the engine computes, whose query continues the whole stream."""
+    return cfg.num_upper_groups * (1 + cfg.swa_layers_per_group) * (cfg.sliding_window - 1)
+
+
 def upper_pass(model, toks, u):
     """Logits [T-u, V] of positions u..T-1 of toks, and per HSA layer the picks idx / weights w
     [T-u, Hm, K], with the memory of memory(): what model(toks, upper_start=u) computes, without
@@ -80,7 +88,7 @@ def trace(model, hay, qas, spans, trail, top, show_weight):
         toks += [D.QUERY] + list(q) + [D.ANSWER]
         ans_pos += list(range(len(toks) - 1, len(toks) + len(a)))  # positions predicting a and <eos>
         toks += list(a) + [D.EOS]
-    u = max(0, ans_pos[0] - 2 * W - S)  # the upper layers from here (their windows before the answers)
+    u = max(0, ans_pos[0] - upper_reach(cfg))
     logits, idx, w = upper_pass(model, toks, u)
     for q, a in qas:
         print("  question %r, answer %r" % (q.decode("latin-1"), a.decode("latin-1")))
