@@ -7,9 +7,11 @@ and one eval forward (lower half + memory over L, upper half over the last 1K to
 Where the step's time goes (for the fused-kernel question, issue 3):
   --profile N   torch.profiler over two steps at the first length: the N ops with the most device
                 time (CPU time on a machine without CUDA)
-  --hsa         also time hsa_attend alone (the naive gather of the selected chunks, fwd+bwd) at
-                each length's training shape, with random picks, next to the whole step
+  --hsa         also time the HSA attention alone (fwd+bwd; hsa_attend is the naive gather of the
+                selected chunks) at each length's training shape, with random picks, next to the step
   --compile     torch.compile the model first (torch 2.x; the step is timed after compiling)
+  --hsa-kernel  torch (hsa_attend, the gather) or triton (hsa_triton.py, fused): the HSA attention
+                of the model's step and of --hsa
 """
 import argparse
 import os
@@ -19,7 +21,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hsa_model import HSAConfig, HSAModel, hsa_attend  # noqa: E402
+from hsa_model import HSAConfig, HSAModel, hsa_attention, set_hsa_kernel  # noqa: E402
 from train import PRESETS  # noqa: E402
 
 
@@ -33,11 +35,13 @@ def main():
     ap.add_argument("--profile", type=int, default=0, metavar="N")
     ap.add_argument("--hsa", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--hsa-kernel", default="torch", choices=["torch", "triton"])
     a = ap.parse_args()
+    set_hsa_kernel(a.hsa_kernel)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = HSAConfig(**PRESETS[a.preset])
     m = HSAModel(cfg).to(dev)
-    print("params %.2fM, device %s, torch %s" % (m.num_params() / 1e6, dev, torch.__version__), flush=True)
+    print("params %.2fM, device %s, torch %s, hsa kernel %s" % (m.num_params() / 1e6, dev, torch.__version__, a.hsa_kernel), flush=True)
     amp = dev.type == "cuda"
     run = m
     if a.compile:
@@ -71,7 +75,8 @@ def main():
         mem = torch.cuda.max_memory_allocated() / 2**30 if amp else 0
         line = "train L %6d B %3d: %.3f s/step, %8.0f tok/s, peak %.1f GiB" % (L, B, dt, B * L / dt, mem)
         if a.hsa:
-            line += " | hsa_attend fwd+bwd x %d layers: %.3f s" % (cfg.num_upper_groups, cfg.num_upper_groups * time_hsa(cfg, B, L, dev, a.steps, sync))
+            t = time_hsa(cfg, B, L, dev, a.steps, sync)
+            line += " | HSA attention fwd+bwd x %d layers: %.3f s" % (cfg.num_upper_groups, cfg.num_upper_groups * t)
         print(line, flush=True)
     if a.profile and lengths:
         L = lengths[0]
@@ -99,8 +104,9 @@ def main():
 
 
 def time_hsa(cfg, B, L, dev, steps, sync):
-    """Seconds per fwd+bwd of one layer's hsa_attend at the training shape [B, L] (random picks
-    among the eligible chunks, bf16 inputs as under autocast)."""
+    """Seconds per fwd+bwd of one layer's HSA attention (hsa_attend, or the kernel set by
+    --hsa-kernel on CUDA) at the training shape [B, L] (random picks among the eligible chunks,
+    bf16 inputs as under autocast)."""
     S, Hm, H, dh, K = cfg.chunk_size, cfg.num_memory_heads, cfg.num_attention_heads, cfg.head_dim, cfg.chunk_topk
     C = L // S
     dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -113,7 +119,7 @@ def time_hsa(cfg, B, L, dev, steps, sync):
         if i == 1:
             sync()
             t0 = time.time()
-        hsa_attend(q, km, vm, idx, w).float().square().mean().backward()
+        hsa_attention(q, km, vm, idx, w).float().square().mean().backward()
     sync()
     return (time.time() - t0) / steps
 

@@ -334,6 +334,30 @@ def hsa_attend(q, kmem, vmem, idx, w):
     return O.reshape(B, T, H * dh)
 
 
+# The HSA attention the layers call on CUDA tensors: hsa_attend, or a fused kernel set by
+# set_hsa_kernel (training; CPU tensors always take hsa_attend, the reference).
+_HSA_CUDA = None
+
+
+def set_hsa_kernel(name):
+    """'torch' (hsa_attend everywhere) or 'triton' (hsa_triton.hsa_attend_triton on CUDA tensors)."""
+    global _HSA_CUDA
+    if name == "triton":
+        from hsa_triton import hsa_attend_triton
+        _HSA_CUDA = hsa_attend_triton
+    elif name == "torch":
+        _HSA_CUDA = None
+    else:
+        raise ValueError("hsa kernel %r: torch or triton" % name)
+
+
+def hsa_attention(q, kmem, vmem, idx, w):
+    """The layers' HSA attention: hsa_attend, or on CUDA tensors the kernel set_hsa_kernel chose."""
+    if _HSA_CUDA is not None and q.is_cuda:
+        return _HSA_CUDA(q, kmem, vmem, idx, w)
+    return hsa_attend(q, kmem, vmem, idx, w)
+
+
 def hsa_attend_naive(q, kmem, vmem, idx, w):
     """Loop version of hsa_attend for tests.  Same arguments."""
     B, T, H, dh = q.shape
@@ -389,7 +413,7 @@ class HSALayer(nn.Module):
             s, n_valid = retrieval_scores(qr, mem["landmarks"], pos, cfg.chunk_size)
             idx, w = select_topk(s, n_valid, cfg.chunk_topk)
             q = self.q_norm(self.q(h).view(B, T, H, dh))
-            O = hsa_attend(q, mem["kmem"], mem["vmem"], idx, w)
+            O = hsa_attention(q, mem["kmem"], mem["vmem"], idx, w)
             y = self.o(O.to(x.dtype))
             info["idx"], info["w"] = idx, w
             if want_scores:

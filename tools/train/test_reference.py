@@ -184,6 +184,28 @@ def test_hsa_attend_matches_naive():
     assert torch.allclose(hsa_attend(q, km, vm, idx, w), hsa_attend_naive(q, km, vm, idx, w), atol=1e-12)
 
 
+def test_hsa_kernel_choice():
+    """The layers call hsa_attention: hsa_attend unless a kernel is set, and always on CPU tensors
+    (the Triton kernel itself runs on the GPU machine: tools/train/check_hsa_triton.py)."""
+    import hsa_model
+    with pytest.raises(ValueError):
+        hsa_model.set_hsa_kernel("cuda")
+    calls = []
+    hsa_model._HSA_CUDA = lambda *a: calls.append(a)  # what set_hsa_kernel("triton") installs
+    try:
+        torch.manual_seed(2)
+        q = torch.randn(1, 3, 4, 8, dtype=torch.float64)
+        km = torch.randn(1, 2, 16, 2, 8, dtype=torch.float64)
+        vm = torch.randn(1, 2, 16, 2, 8, dtype=torch.float64)
+        idx = torch.zeros(1, 3, 2, 1, dtype=torch.long)
+        w = torch.ones(1, 3, 2, 1, dtype=torch.float64)
+        assert torch.equal(hsa_model.hsa_attention(q, km, vm, idx, w), hsa_attend(q, km, vm, idx, w))
+        assert not calls
+    finally:
+        hsa_model.set_hsa_kernel("torch")
+    assert hsa_model._HSA_CUDA is None
+
+
 def test_fp32_matches_fp64(golden_model, tokens):
     m64 = golden_model
     cfg = m64.cfg

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from hsa_model import HSAConfig, HSAModel  # noqa: E402
+from hsa_model import HSAConfig, HSAModel, set_hsa_kernel  # noqa: E402
 from safetensors_io import save_file, load_file  # noqa: E402
 import data as D  # noqa: E402
 
@@ -398,6 +398,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-optim-save", action="store_true")
     ap.add_argument("--mem-round-bf16", action="store_true")
+    ap.add_argument("--hsa-kernel", default="torch", choices=["torch", "triton"],
+                    help="HSA attention on the GPU: torch (hsa_attend's gather) or triton (hsa_triton.py, fused)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the training step's forward (torch 2.x; evals run the plain model; "
                          "the compile time counts against --minutes). Measure with bench.py --compile first")
@@ -452,6 +454,8 @@ def main():
     log("model %.2fM params, device %s %s, torch %s" % (model.num_params() / 1e6, dev,
                                                        torch.cuda.get_device_name() if amp else "", torch.__version__), logf)
 
+    set_hsa_kernel(args.hsa_kernel)
+    log("hsa kernel: %s" % args.hsa_kernel, logf)
     fwd = model  # the training step's forward; evals (other shapes) call model itself
     if args.compile:
         if not hasattr(torch, "compile"):
