@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Where the chunk boundaries cut the links of vt haystacks, next to the engine's answers.
+
+A vt link `VAR NAME = KEY.` is found by its key (a number, or the previous link's name) and
+answered with its name, which comes *before* the key. When a chunk boundary falls after the name's
+first byte and before the key's last byte, the key is not whole in the chunk where the name
+begins, and that chunk's landmark cannot have matched it (a landmark sees its own bytes and those
+before them); the answer's first byte must then come from the chunk that ends the key, whose K/V
+carry the name only through the lower layers' sliding window. Such a link is "split" here. (A
+niah needle states the key first: its value's chunk can match the key.)
+
+Replays the haystacks of an eval_engine.py run (the same --tasks, --length, --n and --seed, as
+trace_answer.py does; no model is run) and prints, per vt haystack, the answer from the run's
+records, whether it was right, and each chain link with the boundary's offset in it; then hits and
+misses with and without a split link.
+
+  /usr/bin/python3 tools/eval/vt_layout.py --tasks vt --length 4194304 --n 40 \\
+      --corpus .carry/corpus.txt.gz --records docs/eval/tasks-1m-4m-16m-gpu-engine-52998.jsonl
+"""
+import argparse
+import json
+import os
+import random
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "train"))
+import data as D  # noqa: E402
+import eval_engine as E  # noqa: E402
+
+
+def link_cut(text, start, S):
+    """The offset in text (a link `VAR NAME = KEY.` at byte start of the stream) of the first chunk
+    boundary inside it, or None when it lies in one chunk."""
+    cut = (start // S + 1) * S - start
+    return cut if cut < len(text) else None
+
+
+def is_split(text, cut):
+    """A boundary at offset cut of a link splits it when the name's first byte lies before it and
+    the key's last byte (the one before the final '.') at or after it."""
+    return cut is not None and len("VAR ") < cut <= len(text) - 2
+
+
+def chain_links(hay, spans, names):
+    """(start, text) of the needles that introduce one of the chain's names (not the distractors)."""
+    out = []
+    for st, en in spans:
+        text = bytes(hay[st:en]).decode("latin-1")
+        name = text[len("VAR "):].split(" ", 1)[0]
+        if text.startswith("VAR ") and name in names:
+            out.append((st, text))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", default="vt", help="the run's --tasks, in its order")
+    ap.add_argument("--length", type=int, required=True, help="the run's (single) --lengths")
+    ap.add_argument("--n", type=int, required=True, help="the run's --n")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--corpus", default=None)
+    ap.add_argument("--records", required=True, help="the run's JSON lines (eval_engine.py --out)")
+    ap.add_argument("--chunk-size", type=int, default=64)
+    a = ap.parse_args()
+    S = a.chunk_size
+    recs = [json.loads(line) for line in open(a.records)]
+    recs = [r for r in recs if r["task"] == "vt" and r["length"] == a.length]
+    corpus = D.Corpus(a.corpus)
+    rng = random.Random(a.seed)
+    table = {}
+    for task in a.tasks.split(","):
+        for i in range(a.n):
+            sample = E.FAMILIES[task](rng, corpus, a.length, S)
+            if task != "vt" or i >= len(recs):
+                continue
+            hay, qas = E.split_sample(sample.tokens)
+            shift = 1 if sample.tokens[0] == D.BOS else 0  # the sample's positions count its <bos>
+            spans = [(st - shift, en - shift) for st, en in sample.meta["spans"]]
+            want = qas[0][1].decode()
+            r = recs[i]
+            if want.split() != r["want"].split():
+                sys.exit("vt_layout: haystack %d is not the run's (%r, records %r): other --tasks/--n/--seed?"
+                         % (i, want, r["want"]))
+            links = chain_links(hay, spans, want.split())
+            cuts = [(text, link_cut(text, st, S)) for st, text in links]
+            split = any(is_split(t, c) for t, c in cuts)
+            table[(r["ok"], split)] = table.get((r["ok"], split), 0) + 1
+            print("#%-3d %-4s %-28s got %-28s %s" % (
+                i, "ok" if r["ok"] else "MISS", r["want"].strip(), r["got"].strip() or "-",
+                "  ".join("%s|%s%s" % (t[:c], t[c:], " (split)" if is_split(t, c) else "") if c else t
+                          for t, c in cuts)))
+        if task == "vt":
+            break
+    print("\nL=%d | with a split link | without" % a.length)
+    for ok in (True, False):
+        print("%-4s | %d | %d" % ("hit" if ok else "miss", table.get((ok, True), 0), table.get((ok, False), 0)))
+
+
+if __name__ == "__main__":
+    D.pin_hash_seed()  # the samples depend on the hash seed (data.py)
+    main()
