@@ -226,6 +226,11 @@ DEFAULT_OPTS = dict(
                         # their value (its last occurrence) ends exactly at a chunk end (half of them)
                         # or crosses a chunk boundary (the other half): at a natural offset that
                         # happens to a value of n bytes in n/64 of placements
+    sup_key=False,      # vt: an answer byte of a link's name also supervises the chunks of the link's
+                        # key (the value or the previous name, after " = "). A landmark sees its own
+                        # bytes and those before them, so when a boundary falls between a name and
+                        # its key the name's chunk cannot match the key; only the key's chunk can be
+                        # found (session 15's 4M traces). No change for a link inside one chunk
     sup_after=False,    # answer positions that predict what follows a value (<eos>, ' ', ',') also
                         # supervise the chunk after the value when the value ends at a chunk end:
                         # that chunk shows whether the value goes on
@@ -420,11 +425,13 @@ def _put_hubs(rng, hubs, out, lo, spans, avoid, S):
 
 
 def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=None, ordered=True, marks=None,
-             keys=None, lookalikes=False):
+             keys=None, lookalikes=False, finds=None):
     """needles: list of byte-lists; qas: list of (question str, answer str, [needle indices]) or
     (question, answer, [needle indices], per-byte needle sets from answer_parts()).
     marks: per needle, the text that an answer copies from it (its value; every occurrence in the
     needle counts); with sup_span "value" only the chunks holding it are supervised.
+    finds: per needle, the text it is found by when its mark comes first (vt: the key after " = "),
+    or None; with opts sup_key the chunks of its (last) occurrence are supervised with the mark's.
     keys: the asked keys (meta["keys"]); with opts key_decoys, that fraction of calls also writes them
     into the filler as plain words (no rng use when it is 0 or keys is None). lookalikes: the filler
     may also hold statements that look like a value's place, without the keys' words (opts
@@ -567,8 +574,15 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
             if r:
                 sspans[i] = r
 
+    kspans = [[] for _ in spans]  # sup_key: the byte range of each needle's key
+    if o["sup_key"] and finds is not None:
+        for i, fd in enumerate(finds):
+            k = _rfind(needles[i], b(fd)) if fd else -1
+            if k >= 0:
+                kspans[i] = [(spans[i][0] + k, spans[i][0] + k + len(b(fd)))]
+
     def chunks_of(idx):
-        return sorted(set(c for i in idx for s, e in sspans[i] for c in range(s // S, (e - 1) // S + 1)))
+        return sorted(set(c for i in idx for s, e in sspans[i] + kspans[i] for c in range(s // S, (e - 1) // S + 1)))
 
     def after_chunks(idx):  # the chunk after a value that ends at a chunk end
         return set(e // S for i in idx for s, e in sspans[i] if e % S == 0)
@@ -757,15 +771,16 @@ def fam_vt(rng, corpus, L, S, opts=None):
         dpos = rng.randint(0, len(needles))
         needles.insert(dpos, b(val_t.format(x=d, v=v2)))
         ci = [c if c < dpos else c + 1 for c in ci]
-    marks = [None] * len(needles)
+    marks, finds = [None] * len(needles), [None] * len(needles)
     for i in range(hops + 1):
         marks[ci[i]] = names[i]  # the name that link i introduces (its left-hand side)
+        finds[ci[i]] = v if i == 0 else names[i - 1]  # what it is found by (its right-hand side)
     q = rng.choice(VT_Q).format(v=v)
     # emitting name i needs the assignment that introduces it: link 0 (found by the value), then
     # link i ("VAR names[i] = VAR names[i-1]", found by the name just emitted)
     a, segs = answer_parts([(names[i], [ci[i]]) for i in range(hops + 1)], " ",
                            trail=" " if o["vt_trail"] else "")
-    return assemble(rng, corpus, L, needles, [(q, a, ci, segs)], S, opts=o, marks=marks)
+    return assemble(rng, corpus, L, needles, [(q, a, ci, segs)], S, opts=o, marks=marks, finds=finds)
 
 
 def fam_lm(rng, corpus, L, S, opts=None):

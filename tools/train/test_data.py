@@ -479,6 +479,38 @@ def test_sup_after_supervises_the_chunk_after_a_value_ending_at_a_chunk_end(corp
     assert checked >= 10
 
 
+def test_sup_key_adds_the_key_chunks_of_vt_links_only(corpus):
+    """sup_key: a vt name's answer bytes also name the chunks of its link's key (the value, or the
+    previous name); the same tokens, and the same supervision where a link's name and key share
+    their chunks."""
+    added = same = 0
+    for seed in range(30):
+        opts = dict(D.TRAIN_OPTS, value_align=0.5, vt_trail=True)
+        s0 = D.fam_vt(random.Random(seed), corpus, 4096, S, opts=opts)
+        s1 = D.fam_vt(random.Random(seed), corpus, 4096, S, opts=dict(opts, sup_key=True))
+        assert (s0.tokens == s1.tokens).all()
+        sup0, sup1 = dict(s0.sup), dict(s1.sup)
+        assert set(sup0) <= set(sup1)
+        for t, needles in s1.meta["pos_needles"].items():
+            if t not in sup1:
+                continue
+            kc = set()
+            for i in needles:
+                st, en = s1.meta["spans"][i]
+                text = bytes(s1.tokens[st:en].tolist()).decode()
+                key = text.split(" = ")[1].rstrip(".").split()[-1]  # "1234" or the previous name
+                k0 = st + text.rindex(key)
+                kc |= set(c for c in range(k0 // S, (k0 + len(key) - 1) // S + 1) if (c + 1) * S <= t)
+            assert set(sup1[t]) == set(sup0.get(t, [])) | kc, (seed, t, text)
+            if kc <= set(sup0.get(t, [])):
+                same += 1
+            else:
+                added += 1
+        s2 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(opts, sup_key=True))
+        assert s2.sup == D.fam_niah(random.Random(seed), corpus, 4096, S, opts=opts).sup
+    assert added > 20 and same > 20
+
+
 def test_answer_weights_eos_weight(corpus):
     """eos_weight scales exactly the positions that predict an answer's <eos> (one per query block)."""
     rng = random.Random(3)

@@ -363,6 +363,8 @@ def main():
                     help="a tail needle ends at most this many bytes before <query> (0: 3 chunks)")
     ap.add_argument("--tail-zero", type=float, default=D.TRAIN_OPTS["tail_zero"],
                     help="fraction of the tail needles placed immediately before <query>")
+    ap.add_argument("--sup-key", action="store_true",
+                    help="vt: a name's answer bytes also supervise the chunks of its link's key (data.py sup_key)")
     ap.add_argument("--sup-after", action="store_true",
                     help="positions predicting what follows a value also supervise the chunk after it "
                          "when the value ends at a chunk end")
@@ -471,7 +473,7 @@ def main():
         log("hubs: %d from %s" % (corpus.load_hubs(args.hubs_file, cfg.chunk_size), args.hubs_file), logf)
     mix = json.loads(args.mix) if args.mix else None
     dopts = dict(D.TRAIN_OPTS, tail_frac=args.tail_frac, tail_span=args.tail_span or None,
-                 tail_zero=args.tail_zero, sup_after=args.sup_after, sup=args.sup_mode,
+                 tail_zero=args.tail_zero, sup_after=args.sup_after, sup_key=args.sup_key, sup=args.sup_mode,
                  sup_span=args.sup_span, mv_order=args.mv_order,
                  vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None,
                  vt_trail=args.vt_trail,
