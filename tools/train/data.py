@@ -250,6 +250,9 @@ DEFAULT_OPTS = dict(
                         # with its 256 bytes of context and the chunk on a chunk boundary of the sample,
                         # so its landmark is the one it has in the corpus: hard negatives that the
                         # retrieval loss pushes below the needle (session 12's 16M misses)
+    vt_hubs=0.0,        # the same hubs in that fraction of the vt samples: session 15's 4M vt traces lost
+                        # chain hops to hub chunks with capitals ("cmake_language(EVAL CODE",
+                        # "OVERVIEW OF JAVA OPTIONS"), which the second HSA layer preferred to the link
     vt_syntax=0.0,      # fraction of the vt samples whose assignments use another syntax (VT_SYNTAX:
                         # "let B = A;", "B := A.", ...) instead of "VAR B = VAR A.", so that retrieval
                         # learns to look for the names, not for "VAR": session 11's 16M single-needle
@@ -425,13 +428,14 @@ def _put_hubs(rng, hubs, out, lo, spans, avoid, S):
 
 
 def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=None, ordered=True, marks=None,
-             keys=None, lookalikes=False, finds=None):
+             keys=None, lookalikes=False, finds=None, hubs_frac=None):
     """needles: list of byte-lists; qas: list of (question str, answer str, [needle indices]) or
     (question, answer, [needle indices], per-byte needle sets from answer_parts()).
     marks: per needle, the text that an answer copies from it (its value; every occurrence in the
     needle counts); with sup_span "value" only the chunks holding it are supervised.
     finds: per needle, the text it is found by when its mark comes first (vt: the key after " = "),
     or None; with opts sup_key the chunks of its (last) occurrence are supervised with the mark's.
+    hubs_frac: the fraction of calls whose filler gets hubs (default: opts hubs when lookalikes).
     keys: the asked keys (meta["keys"]); with opts key_decoys, that fraction of calls also writes them
     into the filler as plain words (no rng use when it is 0 or keys is None). lookalikes: the filler
     may also hold statements that look like a value's place, without the keys' words (opts
@@ -542,7 +546,9 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
         prev = p
     out += fill[prev:].tolist()
     hubs = None
-    if lookalikes and o["hubs"] > 0 and corpus.hubs and rng.random() < o["hubs"]:
+    if hubs_frac is None:
+        hubs_frac = o["hubs"] if lookalikes else 0.0
+    if hubs_frac > 0 and corpus.hubs and rng.random() < hubs_frac:
         avoid = [w.encode() for k in (keys or []) for w in k.split("-")]
         avoid += [mk.encode() for mk in (marks or []) if mk]
         hubs = _put_hubs(rng, corpus.hubs, out, len(head), spans, avoid, S)
@@ -780,7 +786,8 @@ def fam_vt(rng, corpus, L, S, opts=None):
     # link i ("VAR names[i] = VAR names[i-1]", found by the name just emitted)
     a, segs = answer_parts([(names[i], [ci[i]]) for i in range(hops + 1)], " ",
                            trail=" " if o["vt_trail"] else "")
-    return assemble(rng, corpus, L, needles, [(q, a, ci, segs)], S, opts=o, marks=marks, finds=finds)
+    return assemble(rng, corpus, L, needles, [(q, a, ci, segs)], S, opts=o, marks=marks, finds=finds,
+                    hubs_frac=o["vt_hubs"])
 
 
 def fam_lm(rng, corpus, L, S, opts=None):

@@ -762,7 +762,8 @@ def test_hubs_are_written_chunk_aligned_into_the_filler_only(corpus, tmp_path):
     """hubs=1: 2-8 hub spans (context + one chunk, from bank_rank.py --hubs-out's JSON) overwrite
     filler with the chunk on a chunk boundary (so its landmark is the corpus's), touching no needle,
     holding no word of the asked key; everything else (needles, question, answer, supervision) is the
-    sample of the same seed without hubs; hubs=0 leaves the samples exactly as before (no rng use)."""
+    sample of the same seed without hubs; hubs=0 leaves the samples exactly as before (no rng use).
+    vt_hubs does the same for vt samples."""
     import json
     rng = random.Random(5)
     good = ["".join(rng.choice("ABCDEFGHIJ0123456789 ") for _ in range(320)) for _ in range(20)]
@@ -799,3 +800,24 @@ def test_hubs_are_written_chunk_aligned_into_the_filler_only(corpus, tmp_path):
         assert (s1.tokens[~changed] == s0.tokens[~changed]).all()
         assert s1.sup == s0.sup and (s1.ans == s0.ans).all()
     assert placed >= 30
+    # vt_hubs: the same hubs in vt samples (never on a link, nothing else changed); hubs alone leaves
+    # vt samples as they were, and vt_hubs leaves the other families as they were
+    base = dict(D.TRAIN_OPTS, tail_frac=0.0)
+    vplaced = 0
+    for seed in range(30):
+        v0 = D.fam_vt(random.Random(seed), c, 4096, S, opts=base)
+        assert v0.meta["hubs"] is None
+        assert (D.fam_vt(random.Random(seed), c, 4096, S, opts=dict(base, hubs=1.0)).tokens == v0.tokens).all()
+        n0 = D.fam_niah(random.Random(seed), c, 4096, S, opts=base)
+        assert (D.fam_niah(random.Random(seed), c, 4096, S, opts=dict(base, vt_hubs=1.0)).tokens == n0.tokens).all()
+        v1 = D.fam_vt(random.Random(seed), c, 4096, S, opts=dict(base, vt_hubs=1.0))
+        changed = np.zeros(len(v1.tokens), dtype=bool)
+        for ch in v1.meta["hubs"]:
+            st, en = (ch + 1) * S - 320, (ch + 1) * S
+            assert bytes(v1.tokens[st:en].astype(np.uint8).tolist()) in spans and en <= v1.meta["base"]
+            assert all(en <= ns or st > ne for ns, ne in v1.meta["spans"])
+            changed[st:en] = True
+            vplaced += 1
+        assert (v1.tokens[~changed] == v0.tokens[~changed]).all()
+        assert v1.sup == v0.sup and v1.answers == v0.answers
+    assert vplaced >= 30

@@ -285,6 +285,8 @@ DATA_FRACTIONS = {
     "hubs": "fraction of niah/multikey/multiquery samples whose filler also holds 2-8 of the "
         "corpus's hubs (--hubs-file), each chunk-aligned with its 256 bytes of context: hard "
         "negatives for retrieval",
+    "vt_hubs": "fraction of vt samples whose filler also holds 2-8 of the corpus's hubs (as --hubs; "
+        "needs --hubs-file)",
     "vt_syntax": "fraction of vt samples whose assignments use another syntax ('let B = A;', "
         "'B := A.', ...) instead of 'VAR B = VAR A.' (the evaluation keeps VAR)",
 }
@@ -467,9 +469,9 @@ def main():
 
     corpus = D.Corpus(args.corpus or None)
     log("corpus %.1f MB, %d words" % (len(corpus.data) / 1e6, len(corpus.words)), logf)
-    if args.hubs > 0:
+    if args.hubs > 0 or args.vt_hubs > 0:
         if not args.hubs_file:
-            sys.exit("train: --hubs needs --hubs-file")
+            sys.exit("train: --hubs and --vt-hubs need --hubs-file")
         log("hubs: %d from %s" % (corpus.load_hubs(args.hubs_file, cfg.chunk_size), args.hubs_file), logf)
     mix = json.loads(args.mix) if args.mix else None
     dopts = dict(D.TRAIN_OPTS, tail_frac=args.tail_frac, tail_span=args.tail_span or None,
