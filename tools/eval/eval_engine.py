@@ -75,16 +75,22 @@ def answer_tokens(want):
     return max(32, 2 * len(want) + 8)
 
 
-def task_haystacks(rng, corpus, tasks, lengths, n, S=64):
-    """A task run's haystacks in order -> (task, L, i, haystack bytes, [(question, answer)]). One
-    generator serves the whole task list, so a haystack depends on every task before it (find_value.py
-    replays a run this way)."""
+def task_haystacks(rng, corpus, tasks, lengths, n, S=64, spans=False):
+    """A task run's haystacks in order -> (task, L, i, haystack bytes, [(question, answer)]), and
+    with spans=True also the needles' (start, end) byte offsets in the haystack. One generator
+    serves the whole task list, so a haystack depends on every task before it (find_value.py,
+    replay_needles.py, trace_answer.py and vt_layout.py replay a run this way)."""
     for task in tasks:
         fam = FAMILIES[task]
         for L in lengths:
             for i in range(n):
-                hay, qas = split_sample(fam(rng, corpus, L, S).tokens)
-                yield task, L, i, hay, qas
+                sample = fam(rng, corpus, L, S)
+                hay, qas = split_sample(sample.tokens)
+                if not spans:
+                    yield task, L, i, hay, qas
+                    continue
+                shift = 1 if sample.tokens[0] == D.BOS else 0  # the sample's positions count its <bos>
+                yield task, L, i, hay, qas, [(st - shift, en - shift) for st, en in sample.meta["spans"]]
 
 
 def heatmap_haystacks(rng, corpus, lengths, depths, n, S=64):

@@ -26,10 +26,7 @@ def test_chain_links_of_a_sample():
     rng = random.Random(3)
     words = D.FALLBACK_WORDS + D.NOISE
     corpus = D.Corpus(text=" ".join(rng.choice(words) for _ in range(20000)))
-    sample = D.fam_vt(random.Random(7), corpus, 4096, 64)
-    hay, qas = E.split_sample(sample.tokens)
-    shift = 1 if sample.tokens[0] == D.BOS else 0
-    spans = [(st - shift, en - shift) for st, en in sample.meta["spans"]]
+    (_, _, _, hay, qas, spans), = E.task_haystacks(random.Random(7), corpus, ["vt"], [4096], 1, spans=True)
     names = qas[0][1].decode().split()
     links = VL.chain_links(hay, spans, names)
     assert sorted(t.split()[1] for _, t in links) == sorted(names)  # one link per name, no distractor

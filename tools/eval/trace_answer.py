@@ -81,7 +81,7 @@ def trace(model, hay, qas, spans, trail, top, show_weight):
     """hay: the haystack's bytes; qas: [(question, answer)] bytes; spans: the needles' (start, end)
     byte offsets in hay (printed with their chunks); trail: a space before each answer's <eos>."""
     cfg = model.cfg
-    S, W = cfg.chunk_size, cfg.sliding_window
+    S = cfg.chunk_size
     toks, ans_pos = list(hay), []  # the engine's stream: no <bos>
     for q, a in qas:
         a = a + (b" " if trail else b"")
@@ -147,20 +147,15 @@ def main():
     if not (a.tasks and a.length and a.n):
         sys.exit("trace_answer: --tasks, --length and --n (the run's), or --demo")
     corpus = D.Corpus(a.corpus)
-    rng = random.Random(a.seed)
     tasks = a.tasks.split(",")
     want = a.task or tasks[0]
-    for task in tasks:  # the draws of eval_engine.task_haystacks, keeping the samples' needle spans
-        for i in range(a.n):
-            sample = E.FAMILIES[task](rng, corpus, a.length, model.cfg.chunk_size)
-            if task == want and i in pick:
-                print("=== %s #%d (L=%d)" % (task, i, a.length), flush=True)
-                hay, qas = E.split_sample(sample.tokens)
-                shift = 1 if sample.tokens[0] == D.BOS else 0  # the sample's positions count its <bos>
-                spans = [(st - shift, en - shift) for st, en in sample.meta["spans"]]
-                trace(model, hay, qas, spans, task == "vt" and not a.no_trail, a.top, a.show_weight)
-                sys.stdout.flush()
-        if task == want:
+    draws = E.task_haystacks(random.Random(a.seed), corpus, tasks, [a.length], a.n, model.cfg.chunk_size, spans=True)
+    for task, _, i, hay, qas, spans in draws:
+        if task == want and i in pick:
+            print("=== %s #%d (L=%d)" % (task, i, a.length), flush=True)
+            trace(model, hay, qas, spans, task == "vt" and not a.no_trail, a.top, a.show_weight)
+            sys.stdout.flush()
+        if task == want and i >= max(pick):
             break
 
 

@@ -67,32 +67,26 @@ def main():
     S = a.chunk_size
     recs = [json.loads(line) for line in open(a.records)]
     recs = [r for r in recs if r["task"] == "vt" and r["length"] == a.length]
-    corpus = D.Corpus(a.corpus)
-    rng = random.Random(a.seed)
     table = {}
-    for task in a.tasks.split(","):
-        for i in range(a.n):
-            sample = E.FAMILIES[task](rng, corpus, a.length, S)
-            if task != "vt" or i >= len(recs):
-                continue
-            hay, qas = E.split_sample(sample.tokens)
-            shift = 1 if sample.tokens[0] == D.BOS else 0  # the sample's positions count its <bos>
-            spans = [(st - shift, en - shift) for st, en in sample.meta["spans"]]
-            want = qas[0][1].decode()
-            r = recs[i]
-            if want.split() != r["want"].split():
-                sys.exit("vt_layout: haystack %d is not the run's (%r, records %r): other --tasks/--n/--seed?"
-                         % (i, want, r["want"]))
-            links = chain_links(hay, spans, want.split())
-            cuts = [(text, link_cut(text, st, S)) for st, text in links]
-            split = any(is_split(t, c) for t, c in cuts)
-            table[(r["ok"], split)] = table.get((r["ok"], split), 0) + 1
-            print("#%-3d %-4s %-28s got %-28s %s" % (
-                i, "ok" if r["ok"] else "MISS", r["want"].strip(), r["got"].strip() or "-",
-                "  ".join("%s|%s%s" % (t[:c], t[c:], " (split)" if is_split(t, c) else "") if c else t
-                          for t, c in cuts)))
-        if task == "vt":
+    draws = E.task_haystacks(random.Random(a.seed), D.Corpus(a.corpus), a.tasks.split(","), [a.length], a.n, S,
+                             spans=True)
+    for task, _, i, hay, qas, spans in draws:
+        if task != "vt":
+            continue
+        if i >= len(recs):
             break
+        want = qas[0][1].decode()
+        r = recs[i]
+        if want.split() != r["want"].split():
+            sys.exit("vt_layout: haystack %d is not the run's (%r, records %r): other --tasks/--n/--seed?"
+                     % (i, want, r["want"]))
+        cuts = [(text, link_cut(text, st, S)) for st, text in chain_links(hay, spans, want.split())]
+        split = any(is_split(t, c) for t, c in cuts)
+        table[(r["ok"], split)] = table.get((r["ok"], split), 0) + 1
+        print("#%-3d %-4s %-28s got %-28s %s" % (
+            i, "ok" if r["ok"] else "MISS", r["want"].strip(), r["got"].strip() or "-",
+            "  ".join("%s|%s%s" % (t[:c], t[c:], " (split)" if is_split(t, c) else "") if c else t
+                      for t, c in cuts)))
     print("\nL=%d | with a split link | without" % a.length)
     for ok in (True, False):
         print("%-4s | %d | %d" % ("hit" if ok else "miss", table.get((ok, True), 0), table.get((ok, False), 0)))
