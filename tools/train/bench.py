@@ -10,8 +10,8 @@ Where the step's time goes (for the fused-kernel question, issue 3):
   --hsa         also time the HSA attention alone (fwd+bwd; hsa_attend is the naive gather of the
                 selected chunks) at each length's training shape, with random picks, next to the step
   --compile     torch.compile the model first (torch 2.x; the step is timed after compiling)
-  --hsa-kernel  torch (hsa_attend, the gather) or triton (hsa_triton.py, fused): the HSA attention
-                of the model's step and of --hsa
+  --hsa-kernel  torch (hsa_attend, the gather), triton (hsa_triton.py, fused) or auto (triton where
+                CUDA and Triton are; the default): the HSA attention of the model's step and of --hsa
 """
 import argparse
 import os
@@ -35,9 +35,9 @@ def main():
     ap.add_argument("--profile", type=int, default=0, metavar="N")
     ap.add_argument("--hsa", action="store_true")
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--hsa-kernel", default="torch", choices=["torch", "triton"])
+    ap.add_argument("--hsa-kernel", default="auto", choices=["auto", "torch", "triton"])
     a = ap.parse_args()
-    set_hsa_kernel(a.hsa_kernel)
+    a.hsa_kernel = set_hsa_kernel(a.hsa_kernel)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = HSAConfig(**PRESETS[a.preset])
     m = HSAModel(cfg).to(dev)

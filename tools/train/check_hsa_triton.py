@@ -6,7 +6,8 @@ slots included; w's gradient compared on the filled slots, see hsa_triton's docs
 hsa_attend in float64 on the same values; fp32 and bf16 inputs. Then one training step of the
 small preset with each: in fp32 every parameter's gradient agrees; under bf16 autocast the
 kernel's gradients are no farther from the fp32 step's than hsa_attend's own are.
-Timing: forward, and forward+backward, of both at the training shapes (events after warm-up).
+Both forwards of hsa_triton (FORWARD = "token" and "chunk") are checked, with the one backward.
+Timing: forward, and forward+backward, of each at the training shapes (events after warm-up).
 
   python3 tools/train/check_hsa_triton.py     # prints a table; exit 1 when a check fails
 """
@@ -16,6 +17,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hsa_triton  # noqa: E402
 from hsa_model import hsa_attend  # noqa: E402
 from hsa_triton import hsa_attend_triton  # noqa: E402
 
@@ -125,6 +127,29 @@ def model_step():
 
 def main():
     ok = True
+    for fwd in ("token", "chunk"):
+        hsa_triton.FORWARD = fwd
+        print("=== forward: %s" % fwd)
+        ok &= checks()
+    print("\n| shape (B x T, C, K) | hsa_attend fwd ms | triton fwd ms, token / chunk | hsa_attend fwd+bwd ms | triton fwd+bwd ms, token / chunk | speed-up (chunk) |")
+    print("|---|---|---|---|---|---|")
+    for B, T in [(8, 4096), (2, 16384), (32, 1024)]:
+        C = T // 64
+        # the reference under the same dtypes as in training (bf16 q/k/v, fp32 w)
+        args = inputs(B, T, 8, 2, 32, C, 64, 8, dtype=torch.bfloat16, seed=7)
+        fa, a = timed(hsa_attend, args, backward=False), timed(hsa_attend, args)
+        res = []
+        for fwd in ("token", "chunk"):
+            hsa_triton.FORWARD = fwd
+            res.append((timed(hsa_attend_triton, args, backward=False), timed(hsa_attend_triton, args)))
+        print("| %d x %d, %d, 8 | %.2f | %.2f / %.2f | %.2f | %.2f / %.2f | %.1fx |"
+              % (B, T, C, fa, res[0][0], res[1][0], a, res[0][1], res[1][1], a / res[1][1]), flush=True)
+    print("checks: %s" % ("all passed" if ok else "FAILED"))
+    sys.exit(0 if ok else 1)
+
+
+def checks():
+    ok = True
     # fp32 inputs: fp32 arithmetic against fp64; bf16 inputs: the gradients come back in bf16
     # (relative rounding 2^-8), as hsa_attend's do under autocast
     for shape, dtype, tol in [((2, 300, 8, 2, 32, 4, 64, 4), torch.float32, 5e-5),
@@ -138,17 +163,7 @@ def main():
             ok &= good
             print("  -> %s (worst %.2e, tolerance %.0e)" % ("ok" if good else "FAIL", w, tol))
     ok &= model_step()
-    print("\n| shape (B x T, C, K) | hsa_attend fwd ms | triton fwd ms | hsa_attend fwd+bwd ms | triton fwd+bwd ms | speed-up |")
-    print("|---|---|---|---|---|---|")
-    for B, T in [(8, 4096), (2, 16384), (32, 1024)]:
-        C = T // 64
-        args = inputs(B, T, 8, 2, 32, C, 64, 8, dtype=torch.bfloat16, seed=7)
-        # the reference under the same dtypes as in training (bf16 q/k/v, fp32 w)
-        fa, fb = timed(hsa_attend, args, backward=False), timed(hsa_attend_triton, args, backward=False)
-        a, b = timed(hsa_attend, args), timed(hsa_attend_triton, args)
-        print("| %d x %d, %d, 8 | %.2f | %.2f | %.2f | %.2f | %.1fx |" % (B, T, C, fa, fb, a, b, a / b), flush=True)
-    print("checks: %s" % ("all passed" if ok else "FAILED"))
-    sys.exit(0 if ok else 1)
+    return ok
 
 
 if __name__ == "__main__":

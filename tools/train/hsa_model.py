@@ -340,15 +340,23 @@ _HSA_CUDA = None
 
 
 def set_hsa_kernel(name):
-    """'torch' (hsa_attend everywhere) or 'triton' (hsa_triton.hsa_attend_triton on CUDA tensors)."""
+    """'torch' (hsa_attend everywhere), 'triton' (hsa_triton.hsa_attend_triton on CUDA tensors) or
+    'auto' (triton when CUDA and Triton are there, else torch). Returns the kernel set."""
     global _HSA_CUDA
+    if name == "auto":
+        try:
+            import triton  # noqa: F401
+            name = "triton" if torch.cuda.is_available() else "torch"
+        except ImportError:
+            name = "torch"
     if name == "triton":
         from hsa_triton import hsa_attend_triton
         _HSA_CUDA = hsa_attend_triton
     elif name == "torch":
         _HSA_CUDA = None
     else:
-        raise ValueError("hsa kernel %r: torch or triton" % name)
+        raise ValueError("hsa kernel %r: torch, triton or auto" % name)
+    return name
 
 
 def hsa_attention(q, kmem, vmem, idx, w):

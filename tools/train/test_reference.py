@@ -202,8 +202,10 @@ def test_hsa_kernel_choice():
         assert torch.equal(hsa_model.hsa_attention(q, km, vm, idx, w), hsa_attend(q, km, vm, idx, w))
         assert not calls
     finally:
-        hsa_model.set_hsa_kernel("torch")
+        assert hsa_model.set_hsa_kernel("torch") == "torch"
     assert hsa_model._HSA_CUDA is None
+    if not torch.cuda.is_available():  # auto: the reference where there is no GPU (CI)
+        assert hsa_model.set_hsa_kernel("auto") == "torch" and hsa_model._HSA_CUDA is None
 
 
 def test_fp32_matches_fp64(golden_model, tokens):

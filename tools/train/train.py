@@ -402,8 +402,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-optim-save", action="store_true")
     ap.add_argument("--mem-round-bf16", action="store_true")
-    ap.add_argument("--hsa-kernel", default="torch", choices=["torch", "triton"],
-                    help="HSA attention on the GPU: torch (hsa_attend's gather) or triton (hsa_triton.py, fused)")
+    ap.add_argument("--hsa-kernel", default="auto", choices=["auto", "torch", "triton"],
+                    help="HSA attention on the GPU: torch (hsa_attend's gather), triton (hsa_triton.py, fused; "
+                         "2x the whole step at 4K x 8 on the H200) or auto (triton where CUDA and Triton are; "
+                         "the default since session 16, before which runs used torch)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the training step's forward (torch 2.x; evals run the plain model; "
                          "the compile time counts against --minutes). Measure with bench.py --compile first")
@@ -458,8 +460,7 @@ def main():
     log("model %.2fM params, device %s %s, torch %s" % (model.num_params() / 1e6, dev,
                                                        torch.cuda.get_device_name() if amp else "", torch.__version__), logf)
 
-    set_hsa_kernel(args.hsa_kernel)
-    log("hsa kernel: %s" % args.hsa_kernel, logf)
+    log("hsa kernel: %s" % set_hsa_kernel(args.hsa_kernel), logf)
     fwd = model  # the training step's forward; evals (other shapes) call model itself
     if args.compile:
         if not hasattr(torch, "compile"):
