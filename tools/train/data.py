@@ -583,9 +583,10 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
     kspans = [[] for _ in spans]  # sup_key: the byte range of each needle's key
     if o["sup_key"] and finds is not None:
         for i, fd in enumerate(finds):
-            k = _rfind(needles[i], b(fd)) if fd else -1
+            key = b(fd) if fd else None
+            k = _rfind(needles[i], key) if key else -1
             if k >= 0:
-                kspans[i] = [(spans[i][0] + k, spans[i][0] + k + len(b(fd)))]
+                kspans[i] = [(spans[i][0] + k, spans[i][0] + k + len(key))]
 
     def chunks_of(idx):
         return sorted(set(c for i in idx for s, e in sspans[i] + kspans[i] for c in range(s // S, (e - 1) // S + 1)))
