@@ -189,6 +189,12 @@ MV_QUESTION_T = [
     "List every {kind} given for {key}.",
     "Which {kind}s belong to {key}?",
 ]
+ECHO_T = [  # value_echo: another sentence with the same value, written right before the needle
+    "The {key} access code is {value}.",
+    "The code for {key} is {value}.",
+    "Logged for {key}: {value}.",
+    "{key} was set to {value}.",
+]
 PASSKEY_NEEDLE = [
     "The pass key is {v}. Remember it. {v} is the pass key.",
     "The passkey is {v}. Remember it. {v} is the passkey.",
@@ -226,6 +232,11 @@ DEFAULT_OPTS = dict(
                         # their value (its last occurrence) ends exactly at a chunk end (half of them)
                         # or crosses a chunk boundary (the other half): at a natural offset that
                         # happens to a value of n bytes in n/64 of placements
+    value_echo=0.0,     # fraction of the niah needles said twice: an echo sentence with the same value
+                        # ("The {key} access code is {value}.") right before the needle, as in the demo's
+                        # archive; with value_align the needle's own (last) value is the one aligned, so
+                        # a value can end at a chunk's last byte right after the same value (the
+                        # demo-needle probe's shape, where the model appends digits)
     sup_key=False,      # vt: an answer byte of a link's name also supervises the chunks of the link's
                         # key (the value or the previous name, after " = "). A landmark sees its own
                         # bytes and those before them, so when a boundary falls between a name and
@@ -636,6 +647,9 @@ def fam_niah(rng, corpus, L, S, kind=None, opts=None):
     v = gen(rng, corpus)
     nd = _kv_needle(rng, kname, key, v)
     q = rng.choice(QUESTION_T).format(kind=kname, key=key)
+    echo = _opts(opts)["value_echo"]
+    if echo > 0 and rng.random() < echo:  # (no rng use when it is 0: same samples)
+        nd = rng.choice(ECHO_T).format(key=key, value=v) + " " + nd
     return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=opts, marks=[v], keys=[key],
                     lookalikes=True)
 

@@ -458,6 +458,30 @@ def test_value_align_puts_values_at_and_across_chunk_ends(corpus):
     assert at_end > 0.3 * (at_end + across) and across > 0.3 * (at_end + across)
 
 
+def test_value_echo_says_the_value_twice_and_aligns_the_second(corpus):
+    """value_echo=1: every niah needle is an echo sentence with the same value, then the needle; both
+    occurrences are supervised, and with value_align the last one ends at or crosses a chunk end
+    (the demo's shape); 0 keeps the old samples."""
+    at_end = 0
+    for seed in range(30):
+        opts = dict(D.TRAIN_OPTS, value_align=1.0, tail_frac=0.0, value_echo=1.0)
+        s = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=opts)
+        v = s.answers[0]
+        st, en = s.meta["spans"][0]
+        nd = text(s.tokens[st:en])
+        assert nd.count(v) >= 2 and any(nd.startswith(e.split("{key}")[0]) for e in D.ECHO_T), nd
+        sps = s.meta["sup_spans"][0]
+        assert len(sps) >= 2 and all(text(s.tokens[a:b]) == v for a, b in sps)
+        a, e = sps[-1]
+        assert e % S == 0 or a // S != (e - 1) // S
+        at_end += e % S == 0
+        s0 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(opts, value_echo=0.0))
+        s1 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(D.TRAIN_OPTS, value_align=1.0, tail_frac=0.0))
+        st0, en0 = s0.meta["spans"][0]
+        assert (s0.tokens == s1.tokens).all() and text(s0.tokens[st0:en0]).count(v) == 1
+    assert at_end >= 5
+
+
 def test_sup_after_supervises_the_chunk_after_a_value_ending_at_a_chunk_end(corpus):
     """sup_after: the position predicting the <eos> after a value that ends at a chunk end also
     names the next chunk (the one that shows the value is complete); the value's bytes do not."""

@@ -275,6 +275,8 @@ DATA_FRACTIONS = {
     "tail_align_straddle": "of the aligned samples, this fraction has the value across the boundary "
         "between the last complete chunk and the incomplete one",
     "value_align": "fraction of needles at any depth whose value ends at a chunk end or crosses one",
+    "value_echo": "fraction of niah needles said twice: the same value in another sentence right "
+        "before the needle (the demo's shape; with --value-align the second one is aligned)",
     "copy_in_chunk": "copy family: fraction of its pairs with both occurrences inside one chunk "
         "(only the sliding window can copy those)",
     "key_decoys": "fraction of niah/multikey/multiquery samples whose filler also mentions the "
