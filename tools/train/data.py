@@ -647,10 +647,10 @@ def fam_niah(rng, corpus, L, S, kind=None, opts=None):
     v = gen(rng, corpus)
     nd = _kv_needle(rng, kname, key, v)
     q = rng.choice(QUESTION_T).format(kind=kname, key=key)
-    echo = _opts(opts)["value_echo"]
-    if echo > 0 and rng.random() < echo:  # (no rng use when it is 0: same samples)
+    o = _opts(opts)
+    if o["value_echo"] > 0 and rng.random() < o["value_echo"]:  # (no rng use when it is 0: same samples)
         nd = rng.choice(ECHO_T).format(key=key, value=v) + " " + nd
-    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=opts, marks=[v], keys=[key],
+    return assemble(rng, corpus, L, [b(nd)], [(q, v, [0])], S, opts=o, marks=[v], keys=[key],
                     lookalikes=True)
 
 

@@ -461,7 +461,8 @@ def test_value_align_puts_values_at_and_across_chunk_ends(corpus):
 def test_value_echo_says_the_value_twice_and_aligns_the_second(corpus):
     """value_echo=1: every niah needle is an echo sentence with the same value, then the needle; both
     occurrences are supervised, and with value_align the last one ends at or crosses a chunk end
-    (the demo's shape); 0 keeps the old samples."""
+    (the demo's shape); at 0 the needle says it once (that the default samples are those from before the
+    option is test_default_samples_unchanged_since_tail_align's golden hashes)."""
     at_end = 0
     for seed in range(30):
         opts = dict(D.TRAIN_OPTS, value_align=1.0, tail_frac=0.0, value_echo=1.0)
@@ -477,9 +478,8 @@ def test_value_echo_says_the_value_twice_and_aligns_the_second(corpus):
         assert e % S == 0 or a // S != (e - 1) // S
         at_end += e % S == 0
         s0 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(opts, value_echo=0.0))
-        s1 = D.fam_niah(random.Random(seed), corpus, 4096, S, opts=dict(D.TRAIN_OPTS, value_align=1.0, tail_frac=0.0))
         st0, en0 = s0.meta["spans"][0]
-        assert (s0.tokens == s1.tokens).all() and text(s0.tokens[st0:en0]).count(v) == 1
+        assert text(s0.tokens[st0:en0]).count(v) == 1
     assert at_end >= 5
 
 
