@@ -55,6 +55,7 @@ _Static_assert(offsetof(struct hsadb_append_rec, state) == 40, "hsadb_append_rec
 #define STORE_MAPSIZE_MAX    ((size_t)1 << 44)  /* growth stops at 16 TiB of address space */
 #define STORE_MAXDBS         16
 #define STORE_MAXREADERS     1024
+#define STORE_LOCKFILE_BYTES (128 << 10)    /* >= LMDB's lock file for 1024 readers (65,664 B) */
 #define STORE_DELETE_BATCH   4096               /* deletes per write txn in memory_delete */
 #define STORE_COPY_BATCH     4096               /* records per dest txn in a memory snapshot */
 #define STORE_COPY_BYTES     ((size_t)64 << 20) /* ... or this many value bytes */
@@ -489,6 +490,35 @@ static int store_write(hsadb_store *st, write_fn fn, void *ctx, const char *what
 /* ---- open / close ---------------------------------------------------------------------- */
 
 /*
+ * Allocates the disk blocks of `dir`/lock.mdb (creating it) before LMDB opens it. LMDB sizes a
+ * new lock file with ftruncate, a sparse file, and writes its reader table through a shared
+ * mmap: on a full filesystem the first store to a page that has no block is SIGBUS, which
+ * killed `hsadb create` on a full disk (session 18, a GPU evaluation that filled /tmp).
+ * fallocate with FALLOC_FL_KEEP_SIZE allocates the blocks without changing the file's size,
+ * so LMDB still sizes the table itself; a full disk is ENOSPC here instead. Filesystems
+ * without fallocate (EOPNOTSUPP) and directories we may not write (EACCES, EROFS: a read-only
+ * open of someone else's store) are left to LMDB as before.
+ */
+static int lockfile_reserve(const char *dir) {
+    char path[PATH_MAX];
+    int fd, created = 1, err = 0;
+
+    snprintf(path, sizeof path, "%s/lock.mdb", dir);
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == EEXIST) {
+        created = 0;
+        fd = open(path, O_RDWR | O_CLOEXEC);
+    }
+    if (fd < 0) return 0;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, STORE_LOCKFILE_BYTES) != 0) err = errno;
+    close(fd);
+    if (err != ENOSPC && err != EDQUOT) return 0;
+    if (created) unlink(path);   /* leave the directory as it was */
+    return hsadb_fail(err, "%s: no room for the lock file (%d KiB): %s", path,
+                      STORE_LOCKFILE_BYTES >> 10, strerror(err));
+}
+
+/*
  * Initial map size: HSADB_STORE_MAPSIZE (bytes) if set, else max(1 GiB, 2 x data.mdb).
  * LMDB itself raises a too small size to what the file already holds.
  */
@@ -634,6 +664,7 @@ int hsadb_store_open(const char *dir, unsigned flags, hsadb_store **out) {
     if (stat(dir, &sb) != 0) return hsadb_fail(errno, "%s: %s", dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) return hsadb_fail(ENOTDIR, "%s: not a directory", dir);
     if ((rc = initial_mapsize(dir, &mapsize))) return rc;
+    if ((rc = lockfile_reserve(dir))) return rc;
 
     st = calloc(1, sizeof *st + dlen + 1);
     if (!st) return hsadb_fail(ENOMEM, "store open: out of memory");

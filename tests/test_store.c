@@ -1332,8 +1332,17 @@ static void test_snapshot(void) {
 
 /* ---- 9. full disk ---------------------------------------------------------------------- */
 
+/* Writes zeros to `path` until `bytes` (SIZE_MAX: until the filesystem is full). */
+static void fill_file(const char *path, size_t bytes) {
+    static char block[4096];
+    size_t done = 0;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    while (fd >= 0 && done < bytes && write(fd, block, sizeof block) > 0) done += sizeof block;
+    if (fd >= 0) close(fd);
+}
+
 static void test_full_disk(void) {
-    char mnt[512], dir[600];
+    char mnt[512], dir[600], reserve[600];
     struct hsadb_memory_rec g = geom(HSADB_KV_BF16, 64, 2, 16, 8), rec;
     struct sizes z = sizes_of(&g);
     struct scratch s;
@@ -1351,6 +1360,8 @@ static void test_full_disk(void) {
         return;
     }
     snprintf(dir, sizeof dir, "%s/db", mnt);
+    snprintf(reserve, sizeof reserve, "%s/reserve", mnt);
+    fill_file(reserve, 256 << 10);   /* room to give back at the end */
     scratch_init(&s, z);
     rc = hsadb_store_open(dir, HSADB_STORE_CREATE, &st);
     if (rc == 0) rc = hsadb_store_memory_create(st, "f", &g);
@@ -1371,7 +1382,32 @@ static void test_full_disk(void) {
     hsadb_store_close(st);
     rc = hsadb_store_open(dir, 0, &st);
     CHECK(rc == 0 && verify_memory(st, "f", 31, 1, &got) == 0 && got == good, "reopened: still intact");
-    hsadb_store_close(st);
+    if (rc == 0) hsadb_store_close(st);
+
+    /* Not one free block: a new store must fail with ENOSPC, not die of SIGBUS (LMDB writes its
+     * lock file's reader table through a shared mmap of a sparse file), and the store that is
+     * there still opens. */
+    {
+        char fill[600], dir2[600], lock2[640];
+        snprintf(fill, sizeof fill, "%s/fill", mnt);
+        snprintf(dir2, sizeof dir2, "%s/db2", mnt);
+        snprintf(lock2, sizeof lock2, "%s/lock.mdb", dir2);
+        fill_file(fill, SIZE_MAX);
+        rc = hsadb_store_open(dir2, HSADB_STORE_CREATE, &st);
+        CHECK(rc == ENOSPC && access(lock2, F_OK) != 0,
+              "a new store on the full disk: %s (%s), no lock file left", hsadb_strerror(rc),
+              hsadb_last_error());
+        if (rc == 0) hsadb_store_close(st);
+        rc = hsadb_store_open(dir, 0, &st);
+        CHECK(rc == 0 && verify_memory(st, "f", 31, 1, &got) == 0 && got == good,
+              "the full disk's store still opens, intact (%s)", why(rc));
+        if (rc == 0) hsadb_store_close(st);
+        unlink(fill);
+        unlink(reserve);
+        rc = hsadb_store_open(dir2, HSADB_STORE_CREATE, &st);
+        CHECK(rc == 0, "with room again the new store opens (%s)", why(rc));
+        if (rc == 0) hsadb_store_close(st);
+    }
 out:
     scratch_free(&s);
     umount(mnt);
