@@ -21,6 +21,11 @@
 # PAR_TMP (scratch: databases and per-process records, /tmp/par; give each concurrent run its own);
 # PAR_EVAL_EXTRA (more eval_engine.py flags, e.g. --wrap-from-start: the 16M haystacks of runs before
 # session 11's random corpus offset, docs/eval/niah-16m-gpu-engine-49860.jsonl among them).
+# Disk: every process keeps one database in PAR_TMP, as large as its haystack (a 64K haystack's is
+# 20 MB, 305 bytes per token, with hsadb-small), so six 16M processes need ~30 GB. The script
+# checks the free space first (PAR_BYTES_PER_TOKEN, 400 with a margin; PAR_DISK_CHECK=0 skips it)
+# and removes its databases at the end: session 18's second call on a warm machine still had the
+# first call's, the disk filled, and two processes stopped at their first haystack.
 # $OUT (at most 8 files come back from a call): tasks.jsonl, needle.jsonl (eval_engine.py's records,
 # written as they come, so a timeout keeps what finished), par.log (progress and a summary).
 set -uo pipefail
@@ -37,10 +42,22 @@ if [ -z "${HSADB:-}" ]; then   # the GPU build and the Debian libraries it links
 fi
 PY=${PY:-python3}
 sha256sum "$MODEL/model.safetensors" | tee "$OUT/par.log"
-E=("$PY" tools/eval/eval_engine.py --hsadb "$HSADB" --model "$MODEL" --corpus .carry/corpus.txt.gz ${PAR_EVAL_EXTRA:-})
-n=0
+# the free-space check: the sum of every process's haystack length x PAR_BYTES_PER_TOKEN
+need=0
 IFS=';' read -r -a lists <<< "${PAR_TASKS:-}"
 IFS=, read -r -a tlengths <<< "${PAR_TASKS_LENGTH:-1048576}"
+IFS=, read -r -a lengths <<< "${PAR_NEEDLE_LENGTHS:-}"
+for tl in "${lists[@]}"; do [ -n "$tl" ] && for TL in "${tlengths[@]}"; do need=$((need + TL)); done; done
+for L in "${lengths[@]}"; do need=$((need + 5 * L)); done
+need=$((need * ${PAR_BYTES_PER_TOKEN:-400}))
+free=$(df --output=avail -B1 "$P" | tail -n 1)
+if [ "${PAR_DISK_CHECK:-1}" != 0 ] && [ "$need" -gt "$free" ]; then
+  echo "gpu_eval_parallel: the databases need ~$((need >> 30)) GiB, $P has $((free >> 30)) GiB free" \
+       "(an earlier run's PAR_TMP? fewer processes? PAR_DISK_CHECK=0 runs anyway)" >&2
+  exit 2
+fi
+E=("$PY" tools/eval/eval_engine.py --hsadb "$HSADB" --model "$MODEL" --corpus .carry/corpus.txt.gz ${PAR_EVAL_EXTRA:-})
+n=0
 for tl in "${lists[@]}"; do
   [ -n "$tl" ] || continue
   for TL in "${tlengths[@]}"; do
@@ -49,7 +66,6 @@ for tl in "${lists[@]}"; do
       --out $P/t$n --db $P/tdb$n > $P/t$n.log 2>&1 &
   done
 done
-IFS=, read -r -a lengths <<< "${PAR_NEEDLE_LENGTHS:-}"
 for L in "${lengths[@]}"; do
   i=0
   for d in 0 0.25 0.5 0.75 1.0; do
@@ -63,6 +79,7 @@ wait
 cat $P/t*/results.jsonl > "$OUT/tasks.jsonl" 2>/dev/null
 cat $P/n*/results.jsonl > "$OUT/needle.jsonl" 2>/dev/null
 cat $P/*.log >> "$OUT/par.log"
+rm -rf $P/tdb* $P/ndb*   # the databases: scratch, and the next call on a warm machine needs the disk
 if [ ! -s "$OUT/tasks.jsonl" ] && [ ! -s "$OUT/needle.jsonl" ]; then
   echo "gpu_eval_parallel: no haystack was evaluated; the processes' output:" >&2
   tail -n 5 $P/*.log >&2
