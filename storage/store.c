@@ -519,6 +519,31 @@ static int lockfile_reserve(const char *dir) {
 }
 
 /*
+ * HSADB_ERR_CORRUPT if data.mdb ends before the last page its meta page names (a file cut
+ * short: a partial copy, a truncate). LMDB reads pages through its mmap, and a page beyond the
+ * end of the file is SIGBUS at the first read (every command died of it, exit 135, before this
+ * check). LMDB writes the pages of a commit before its meta page, so an intact file is never
+ * shorter than that.
+ */
+static int check_length(hsadb_store *st) {
+    MDB_envinfo info;
+    struct stat sb;
+    uint64_t need;
+    int fd, rc;
+
+    if ((rc = mdb_env_info(st->env, &info)) || (rc = mdb_env_get_fd(st->env, &fd)))
+        return store_err(rc, st->dir);
+    if (fstat(fd, &sb) != 0) return hsadb_fail(errno, "%s/data.mdb: %s", st->dir, strerror(errno));
+    need = ((uint64_t)info.me_last_pgno + 1) * st->psize;
+    if ((uint64_t)sb.st_size < need)
+        return hsadb_fail(HSADB_ERR_CORRUPT,
+                          "%s/data.mdb is %" PRIu64 " bytes but its last page ends at byte %" PRIu64
+                          ": the file was cut short (a partial copy?)",
+                          st->dir, (uint64_t)sb.st_size, need);
+    return 0;
+}
+
+/*
  * Initial map size: HSADB_STORE_MAPSIZE (bytes) if set, else max(1 GiB, 2 x data.mdb).
  * LMDB itself raises a too small size to what the file already holds.
  */
@@ -692,6 +717,7 @@ int hsadb_store_open(const char *dir, unsigned flags, hsadb_store **out) {
         if ((rc = mdb_env_stat(st->env, &es))) goto fail;
         st->psize = es.ms_psize;
     }
+    if ((rc = check_length(st))) goto fail_quiet;
     if ((rc = store_init(st))) goto fail;
 
     /* Cross-process appender locks: OFD byte locks on data.mdb (LMDB's own fd, so no fd of
@@ -706,6 +732,7 @@ int hsadb_store_open(const char *dir, unsigned flags, hsadb_store **out) {
 
 fail:
     rc = store_err(rc, dir);   /* e.g. "<dir>: MDB_INVALID: File is not an LMDB file" */
+fail_quiet:
     if (st->env) mdb_env_close(st->env);
     pthread_rwlock_destroy(&st->map_lock);
     pthread_mutex_destroy(&st->mu);

@@ -1201,6 +1201,22 @@ static void test_corrupt(void) {
         hsadb_store_close(st);
         scratch_free(&s);
     }
+
+    /* data.mdb cut short (a partial copy): the pages the meta names are not all there. LMDB
+     * would read them through its mmap and die of SIGBUS; the store says CORRUPT at open. */
+    {
+        struct stat sb;
+        long page = sysconf(_SC_PAGESIZE);   /* LMDB's page size */
+        int ok;
+        snprintf(path, sizeof path, "%s/data.mdb", dir);
+        ok = stat(path, &sb) == 0 && sb.st_size > 4 * page && truncate(path, 3 * page) == 0;
+        CHECK(ok, "setup: a store of %lld bytes cut to 3 pages", (long long)sb.st_size);
+        rc = hsadb_store_open(dir, 0, &st);
+        CHECK(rc == HSADB_ERR_CORRUPT && st == NULL && strstr(hsadb_last_error(), "cut short"),
+              "a truncated data.mdb -> CORRUPT: %s", hsadb_last_error());
+        rc = hsadb_store_open(dir, HSADB_STORE_RDONLY, &st);
+        CHECK(rc == HSADB_ERR_CORRUPT && st == NULL, "... read-only too (%s)", hsadb_strerror(rc));
+    }
 }
 
 /* ---- 8. snapshots ---------------------------------------------------------------------- */
