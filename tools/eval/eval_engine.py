@@ -126,6 +126,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", default="eval-out")
     ap.add_argument("--db", default="/tmp/hsadb-eval-db")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="make and drop the first SKIP haystacks: resume a stopped run with the same "
+                         "arguments (results.jsonl is appended to)")
     ap.add_argument("--wrap-from-start", action="store_true",
                     help="haystacks longer than the corpus start at its first byte (runs before session 11: "
                          "every 16M haystack had the same text); default: a random offset")
@@ -166,7 +169,9 @@ def main():
     rng = random.Random(args.seed)
     if args.heatmap:
         depths = [float(x) for x in args.depths.split(",")]
-        for L, d, i, hay, qas in heatmap_haystacks(rng, corpus, lengths, depths, args.n):
+        for k, (L, d, i, hay, qas) in enumerate(heatmap_haystacks(rng, corpus, lengths, depths, args.n)):
+            if k < args.skip:
+                continue
             secs = eng.fresh("eval", hay)
             q, want = qas[0]
             at = hay.rfind(b" is " + want)  # the needle's value (eval_sample: "... is V.")
@@ -175,7 +180,10 @@ def main():
             print("heatmap L=%d depth=%.2f #%d %s (append %.1fs)" % (L, d, i, "ok" if ok else "miss", secs),
                   flush=True)
     else:
-        for task, L, i, hay, qas in task_haystacks(rng, corpus, args.tasks.split(","), lengths, args.n):
+        for k, (task, L, i, hay, qas) in enumerate(task_haystacks(rng, corpus, args.tasks.split(","), lengths,
+                                                                  args.n)):
+            if k < args.skip:
+                continue
             secs = eng.fresh("eval", hay)
             for q, want in qas:
                 ok = record(task, L, None, q, want, eng.ask("eval", q, answer_tokens(want)), secs)
