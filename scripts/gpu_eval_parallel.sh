@@ -14,7 +14,7 @@
 # "multikey,multiquery" at 1M those of docs/eval/tasks-1m-gpu-engine-*.jsonl; with a larger
 # PAR_TASKS_N a list's first task still begins with those haystacks),
 # PAR_NEEDLE_LENGTHS (comma-separated; single needle, one process per depth 0/25/50/75/100% and
-# length, PAR_NEEDLE_N per depth (60), seeds PAR_NEEDLE_SEED+1 ... +5 (5100: session 10's 1M run; a
+# length, PAR_NEEDLE_N per depth (60; a comma-separated list gives each length its own), seeds PAR_NEEDLE_SEED+1 ... +5 (5100: session 10's 1M run; a
 # concurrent run with another PAR_NEEDLE_SEED and PAR_TMP adds different haystacks), PAR_TIMEOUT (each
 # process, 450 s), MODEL (models/hsadb-small); for a check on a machine without the GPU build:
 # HSADB (the CLI; default .carry/gpu/hsadb with its libraries), PY (python3);
@@ -66,11 +66,14 @@ for tl in "${lists[@]}"; do
       --out $P/t$n --db $P/tdb$n > $P/t$n.log 2>&1 &
   done
 done
+IFS=, read -r -a counts <<< "${PAR_NEEDLE_N:-60}"
+j=0
 for L in "${lengths[@]}"; do
+  N=${counts[$j]:-${counts[0]}}; j=$((j + 1))
   i=0
   for d in 0 0.25 0.5 0.75 1.0; do
     i=$((i + 1)); n=$((n + 1))
-    timeout "$T" "${E[@]}" --heatmap --lengths "$L" --depths $d --n "${PAR_NEEDLE_N:-60}" --seed $((${PAR_NEEDLE_SEED:-5100} + i)) \
+    timeout "$T" "${E[@]}" --heatmap --lengths "$L" --depths $d --n "$N" --seed $((${PAR_NEEDLE_SEED:-5100} + i)) \
       --out $P/n$n --db $P/ndb$n > $P/n$n.log 2>&1 &
   done
 done
