@@ -12,7 +12,7 @@ niah needle states the key first: its value's chunk can match the key.)
 Replays the haystacks of an eval_engine.py run (the same --tasks, --length, --n and --seed, as
 trace_answer.py does; no model is run) and prints, per vt haystack, the answer from the run's
 records, whether it was right, and each chain link with the boundary's offset in it; then hits and
-misses with and without a split link.
+misses with and without a split link, and hits by the chain's length and its number of split links.
 
   /usr/bin/python3 tools/eval/vt_layout.py --tasks vt --length 4194304 --n 40 \\
       --corpus .carry/corpus.txt.gz --records docs/eval/tasks-1m-4m-16m-gpu-engine-52998.jsonl
@@ -67,7 +67,7 @@ def main():
     S = a.chunk_size
     recs = [json.loads(line) for line in open(a.records)]
     recs = [r for r in recs if r["task"] == "vt" and r["length"] == a.length]
-    table = {}
+    table, by_len = {}, {}
     draws = E.task_haystacks(random.Random(a.seed), D.Corpus(a.corpus), a.tasks.split(","), [a.length], a.n, S,
                              spans=True)
     for task, _, i, hay, qas, spans in draws:
@@ -81,8 +81,12 @@ def main():
             sys.exit("vt_layout: haystack %d is not the run's (%r, records %r): other --tasks/--n/--seed?"
                      % (i, want, r["want"]))
         cuts = [(text, link_cut(text, st, S)) for st, text in chain_links(hay, spans, want.split())]
-        split = any(is_split(t, c) for t, c in cuts)
+        n_split = sum(is_split(t, c) for t, c in cuts)
+        split = n_split > 0
         table[(r["ok"], split)] = table.get((r["ok"], split), 0) + 1
+        k = (len(cuts), min(n_split, 2))
+        hit, n = by_len.get(k, (0, 0))
+        by_len[k] = (hit + r["ok"], n + 1)
         print("#%-3d %-4s %-28s got %-28s %s" % (
             i, "ok" if r["ok"] else "MISS", r["want"].strip(), r["got"].strip() or "-",
             "  ".join("%s|%s%s" % (t[:c], t[c:], " (split)" if is_split(t, c) else "") if c else t
@@ -90,6 +94,12 @@ def main():
     print("\nL=%d | with a split link | without" % a.length)
     for ok in (True, False):
         print("%-4s | %d | %d" % ("hit" if ok else "miss", table.get((ok, True), 0), table.get((ok, False), 0)))
+    # the chain's length (links, the number's included) and its split links (0, 1, 2 or more) together:
+    # longer chains have more links to split, so the first table alone mixes the two
+    print("\nlinks | no split | one split | two or more")
+    for links in sorted({k[0] for k in by_len}):
+        print("%5d | %s" % (links, " | ".join("%d/%d" % by_len[(links, ns)] if (links, ns) in by_len else "-"
+                                              for ns in (0, 1, 2))))
 
 
 if __name__ == "__main__":
