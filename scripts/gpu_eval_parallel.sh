@@ -14,8 +14,9 @@
 # "multikey,multiquery" at 1M those of docs/eval/tasks-1m-gpu-engine-*.jsonl; with a larger
 # PAR_TASKS_N a list's first task still begins with those haystacks),
 # PAR_NEEDLE_LENGTHS (comma-separated; single needle, one process per depth 0/25/50/75/100% and
-# length, PAR_NEEDLE_N per depth (60; a comma-separated list gives each length its own), seeds PAR_NEEDLE_SEED+1 ... +5 (5100: session 10's 1M run; a
-# concurrent run with another PAR_NEEDLE_SEED and PAR_TMP adds different haystacks), PAR_TIMEOUT (each
+# length, PAR_NEEDLE_N per depth (60; a comma-separated list gives each length its own), seeds
+# PAR_NEEDLE_SEED+1 ... +5 (5100: session 10's 1M run; a concurrent run with another
+# PAR_NEEDLE_SEED and PAR_TMP adds different haystacks), PAR_TIMEOUT (each
 # process, 450 s), MODEL (models/hsadb-small); for a check on a machine without the GPU build:
 # HSADB (the CLI; default .carry/gpu/hsadb with its libraries), PY (python3);
 # PAR_TMP (scratch: databases and per-process records, /tmp/par; give each concurrent run its own);

@@ -1205,7 +1205,7 @@ static void test_corrupt(void) {
     /* data.mdb cut short (a partial copy): the pages the meta names are not all there. LMDB
      * would read them through its mmap and die of SIGBUS; the store says CORRUPT at open. */
     {
-        struct stat sb;
+        struct stat sb = { 0 };
         long page = sysconf(_SC_PAGESIZE);   /* LMDB's page size */
         int ok;
         snprintf(path, sizeof path, "%s/data.mdb", dir);
