@@ -48,8 +48,9 @@ need=0
 IFS=';' read -r -a lists <<< "${PAR_TASKS:-}"
 IFS=, read -r -a tlengths <<< "${PAR_TASKS_LENGTH:-1048576}"
 IFS=, read -r -a lengths <<< "${PAR_NEEDLE_LENGTHS:-}"
+depths=(0 0.25 0.5 0.75 1.0)   # one needle process per depth and length, seeds PAR_NEEDLE_SEED+1 ...
 for tl in "${lists[@]}"; do [ -n "$tl" ] && for TL in "${tlengths[@]}"; do need=$((need + TL)); done; done
-for L in "${lengths[@]}"; do need=$((need + 5 * L)); done
+for L in "${lengths[@]}"; do need=$((need + ${#depths[@]} * L)); done
 need=$((need * ${PAR_BYTES_PER_TOKEN:-400}))
 free=$(df --output=avail -B1 "$P" | tail -n 1)
 if [ "${PAR_DISK_CHECK:-1}" != 0 ] && [ "$need" -gt "$free" ]; then
@@ -72,7 +73,7 @@ j=0
 for L in "${lengths[@]}"; do
   N=${counts[$j]:-${counts[0]}}; j=$((j + 1))
   i=0
-  for d in 0 0.25 0.5 0.75 1.0; do
+  for d in "${depths[@]}"; do
     i=$((i + 1)); n=$((n + 1))
     timeout "$T" "${E[@]}" --heatmap --lengths "$L" --depths $d --n "$N" --seed $((${PAR_NEEDLE_SEED:-5100} + i)) \
       --out $P/n$n --db $P/ndb$n > $P/n$n.log 2>&1 &

@@ -55,7 +55,9 @@ _Static_assert(offsetof(struct hsadb_append_rec, state) == 40, "hsadb_append_rec
 #define STORE_MAPSIZE_MAX    ((size_t)1 << 44)  /* growth stops at 16 TiB of address space */
 #define STORE_MAXDBS         16
 #define STORE_MAXREADERS     1024
-#define STORE_LOCKFILE_BYTES (128 << 10)    /* >= LMDB's lock file for 1024 readers (65,664 B) */
+/* lock.mdb's blocks, allocated before LMDB maps it: LMDB's reader table is a 192-byte header and
+ * a 64-byte slot per reader after the first (65,664 B for 1024 readers), rounded up to pages */
+#define STORE_LOCKFILE_BYTES (((STORE_MAXREADERS + 3) * 64 + 4095) / 4096 * 4096)
 #define STORE_DELETE_BATCH   4096               /* deletes per write txn in memory_delete */
 #define STORE_COPY_BATCH     4096               /* records per dest txn in a memory snapshot */
 #define STORE_COPY_BYTES     ((size_t)64 << 20) /* ... or this many value bytes */

@@ -15,6 +15,7 @@ the first <query>, the questions are asked one by one). Results: OUT/results.jso
 question), OUT/summary.md (accuracy per task and length), OUT/heatmap.png.
 """
 import argparse
+import itertools
 import json
 import os
 import random
@@ -169,9 +170,8 @@ def main():
     rng = random.Random(args.seed)
     if args.heatmap:
         depths = [float(x) for x in args.depths.split(",")]
-        for k, (L, d, i, hay, qas) in enumerate(heatmap_haystacks(rng, corpus, lengths, depths, args.n)):
-            if k < args.skip:
-                continue
+        for L, d, i, hay, qas in itertools.islice(heatmap_haystacks(rng, corpus, lengths, depths, args.n),
+                                                   args.skip, None):
             secs = eng.fresh("eval", hay)
             q, want = qas[0]
             at = hay.rfind(b" is " + want)  # the needle's value (eval_sample: "... is V.")
@@ -180,10 +180,8 @@ def main():
             print("heatmap L=%d depth=%.2f #%d %s (append %.1fs)" % (L, d, i, "ok" if ok else "miss", secs),
                   flush=True)
     else:
-        for k, (task, L, i, hay, qas) in enumerate(task_haystacks(rng, corpus, args.tasks.split(","), lengths,
-                                                                  args.n)):
-            if k < args.skip:
-                continue
+        draws = task_haystacks(rng, corpus, args.tasks.split(","), lengths, args.n)
+        for task, L, i, hay, qas in itertools.islice(draws, args.skip, None):
             secs = eng.fresh("eval", hay)
             for q, want in qas:
                 ok = record(task, L, None, q, want, eng.ask("eval", q, answer_tokens(want)), secs)
