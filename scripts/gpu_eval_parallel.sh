@@ -8,11 +8,17 @@
 #   .carry/corpus.txt.gz; the model in models/hsadb-small):
 #     PAR_TASKS="vt;multikey,multiquery" PAR_NEEDLE_LENGTHS=1048576 bash scripts/gpu_eval_parallel.sh
 #
-# Knobs: PAR_TASKS (';'-separated task lists, one process per list and length, at the lengths of
-# PAR_TASKS_LENGTH (comma-separated; 1048576) with PAR_TASKS_N haystacks per task (20) and seed 1234:
-# a list meets the same haystacks as gpu_engine_check.sh's GPU_TASKS=<list> run, e.g. "vt" and
-# "multikey,multiquery" at 1M those of docs/eval/tasks-1m-gpu-engine-*.jsonl; with a larger
-# PAR_TASKS_N a list's first task still begins with those haystacks),
+# Knobs: PAR_TASKS (';'-separated task lists, one process per list and length (or PAR_TASKS_PROCS),
+# at the lengths of PAR_TASKS_LENGTH (comma-separated; 1048576) with PAR_TASKS_N haystacks per task
+# (20) and seed 1234: a list meets the same haystacks as gpu_engine_check.sh's GPU_TASKS=<list>
+# run, e.g. "vt" and "multikey,multiquery" at 1M those of docs/eval/tasks-1m-gpu-engine-*.jsonl;
+# with a larger PAR_TASKS_N a list's first task still begins with those haystacks),
+# PAR_TASKS_PROCS (1: each list and length split over up to this many processes, each its own slice
+# of the same haystacks through eval_engine.py's --skip/--count: session 20 ran 160 1M haystacks,
+# vt and multikey, in 109 s with 16 processes of 10; the records keep the haystacks' order),
+# PAR_TASKS_FROM (0: the first haystack of each list's stream to run; a list's stream is
+# PAR_TASKS_N haystacks of each of its tasks in turn, so PAR_TASKS_N=200 PAR_TASKS_FROM=40 on "vt"
+# runs the 160 after the 40 that earlier runs met),
 # PAR_NEEDLE_LENGTHS (comma-separated; single needle, one process per depth 0/25/50/75/100% and
 # length, PAR_NEEDLE_N per depth (60; a comma-separated list gives each length its own), seeds
 # PAR_NEEDLE_SEED+1 ... +5 (5100: session 10's 1M run; a concurrent run with another
@@ -49,7 +55,7 @@ IFS=';' read -r -a lists <<< "${PAR_TASKS:-}"
 IFS=, read -r -a tlengths <<< "${PAR_TASKS_LENGTH:-1048576}"
 IFS=, read -r -a lengths <<< "${PAR_NEEDLE_LENGTHS:-}"
 depths=(0 0.25 0.5 0.75 1.0)   # one needle process per depth and length, seeds PAR_NEEDLE_SEED+1 ...
-for tl in "${lists[@]}"; do [ -n "$tl" ] && for TL in "${tlengths[@]}"; do need=$((need + TL)); done; done
+for tl in "${lists[@]}"; do [ -n "$tl" ] && for TL in "${tlengths[@]}"; do need=$((need + ${PAR_TASKS_PROCS:-1} * TL)); done; done
 for L in "${lengths[@]}"; do need=$((need + ${#depths[@]} * L)); done
 need=$((need * ${PAR_BYTES_PER_TOKEN:-400}))
 free=$(df --output=avail -B1 "$P" | tail -n 1)
@@ -60,12 +66,21 @@ if [ "${PAR_DISK_CHECK:-1}" != 0 ] && [ "$need" -gt "$free" ]; then
 fi
 E=("$PY" tools/eval/eval_engine.py --hsadb "$HSADB" --model "$MODEL" --corpus .carry/corpus.txt.gz ${PAR_EVAL_EXTRA:-})
 n=0
+NT=${PAR_TASKS_N:-20}
+FROM=${PAR_TASKS_FROM:-0}
+K=${PAR_TASKS_PROCS:-1}
 for tl in "${lists[@]}"; do
   [ -n "$tl" ] || continue
+  IFS=, read -r -a tasks <<< "$tl"
+  total=$((${#tasks[@]} * NT))   # the list's haystacks at one length: NT per task, one task after another
+  [ "$FROM" -lt "$total" ] || { echo "gpu_eval_parallel: PAR_TASKS_FROM=$FROM >= $total haystacks of '$tl'" >&2; exit 2; }
+  per=$(( (total - FROM + K - 1) / K ))
   for TL in "${tlengths[@]}"; do
-    n=$((n + 1))
-    timeout "$T" "${E[@]}" --tasks "$tl" --lengths "$TL" --n "${PAR_TASKS_N:-20}" \
-      --out $P/t$n --db $P/tdb$n > $P/t$n.log 2>&1 &
+    for ((s = FROM; s < total; s += per)); do   # K processes, each its own slice of the same haystacks
+      n=$((n + 1)); t=$(printf 't%03d' $n)
+      timeout "$T" "${E[@]}" --tasks "$tl" --lengths "$TL" --n "$NT" --skip $s --count $per \
+        --out $P/$t --db $P/db$t > $P/$t.log 2>&1 &
+    done
   done
 done
 IFS=, read -r -a counts <<< "${PAR_NEEDLE_N:-60}"
@@ -74,9 +89,9 @@ for L in "${lengths[@]}"; do
   N=${counts[$j]:-${counts[0]}}; j=$((j + 1))
   i=0
   for d in "${depths[@]}"; do
-    i=$((i + 1)); n=$((n + 1))
+    i=$((i + 1)); n=$((n + 1)); t=$(printf 'n%03d' $n)
     timeout "$T" "${E[@]}" --heatmap --lengths "$L" --depths $d --n "$N" --seed $((${PAR_NEEDLE_SEED:-5100} + i)) \
-      --out $P/n$n --db $P/ndb$n > $P/n$n.log 2>&1 &
+      --out $P/$t --db $P/db$t > $P/$t.log 2>&1 &
   done
 done
 [ $n -gt 0 ] || { echo "gpu_eval_parallel: set PAR_TASKS and/or PAR_NEEDLE_LENGTHS" >&2; exit 2; }
@@ -84,7 +99,7 @@ wait
 cat $P/t*/results.jsonl > "$OUT/tasks.jsonl" 2>/dev/null
 cat $P/n*/results.jsonl > "$OUT/needle.jsonl" 2>/dev/null
 cat $P/*.log >> "$OUT/par.log"
-rm -rf $P/tdb* $P/ndb*   # the databases: scratch, and the next call on a warm machine needs the disk
+rm -rf $P/db*   # the databases: scratch, and the next call on a warm machine needs the disk
 if [ ! -s "$OUT/tasks.jsonl" ] && [ ! -s "$OUT/needle.jsonl" ]; then
   echo "gpu_eval_parallel: no haystack was evaluated; the processes' output:" >&2
   tail -n 5 $P/*.log >&2

@@ -105,6 +105,12 @@ def heatmap_haystacks(rng, corpus, lengths, depths, n, S=64):
                 yield L, d, i, hay, qas
 
 
+def run_slice(draws, skip, count):
+    """The haystacks one process evaluates: after the first skip ones (still drawn, so that the
+    rest are the same as in a whole run), count of them (0: all the rest)."""
+    return itertools.islice(draws, skip, skip + count if count > 0 else None)
+
+
 def correct(got, want):
     g, w = got.strip(), want.decode("latin-1").strip()
     if g == w:
@@ -130,6 +136,9 @@ def main():
     ap.add_argument("--skip", type=int, default=0,
                     help="make and drop the first SKIP haystacks: resume a stopped run with the same "
                          "arguments (results.jsonl is appended to)")
+    ap.add_argument("--count", type=int, default=0,
+                    help="after the skipped ones, evaluate only this many haystacks (0: all); with --skip, "
+                         "several processes share one run's haystacks (scripts/gpu_eval_parallel.sh)")
     ap.add_argument("--wrap-from-start", action="store_true",
                     help="haystacks longer than the corpus start at its first byte (runs before session 11: "
                          "every 16M haystack had the same text); default: a random offset")
@@ -137,6 +146,8 @@ def main():
                     "results.jsonl files of --heatmap runs (no engine run)")
     ap.add_argument("--title", default="single needle through the hsadb engine", help="title for --plot-from")
     args = ap.parse_args()
+    if args.skip < 0 or args.count < 0:
+        ap.error("--skip and --count must be >= 0")
     os.makedirs(args.out, exist_ok=True)
     if args.plot_from:
         plot_from(args.plot_from.split(","), args.title, os.path.join(args.out, "heatmap.png"))
@@ -170,8 +181,8 @@ def main():
     rng = random.Random(args.seed)
     if args.heatmap:
         depths = [float(x) for x in args.depths.split(",")]
-        for L, d, i, hay, qas in itertools.islice(heatmap_haystacks(rng, corpus, lengths, depths, args.n),
-                                                   args.skip, None):
+        for L, d, i, hay, qas in run_slice(heatmap_haystacks(rng, corpus, lengths, depths, args.n),
+                                           args.skip, args.count):
             secs = eng.fresh("eval", hay)
             q, want = qas[0]
             at = hay.rfind(b" is " + want)  # the needle's value (eval_sample: "... is V.")
@@ -181,7 +192,7 @@ def main():
                   flush=True)
     else:
         draws = task_haystacks(rng, corpus, args.tasks.split(","), lengths, args.n)
-        for task, L, i, hay, qas in itertools.islice(draws, args.skip, None):
+        for task, L, i, hay, qas in run_slice(draws, args.skip, args.count):
             secs = eng.fresh("eval", hay)
             for q, want in qas:
                 ok = record(task, L, None, q, want, eng.ask("eval", q, answer_tokens(want)), secs)
