@@ -34,3 +34,16 @@ def test_chain_links_of_a_sample():
         assert bytes(hay[st:st + len(text)]).decode("latin-1") == text
         cut = VL.link_cut(text, st, 64)
         assert (cut is None) == (st // 64 == (st + len(text) - 1) // 64)
+
+
+def test_miss_kinds():
+    want = "KGVXM VISEU SDYTZ".split()
+    assert VL.miss_kind(want, "PASDW VISEU SDYTZ".split(), ["PASDW"]) == "distractor first"
+    assert VL.miss_kind(want, "VISEU SDYTZ".split(), ["PASDW"]) == "other first"
+    assert VL.miss_kind(want, [], ["PASDW"]) == "other first"
+    assert VL.miss_kind(want, "KGVXM VISEU".split(), ["PASDW"]) == "stops early"
+    assert VL.miss_kind(want, "KGVXM VISEU VISEU".split(), ["PASDW"]) == "loop"
+    assert VL.miss_kind(want, "KGVXM SDYTZ VISEU".split(), ["PASDW"]) == "later name"
+    hay = bytearray(b"x" * 10 + b"VAR PASDW = 2582041." + b"y" * 5 + b"VAR KGVXM = 25579.")
+    spans = [(10, 30), (35, 53)]
+    assert VL.distractors(hay, spans, ["KGVXM"]) == ["VAR PASDW = 2582041."]

@@ -11,8 +11,11 @@ niah needle states the key first: its value's chunk can match the key.)
 
 Replays the haystacks of an eval_engine.py run (the same --tasks, --length, --n and --seed, as
 trace_answer.py does; no model is run) and prints, per vt haystack, the answer from the run's
-records, whether it was right, and each chain link with the boundary's offset in it; then hits and
-misses with and without a split link, and hits by the chain's length and its number of split links.
+records, whether it was right, and each chain link with the boundary's offset in it (for a miss
+also what went wrong, the question and the distractor assignments); then hits and misses with and
+without a split link, hits by the chain's length and its number of split links, and the misses by
+kind. A run with --skip (or one of gpu_eval_parallel.sh's PAR_TASKS_PROCS slices put together in
+order) is replayed with the same --skip.
 
   /usr/bin/python3 tools/eval/vt_layout.py --tasks vt --length 4194304 --n 40 \\
       --corpus .carry/corpus.txt.gz --records docs/eval/tasks-1m-4m-16m-gpu-engine-52998.jsonl
@@ -54,6 +57,32 @@ def chain_links(hay, spans, names):
     return out
 
 
+def distractors(hay, spans, names):
+    """The texts of the needles that introduce none of the chain's names: the distractor
+    assignments `VAR D = n.`."""
+    out = []
+    for st, en in spans:
+        text = bytes(hay[st:en]).decode("latin-1")
+        if text[len("VAR "):].split(" ", 1)[0] not in names:
+            out.append(text)
+    return out
+
+
+def miss_kind(want, got, distractor_names):
+    """What went wrong in a missed vt answer (lists of names, in the order written): the first name
+    is a distractor's, or another wrong one; the chain right but cut short; a name written twice;
+    or else a later name wrong or out of order."""
+    if got and got[0] in distractor_names:
+        return "distractor first"
+    if not got or got[0] != want[0]:
+        return "other first"
+    if len(got) < len(want) and got == want[:len(got)]:
+        return "stops early"
+    if len(got) > len(set(got)):
+        return "loop"
+    return "later name"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default="vt", help="the run's --tasks, in its order")
@@ -62,21 +91,22 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--corpus", default=None)
     ap.add_argument("--records", required=True, help="the run's JSON lines (eval_engine.py --out)")
+    ap.add_argument("--skip", type=int, default=0, help="the run's --skip: its records begin with haystack SKIP")
     ap.add_argument("--chunk-size", type=int, default=64)
     a = ap.parse_args()
     S = a.chunk_size
     recs = [json.loads(line) for line in open(a.records)]
     recs = [r for r in recs if r["task"] == "vt" and r["length"] == a.length]
-    table, by_len = {}, {}
+    table, by_len, kinds = {}, {}, {}
     draws = E.task_haystacks(random.Random(a.seed), D.Corpus(a.corpus), a.tasks.split(","), [a.length], a.n, S,
                              spans=True)
     for task, _, i, hay, qas, spans in draws:
-        if task != "vt":
+        if task != "vt" or i < a.skip:
             continue
-        if i >= len(recs):
+        if i - a.skip >= len(recs):
             break
         want = qas[0][1].decode()
-        r = recs[i]
+        r = recs[i - a.skip]
         if want.split() != r["want"].split():
             sys.exit("vt_layout: haystack %d is not the run's (%r, records %r): other --tasks/--n/--seed?"
                      % (i, want, r["want"]))
@@ -91,6 +121,11 @@ def main():
             i, "ok" if r["ok"] else "MISS", r["want"].strip(), r["got"].strip() or "-",
             "  ".join("%s|%s%s" % (t[:c], t[c:], " (split)" if is_split(t, c) else "") if c else t
                       for t, c in cuts)))
+        if not r["ok"]:
+            ds = distractors(hay, spans, want.split())
+            kind = miss_kind(want.split(), r["got"].split(), [d[len("VAR "):].split(" ", 1)[0] for d in ds])
+            kinds[kind] = kinds.get(kind, 0) + 1
+            print("     %s; %s; distractors: %s" % (kind, qas[0][0].decode("latin-1"), "  ".join(ds)))
     print("\nL=%d | with a split link | without" % a.length)
     for ok in (True, False):
         print("%-4s | %d | %d" % ("hit" if ok else "miss", table.get((ok, True), 0), table.get((ok, False), 0)))
@@ -100,6 +135,7 @@ def main():
     for links in sorted({k[0] for k in by_len}):
         print("%5d | %s" % (links, " | ".join("%d/%d" % by_len[(links, ns)] if (links, ns) in by_len else "-"
                                               for ns in (0, 1, 2))))
+    print("\nmisses: " + ", ".join("%s %d" % kv for kv in sorted(kinds.items(), key=lambda kv: -kv[1])))
 
 
 if __name__ == "__main__":
