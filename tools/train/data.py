@@ -219,6 +219,7 @@ DEFAULT_OPTS = dict(
     vt_distractors=None,  # (lo, hi): that many distractor assignments "VAR D = n." per vt sample,
                         # drawn uniformly, half of their values sharing a prefix with the asked value
                         # (None: exactly one, unrelated, as before)
+    vt_look_alike=0.5,  # with vt_distractors: the fraction of them with a look-alike value
     copy_in_chunk=0.0,  # copy family: fraction of its pairs with both occurrences inside one chunk (the
                         # source is then always in the chunk still incomplete when it is copied: HSA,
                         # which sees completed chunks only, cannot copy it; the window must)
@@ -775,13 +776,13 @@ def fam_vt(rng, corpus, L, S, opts=None):
         chain.append(b(link_t.format(x=names[i], y=names[i - 1])))
     # distractor assignments "VAR D = n.", each at a random place among the chain's links (kept in
     # order): one with an unrelated value by default; with vt_distractors (lo, hi), lo..hi of them,
-    # half with a look-alike value (the asked value's first digits, then others)
+    # vt_look_alike (half) of them with a look-alike value (the asked value's first digits, then others)
     look = o["vt_distractors"] is not None
     needles, ci = list(chain), list(range(hops + 1))  # ci[i]: needle index of chain link i
     for _ in range(rng.randint(*o["vt_distractors"]) if look else 1):
         v2 = rand_number(rng)
         if look:
-            if rng.random() < 0.5 and len(v) > 2:
+            if rng.random() < o["vt_look_alike"] and len(v) > 2:
                 keep = rng.randint(2, len(v) - 1)
                 v2 = v[:keep] + v2[keep:] if len(v2) > keep else v[:keep] + v2
             while v2 == v:

@@ -432,6 +432,17 @@ def test_vt_distractors_option(corpus):
         assert (link + 4) // S in sup   # the chunk holding the name (vt's supervised text)
     assert counts == {2, 3, 4}
     assert 0.3 < lookalike / total < 0.8
+    for frac, lo, hi in ((0.0, 0.0, 0.1), (1.0, 0.95, 1.0)):  # vt_look_alike: that fraction look alike
+        same = n = 0
+        for _ in range(30):
+            s = D.fam_vt(rng, corpus, 4096, S, opts=dict(D.TRAIN_OPTS, vt_distractors=(3, 3), vt_look_alike=frac))
+            a0 = int(np.where(s.tokens == D.ANSWER)[0][0])
+            assigns = re.findall(r"VAR ([A-Z]{5}) = (\d+)\.", text(s.tokens[:a0]))
+            val = dict(assigns)[text(s.tokens[a0 + 1:a0 + 6])]
+            others = [x for nm, x in assigns if x != val]
+            same += sum(x[:2] == val[:2] for x in others)
+            n += len(others)
+        assert n >= 85 and lo <= same / n <= hi
     a = D.fam_vt(random.Random(3), corpus, 1024, S, opts=dict(D.TRAIN_OPTS))
     b = D.fam_vt(random.Random(3), corpus, 1024, S, opts=dict(D.TRAIN_OPTS, vt_distractors=None))
     assert (a.tokens == b.tokens).all()

@@ -386,6 +386,9 @@ def main():
                     help="multivalue answer order: sorted values, or document order (old)")
     ap.add_argument("--vt-distractors", default="", help="lo,hi: distractor assignments per vt sample, "
                     "half with look-alike values ('' = one unrelated, as before)")
+    ap.add_argument("--vt-look-alike", type=float, default=0.5,
+                    help="with --vt-distractors: the fraction of them whose value shares the asked value's "
+                         "first digits (the rest unrelated, as the evaluation's one distractor)")
     ap.add_argument("--vt-hops", default=",".join(str(x) for x in D.TRAIN_OPTS["vt_hops"]),
                     help="weights of 1,2,3.. hops for vt ('' = uniform 1-3, old)")
     ap.add_argument("--vt-trail", action="store_true",
@@ -483,6 +486,7 @@ def main():
                  vt_hops=tuple(float(x) for x in args.vt_hops.split(",") if x) or None,
                  vt_trail=args.vt_trail,
                  vt_distractors=tuple(int(x) for x in args.vt_distractors.split(",")) if args.vt_distractors else None,
+                 vt_look_alike=args.vt_look_alike,
                  **{name: getattr(args, name) for name in DATA_FRACTIONS})
     end_dists = [int(x) for x in args.eval_end_dists.split(",") if x]
     log("data options %s" % json.dumps(dopts), logf)
