@@ -385,7 +385,7 @@ def main():
     ap.add_argument("--mv-order", default="sorted", choices=["sorted", "doc"],
                     help="multivalue answer order: sorted values, or document order (old)")
     ap.add_argument("--vt-distractors", default="", help="lo,hi: distractor assignments per vt sample, "
-                    "half with look-alike values ('' = one unrelated, as before)")
+                    "--vt-look-alike of them with look-alike values ('' = one unrelated, as before)")
     ap.add_argument("--vt-look-alike", type=float, default=0.5,
                     help="with --vt-distractors: the fraction of them whose value shares the asked value's "
                          "first digits (the rest unrelated, as the evaluation's one distractor)")
@@ -419,6 +419,8 @@ def main():
                     help="lr multiplier of chunk.k_norm and upper.*.hsa.q_norm gains")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    if not 0.0 <= args.vt_look_alike <= 1.0:
+        ap.error("--vt-look-alike must be in [0, 1]")
 
     t_start = time.time()
     dev = torch.device(args.device)
