@@ -55,7 +55,9 @@ IFS=';' read -r -a lists <<< "${PAR_TASKS:-}"
 IFS=, read -r -a tlengths <<< "${PAR_TASKS_LENGTH:-1048576}"
 IFS=, read -r -a lengths <<< "${PAR_NEEDLE_LENGTHS:-}"
 depths=(0 0.25 0.5 0.75 1.0)   # one needle process per depth and length, seeds PAR_NEEDLE_SEED+1 ...
-for tl in "${lists[@]}"; do [ -n "$tl" ] && for TL in "${tlengths[@]}"; do need=$((need + ${PAR_TASKS_PROCS:-1} * TL)); done; done
+K=${PAR_TASKS_PROCS:-1}
+[[ "$K" =~ ^[0-9]+$ ]] && [ "$K" -ge 1 ] || { echo "gpu_eval_parallel: PAR_TASKS_PROCS=$K: give a number >= 1" >&2; exit 2; }
+for tl in "${lists[@]}"; do [ -n "$tl" ] && for TL in "${tlengths[@]}"; do need=$((need + K * TL)); done; done
 for L in "${lengths[@]}"; do need=$((need + ${#depths[@]} * L)); done
 need=$((need * ${PAR_BYTES_PER_TOKEN:-400}))
 free=$(df --output=avail -B1 "$P" | tail -n 1)
@@ -68,7 +70,6 @@ E=("$PY" tools/eval/eval_engine.py --hsadb "$HSADB" --model "$MODEL" --corpus .c
 n=0
 NT=${PAR_TASKS_N:-20}
 FROM=${PAR_TASKS_FROM:-0}
-K=${PAR_TASKS_PROCS:-1}
 for tl in "${lists[@]}"; do
   [ -n "$tl" ] || continue
   IFS=, read -r -a tasks <<< "$tl"

@@ -217,8 +217,8 @@ DEFAULT_OPTS = dict(
     mv_order="sorted",  # multivalue answer order: "sorted" (byte order of the values) or "doc"
     vt_hops=None,       # weights of 1, 2, 3, ... hops (None: uniform 1-3, as RULER)
     vt_distractors=None,  # (lo, hi): that many distractor assignments "VAR D = n." per vt sample,
-                        # drawn uniformly, half of their values sharing a prefix with the asked value
-                        # (None: exactly one, unrelated, as before)
+                        # drawn uniformly, vt_look_alike of their values sharing a prefix with the
+                        # asked value (None: exactly one, unrelated, as before)
     vt_look_alike=0.5,  # with vt_distractors: the fraction of them with a look-alike value
     copy_in_chunk=0.0,  # copy family: fraction of its pairs with both occurrences inside one chunk (the
                         # source is then always in the chunk still incomplete when it is copied: HSA,
