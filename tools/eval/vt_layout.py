@@ -46,26 +46,26 @@ def is_split(text, cut):
     return cut is not None and len("VAR ") < cut <= len(text) - 2
 
 
+def link_name(text):
+    """The name a needle `VAR NAME = KEY.` introduces."""
+    return text[len("VAR "):].split(" ", 1)[0]
+
+
+def needles(hay, spans):
+    """(start, text) of each needle of a vt haystack: the chain's links and the distractors."""
+    for st, en in spans:
+        yield st, bytes(hay[st:en]).decode("latin-1")
+
+
 def chain_links(hay, spans, names):
     """(start, text) of the needles that introduce one of the chain's names (not the distractors)."""
-    out = []
-    for st, en in spans:
-        text = bytes(hay[st:en]).decode("latin-1")
-        name = text[len("VAR "):].split(" ", 1)[0]
-        if text.startswith("VAR ") and name in names:
-            out.append((st, text))
-    return out
+    return [(st, t) for st, t in needles(hay, spans) if t.startswith("VAR ") and link_name(t) in names]
 
 
 def distractors(hay, spans, names):
     """The texts of the needles that introduce none of the chain's names: the distractor
     assignments `VAR D = n.`."""
-    out = []
-    for st, en in spans:
-        text = bytes(hay[st:en]).decode("latin-1")
-        if text[len("VAR "):].split(" ", 1)[0] not in names:
-            out.append(text)
-    return out
+    return [t for _, t in needles(hay, spans) if link_name(t) not in names]
 
 
 def miss_kind(want, got, distractor_names):
@@ -123,7 +123,7 @@ def main():
                       for t, c in cuts)))
         if not r["ok"]:
             ds = distractors(hay, spans, want.split())
-            kind = miss_kind(want.split(), r["got"].split(), [d[len("VAR "):].split(" ", 1)[0] for d in ds])
+            kind = miss_kind(want.split(), r["got"].split(), [link_name(d) for d in ds])
             kinds[kind] = kinds.get(kind, 0) + 1
             print("     %s; %s; distractors: %s" % (kind, qas[0][0].decode("latin-1"), "  ".join(ds)))
     print("\nL=%d | with a split link | without" % a.length)
