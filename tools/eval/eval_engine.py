@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "train"))
 import data as D  # noqa: E402
@@ -33,12 +35,18 @@ FAMILIES = {"niah": D.fam_niah, "passkey": D.fam_passkey, "multikey": D.fam_mult
 
 def split_sample(tokens):
     """-> haystack bytes, [(question bytes, answer bytes)] from a training-format sequence."""
-    toks = [int(t) for t in tokens]
-    if toks and toks[0] == D.BOS:
-        toks = toks[1:]
-    q0 = toks.index(D.QUERY)
-    hay = bytes(toks[:q0])
-    qas, i = [], q0
+    a = np.asarray(tokens)
+    if len(a) and a[0] == D.BOS:
+        a = a[1:]
+    hits = np.flatnonzero(a == D.QUERY)
+    if len(hits) == 0:
+        raise ValueError("no <query> in the sample")
+    q0 = int(hits[0])
+    if q0 and (a[:q0].min() < 0 or a[:q0].max() > 255):
+        raise ValueError("a haystack token is not a byte")
+    hay = a[:q0].astype(np.uint8).tobytes()
+    toks = [int(t) for t in a[q0:]]   # the questions and answers: short
+    qas, i = [], 0
     while i < len(toks) and toks[i] == D.QUERY:
         j = toks.index(D.ANSWER, i)
         k = toks.index(D.EOS, j)

@@ -942,10 +942,11 @@ def eval_sample(rng, corpus, L, S=64, kind="number", depth=None, dist=None):
     else:
         d = rng.random() if depth is None else depth
         p = int(d * nf)
-    out = [BOS] + fill[:p].tolist() + nd + [32] + fill[p:].tolist()
+    # [BOS] fill[:p] needle ' ' fill[p:] tail, built with numpy (a 16M list took seconds)
+    parts = [np.array([BOS], np.int64), fill[:p].astype(np.int64), np.array(nd + [32], np.int64),
+             fill[p:].astype(np.int64)]
     needle_chunks = list(range((1 + p) // S, (1 + p + len(nd) - 1) // S + 1))
-    base = len(out)
-    out += tail
-    toks = np.array(out, dtype=np.int64)
+    base = sum(len(x) for x in parts)
+    toks = np.concatenate(parts + [np.array(tail, np.int64)])
     a0 = base + 1 + len(b(q))  # position of <answer>
     return toks, a0, len(v) + 1, needle_chunks, v
