@@ -4,7 +4,7 @@
 A chunk is 64 bytes and the engine retrieves whole chunks, so a value that ends exactly at a chunk's
 last byte, or that spills its last digit into the next chunk, is the hard case for copying: the
 byte after the value (what tells the model to stop) or the value's last digit is in a chunk that
-retrieval may not pick. Five probes (decoy and lookalike are not about boundaries):
+retrieval may not pick. Six probes (decoy, lookalike and passkey are not about boundaries):
 
   --probe shift (default): N single-needle haystacks (tools/train/data.py eval_sample, numbers,
       depth 10-80%), each asked three times with the haystack's start trimmed so that the value
@@ -24,6 +24,9 @@ retrieval may not pick. Five probes (decoy and lookalike are not about boundarie
       ("the default size is 8192.", "VAR QXTRB = 5521.": tools/train/data.py LOOKALIKE_T, never with
       the key's words) written around the needle ("look0", "look16", "look128"); session 11's 16M
       misses lost the needle's chunk to such text (docs/evaluation.md).
+  --probe passkey: N haystacks with a pass key (data.py PASSKEY_NEEDLE) in place of the needle, each
+      asked three times with 0, 1 or 4 other codes in the demo archive's shape around it ("The X Y
+      access code is 4471. The special magic number for the X Y is 4471.": "code0", "code1", "code4").
   --probe demo: samples/archive/2024-01.md (the demo's first file, where the north gate's number
       ends at a chunk end right after the same number in another sentence) with its 4471 replaced
       by N 4-digit values (the first is 4471 itself).
@@ -86,15 +89,47 @@ def scatter_cases(rng, corpus, n, L, name, make, counts=(0, 16, 128)):
         lo = hay.find(b"The special magic number for ")
         hi = hay.find(b".", hay.find(b" is %s" % v.encode(), lo)) + 1  # the needle: hay[lo:hi]
         for c in counts:
-            h = bytearray(hay)
-            for _ in range(c):
-                w = (" %s " % make(rng, key)).encode()
-                while True:  # a place that does not touch the needle
-                    p = rng.randrange(0, len(h) - len(w))
-                    if p + len(w) <= lo or p >= hi:
-                        break
-                h[p:p + len(w)] = w
-            cases.append(("%s%d" % (name, c), bytes(h), q, want))
+            cases.append(("%s%d" % (name, c), _write_away(rng, hay, lo, hi, c, lambda: make(rng, key)), q, want))
+    return cases
+
+
+def _write_away(rng, hay, lo, hi, count, make):
+    """hay with count strings ' s ' (s = make()) written over it at random places that do not touch
+    hay[lo:hi] (the needle)."""
+    h = bytearray(hay)
+    for _ in range(count):
+        w = (" %s " % make()).encode()
+        while True:  # a place that does not touch the needle
+            p = rng.randrange(0, len(h) - len(w))
+            if p + len(w) <= lo or p >= hi:
+                break
+        h[p:p + len(w)] = w
+    return bytes(h)
+
+
+def passkey_cases(rng, corpus, n, L):
+    """The passkey probe: N haystacks of corpus text with a pass-key needle (data.py PASSKEY_NEEDLE,
+    depth 10-80%), asked with a PASSKEY_Q phrasing, each three times with 0, 1 or 4 other codes
+    written around it in the demo archive's shape ("The north gate access code is 4471. The special
+    magic number for the north gate is 4471.", other names and numbers): step 83,738 answers the
+    demo's pass-key question with the north gate's 4471 (session 22)."""
+    cases = []
+    for _ in range(n):
+        toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="number", depth=0.1 + 0.7 * rng.random())
+        hay, _ = E.split_sample(toks)
+        lo = hay.find(b"The special magic number for ")
+        hi = hay.find(b".", hay.find(b" is %s" % v.encode(), lo)) + 1  # the niah needle: hay[lo:hi]
+        pk = D.rand_number(rng)
+        nd = rng.choice(D.PASSKEY_NEEDLE).format(v=pk).encode()
+        base, hi = hay[:lo] + nd + hay[hi:], lo + len(nd)  # the pass key in the niah needle's place
+        q = rng.choice(D.PASSKEY_Q).encode()
+
+        def code():
+            w = "%s %s" % (D.rand_word(rng, corpus), D.rand_word(rng, corpus))
+            c = D.rand_number(rng)[:rng.choice([4, 5, 6, 7])]
+            return "The %s access code is %s. The special magic number for the %s is %s." % (w, c, w, c)
+        for c in (0, 1, 4):
+            cases.append(("code%d" % c, _write_away(rng, base, lo, hi, c, code), q, pk.encode()))
     return cases
 
 
@@ -124,7 +159,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="models/hsadb-small", help="comma-separated model directories")
     ap.add_argument("--hsadb", default="build/hsadb")
-    ap.add_argument("--probe", default="shift", choices=["shift", "uuid", "decoy", "lookalike", "demo"])
+    ap.add_argument("--probe", default="shift", choices=["shift", "uuid", "decoy", "lookalike", "passkey", "demo"])
     ap.add_argument("--n", type=int, default=40, help="haystacks (shift, uuid, decoy, lookalike) or values (demo)")
     ap.add_argument("--length", type=int, default=4096, help="haystack tokens (shift, uuid, decoy, lookalike)")
     ap.add_argument("--seed", type=int, default=99)
@@ -140,6 +175,8 @@ def main():
         cases = decoy_cases(rng, D.Corpus(args.corpus), args.n, args.length)
     elif args.probe == "lookalike":
         cases = lookalike_cases(rng, D.Corpus(args.corpus), args.n, args.length)
+    elif args.probe == "passkey":
+        cases = passkey_cases(rng, D.Corpus(args.corpus), args.n, args.length)
     else:
         cases = demo_cases(rng, args.n)
     for m in args.models.split(","):

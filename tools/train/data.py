@@ -246,6 +246,10 @@ DEFAULT_OPTS = dict(
     sup_after=False,    # answer positions that predict what follows a value (<eos>, ' ', ',') also
                         # supervise the chunk after the value when the value ends at a chunk end:
                         # that chunk shows whether the value goes on
+    passkey_codes=0.0,  # fraction of the passkey samples that also hold 1-4 other codes (CODE_T, the
+                        # first in the demo archive's shape: "The X Y access code is 4471. The special
+                        # magic number for the X Y is 4471."), never the pass key. Steps 74,138-83,738
+                        # answer the demo's pass-key question with the north gate's 4471 (session 22)
     key_decoys=0.0,     # fraction of the niah / multikey / multiquery samples whose filler also says
                         # the asked keys (or, for a two-word key, one of its words) 2-24 more times, as
                         # plain words, so that retrieval must match the needle's sentence, not the word
@@ -634,7 +638,30 @@ def assemble(rng, corpus, L, needles, qas, S=64, filler="mix", bos=True, opts=No
 def fam_passkey(rng, corpus, L, S, opts=None):
     v = rand_number(rng)
     nd = rng.choice(PASSKEY_NEEDLE).format(v=v)
-    return assemble(rng, corpus, L, [b(nd)], [(rng.choice(PASSKEY_Q), v, [0])], S, opts=opts, marks=[v])
+    needles = [b(nd)]
+    o = _opts(opts)
+    if o["passkey_codes"] > 0 and rng.random() < o["passkey_codes"]:  # (no rng use when it is 0)
+        needles += [b(_code_statement(rng, corpus, v)) for _ in range(rng.randint(1, 4))]
+    return assemble(rng, corpus, L, needles, [(rng.choice(PASSKEY_Q), v, [0])], S, opts=opts,
+                    marks=[v] + [None] * (len(needles) - 1), ordered=len(needles) == 1)
+
+
+CODE_T = [  # passkey_codes: other codes stated near a pass key; the first is the demo archive's shape
+    "The {w} access code is {c}. The special magic number for the {w} is {c}.",
+    "The {w} access code is {c}.",
+    "The code for the {w} is {c}.",
+    "The {w} PIN is {c}.",
+    "Door code for the {w}: {c}.",
+]
+
+
+def _code_statement(rng, corpus, avoid):
+    """One CODE_T statement: a code for a two-word thing, a number other than `avoid` (4-7 digits)."""
+    w = "%s %s" % (rand_word(rng, corpus), rand_word(rng, corpus))
+    c = avoid
+    while c == avoid:
+        c = rand_number(rng)[:rng.randint(4, 7)]
+    return rng.choice(CODE_T).format(w=w, c=c)
 
 
 def _kv_needle(rng, kind, key, value):

@@ -152,7 +152,9 @@ def load_ckpt(d, model, opt, dev):
 def evaluate(model, corpus, lengths, n, seed, tail, dev, amp, dists=()):
     """Single needle at depths (i+0.5)/n per length (key str(L)); with dists also a needle that
     ends d bytes before the query block (d=0: immediately before it), at the first length only
-    (key "end<d>@<L>")."""
+    (key "end<d>@<L>"). n = 0: no evaluation, {}."""
+    if n <= 0:
+        return {}
     was = model.training
     model.eval()
     res = {}
@@ -279,6 +281,9 @@ DATA_FRACTIONS = {
         "before the needle (the demo's shape; with --value-align the second one is aligned)",
     "copy_in_chunk": "copy family: fraction of its pairs with both occurrences inside one chunk "
         "(only the sliding window can copy those)",
+    "passkey_codes": "fraction of passkey samples that also hold 1-4 other codes ('The X Y access "
+        "code is 4471. The special magic number for the X Y is 4471.', 'The X Y PIN is 5521.'), "
+        "never the pass key: the pass key must be found by its words, not as any stated number",
     "key_decoys": "fraction of niah/multikey/multiquery samples whose filler also mentions the "
         "asked keys 2-24 times as plain words (keys that are common words of a long haystack)",
     "lookalikes": "fraction of niah/multikey/multiquery samples whose filler also holds 2-16 "
