@@ -72,7 +72,8 @@ def main():
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--tail", type=int, default=1024)
     ap.add_argument("--families", default="passkey,niah,multikey,multiquery,multivalue,vt",
-                    help="comma-separated task families ('' = none)")
+                    help="comma-separated task families ('' = none); passkey-codes: passkey with 1-4 "
+                    "other codes near the pass key (train.py --passkey-codes)")
     ap.add_argument("--depths", default="", help="also single needle at these relative depths (1.0 = "
                     "immediately before the query block), e.g. 0,0.5,0.9,1.0")
     ap.add_argument("--dists", default="", help="also single needle ending this many bytes before the "
@@ -108,7 +109,9 @@ def main():
             ok = 0
             t0 = time.time()
             for i in range(a.n):
-                if kw is None:
+                if fam == "passkey-codes":  # the pass key with 1-4 other codes near it (data.py CODE_T)
+                    toks = D.fam_passkey(rng, corpus, L, S, opts=dict(opts, passkey_codes=1.0)).tokens
+                elif kw is None:
                     toks = D.FAMILIES[fam](rng, corpus, L, S, opts=opts).tokens
                 else:
                     toks = single(rng, L, **kw)
