@@ -25,7 +25,9 @@
 # PAR_NEEDLE_SEED and PAR_TMP adds different haystacks), PAR_TIMEOUT (each
 # process, 450 s), MODEL (models/hsadb-small); for a check on a machine without the GPU build:
 # HSADB (the CLI; default .carry/gpu/hsadb with its libraries), PY (python3);
-# PAR_TMP (scratch: databases and per-process records, /tmp/par; give each concurrent run its own);
+# PAR_TMP (scratch: databases and per-process records; /dev/shm/par when the databases take less than
+# half of /dev/shm's free space (the H200 machine's is 128 GiB; session 22 ran there), else /tmp/par;
+# give each concurrent run its own);
 # PAR_EVAL_EXTRA (more eval_engine.py flags, e.g. --wrap-from-start: the 16M haystacks of runs before
 # session 11's random corpus offset, docs/eval/niah-16m-gpu-engine-49860.jsonl among them).
 # Disk: every process keeps one database in PAR_TMP, as large as its haystack (a 64K haystack's is
@@ -40,8 +42,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-par-out}
 MODEL=${MODEL:-models/hsadb-small}
 T=${PAR_TIMEOUT:-450}
-P=${PAR_TMP:-/tmp/par}
-rm -rf "$P" && mkdir -p "$OUT" "$P"
+P=${PAR_TMP:-}   # (the default is chosen below, once the databases' size is known)
+mkdir -p "$OUT"
 export PATH=/opt/torch/.venv/bin:$PATH PYTHONHASHSEED=0 PYTHONUNBUFFERED=1
 if [ -z "${HSADB:-}" ]; then   # the GPU build and the Debian libraries it links
   . scripts/gpu_env.sh
@@ -60,6 +62,11 @@ K=${PAR_TASKS_PROCS:-1}
 for tl in "${lists[@]}"; do [ -n "$tl" ] && for TL in "${tlengths[@]}"; do need=$((need + K * TL)); done; done
 for L in "${lengths[@]}"; do need=$((need + ${#depths[@]} * L)); done
 need=$((need * ${PAR_BYTES_PER_TOKEN:-400}))
+if [ -z "$P" ]; then   # memory (tmpfs) when it holds the databases with room to spare, else the disk
+  shm=$(df --output=avail -B1 /dev/shm 2>/dev/null | tail -n 1)
+  if [ -n "$shm" ] && [ "$need" -lt $((shm / 2)) ]; then P=/dev/shm/par; else P=/tmp/par; fi
+fi
+rm -rf "$P" && mkdir -p "$P"
 free=$(df --output=avail -B1 "$P" | tail -n 1)
 if [ "${PAR_DISK_CHECK:-1}" != 0 ] && [ "$need" -gt "$free" ]; then
   echo "gpu_eval_parallel: the databases need ~$((need >> 30)) GiB, $P has $((free >> 30)) GiB free" \
