@@ -233,6 +233,9 @@ DEFAULT_OPTS = dict(
                         # their value (its last occurrence) ends exactly at a chunk end (half of them)
                         # or crosses a chunk boundary (the other half): at a natural offset that
                         # happens to a value of n bytes in n/64 of placements
+    vt_align=0.0,       # vt only: value_align for the links when it is larger (the name of a moved
+                        # link ends at a chunk end or a boundary crosses it, so the link is cut between
+                        # its name and its key: the case behind most vt misses, session 22)
     value_echo=0.0,     # fraction of the niah needles said twice: an echo sentence with the same value
                         # ("The {key} access code is {value}.") right before the needle, as in the demo's
                         # archive; with value_align the needle's own (last) value is the one aligned, so
@@ -783,6 +786,8 @@ def _varname(rng):
 
 def fam_vt(rng, corpus, L, S, opts=None):
     o = _opts(opts)
+    if o["vt_align"] > o["value_align"]:
+        o["value_align"] = o["vt_align"]
     if o["vt_hops"]:
         w = list(o["vt_hops"])
         hops = rng.choices(range(1, len(w) + 1), weights=w)[0]

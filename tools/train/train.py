@@ -277,6 +277,9 @@ DATA_FRACTIONS = {
     "tail_align_straddle": "of the aligned samples, this fraction has the value across the boundary "
         "between the last complete chunk and the incomplete one",
     "value_align": "fraction of needles at any depth whose value ends at a chunk end or crosses one",
+    "vt_align": "vt only: the fraction of links moved as --value-align moves needles (the name ends "
+        "at a chunk end or a boundary crosses it: a link cut between name and key), when larger than "
+        "--value-align",
     "value_echo": "fraction of niah needles said twice: the same value in another sentence right "
         "before the needle (the demo's shape; with --value-align the second one is aligned)",
     "copy_in_chunk": "copy family: fraction of its pairs with both occurrences inside one chunk "
