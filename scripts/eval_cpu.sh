@@ -17,9 +17,9 @@
 #   demo       the demo's archive (samples/) in a memory and its three questions in trained phrasing;
 #              fails unless the answers are the archive's 4471, 7302518 and 9931 (a shipped model must)
 #   passkey    probe_boundary.py --probe passkey at 16K, 40 haystacks (a pass key among other codes;
-#              steps 60,084 / 83,738: 35 / 33 of 40 with one code, 29 / 28 with four; ~7 minutes)
+#              steps 60,084 / 83,738: 35 / 33 of 40 with one code, 29 / 28 with four; 6 minutes)
 #   vt4k       vt at 4K, 100 haystacks (seed 1234; steps 83,738 / 74,138: 91 / 90 on session 21's
-#              corpus, 4 minutes)
+#              corpus, 4 minutes; demo: 15 s; all three for step 83,738 in session 22)
 # The seeds are those of the runs in docs/eval, so a new model meets the same haystacks as the
 # shipped one did (on the same corpus: make_corpus.py's output depends on the installed packages).
 set -euo pipefail
@@ -54,17 +54,18 @@ for s in "${stages[@]}"; do
     demo)      H=(build/hsadb --db "$out/db" --model "$model" -q)
                "${H[@]}" delete demo --yes > /dev/null 2>&1 || true
                "${H[@]}" create demo && for f in samples/archive/*; do "${H[@]}" append demo "$f" > /dev/null; done
-               bad=0
                while IFS='|' read -r q want; do   # the answers: samples/archive/2024-01.md, -04.md, -02.md
                  got=$("${H[@]}" query demo "$q" --max-tokens 64 | head -n 1)
-                 [ "$got" = "$want" ] && r=ok || { r=MISS; bad=1; }
+                 [ "$got" = "$want" ] && r=ok || r=MISS
                  echo "$r  $q -> $got (want $want)"
                done <<'Q' | tee "$out/demo.txt"
 What is the special magic number for the north gate?|4471
 What is the pass key?|7302518
 What is the special magic number for the backup generator?|9931
 Q
-               ! grep -q "^MISS" "$out/demo.txt" ;;
+               if grep -q "^MISS" "$out/demo.txt"; then
+                 echo "eval_cpu: $model misses a demo question (above): it cannot be the shipped model"; exit 1
+               fi ;;
     passkey)   /usr/bin/python3 tools/eval/probe_boundary.py --probe passkey --length 16384 --n 40 \
                  --models "$model" --db "$out/db" | tee "$out/passkey.txt" ;;
     vt4k)      "${E[@]}" --tasks vt --lengths 4096 --n 100 --seed 1234 --out "$out/vt4k" ;;

@@ -47,3 +47,26 @@ def test_split_sample_rejects_bad_samples():
         E.split_sample([D.BOS, 65, 66])                                  # no <query>
     with pytest.raises(ValueError):
         E.split_sample([D.BOS, 300, D.QUERY, 65, D.ANSWER, 66, D.EOS])   # a non-byte in the haystack
+
+
+def test_passkey_codes():
+    """--passkey-codes: other codes near the pass key, none of them the pass key; the question, its
+    answer and its supervision stay the pass key's; at 0 the sample is the old one."""
+    c = _corpus()
+    for seed in range(20):
+        s = D.fam_passkey(random.Random(seed), c, 4096, 64, opts=dict(passkey_codes=1.0))
+        toks = s.tokens
+        hay, qas = E.split_sample(toks)
+        (q, a), = qas
+        assert len(toks) == 4096 and q.decode() in D.PASSKEY_Q
+        assert hay.count(b" pass key is %s." % a) + hay.count(b" passkey is %s." % a) >= 1
+        marks = (b" access code is ", b"The code for the ", b" PIN is ", b"Door code for the ")  # CODE_T
+        assert any(m in hay for m in marks)   # at least one other code was written
+        for t in (b"access code is ", b"PIN is ", b": "):
+            i = hay.find(t)
+            while i >= 0:
+                assert not hay[i + len(t):].startswith(a + b"."), "a code equal to the pass key"
+                i = hay.find(t, i + 1)
+    plain = D.fam_passkey(random.Random(3), c, 4096, 64)
+    zero = D.fam_passkey(random.Random(3), c, 4096, 64, opts=dict(passkey_codes=0.0))
+    assert (plain.tokens == zero.tokens).all() and plain.sup == zero.sup

@@ -123,13 +123,9 @@ def passkey_cases(rng, corpus, n, L):
         nd = rng.choice(D.PASSKEY_NEEDLE).format(v=pk).encode()
         base, hi = hay[:lo] + nd + hay[hi:], lo + len(nd)  # the pass key in the niah needle's place
         q = rng.choice(D.PASSKEY_Q).encode()
-
-        def code():
-            w = "%s %s" % (D.rand_word(rng, corpus), D.rand_word(rng, corpus))
-            c = D.rand_number(rng)[:rng.choice([4, 5, 6, 7])]
-            return "The %s access code is %s. The special magic number for the %s is %s." % (w, c, w, c)
         for c in (0, 1, 4):
-            cases.append(("code%d" % c, _write_away(rng, base, lo, hi, c, code), q, pk.encode()))
+            codes = _write_away(rng, base, lo, hi, c, lambda: D.code_statement(rng, corpus, pk, D.CODE_T[0]))
+            cases.append(("code%d" % c, codes, q, pk.encode()))
     return cases
 
 

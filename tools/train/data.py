@@ -644,7 +644,7 @@ def fam_passkey(rng, corpus, L, S, opts=None):
     needles = [b(nd)]
     o = _opts(opts)
     if o["passkey_codes"] > 0 and rng.random() < o["passkey_codes"]:  # (no rng use when it is 0)
-        needles += [b(_code_statement(rng, corpus, v)) for _ in range(rng.randint(1, 4))]
+        needles += [b(code_statement(rng, corpus, v)) for _ in range(rng.randint(1, 4))]
     return assemble(rng, corpus, L, needles, [(rng.choice(PASSKEY_Q), v, [0])], S, opts=opts,
                     marks=[v] + [None] * (len(needles) - 1), ordered=len(needles) == 1)
 
@@ -658,13 +658,14 @@ CODE_T = [  # passkey_codes: other codes stated near a pass key; the first is th
 ]
 
 
-def _code_statement(rng, corpus, avoid):
-    """One CODE_T statement: a code for a two-word thing, a number other than `avoid` (4-7 digits)."""
+def code_statement(rng, corpus, avoid, template=None):
+    """One CODE_T statement (template: that one, else drawn): a code for a two-word thing, a number
+    other than `avoid` (4-7 digits). probe_boundary.py --probe passkey writes the demo's shape."""
     w = "%s %s" % (rand_word(rng, corpus), rand_word(rng, corpus))
     c = avoid
     while c == avoid:
         c = rand_number(rng)[:rng.randint(4, 7)]
-    return rng.choice(CODE_T).format(w=w, c=c)
+    return (template or rng.choice(CODE_T)).format(w=w, c=c)
 
 
 def _kv_needle(rng, kind, key, value):
