@@ -18,7 +18,7 @@
 #              fails unless the answers are the archive's 4471, 7302518 and 9931 (a shipped model must)
 #   passkey    probe_boundary.py --probe passkey at 16K, 40 haystacks (a pass key among other codes;
 #              steps 60,084 / 83,738 / 87,539: 35 / 33 / 38 of 40 with one code, 29 / 28 / 38 with four; 6 minutes)
-#   vt4k       vt at 4K, 100 haystacks (seed 1234; steps 83,738 / 74,138: 91 / 90 on session 21's
+#   vt4k       vt at 4K, 100 haystacks (seed 1234; steps 87,539 / 83,738 / 74,138: 94 / 91 / 90 on session 21's
 #              corpus, 4 minutes; demo: 15 s; all three for step 83,738 in session 22)
 # The seeds are those of the runs in docs/eval, so a new model meets the same haystacks as the
 # shipped one did (on the same corpus: make_corpus.py's output depends on the installed packages).
