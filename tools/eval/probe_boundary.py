@@ -82,15 +82,22 @@ def scatter_cases(rng, corpus, n, L, name, make, counts=(0, 16, 128)):
     and 128 strings make(rng, key) written into its text (' s ', never touching the needle)."""
     cases = []
     for _ in range(n):
-        toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="number", depth=0.1 + 0.7 * rng.random())
-        hay, qas = E.split_sample(toks)
-        q, want = qas[0]
+        hay, q, want, lo, hi = _number_needle(rng, corpus, L)
         key = q.decode().rsplit(" for ", 1)[1].rstrip("?")
-        lo = hay.find(b"The special magic number for ")
-        hi = hay.find(b".", hay.find(b" is %s" % v.encode(), lo)) + 1  # the needle: hay[lo:hi]
         for c in counts:
             cases.append(("%s%d" % (name, c), _write_away(rng, hay, lo, hi, c, lambda: make(rng, key)), q, want))
     return cases
+
+
+def _number_needle(rng, corpus, L):
+    """A single-needle haystack of L tokens (a number, depth 10-80%) -> (haystack bytes, question,
+    answer, lo, hi), the needle sentence being haystack[lo:hi]."""
+    toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="number", depth=0.1 + 0.7 * rng.random())
+    hay, qas = E.split_sample(toks)
+    q, want = qas[0]
+    lo = hay.find(b"The special magic number for ")
+    hi = hay.find(b".", hay.find(b" is %s" % v.encode(), lo)) + 1
+    return hay, q, want, lo, hi
 
 
 def _write_away(rng, hay, lo, hi, count, make):
@@ -115,10 +122,7 @@ def passkey_cases(rng, corpus, n, L):
     demo's pass-key question with the north gate's 4471 (session 22)."""
     cases = []
     for _ in range(n):
-        toks, _, _, _, v = D.eval_sample(rng, corpus, L, kind="number", depth=0.1 + 0.7 * rng.random())
-        hay, _ = E.split_sample(toks)
-        lo = hay.find(b"The special magic number for ")
-        hi = hay.find(b".", hay.find(b" is %s" % v.encode(), lo)) + 1  # the niah needle: hay[lo:hi]
+        hay, _, _, lo, hi = _number_needle(rng, corpus, L)
         pk = D.rand_number(rng)
         nd = rng.choice(D.PASSKEY_NEEDLE).format(v=pk).encode()
         base, hi = hay[:lo] + nd + hay[hi:], lo + len(nd)  # the pass key in the niah needle's place
