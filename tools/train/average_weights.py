@@ -2,7 +2,8 @@
 tensor is the (weighted) mean of the inputs' tensors, computed in float32 and stored in the first
 input's dtype. The inputs must share config.json and every tensor's name and shape (steps of one
 training lineage: fine-tunes from a common ancestor); anything else is refused. Writes OUT/
-config.json (the first input's) and OUT/model.safetensors, whose metadata name the inputs.
+config.json (the first input's) and OUT/model.safetensors, whose metadata hold the inputs'
+sha256 and the mix (so the same inputs give the same file, wherever they lie).
 
   /usr/bin/python3 tools/train/average_weights.py --models .carry/c87539,.carry/c91472 --out .carry/soup
 
@@ -10,6 +11,7 @@ The result is a new model: memories appended with any of the inputs are refused 
 (its fingerprint is the weights file's hash), and it must be evaluated like any candidate.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -18,6 +20,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io as st  # noqa: E402
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def average(dirs, mix, out):
@@ -54,7 +64,9 @@ def average(dirs, mix, out):
             acc += w * m[k].float()
         avg[k] = acc.to(t0.dtype)
     os.makedirs(out, exist_ok=True)
-    meta = {"average_of": ",".join(os.path.normpath(d) for d in dirs), "mix": ",".join("%.4f" % w for w in mix)}
+    # the inputs by content, not by path, so that the same inputs give the same file (and hash)
+    meta = {"average_of_sha256": ",".join(_sha256(os.path.join(d, "model.safetensors")) for d in dirs),
+            "mix": ",".join("%.4f" % w for w in mix)}
     st.save_file(avg, out_file, metadata=meta)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfgs[0], f, indent=2)

@@ -1,6 +1,7 @@
 """average_weights.py: the mean of two models, and the inputs it refuses."""
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -33,6 +34,10 @@ def test_mean_in_each_dtype(tmp_path):
     assert torch.equal(st.load_file(str(tmp_path / "m3" / "model.safetensors"))["w"], torch.tensor([1.5, 2.0, 2.25]))
     with pytest.raises(ValueError, match="exists"):
         AW.average([a, b], [1, 1], str(tmp_path / "m"))
+    # the same inputs elsewhere give the same file: the metadata name them by content
+    a2, b2 = shutil.copytree(a, tmp_path / "x" / "a"), shutil.copytree(b, tmp_path / "y" / "b")
+    AW.average([str(a2), str(b2)], [1, 1], str(tmp_path / "m2"))
+    assert open(tmp_path / "m" / "model.safetensors", "rb").read() == open(tmp_path / "m2" / "model.safetensors", "rb").read()
 
 
 def test_refuses_models_that_differ(tmp_path):
