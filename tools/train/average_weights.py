@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 
 import torch
@@ -68,9 +69,7 @@ def average(dirs, mix, out):
     meta = {"average_of_sha256": ",".join(_sha256(os.path.join(d, "model.safetensors")) for d in dirs),
             "mix": ",".join("%.4f" % w for w in mix)}
     st.save_file(avg, out_file, metadata=meta)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(cfgs[0], f, indent=2)
-        f.write("\n")
+    shutil.copyfile(os.path.join(dirs[0], "config.json"), os.path.join(out, "config.json"))
     return len(avg)
 
 
