@@ -23,14 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io as st  # noqa: E402
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def average(dirs, mix, out):
     """Writes out/model.safetensors (the mix-weighted mean of dirs' weights) and out/config.json;
     returns the number of tensors. Raises ValueError on inputs that cannot be averaged (fewer
@@ -43,11 +35,13 @@ def average(dirs, mix, out):
     out_file = os.path.join(out, "model.safetensors")
     if os.path.exists(out_file):
         raise ValueError("%s exists; not overwriting" % out_file)
-    cfgs, models = [], []
+    cfgs, models, hashes = [], [], []
     for d in dirs:
+        path = os.path.join(d, "model.safetensors")
         try:
             cfgs.append(json.load(open(os.path.join(d, "config.json"))))
-            models.append(st.load_file(os.path.join(d, "model.safetensors")))
+            models.append(st.load_file(path))
+            hashes.append(hashlib.sha256(open(path, "rb").read()).hexdigest())
         except (OSError, ValueError) as e:
             raise ValueError("cannot read the model in %s: %s" % (d, e))
     for d, c, m in zip(dirs[1:], cfgs[1:], models[1:]):
@@ -66,8 +60,7 @@ def average(dirs, mix, out):
         avg[k] = acc.to(t0.dtype)
     os.makedirs(out, exist_ok=True)
     # the inputs by content, not by path, so that the same inputs give the same file (and hash)
-    meta = {"average_of_sha256": ",".join(_sha256(os.path.join(d, "model.safetensors")) for d in dirs),
-            "mix": ",".join("%.4f" % w for w in mix)}
+    meta = {"average_of_sha256": ",".join(hashes), "mix": ",".join("%.4f" % w for w in mix)}
     st.save_file(avg, out_file, metadata=meta)
     shutil.copyfile(os.path.join(dirs[0], "config.json"), os.path.join(out, "config.json"))
     return len(avg)
