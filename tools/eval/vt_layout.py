@@ -15,7 +15,9 @@ records, whether it was right, and each chain link with the boundary's offset in
 also what went wrong, the question and the distractor assignments); then hits and misses with and
 without a split link, hits by the chain's length and its number of split links, and the misses by
 kind. A run with --skip (or one of gpu_eval_parallel.sh's PAR_TASKS_PROCS slices put together in
-order) is replayed with the same --skip.
+order) is replayed with the same --skip. Records are matched to haystacks by question and answer,
+in any order; haystacks without one (a process that timed out) are listed at the end, and records
+that match no haystack stop the script (another corpus, seed or --n).
 
   /usr/bin/python3 tools/eval/vt_layout.py --tasks vt --length 4194304 --n 40 \\
       --corpus .carry/corpus.txt.gz --records docs/eval/tasks-1m-4m-16m-gpu-engine-52998.jsonl
@@ -96,20 +98,21 @@ def main():
     a = ap.parse_args()
     S = a.chunk_size
     recs = [json.loads(line) for line in open(a.records)]
-    recs = [r for r in recs if r["task"] == "vt" and r["length"] == a.length]
-    table, by_len, kinds = {}, {}, {}
+    # a record is found by its question and answer, so a run with gaps (a process that timed out
+    # before its last haystacks) is replayed too: the haystacks without a record are listed at the end
+    recs = {(r["question"], tuple(r["want"].split())): r for r in recs
+            if r["task"] == "vt" and r["length"] == a.length}
+    table, by_len, kinds, unrun = {}, {}, {}, []
     draws = E.task_haystacks(random.Random(a.seed), D.Corpus(a.corpus), a.tasks.split(","), [a.length], a.n, S,
                              spans=True)
     for task, _, i, hay, qas, spans in draws:
         if task != "vt" or i < a.skip:
             continue
-        if i - a.skip >= len(recs):
-            break
         want = qas[0][1].decode()
-        r = recs[i - a.skip]
-        if want.split() != r["want"].split():
-            sys.exit("vt_layout: haystack %d is not the run's (%r, records %r): other --tasks/--n/--seed?"
-                     % (i, want, r["want"]))
+        r = recs.pop((qas[0][0].decode("latin-1"), tuple(want.split())), None)
+        if r is None:
+            unrun.append(i)
+            continue
         cuts = [(text, link_cut(text, st, S)) for st, text in chain_links(hay, spans, want.split())]
         n_split = sum(is_split(t, c) for t, c in cuts)
         split = n_split > 0
@@ -126,6 +129,9 @@ def main():
             kind = miss_kind(want.split(), r["got"].split(), [link_name(d) for d in ds])
             kinds[kind] = kinds.get(kind, 0) + 1
             print("     %s; %s; distractors: %s" % (kind, qas[0][0].decode("latin-1"), "  ".join(ds)))
+    if recs or not table:
+        sys.exit("vt_layout: %d records match no haystack here (%d matched): other --tasks/--n/--seed/--corpus?"
+                 % (len(recs), sum(table.values())))
     print("\nL=%d | with a split link | without" % a.length)
     for ok in (True, False):
         print("%-4s | %d | %d" % ("hit" if ok else "miss", table.get((ok, True), 0), table.get((ok, False), 0)))
@@ -136,6 +142,8 @@ def main():
         print("%5d | %s" % (links, " | ".join("%d/%d" % by_len[(links, ns)] if (links, ns) in by_len else "-"
                                               for ns in (0, 1, 2))))
     print("\nmisses: " + ", ".join("%s %d" % kv for kv in sorted(kinds.items(), key=lambda kv: -kv[1])))
+    if unrun:
+        print("no record for %d haystacks: %s" % (len(unrun), " ".join(map(str, unrun[:40])) + (" ..." if len(unrun) > 40 else "")))
 
 
 if __name__ == "__main__":
