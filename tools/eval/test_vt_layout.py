@@ -1,7 +1,10 @@
 """vt_layout.py: which chunk boundaries split a vt link."""
+import json
 import os
 import random
 import sys
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -47,3 +50,30 @@ def test_miss_kinds():
     hay = bytearray(b"x" * 10 + b"VAR PASDW = 2582041." + b"y" * 5 + b"VAR KGVXM = 25579.")
     spans = [(10, 30), (35, 53)]
     assert VL.distractors(hay, spans, ["KGVXM"]) == ["VAR PASDW = 2582041."]
+
+
+def test_records_with_a_gap(tmp_path, monkeypatch, capsys):
+    """main() finds each record by question and answer: a run whose process timed out (a haystack
+    without a record) is replayed, the gap listed; records of other haystacks stop it."""
+    rng = random.Random(5)
+    words = D.FALLBACK_WORDS + D.NOISE
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" ".join(rng.choice(words) for _ in range(20000)))
+    draws = E.task_haystacks(random.Random(1234), D.Corpus(str(corpus)), ["vt"], [4096], 4)
+    recs = [{"task": "vt", "length": 4096, "question": qas[0][0].decode("latin-1"),
+             "want": qas[0][1].decode(), "got": qas[0][1].decode() if i != 3 else "", "ok": i != 3}
+            for _, _, i, _, qas in draws]
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs[:1] + recs[2:][::-1]))  # #1 missing, order shuffled
+    argv = ["vt_layout.py", "--length", "4096", "--n", "4", "--corpus", str(corpus), "--records", str(path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    VL.main()
+    out = capsys.readouterr().out
+    assert "no record for 1 haystacks: 1" in out
+    rows = {ln.split("|")[0].strip(): ln for ln in out.splitlines() if ln.startswith(("hit  |", "miss |"))}
+    assert sum(int(x) for x in rows["hit"].split("|")[1:]) == 2  # with a split link + without
+    assert sum(int(x) for x in rows["miss"].split("|")[1:]) == 1
+    recs[0]["want"] = "AAAAA BBBBB"  # a record that matches no haystack here
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(SystemExit):
+        VL.main()
