@@ -113,9 +113,12 @@ def heatmap_haystacks(rng, corpus, lengths, depths, n, S=64):
                 yield L, d, i, hay, qas
 
 
-def run_slice(draws, skip, count):
+def run_slice(draws, skip, count, only=()):
     """The haystacks one process evaluates: after the first skip ones (still drawn, so that the
-    rest are the same as in a whole run), count of them (0: all the rest)."""
+    rest are the same as in a whole run), count of them (0: all the rest); or, with only (a set of
+    positions in the run, counted as skip counts), those haystacks alone, none drawn after the last."""
+    if only:
+        return (d for pos, d in zip(range(max(only) + 1), draws) if pos in only)
     return itertools.islice(draws, skip, skip + count if count > 0 else None)
 
 
@@ -147,6 +150,9 @@ def main():
     ap.add_argument("--count", type=int, default=0,
                     help="after the skipped ones, evaluate only this many haystacks (0: all); with --skip, "
                          "several processes share one run's haystacks (scripts/gpu_eval_parallel.sh)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated positions in the run (as --skip counts them): evaluate only these "
+                         "haystacks, e.g. the ones a timed-out process of a parallel run did not reach")
     ap.add_argument("--wrap-from-start", action="store_true",
                     help="haystacks longer than the corpus start at its first byte (runs before session 11: "
                          "every 16M haystack had the same text); default: a random offset")
@@ -156,6 +162,12 @@ def main():
     args = ap.parse_args()
     if args.skip < 0 or args.count < 0:
         ap.error("--skip and --count must be >= 0")
+    try:
+        only = {int(x) for x in args.only.split(",") if x.strip()}
+    except ValueError:
+        ap.error("--only takes comma-separated haystack positions, e.g. 359,518,519")
+    if only and (args.skip or args.count or min(only) < 0):
+        ap.error("--only takes positions >= 0 and goes without --skip and --count")
     os.makedirs(args.out, exist_ok=True)
     if args.plot_from:
         plot_from(args.plot_from.split(","), args.title, os.path.join(args.out, "heatmap.png"))
@@ -190,7 +202,7 @@ def main():
     if args.heatmap:
         depths = [float(x) for x in args.depths.split(",")]
         for L, d, i, hay, qas in run_slice(heatmap_haystacks(rng, corpus, lengths, depths, args.n),
-                                           args.skip, args.count):
+                                           args.skip, args.count, only):
             secs = eng.fresh("eval", hay)
             q, want = qas[0]
             at = hay.rfind(b" is " + want)  # the needle's value (eval_sample: "... is V.")
@@ -200,7 +212,7 @@ def main():
                   flush=True)
     else:
         draws = task_haystacks(rng, corpus, args.tasks.split(","), lengths, args.n)
-        for task, L, i, hay, qas in run_slice(draws, args.skip, args.count):
+        for task, L, i, hay, qas in run_slice(draws, args.skip, args.count, only):
             secs = eng.fresh("eval", hay)
             for q, want in qas:
                 ok = record(task, L, None, q, want, eng.ask("eval", q, answer_tokens(want)), secs)

@@ -1,4 +1,4 @@
-"""eval_engine.py: --skip/--count slices, which gpu_eval_parallel.sh's PAR_TASKS_PROCS gives to
+"""eval_engine.py: --skip/--count slices (and --only), which gpu_eval_parallel.sh's PAR_TASKS_PROCS gives to
 several processes, put together are the haystacks of one whole run, in its order."""
 import os
 import random
@@ -32,3 +32,8 @@ def test_slices_make_the_whole_run():
         assert parts == whole[skip:]
     assert [w[1] for w in E.run_slice(iter(whole), 6, 0)] == [2, 3]  # count 0: all the rest
     assert list(E.run_slice(iter(whole), 8, 2)) == []
+    # --only: the haystacks at these positions of the run, in its order, nothing drawn after the last
+    assert [(w[0], w[1]) for w in E.run_slice(iter(whole), 0, 0, {6, 1, 3})] == [("vt", 1), ("vt", 3), ("multikey", 2)]
+    seen = []
+    list(E.run_slice((seen.append(w) or w for w in whole), 0, 0, {2}))
+    assert len(seen) == 3
