@@ -51,6 +51,7 @@ stage_env() {   # the gpu_eval_parallel.sh settings of a stage, as NAME=VALUE wo
   esac
 }
 for s in "$@"; do stage_env "$s" > /dev/null || { echo "eval_gpu_ship: unknown stage '$s'" >&2; usage >&2; exit 2; }; done
+[ "$(printf '%s\n' "$@" | sort | uniq -d)" = "" ] || { echo "eval_gpu_ship: a stage given twice" >&2; exit 2; }
 pids=()
 t0=$(date +%s)
 sha256sum "$model/model.safetensors" > "$O/summary.txt"

@@ -1,5 +1,6 @@
-"""eval_engine.py: --skip/--count slices (and --only), which gpu_eval_parallel.sh's PAR_TASKS_PROCS gives to
-several processes, put together are the haystacks of one whole run, in its order."""
+"""eval_engine.py: --skip/--count slices, which gpu_eval_parallel.sh's PAR_TASKS_PROCS gives to
+several processes, put together are the haystacks of one whole run, in its order; --only picks
+single haystacks of a run."""
 import os
 import random
 import sys

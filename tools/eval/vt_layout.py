@@ -143,7 +143,8 @@ def main():
                                               for ns in (0, 1, 2))))
     print("\nmisses: " + ", ".join("%s %d" % kv for kv in sorted(kinds.items(), key=lambda kv: -kv[1])))
     if unrun:
-        print("no record for %d haystacks: %s" % (len(unrun), " ".join(map(str, unrun[:40])) + (" ..." if len(unrun) > 40 else "")))
+        shown = " ".join(map(str, unrun[:40])) + (" ..." if len(unrun) > 40 else "")
+        print("no record for %d haystacks: %s" % (len(unrun), shown))
 
 
 if __name__ == "__main__":
