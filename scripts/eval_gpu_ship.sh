@@ -9,8 +9,8 @@
 #     bash scripts/eval_gpu_ship.sh MODEL_DIR STAGE [STAGE ...]
 #
 # Stages (the session-25 plan: call 1 "mkmq1m needle-a", call 2 "vt4m vt16m mkmq4m mkmq16m needle-b",
-# each ~530 s on the H200 with PAR_TIMEOUT=530):
-#   vt1m      vt at 1M, 640 haystacks, 16 processes (~360 s)
+# each bounded by PAR_TIMEOUT=530 s; not yet run):
+#   vt1m      vt at 1M, 640 haystacks, 16 processes (362 s on the H200 in session 25)
 #   mkmq1m    multikey and multiquery at 1M, 120 haystacks each, 6 processes
 #   vt4m      vt at 4M, 40 haystacks, 4 processes
 #   vt16m     vt at 16M, 24 haystacks, 4 processes

@@ -129,7 +129,9 @@ def main():
             kind = miss_kind(want.split(), r["got"].split(), [link_name(d) for d in ds])
             kinds[kind] = kinds.get(kind, 0) + 1
             print("     %s; %s; distractors: %s" % (kind, qas[0][0].decode("latin-1"), "  ".join(ds)))
-    if recs or not table:
+    if not table:
+        sys.exit("vt_layout: no vt record at length %d matches a haystack here" % a.length)
+    if recs:
         sys.exit("vt_layout: %d records match no haystack here (%d matched): other --tasks/--n/--seed/--corpus?"
                  % (len(recs), sum(table.values())))
     print("\nL=%d | with a split link | without" % a.length)
