@@ -8,8 +8,9 @@
 #   .carry/corpus.txt.gz; the model in MODEL_DIR, e.g. copied over models/hsadb-small uncommitted):
 #     bash scripts/eval_gpu_ship.sh MODEL_DIR STAGE [STAGE ...]
 #
-# Stages (the session-25 plan: call 1 "mkmq1m needle-a", call 2 "vt4m vt16m mkmq4m mkmq16m needle-b",
-# each bounded by PAR_TIMEOUT=530 s; not yet run):
+# Stages (session 26 ran "mkmq1m needle-a" and "needle-b needle-c vt4m", each call cut at PAR_TIMEOUT=530 s
+# with most but not all haystacks done, then "vt16m mkmq4m mkmq16m", all done in 171 s: on the H200
+# the 16 cores bound these runs, so two or three stages per call is about what fits):
 #   vt1m      vt at 1M, 640 haystacks, 16 processes (362 s on the H200 in session 25)
 #   mkmq1m    multikey and multiquery at 1M, 120 haystacks each, 6 processes
 #   vt4m      vt at 4M, 40 haystacks, 4 processes
@@ -52,6 +53,10 @@ stage_env() {   # the gpu_eval_parallel.sh settings of a stage, as NAME=VALUE wo
 }
 for s in "$@"; do stage_env "$s" > /dev/null || { echo "eval_gpu_ship: unknown stage '$s'" >&2; usage >&2; exit 2; }; done
 [ "$(printf '%s\n' "$@" | sort | uniq -d)" = "" ] || { echo "eval_gpu_ship: a stage given twice" >&2; exit 2; }
+if [ -z "${HSADB:-}" ]; then   # unpack the GPU build's libraries once, not once per stage at the same time
+  . scripts/gpu_env.sh
+  export HSADB=$G/hsadb
+fi
 pids=()
 t0=$(date +%s)
 sha256sum "$model/model.safetensors" > "$O/summary.txt"
