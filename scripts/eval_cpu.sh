@@ -18,9 +18,10 @@
 #              fails unless the answers are the archive's 4471, 7302518 and 9931 (a shipped model must;
 #              15 s)
 #   passkey    probe_boundary.py --probe passkey at 16K, 40 haystacks (a pass key among other codes;
-#              steps 60,084 / 83,738 / 87,539: 35 / 33 / 38 of 40 with one code, 29 / 28 / 38 with four; 6 minutes)
+#              steps 60,084 / 83,738 / 87,539 / 93,012: 35 / 33 / 38 / 40 of 40 with one code, 29 / 28 / 38 / 39
+#              with four; 6 minutes)
 #   vt4k       vt at 4K, 100 haystacks (seed 1234; steps 87,539 / 83,738 / 74,138: 94 / 91 / 90 on
-#              session 21's corpus; 4 minutes)
+#              session 21's corpus, step 93,012 97 on session 25's; 4 minutes)
 # The seeds are those of the runs in docs/eval, so a new model meets the same haystacks as the
 # shipped one did (on the same corpus: make_corpus.py's output depends on the installed packages).
 set -euo pipefail
