@@ -53,10 +53,6 @@ stage_env() {   # the gpu_eval_parallel.sh settings of a stage, as NAME=VALUE wo
 }
 for s in "$@"; do stage_env "$s" > /dev/null || { echo "eval_gpu_ship: unknown stage '$s'" >&2; usage >&2; exit 2; }; done
 [ "$(printf '%s\n' "$@" | sort | uniq -d)" = "" ] || { echo "eval_gpu_ship: a stage given twice" >&2; exit 2; }
-if [ -z "${HSADB:-}" ]; then   # unpack the GPU build's libraries once, not once per stage at the same time
-  . scripts/gpu_env.sh
-  export HSADB=$G/hsadb
-fi
 pids=()
 t0=$(date +%s)
 sha256sum "$model/model.safetensors" > "$O/summary.txt"
