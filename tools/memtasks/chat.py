@@ -329,7 +329,7 @@ FACTS = {
 
 # trips: a list fact and when-questions (the session date answers)
 TRIP_SAY = ["I just got back from {country}!", "We spent a week in {country}, it was amazing.",
-            "Back from my trip to {country} yesterday.", "Photos from {country} coming soon, what a trip.",
+            "Back from my trip to {country} today.", "Photos from {country} coming soon, what a trip.",
             "My vacation in {country} was exactly what I needed.", "Just returned from visiting {country}."]
 TRIP_LIST_ASK = ["Which countries {have} visited?", "Where {have} traveled?", "What countries did {I} go to?",
                  "List the places {I} went on trips.", "Which trips did {I} take?", "Where {have} been on vacation?"]
@@ -532,7 +532,7 @@ def _fmt_plain(date, a, b):
 
 
 def _fmt_brackets(date, a, b):
-    return ("=== %s ===\n" % date.strftime("%A, %B %d, %Y"), "[%s] " % a, "[%s] " % b, "\n", "\n")
+    return ("=== %s, %s ===\n" % (date.strftime("%A"), written_date(_fmt_brackets, date)), "[%s] " % a, "[%s] " % b, "\n", "\n")
 
 
 def _fmt_log(date, a, b):
@@ -545,21 +545,34 @@ def _fmt_json(date, a, b):
 
 
 def _fmt_markdown(date, a, b):
-    return ("## Conversation - %s\n\n" % date.strftime("%d %b %Y"), "**%s:** " % a, "**%s:** " % b, "\n\n", "\n")
+    return ("## Conversation - %s\n\n" % written_date(_fmt_markdown, date), "**%s:** " % a, "**%s:** " % b, "\n\n", "\n")
 
 
 FORMATS = [_fmt_plain, _fmt_brackets, _fmt_log, _fmt_json, _fmt_markdown]
 
 
+def written_date(fmt, date):
+    """The session date as a format writes it (a when-question's answer copies it)."""
+    if fmt is _fmt_brackets:
+        return "%s %d, %d" % (date.strftime("%B"), date.day, date.year)
+    if fmt is _fmt_markdown:
+        return "%d %s %d" % (date.day, date.strftime("%B"), date.year)
+    return date.isoformat()
+
+
 def render(hist, fmt):
-    """-> (text, spans): spans[(kind, index)] = (start, end) byte range of that fact's turn."""
+    """-> (text, spans): spans[(kind, index)] = (start, end) byte range of that fact's turn;
+    spans[("date", kind, index)] the bytes that date it (the session's header, or the line's prefix
+    where every line carries the date); spans["written"][session index] the date as written."""
     if hist["shape"] == "assistant":
         a, b = "User", "Assistant"
     else:
         a, b = hist["speaker"], hist["other"]
-    parts, spans, pos = [], {}, 0
+    parts, spans, pos = [], {"written": []}, 0
     for s in hist["sessions"]:
         head, pa, pb, sep, tail = fmt(s["date"], a, b)
+        head_span = (pos, pos + len(head.encode()))
+        spans["written"].append(written_date(fmt, s["date"]))
         parts.append(head)
         pos += len(head.encode())
         for t in s["turns"]:
@@ -570,6 +583,7 @@ def render(hist, fmt):
             if "fact" in t or "trip" in t:
                 key = t["fact"] if "fact" in t else ("trip", t["trip"])
                 spans[key] = (start, start + len(user.encode()))
+                spans[("date",) + key] = head_span if head else (pos, start)
             parts.append(line_a)
             pos += len(line_a.encode())
             line_b = pb + reply + sep
@@ -626,8 +640,10 @@ def questions(hist, spans, rng, split, rough=True):
         j = trips.index(t)
         d = hist["sessions"][t["session"]]["date"]
         wt = rng.choice(families(TRIP_WHEN_ASK, split, HELD_Q))
-        add(fill(wt, **pf, country=t["country"]), date_forms(d.year, d.month, d.day), "when", "trip",
-            [spans[("trip", j)]], protect=[t["country"]])
+        written = spans["written"][t["session"]]
+        golds = [written] + [g for g in date_forms(d.year, d.month, d.day) if g != written]
+        add(fill(wt, **pf, country=t["country"]), golds, "when", "trip",
+            [spans[("trip", j)], spans[("date", "trip", j)]], protect=[t["country"]])
     if len(trips) >= 2:
         lt = rng.choice(families(TRIP_LIST_ASK, split, HELD_Q))
         q = fill(lt, **pf)

@@ -41,8 +41,8 @@ def test_chat_gold_inside_evidence(split):
                 assert any(g in e for g in q["golds"] for e in ev), (q, ev)
             elif q["kind"] == "list":
                 assert all(any(f[0] in e for e in ev) for f in q["golds"]), (q, ev)
-            elif q["kind"] == "when":
-                assert ev and ev[0].strip()
+            elif q["kind"] == "when":   # the trip's turn, and the date as written where it dates it
+                assert len(ev) == 2 and ev[0].strip() and q["golds"][0] in ev[1], (q, ev)
             elif q["kind"] == "absent":
                 assert q["golds"] == [common.ABSTAIN] and not q["evidence"]
     assert {"fact", "changed", "before", "absent"} <= kinds
