@@ -401,7 +401,7 @@ class Filler:
             raise ValueError("filler has no paragraphs of 200-2000 bytes")
 
     @classmethod
-    def from_man_pages(cls, limit=3000, seed=0):
+    def from_man_pages(cls, limit=3000, seed=0, root="/"):
         import glob
         import gzip
         import os
@@ -409,7 +409,7 @@ class Filler:
         import sys as _s
         _s.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
         from make_corpus import strip_troff, to_ascii
-        files = sorted(glob.glob("/usr/share/man/man1/*.gz"))
+        files = sorted(glob.glob(os.path.join(root, "usr/share/man/man1/*.gz")))
         _r.Random(seed).shuffle(files)
         pairs, per_prefix = [], {}
         for fn in files:

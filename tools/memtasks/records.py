@@ -170,8 +170,8 @@ def changelog_docs(rng, split, root):
         else:
             y, mo, d = int(m.group(4)), _MON.get(m.group(3), 1), int(m.group(2))
             qt = rng.choice(families(CL_WHEN, split, HELD_Q))
-            qs.append(_q(qt.format(p=p, v=v), date_forms(y, mo, d)[:3] + [m.group(2) + " " + m.group(3) + " " + m.group(4)],
-                         "fact", span, "changelog.when"))
+            written = "%s %s %s" % (m.group(2), m.group(3), m.group(4))   # the answer copies it
+            qs.append(_q(qt.format(p=p, v=v), [written] + date_forms(y, mo, d)[:3], "fact", span, "changelog.when"))
         docs.append((fn[len(root.rstrip("/")):], body, qs))
     return docs
 
