@@ -37,27 +37,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "memtasks"))
 import chat  # noqa: E402
 import common  # noqa: E402
+import needles  # noqa: E402
 import records  # noqa: E402
 
 SPLIT_OF = {"seen": "train", "unseen": "held"}
 
 # ---- needles in ordinary wordings (the v1 model's task, said otherwise) ------------------------------
 
-NEEDLE_SAY = [("The door code for the {x} is {v}.", "What is the door code for the {x}?"),
-              ("For the {x}, the access number is {v}.", "What's the access number for the {x}?"),
-              ("Remember that the {x} uses the number {v}.", "Which number does the {x} use?"),
-              ("I wrote down {v} as the reference for the {x}.", "What reference did I write down for the {x}?"),
-              ("{v} is what you type to unlock the {x}.", "What do you type to unlock the {x}?"),
-              ("The ticket for the {x} has the number {v}.", "What number is on the ticket for the {x}?")]
-NEEDLE_THINGS = ["north gate", "server room", "blue locker", "archive vault", "loading dock", "roof hatch",
-                 "bike shed", "wine cellar", "boiler room", "music studio"]
-HELD_NEEDLE = 2   # the last two wordings are held out
 
 
 def needle_memory(rng, split, target_bytes, filler):
     """Filler documentation text with one needle sentence at a random depth."""
-    say, ask = rng.choice(common.families(NEEDLE_SAY, split, HELD_NEEDLE))
-    x, v = rng.choice(NEEDLE_THINGS), "%07d" % rng.randrange(10 ** 7)
+    fam = rng.randrange(len(common.families(needles.SAY, split, needles.HELD)))
+    say = common.families(needles.SAY, split, needles.HELD)[fam]
+    ask = common.families(needles.ASK, split, needles.HELD)[fam]   # asked back in matching words
+    x, v = rng.choice(common.pool(needles.THINGS, split)), "%07d" % rng.randrange(10 ** 7)
     parts, size = [], 0
     while size < target_bytes:
         p = rng.choice(filler.pairs)[1] + "\n\n"

@@ -32,10 +32,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "memtasks"))
 import chat  # noqa: E402
 import common  # noqa: E402
+import needles  # noqa: E402
 import records  # noqa: E402
 from data import Sample  # noqa: E402
 
-SPLIT = "train"   # training never sees the held-out split
+SPLIT = "train"   # training never sees the held-out split ("held": evaluation only)
 
 
 class ByteTokenizer:
@@ -53,38 +54,32 @@ class ByteTokenizer:
 
 # ---- what samples are made of ------------------------------------------------------------------------
 
-NEEDLE_SAY = [
-    "The {x} code is {v}.", "Note: the {x} uses {v}.", "For the {x} the number is {v}.",
-    "We set the {x} to {v} yesterday.", "Reminder - {x}: {v}.", "The number you need for the {x} is {v}.",
-    "{v} is the {x} number, keep it safe.", "Jot this down, the {x} is {v}.",
-    "The special magic number for the {x} is {v}.", "Our {x} reference is {v}.",
-]
-NEEDLE_ASK = [
-    "What is the {x} code?", "What number does the {x} use?", "What's the number for the {x}?",
-    "What was the {x} set to?", "Which number goes with the {x}?", "What's the {x} number?",
-    "Tell me the {x} number.", "What is the special magic number for the {x}?", "What's our {x} reference?",
-    "Do you remember the {x} number?",
-]
-NEEDLE_THINGS = ["side gate", "staff room", "red locker", "filing cabinet", "back door", "freight lift",
-                 "garden shed", "meeting room", "print room", "parking garage", "tool chest", "lab freezer",
-                 "delivery van", "guest wifi", "spare safe", "attic hatch", "cold store", "lecture hall"]
+
+
+def load_tokenizer(spec):
+    """'bytes' -> ByteTokenizer; a path to a tokenizer.json -> the byte-level BPE of bpe_c.py."""
+    if spec == "bytes":
+        return ByteTokenizer()
+    import bpe_c
+    return bpe_c.TrainTokenizer(spec)
 
 
 class Sources:
-    """Everything a worker draws samples from, loaded once."""
+    """Everything a worker draws samples from, loaded once, for one split."""
 
-    def __init__(self, filler, docs, corpus_text):
+    def __init__(self, filler, docs, corpus_text, split=SPLIT):
+        self.split = split
         self.filler = filler
         self.docs = docs                  # [(path, text, questions)] of the train domains
         self.corpus = corpus_text         # str: plain text for language modelling and padding
 
     @classmethod
-    def load(cls, root="/", corpus=None, rounds=3, seed=0):
+    def load(cls, root="/", corpus=None, rounds=3, seed=0, split=SPLIT):
         rng = random.Random(seed)
         filler = chat.Filler.from_man_pages(limit=4000, seed=seed, root=root)
         docs = []
         for _ in range(rounds):         # each round asks other questions of the same files
-            docs += records.gather_docs(rng, SPLIT, root)
+            docs += records.gather_docs(rng, split, root)
         text = ""
         if corpus:
             opener = gzip.open if corpus.endswith(".gz") else open
@@ -92,7 +87,7 @@ class Sources:
                 text = f.read().decode("utf-8", "replace")
         if len(text) < 100_000:       # no corpus: the filler paragraphs serve
             text = "\n\n".join(p for _, p in filler.pairs)
-        return cls(filler, docs, text)
+        return cls(filler, docs, text, split)
 
     def corpus_bytes(self, rng, n):
         i = rng.randrange(0, max(1, len(self.corpus) - n))
@@ -103,7 +98,9 @@ class Sources:
 
 def _needle_segment(rng, src, nbytes, k):
     """Documentation text with k statements in ordinary words; questions about them."""
-    things = rng.sample(NEEDLE_THINGS, k)
+    things = rng.sample(common.pool(needles.THINGS, src.split), k)
+    say_fams = common.families(needles.SAY, src.split, needles.HELD)
+    ask_fams = common.families(needles.ASK, src.split, needles.HELD)
     paras, size = [], 0
     while size < nbytes - 80 * k:           # leave room for the statements
         p = rng.choice(src.filler.pairs)[1][:max(40, nbytes - 80 * k - size)] + "\n\n"
@@ -111,10 +108,9 @@ def _needle_segment(rng, src, nbytes, k):
         size += len(p)
     qs, inserts = [], []
     for x in things:
-        fam = rng.randrange(len(NEEDLE_SAY))
         v = "%d" % rng.randrange(10 ** (rng.choice([4, 5, 6, 7]) - 1), 10 ** 7)
-        say = NEEDLE_SAY[fam].format(x=x, v=v)
-        ask = NEEDLE_ASK[rng.randrange(len(NEEDLE_ASK))].format(x=x)
+        say = rng.choice(say_fams).format(x=x, v=v)
+        ask = rng.choice(ask_fams).format(x=x)
         inserts.append((rng.randrange(len(paras) + 1), say + "\n\n", ask, v))
     inserts.sort(key=lambda z: z[0])
     out, pos, k0 = [], 0, 0
@@ -133,14 +129,14 @@ def _needle_segment(rng, src, nbytes, k):
 
 
 def _chat_segment(rng, src, nbytes):
-    hist = chat.make_history(rng, SPLIT, nbytes, src.filler, n_facts=max(1, min(11, nbytes // 1500)))
-    text, spans = chat.render(hist, chat.pick_format(rng, SPLIT))
-    return text, chat.questions(hist, spans, rng, SPLIT)
+    hist = chat.make_history(rng, src.split, nbytes, src.filler, n_facts=max(1, min(11, nbytes // 1500)))
+    text, spans = chat.render(hist, chat.pick_format(rng, src.split))
+    return text, chat.questions(hist, spans, rng, src.split)
 
 
 def _records_segment(rng, src, nbytes):
     docs = rng.sample(src.docs, min(len(src.docs), max(1, nbytes // 3000)))
-    return records.make_archive(rng, SPLIT, nbytes, docs=docs, n_absent=rng.randrange(0, 2))
+    return records.make_archive(rng, src.split, nbytes, docs=docs, n_absent=rng.randrange(0, 2))
 
 
 def _corpus_segment(rng, src, nbytes):

@@ -43,6 +43,13 @@ PRESETS = {
                   encoder_layers=1, num_upper_groups=2, swa_layers_per_group=1, chunk_size=64, chunk_topk=8,
                   sliding_window=128, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
                   hsa_residual="standard"),
+    # v2 (issue 33): a wider network for language; vocab_size comes from the tokenizer (--tokenizer).
+    # A starting point, to be decided by measurement (docs/training.md): 25M parameters.
+    "v2": dict(vocab_size=264, hidden_size=512, intermediate_size=1536, num_attention_heads=8, head_dim=64,
+               num_key_value_heads=2, num_memory_heads=2, retrieval_dim=64, num_lower_layers=4,
+               encoder_layers=1, num_upper_groups=3, swa_layers_per_group=1, chunk_size=64, chunk_topk=8,
+               sliding_window=256, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+               hsa_residual="standard"),
     "cputiny": dict(vocab_size=264, hidden_size=64, intermediate_size=128, num_attention_heads=4, head_dim=16,
                     num_key_value_heads=2, num_memory_heads=2, retrieval_dim=32, num_lower_layers=1,
                     encoder_layers=1, num_upper_groups=1, swa_layers_per_group=1, chunk_size=64, chunk_topk=8,
@@ -183,6 +190,93 @@ def evaluate(model, corpus, lengths, n, seed, tail, dev, amp, dists=()):
                 h = h or any(c in sel for c in chunks)
             hit += int(h)
         res[name] = dict(acc=ok / n, hit=hit / n, n=n, sec=round(time.time() - t0, 2))
+    model.train(was)
+    return res
+
+
+# ---- v2 data (--data nl): samples of tools/train/nldata.py, made by worker processes -------------------
+
+_W = {}   # per worker process: tokenizer, sources
+
+
+def _nl_init(tokenizer, root, corpus, seed):
+    import nldata
+    _W["tok"] = nldata.load_tokenizer(tokenizer)
+    _W["src"] = nldata.Sources.load(root=root, corpus=corpus or None, seed=seed)
+    _W["held"] = None
+    _W["args"] = (root, corpus, seed)
+
+
+def _nl_batch(L, B, seed, mix, S):
+    import nldata
+    rng = random.Random(seed)
+    samples = [nldata.make_sample(rng, _W["tok"], L, _W["src"], mix, S) for _ in range(B)]
+    return D.collate(samples), [s.family for s in samples]
+
+
+def _nl_eval_samples(L, n, seed, split, S):
+    """Fixed evaluation samples: split "train" (seen families, fresh instances) or "held"."""
+    import nldata
+    if split == "held" and _W["held"] is None:
+        root, corpus, sd = _W["args"]
+        _W["held"] = nldata.Sources.load(root=root, corpus=corpus or None, seed=sd, split="held")
+    src = _W["src"] if split == "train" else _W["held"]
+    rng = random.Random(seed)
+    mix = {"chat": 0.4, "records": 0.4, "needle": 0.2}
+    return [nldata.make_sample(rng, _W["tok"], L, src, mix, S) for _ in range(n)]
+
+
+class NlData:
+    """Batches made ahead by a pool of processes (data generation is Python; the GPU must not wait)."""
+
+    def __init__(self, args, S):
+        import multiprocessing as mp
+        self.pool = mp.get_context("spawn").Pool(args.workers, initializer=_nl_init,
+                                                 initargs=(args.tokenizer, args.sources_root, args.corpus, args.seed))
+        self.mix = json.loads(args.mix) if args.mix else None
+        self.S, self.inflight, self.k = S, [], 0
+        self.seed = args.seed
+
+    def next(self, L, B, step):
+        while len(self.inflight) < 2 * self.pool._processes:
+            self.k += 1
+            self.inflight.append(self.pool.apply_async(_nl_batch, (L, B, self.seed * 1_000_003 + step * 1009 + self.k,
+                                                                   self.mix, self.S)))
+        return self.inflight.pop(0).get()
+
+    def eval_samples(self, L, n, split):
+        return self.pool.apply(_nl_eval_samples, (L, n, 12345 + L, split, self.S))
+
+
+@torch.no_grad()
+def evaluate_nl(model, sets, tail, dev, amp):
+    """Teacher-forced answers of fixed samples, as the engine runs a query: the upper half over the
+    last `tail` tokens only. An answer is right when every answer token and its <eos> is the argmax;
+    per split and question kind. sets: {name: [nldata samples]}."""
+    was = model.training
+    model.eval()
+    res = {}
+    for name, samples in sets.items():
+        per = {}
+        for smp in samples:
+            L = len(smp.tokens)
+            u = max(0, L - tail)
+            x = torch.from_numpy(smp.tokens).to(dev)[None]
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x, upper_start=u)
+            pred = out["logits"][0].float().argmax(-1).cpu().numpy()
+            for a, m in zip(smp.answers, smp.meta["questions"]):
+                a0 = m["answer_pos"]
+                n_ans = int(smp.ans[a0:].argmin()) if not smp.ans[a0:].all() else L - a0
+                if a0 < u:
+                    continue      # a question outside the tail: the engine would ask it alone
+                ok = bool((pred[a0 - u:a0 - u + n_ans] == smp.tokens[a0 + 1:a0 + 1 + n_ans]).all())
+                k = per.setdefault(m["kind"], [0, 0])
+                k[0] += int(ok)
+                k[1] += 1
+        tot = [sum(v[0] for v in per.values()), sum(v[1] for v in per.values())]
+        res[name] = dict(acc=round(tot[0] / max(1, tot[1]), 4), n=tot[1],
+                         kinds={k: "%d/%d" % tuple(v) for k, v in sorted(per.items())})
     model.train(was)
     return res
 
@@ -405,6 +499,16 @@ def main():
     ap.add_argument("--eval-end-dists", default="0,16,64,192",
                     help="also evaluate a needle ending this many bytes before the query block "
                          "(first eval length only; '' = off)")
+    ap.add_argument("--data", default="tasks", choices=["tasks", "nl"],
+                    help="tasks: data.py's synthetic retrieval families (v1); nl: nldata.py's memories in "
+                         "people's words (v2, issue 33)")
+    ap.add_argument("--tokenizer", default="bytes",
+                    help="--data nl: 'bytes' (the v1 vocabulary) or a tokenizer.json (byte-level BPE)")
+    ap.add_argument("--sources-root", default="/",
+                    help="--data nl: the directory whose etc/, var/lib/dpkg/ and usr/share/{doc,man}/ the "
+                         "records and filler come from (tools/train/make_sources.py packs one)")
+    ap.add_argument("--workers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 2)),
+                    help="--data nl: processes making samples")
     ap.add_argument("--corpus", default="")
     ap.add_argument("--eval-lengths", default="4096,16384,65536")
     ap.add_argument("--eval-n", type=int, default=20)
@@ -446,6 +550,9 @@ def main():
         cfgd = json.load(open(os.path.join(resume, "state.json")))["config"]
     if args.residual:
         cfgd["hsa_residual"] = args.residual
+    if args.data == "nl" and not resume:
+        import nldata
+        cfgd["vocab_size"] = nldata.load_tokenizer(args.tokenizer).vocab_size
     cfg = HSAConfig(**cfgd)
     model = HSAModel(cfg).to(dev)
     model.mem_round_bf16 = args.mem_round_bf16
@@ -483,8 +590,24 @@ def main():
         fwd = torch.compile(model)
         log("training forward: torch.compile", logf)
 
-    corpus = D.Corpus(args.corpus or None)
-    log("corpus %.1f MB, %d words" % (len(corpus.data) / 1e6, len(corpus.words)), logf)
+    nl, nl_sets = None, {}
+    if args.data == "nl":
+        nl = NlData(args, cfg.chunk_size)
+        for L in [int(x) for x in args.eval_lengths.split(",") if x] if args.eval_n > 0 else []:
+            nl_sets["seen@%d" % L] = nl.eval_samples(L, args.eval_n, "train")
+            nl_sets["unseen@%d" % L] = nl.eval_samples(L, args.eval_n, "held")
+        log("data nl: tokenizer %s, %d workers, eval sets %s" % (args.tokenizer, args.workers,
+                                                                {k: len(v) for k, v in nl_sets.items()}), logf)
+        corpus = None
+    else:
+        corpus = D.Corpus(args.corpus or None)
+        log("corpus %.1f MB, %d words" % (len(corpus.data) / 1e6, len(corpus.words)), logf)
+
+    def run_eval(lengths):
+        if nl is not None:
+            return evaluate_nl(model, nl_sets, args.eval_tail, dev, amp)
+        return evaluate(model, corpus, lengths, args.eval_n, 1, args.eval_tail, dev, amp, end_dists)
+
     if args.hubs > 0 or args.vt_hubs > 0:
         if not args.hubs_file:
             sys.exit("train: --hubs and --vt-hubs need --hubs-file")
@@ -523,8 +646,11 @@ def main():
         progress = state["train_seconds"] / plan
         L = length_at(progress, cur)
         B = max(1, args.tokens_per_step // L)
-        samples = [D.make_sample(rng, corpus, L, cfg.chunk_size, mix, dopts) for _ in range(B)]
-        bt = D.collate(samples)
+        if nl is not None:
+            bt, fams = nl.next(L, B, state["step"])
+        else:
+            samples = [D.make_sample(rng, corpus, L, cfg.chunk_size, mix, dopts) for _ in range(B)]
+            bt, fams = D.collate(samples), [smp.family for smp in samples]
         ts = time.time()
         tok = torch.from_numpy(bt["tokens"]).to(dev, non_blocking=True)
         ans = torch.from_numpy(bt["ans"]).to(dev, non_blocking=True)
@@ -571,8 +697,8 @@ def main():
             # per sample: hits, answer positions, hits and positions where a value crosses a chunk (one copy)
             fam_hit, fam_n, x_hit, x_n = torch.stack([hitm.sum(1), am.sum(1), (hitm * cross).sum(1),
                                                       cross.sum(1)]).cpu().numpy()
-        for i, smp in enumerate(samples):
-            fa = acc.setdefault("fam", {}).setdefault(smp.family, [0.0, 0.0])
+        for i, fam in enumerate(fams):
+            fa = acc.setdefault("fam", {}).setdefault(fam, [0.0, 0.0])
             fa[0] += float(fam_hit[i])
             fa[1] += float(fam_n[i])
         # bookkeeping (one sync per step is fine at these step sizes)
@@ -611,7 +737,7 @@ def main():
         if args.eval_every_min > 0 and time.time() - last_eval > args.eval_every_min * 60 and \
                 time.time() - t_start + 2 * reserve < budget:
             te = time.time()
-            r = evaluate(model, corpus, eval_lengths, args.eval_n, 1, args.eval_tail, dev, amp, end_dists)
+            r = run_eval(eval_lengths)
             reserve = max(reserve, 1.5 * (time.time() - te) + 15)
             state["evals"].append(dict(step=state["step"], res=r))
             log("eval step %d: %s (%.1fs)" % (state["step"], json.dumps(r), time.time() - te), logf)
@@ -619,7 +745,7 @@ def main():
             acc["t0"] += time.time() - te
 
     te = time.time()
-    r = evaluate(model, corpus, final_lengths, args.eval_n, 1, args.eval_tail, dev, amp, end_dists)
+    r = run_eval(final_lengths)
     state["evals"].append(dict(step=state["step"], res=r, final=True))
     log("final eval step %d: %s (%.1fs)" % (state["step"], json.dumps(r), time.time() - te), logf)
     run_info.update(end_step=state["step"], end_tokens=state["tokens"], wall_s=round(time.time() - t_start, 1),
