@@ -189,15 +189,17 @@ def run(args):
             continue
         name = "m%03d" % mi
         data = open(os.path.join(args.set, mem["file"]), "rb").read()
-        hsadb(args, "delete", name, "--yes")
-        r = hsadb(args, "create", name)
-        if r.returncode != 0:
-            sys.exit("create failed: " + r.stderr.decode())
-        t0 = time.time()
-        r = hsadb(args, "append", name, stdin=data)
-        if r.returncode != 0:
-            sys.exit("append failed: " + r.stderr.decode())
-        t_append = time.time() - t0
+        t_append = 0.0
+        if not args.bm25_only:
+            hsadb(args, "delete", name, "--yes")
+            r = hsadb(args, "create", name)
+            if r.returncode != 0:
+                sys.exit("create failed: " + r.stderr.decode())
+            t0 = time.time()
+            r = hsadb(args, "append", name, stdin=data)
+            if r.returncode != 0:
+                sys.exit("append failed: " + r.stderr.decode())
+            t_append = time.time() - t0
         bm = Bm25(data, args.passage, args.stride)
         print("memory %d (%s/%s, %d bytes): appended in %.1f s, %d questions"
               % (mi, mem["set"], mem["split"], len(data), t_append, len(mine)), flush=True)
@@ -208,13 +210,13 @@ def run(args):
                        domain=q.get("domain"), q=q["q"], golds=q["golds"])
             ev = [tuple(e) for e in q["evidence"]]
             row["bm25_rank"] = evidence_rank(bm.search(q["q"], 10), ev) if ev else None
-            if not args.no_search:
+            if not args.no_search and not args.bm25_only:
                 r = hsadb(args, "--json", "search", name, "-k", "10", "--", q["q"])
                 try:
                     row["search_rank"] = evidence_rank(hit_spans(json.loads(r.stdout)), ev) if ev else None
                 except ValueError:
                     row["search_error"] = r.stderr.decode()[-300:]
-            if not args.no_query:
+            if not args.no_query and not args.bm25_only:
                 t0 = time.time()
                 r = hsadb(args, "--json", "query", name, "--max-tokens", str(args.max_tokens), "--", q["q"])
                 row["query_seconds"] = round(time.time() - t0, 3)
@@ -230,7 +232,8 @@ def run(args):
                     row["abstained"] = common.is_abstention(ans)
             out.write(json.dumps(row) + "\n")
             out.flush()
-        hsadb(args, "delete", name, "--yes")
+        if not args.bm25_only:
+            hsadb(args, "delete", name, "--yes")
     out.close()
     report(argparse.Namespace(run=args.out))
 
@@ -291,6 +294,7 @@ def main():
     r.add_argument("--stride", type=int, default=256, help="BM25 passage stride")
     r.add_argument("--no-query", action="store_true", help="search and BM25 only")
     r.add_argument("--no-search", action="store_true")
+    r.add_argument("--bm25-only", action="store_true", help="the BM25 baseline alone (no hsadb)")
     p = sub.add_parser("report", help="summarise a run")
     p.add_argument("--run", required=True)
     args = ap.parse_args()
