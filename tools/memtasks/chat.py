@@ -21,7 +21,7 @@ entity values each have a held-out part that only evaluation uses.
 import datetime
 import re
 
-from common import ABSTAIN, date_forms, families, pool, roughen
+from common import ABSTAIN, date_forms, families, pool, roughen, value_split
 
 # ---- entity pools (values are split by hash: see common.value_split) ----------------------------
 
@@ -327,6 +327,104 @@ FACTS = {
              "What's {my} registration number?"]),
 }
 
+# ---- attributes: many more fact types, stated and asked in generic words ------------------------
+# (attribute phrase, values). An attribute's split is its phrase's (common.value_split): a quarter
+# of them are held out as fact types that training never states or asks.
+
+def _num(lo, hi, fmt="%d"):
+    return lambda rng: fmt % rng.randrange(lo, hi)
+
+
+def _pick(*vals):
+    return lambda rng: rng.choice(vals)
+
+
+def _clock(rng):
+    h, m = rng.randrange(5, 24), rng.choice([0, 15, 30, 45])
+    return "%d:%02d %s" % ((h - 1) % 12 + 1, m, "am" if h < 12 else "pm")
+
+
+ATTRS = [
+    ("favorite color", _pick(*COLORS, "purple", "teal", "maroon", "navy")),
+    ("shoe size", _num(36, 47)),
+    ("blood type", _pick("A+", "A-", "B+", "B-", "O+", "O-", "AB+", "AB-")),
+    ("star sign", _pick("Aries", "Taurus", "Gemini", "Cancer", "Leo", "Virgo", "Libra", "Scorpio",
+                        "Sagittarius", "Capricorn", "Aquarius", "Pisces")),
+    ("favorite movie", _pick("Casablanca", "Spirited Away", "The Matrix", "Amelie", "Jaws", "Paddington 2",
+                             "Alien", "Up", "Heat", "Arrival", "Rear Window", "Moonlight")),
+    ("favorite book", _pick("Dune", "Middlemarch", "The Hobbit", "Beloved", "Persuasion", "Neuromancer",
+                            "Rebecca", "Emma", "Ulysses", "Matilda")),
+    ("middle name", lambda rng: rng.choice(FIRST)),
+    ("nickname", _pick("Sparky", "Bean", "Ace", "Bubbles", "Chief", "Doc", "Scout", "Tiny", "Red", "Sunny")),
+    ("gym", _pick("FitLife on Main Street", "Iron Temple", "the YMCA downtown", "Pulse Fitness", "CoreWorks")),
+    ("bank", _pick("Harbor Credit Union", "First Meridian Bank", "Lakeside Savings", "Summit Bank")),
+    ("phone carrier", _pick("Skyline Mobile", "Beacon Wireless", "Orbit Telecom", "Nova Mobile")),
+    ("landlord's name", lambda rng: "%s %s" % (rng.choice(FIRST), rng.choice(DOCTOR_SURNAMES))),
+    ("wifi password", lambda rng: rng.choice(["sunflower", "pancake", "marble", "lighthouse", "tiger"]) +
+     str(rng.randrange(10, 999))),
+    ("favorite sport", _pick("tennis", "basketball", "cricket", "rugby", "volleyball", "badminton", "golf")),
+    ("coffee order", _pick("oat milk flat white", "double espresso", "iced americano", "cappuccino with cinnamon",
+                           "decaf latte", "cortado")),
+    ("preferred airline", _pick("Aurora Air", "Bluebird Airways", "Polar Air", "Coastline Airlines")),
+    ("apartment number", lambda rng: "%d%s" % (rng.randrange(1, 40), rng.choice(["", "A", "B", "C"]))),
+    ("employee ID", lambda rng: "E-%05d" % rng.randrange(100000)),
+    ("favorite season", _pick("spring", "summer", "autumn", "winter")),
+    ("dream destination", lambda rng: rng.choice(COUNTRIES)),
+    ("favorite dessert", _pick("tiramisu", "cheesecake", "baklava", "creme brulee", "apple pie", "mochi",
+                               "panna cotta", "brownies")),
+    ("native language", _pick("Portuguese", "Korean", "Dutch", "Polish", "Tagalog", "Swahili", "Greek", "Hindi")),
+    ("favorite podcast", _pick("Night Owls", "The Long Way Round", "Data Diaries", "Mind the Map", "Slow Cooked")),
+    ("daily step goal", lambda rng: "%d steps" % rng.choice([6000, 8000, 10000, 12000, 15000])),
+    ("usual bedtime", _clock),
+    ("wake-up time", _clock),
+    ("favorite flower", _pick("tulips", "peonies", "sunflowers", "lilies", "orchids", "daisies", "lavender")),
+    ("lucky number", _num(1, 100)),
+    ("mechanic", lambda rng: "%s at %s Garage" % (rng.choice(FIRST), rng.choice(COMPANIES))),
+    ("pharmacy", _pick("the pharmacy on Elm Street", "Greenleaf Pharmacy", "the drugstore by the station")),
+    ("library card number", _num(100000, 999999)),
+    ("insurance provider", _pick("Safeguard Mutual", "Evergreen Insurance", "Harborline Assurance")),
+    ("seat preference", _pick("window seat", "aisle seat", "exit row")),
+    ("favorite board game", _pick("Catan", "Ticket to Ride", "Carcassonne", "Scrabble", "Azul", "Codenames")),
+    ("favorite holiday", _pick("Thanksgiving", "Halloween", "New Year's Eve", "Diwali", "Midsummer", "Easter")),
+    ("yoga teacher", lambda rng: rng.choice(FIRST)),
+    ("first concert", lambda rng: rng.choice(BANDS)),
+    ("running goal", _pick("a 10k under an hour", "a half marathon", "a full marathon", "5k every morning")),
+    ("commute", _pick("by bike", "by train", "on foot", "by bus", "by car", "by ferry")),
+    ("favorite tea", _pick("earl grey", "jasmine tea", "rooibos", "chai", "sencha", "mint tea")),
+    ("video game of the year", _pick("Hollow Knight", "Stardew Valley", "Celeste", "Hades", "Tetris")),
+    ("house number", _num(1, 300)),
+    ("locker number", _num(1, 500)),
+    ("favorite museum", _pick("the Louvre", "the Prado", "the Rijksmuseum", "MoMA", "the Tate Modern")),
+]
+ATTR_SAY = ["My {attr} is {v}.", "{v} is my {attr}.", "Oh, and my {attr}? It's {v}.",
+            "For the record, my {attr} is {v}.", "Just so you know, my {attr} is {v}.",
+            "I should mention that my {attr} is {v}.", "Quick note: {attr} - {v}.",
+            "If anyone asks, my {attr} is {v}.",
+            # held out
+            "Something about me: my {attr} happens to be {v}.", "My {attr}, since you asked, is {v}."]
+ATTR_ASK = ["What is {my} {attr}?", "What's {my} {attr} again?", "Do you remember {my} {attr}?",
+            "Remind me, what is {my} {attr}?", "Tell me {my} {attr}.", "{my} {attr} - what was it?",
+            "I forgot {my} {attr}, what is it?", "Can you tell me {my} {attr}?",
+            # held out
+            "Any idea what {my} {attr} is?", "Which {attr} did {I} tell you about?"]
+
+
+def _attr_values(gen, phrase):
+    """Values of an attribute are split by hash as well; a small closed set (the seasons) may
+    have no value of a split, and then keeps its last draw."""
+    def values(rng, split):
+        for _ in range(20):
+            v = gen(rng)
+            if split is None or value_split(v) == split:
+                break
+        return dict(v=v, attr=phrase)
+    return values
+
+
+for _phrase, _gen in ATTRS:
+    FACTS["attr:" + _phrase] = dict(split=value_split(_phrase), values=_attr_values(_gen, _phrase), answer="v",
+                                    say=ATTR_SAY, ask=ATTR_ASK, generic=True)
+
 # trips: a list fact and when-questions (the session date answers)
 TRIP_SAY = ["I just got back from {country}!", "We spent a week in {country}, it was amazing.",
             "Back from my trip to {country} today.", "Photos from {country} coming soon, what a trip.",
@@ -454,8 +552,12 @@ def make_history(rng, split, target_bytes, filler, shape=None, n_facts=None):
     n_sessions = max(3, target_bytes // rng.randrange(6000, 14000))
     dates = _session_dates(rng, n_sessions)
     sessions = [dict(date=d, turns=[]) for d in dates]
-    n_facts = n_facts or min(len(kinds), rng.randrange(6, 12))
-    chosen = rng.sample(kinds, min(n_facts, len(kinds)))
+    n_facts = n_facts or rng.randrange(6, 12)
+    # about half the facts of the hand-written types, half generic attributes
+    named = [k for k in kinds if not FACTS[k].get("generic")]
+    attrs = [k for k in kinds if FACTS[k].get("generic")]
+    n_named = min(len(named), sum(rng.random() < 0.55 for _ in range(n_facts)))
+    chosen = rng.sample(named, n_named) + rng.sample(attrs, min(len(attrs), n_facts - n_named))
     facts = []
     for k in chosen:
         f = FACTS[k]
@@ -507,7 +609,8 @@ def _lay_out(hist, rng, target_bytes, filler):
         if rng.random() < 0.7:
             dv = f["values"](rng, None)
             who = rng.choice(OTHER_PEOPLE)
-            line = DISTRACT[fact["kind"]].format(other=who, Other=who[0].upper() + who[1:], **dv)
+            line = DISTRACT.get(fact["kind"], "{Other}'s {attr} is {v}.").format(
+                other=who, Other=who[0].upper() + who[1:], **dv)
             sessions[rng.randrange(len(sessions))]["turns"].append(dict(user=line, reply=rng.choice(ack)))
     for j, trip in enumerate(hist["trips"]):
         sessions[trip["session"]]["turns"].append(dict(user=trip["say"].format(country=trip["country"]),
@@ -650,7 +753,7 @@ def questions(hist, spans, rng, split, rough=True):
         out.append(dict(q=roughen(q, rng) if rough else q, golds=[[t["country"]] for t in trips], kind="list",
                         fact="trip", evidence=[spans[("trip", j)] for j in range(len(trips))]))
     stated = {f["kind"] for f in hist["facts"]}
-    absent = [k for k in ABSENT_KINDS if k not in stated and (split is None or FACTS[k]["split"] == split
+    absent = [k for k in ABSENT_KINDS + [k for k in FACTS if FACTS[k].get("generic")] if k not in stated and (split is None or FACTS[k]["split"] == split
                                                              or split == "held")]
     for k in rng.sample(absent, min(len(absent), rng.randrange(1, 4))):
         v = FACTS[k]["values"](rng, split)
