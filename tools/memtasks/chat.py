@@ -21,7 +21,7 @@ entity values each have a held-out part that only evaluation uses.
 import datetime
 import re
 
-from common import ABSTAIN, date_forms, families, pool, roughen, value_split
+from common import ABSTAIN, date_forms, families, pool, roughen, synonymize, value_split
 
 # ---- entity pools (values are split by hash: see common.value_split) ----------------------------
 
@@ -722,6 +722,7 @@ def questions(hist, spans, rng, split, rough=True):
 
     def add(q, golds, kind, fact, evidence, protect=()):
         if rough:
+            q = synonymize(q, rng, split, protect=tuple(protect) + tuple(golds))
             q = roughen(q, rng, protect=tuple(protect) + tuple(golds))
         out.append(dict(q=q, golds=golds, kind=kind, fact=fact, evidence=evidence))
 

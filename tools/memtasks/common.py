@@ -76,6 +76,51 @@ def roughen(text, rng, protect=(), p_typo=0.15, p_lower=0.2, p_nopunct=0.2):
     return text
 
 
+# Words people swap in questions: hand-picked from the WordNet 3.0 synsets (and hypernyms) of the
+# templates' content words (Debian wordnet-base; the raw synsets also hold "bozo" for cat). Each
+# (word, synonym) pair is split by hash like the values: a held-out pair is never trained on.
+SYNONYMS = {
+    "dog": ["pup", "doggy", "pooch", "puppy"], "cat": ["kitty", "kitten"], "job": ["occupation", "profession",
+    "line of work"], "car": ["auto", "automobile", "vehicle"], "favorite": ["favourite", "preferred",
+    "best-loved"], "movie": ["film", "picture"], "doctor": ["physician", "doc"], "email": ["e-mail"],
+    "phone": ["telephone"], "license": ["licence"], "version": ["release", "edition"], "department":
+    ["division", "section"], "hobby": ["pastime", "pursuit"], "city": ["town"], "company": ["firm",
+    "business"], "buy": ["purchase"], "visit": ["see"], "homepage": ["home page", "website", "web page"],
+    "appointment": ["booking"], "code": ["combination", "number"], "password": ["passcode"], "food":
+    ["dish", "meal"], "book": ["novel"], "port": ["port number"], "command":
+    ["program", "tool"], "house": ["home"], "kid": ["child"], "child": ["kid"], "partner": ["significant other"],
+    "mom": ["mother", "mum"], "dad": ["father"], "trip": ["journey", "vacation"], "countries": ["nations"],
+    "maintains": ["looks after"], "package": ["software package"], "service": ["daemon"],
+    "remind": ["tell"], "music": ["songs"], "number": ["no."],
+}
+
+
+def synonymize(text, rng, split, p=0.35, protect=()):
+    """With probability p, one word of `text` that SYNONYMS knows becomes one of its synonyms of
+    the split (the pair's hash decides: common.value_split)."""
+    if rng.random() >= p:
+        return text
+    words = text.split(" ")
+    cands = []
+    for i, w in enumerate(words):
+        core = w.lower().rstrip("?.,!")
+        core = core[:-2] if core.endswith("'s") else core
+        if core in SYNONYMS and not any(core in x.lower() for x in protect):
+            syns = [y for y in SYNONYMS[core] if split is None or value_split(core + ">" + y) == split]
+            if syns:
+                cands.append((i, core, syns))
+    if not cands:
+        return text
+    i, core, syns = rng.choice(cands)
+    w = words[i]
+    j = w.lower().find(core)
+    rep = rng.choice(syns)
+    if w[j:j + 1].isupper():
+        rep = rep[0].upper() + rep[1:]
+    words[i] = w[:j] + rep + w[j + len(core):]
+    return " ".join(words)
+
+
 NUM_WORDS = "zero one two three four five six seven eight nine ten eleven twelve".split()
 
 

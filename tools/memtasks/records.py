@@ -18,7 +18,7 @@ import json
 import os
 import re
 
-from common import ABSTAIN, date_forms, families, pool, roughen, value_split
+from common import ABSTAIN, date_forms, families, pool, roughen, synonymize, value_split
 
 HELD_Q = 2
 
@@ -454,6 +454,7 @@ def make_archive(rng, split, target_bytes, root="/", docs=None, n_absent=3):
         for q in dqs:
             q = dict(q)
             q["evidence"] = [(base + len(text[:a].encode()), base + len(text[:b].encode())) for a, b in q["evidence"]]
+            q["q"] = synonymize(q["q"], rng, split, protect=tuple(q["golds"]))
             q["q"] = roughen(q["q"], rng, protect=tuple(q["golds"]) + tuple(re.findall(r"\S*\d\S*", q["q"])),
                              p_typo=0.1, p_lower=0.1)
             qs.append(q)

@@ -4,6 +4,7 @@ The generators must be right about their own answers (the gold answer lies insid
 record) and keep their splits apart (nothing held out appears in train-split output)."""
 import os
 import random
+import re
 import sys
 
 import pytest
@@ -119,3 +120,13 @@ def test_evidence_rank_and_bm25():
     assert nl_eval.evidence_rank([(0, 10), (start, start + 1)], ev) == 2
     assert nl_eval.evidence_rank([(0, 10)], ev) is None
     assert nl_eval.passages(b"x" * 1000, 512, 256)[-1] == (512, 1000)
+
+
+def test_synonymize_keeps_splits_and_answers():
+    rng = random.Random(3)
+    outs = {common.synonymize("What's my dog's name?", rng, "train", p=1.0) for _ in range(200)}
+    held = {y for y in common.SYNONYMS["dog"] if common.value_split("dog>" + y) == "held"}
+    assert len(outs) >= 2 and not any(re.search(r"\b%s's" % h, o) for o in outs for h in held), (outs, held)
+    assert all(o.endswith("'s name?") for o in outs)
+    # the answer's words are never swapped
+    assert common.synonymize("Is the code 4471?", rng, "train", p=1.0, protect=("code",)) == "Is the code 4471?"
