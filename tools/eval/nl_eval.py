@@ -46,25 +46,9 @@ SPLIT_OF = {"seen": "train", "unseen": "held"}
 
 
 
-def needle_memory(rng, split, target_bytes, filler):
-    """Filler documentation text with one needle sentence at a random depth."""
-    fam = rng.randrange(len(common.families(needles.SAY, split, needles.HELD)))
-    say = common.families(needles.SAY, split, needles.HELD)[fam]
-    ask = common.families(needles.ASK, split, needles.HELD)[fam]   # asked back in matching words
-    x, v = rng.choice(common.pool(needles.THINGS, split)), "%07d" % rng.randrange(10 ** 7)
-    parts, size = [], 0
-    while size < target_bytes:
-        p = rng.choice(filler.pairs)[1] + "\n\n"
-        parts.append(p)
-        size += len(p)
-    k = rng.randrange(len(parts) + 1)
-    sent = say.format(x=x, v=v) + "\n\n"
-    start = sum(len(p.encode()) for p in parts[:k])
-    parts.insert(k, sent)
-    text = "".join(parts)
-    q = dict(q=ask.format(x=x), golds=[v], kind="fact", fact="needle",
-             evidence=[(start, start + len(sent.encode()) - 2)])
-    return text, [q]
+def needle_memory(rng, split, target_bytes, filler, task="keys", k=1):
+    """Documentation text with statements of numbers in ordinary words (memtasks/needles.py)."""
+    return needles.haystack(rng, split, [p for _, p in filler.pairs], target_bytes, task, k)
 
 
 # ---- build --------------------------------------------------------------------------------------------
@@ -100,6 +84,10 @@ def build(args):
         for _ in range(args.needles):
             text, qs = needle_memory(rng, gsplit, args.needle_kb * 1024, filler)
             add_memory("needle", split, text, qs)
+        for task, k in (("keys", 4), ("values", 3), ("chain", 3)):   # multi-key, multi-value, tracking
+            for _ in range(args.needles):
+                text, qs = needle_memory(rng, gsplit, args.needle_kb * 1024, filler, task, k)
+                add_memory("needle-" + task, split, text, qs)
     with open(os.path.join(args.out, "questions.jsonl"), "w") as f:
         for q in qlines:
             f.write(json.dumps(q) + "\n")

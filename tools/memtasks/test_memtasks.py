@@ -130,3 +130,29 @@ def test_synonymize_keeps_splits_and_answers():
     assert all(o.endswith("'s name?") for o in outs)
     # the answer's words are never swapped
     assert common.synonymize("Is the code 4471?", rng, "train", p=1.0, protect=("code",)) == "Is the code 4471?"
+
+
+@pytest.mark.parametrize("task,k", [("keys", 1), ("keys", 4), ("values", 3), ("chain", 4)])
+def test_needle_haystacks(task, k):
+    import needles
+    rng = random.Random(k)
+    paras = [p for _, p in FILLER.pairs]
+    for split in ("train", "held"):
+        text, qs = needles.haystack(rng, split, paras, 4000, task, k)
+        data = text.encode()
+        ev = [data[a:b].decode() for q in qs for a, b in q["evidence"]]
+        if task == "keys":
+            assert len(qs) == k and all(q["golds"][0] in data[q["evidence"][0][0]:q["evidence"][0][1]].decode()
+                                        for q in qs)
+        elif task == "values":
+            assert all(g[0] in e for g, e in zip(qs[0]["golds"], ev)) and len(ev) == k
+        else:   # the chain's things in document order: each link names the thing before it
+            xs = [g[0] for g in qs[0]["golds"]]
+            assert qs[0]["answer"] == needles.joined(xs) and len(ev) == k
+            assert all(xs[i] in ev[i] and xs[i - 1] in ev[i] for i in range(1, k))
+        fams = needles.SAY + needles.SAY_VALUES + needles.LINK
+        held = set(needles.SAY[-needles.HELD:] + needles.SAY_VALUES[-needles.HELD_LISTS:] +
+                   needles.LINK[-needles.HELD_LISTS:])
+        used = {f for f in fams for e in ev if re.fullmatch(re.escape(f).replace(r"\{x\}", ".+").replace(
+            r"\{y\}", ".+").replace(r"\{v\}", r"\d+"), e)}
+        assert used and (used <= held if split == "held" else not used & held), (split, used)

@@ -23,6 +23,7 @@ Every sample carries what train.py's losses need (data.Sample):
 import gzip
 import os
 import random
+import re
 import sys
 
 import numpy as np
@@ -97,35 +98,15 @@ class Sources:
 
 
 def _needle_segment(rng, src, nbytes, k):
-    """Documentation text with k statements in ordinary words; questions about them."""
-    things = rng.sample(common.pool(needles.THINGS, src.split), k)
-    say_fams = common.families(needles.SAY, src.split, needles.HELD)
-    ask_fams = common.families(needles.ASK, src.split, needles.HELD)
-    paras, size = [], 0
-    while size < nbytes - 80 * k:           # leave room for the statements
-        p = rng.choice(src.filler.pairs)[1][:max(40, nbytes - 80 * k - size)] + "\n\n"
-        paras.append(p)
-        size += len(p)
-    qs, inserts = [], []
-    for x in things:
-        v = "%d" % rng.randrange(10 ** (rng.choice([4, 5, 6, 7]) - 1), 10 ** 7)
-        say = rng.choice(say_fams).format(x=x, v=v)
-        ask = rng.choice(ask_fams).format(x=x)
-        inserts.append((rng.randrange(len(paras) + 1), say + "\n\n", ask, v))
-    inserts.sort(key=lambda z: z[0])
-    out, pos, k0 = [], 0, 0
-    for i, p in enumerate(paras + [""]):
-        while k0 < len(inserts) and inserts[k0][0] == i:
-            _, sent, ask, v = inserts[k0]
-            b = len(sent.encode()) - 2
-            qs.append(dict(q=common.roughen(ask, rng, protect=(v,)), golds=[v], kind="fact", fact="needle",
-                           evidence=[(pos, pos + b)]))
-            out.append(sent)
-            pos += len(sent.encode())
-            k0 += 1
-        out.append(p)
-        pos += len(p.encode())
-    return "".join(out), qs
+    """Documentation text with statements of numbers in ordinary words (memtasks/needles.py): k
+    things with a number each, one thing with several numbers, or a number passed along a chain."""
+    task = rng.choices(["keys", "values", "chain"], weights=[0.6, 0.2, 0.2])[0]
+    k = k if task == "keys" else rng.randrange(2, 5)
+    text, qs = needles.haystack(rng, src.split, [p for _, p in src.filler.pairs], nbytes, task, k)
+    for q in qs:
+        q["q"] = common.roughen(q["q"], rng, protect=tuple(str(g) for g in q["golds"]) + tuple(
+            re.findall(r"\d+", q["q"])))
+    return text, qs
 
 
 def _chat_segment(rng, src, nbytes):
@@ -170,6 +151,8 @@ def _tokenize_segments(tok, segs):
 
 
 def _answer_text(q):
+    if "answer" in q:
+        return q["answer"]
     if q["kind"] == "list":
         items = [forms[0] for forms in q["golds"]]
         return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
