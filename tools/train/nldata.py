@@ -57,12 +57,34 @@ class ByteTokenizer:
 
 
 
+class BpeTokenizer:
+    """A byte-level BPE tokenizer.json through the C encoder (tools/train/bpe_c.py), with the
+    interface ByteTokenizer has. Its added tokens <bos> <eos> <query> <answer> are the specials."""
+
+    def __init__(self, path):
+        import bpe_c
+        self.tok = bpe_c.Tokenizer(path)
+        self.vocab_size = self.tok.vocab_size
+        ids = {name: self.tok.token_id("<%s>" % name) for name in ("bos", "eos", "query", "answer")}
+        missing = [n for n, i in ids.items() if i is None or i < 0]
+        if missing:
+            raise ValueError("%s has no added tokens %s" % (path, ", ".join("<%s>" % n for n in missing)))
+        self.bos, self.eos, self.query, self.answer = (ids[n] for n in ("bos", "eos", "query", "answer"))
+        # byte length of every token (a special decodes to nothing in the memory's bytes)
+        self._len = np.array([0 if self.tok.is_special(i) else len(self.tok.decode([i]))
+                              for i in range(self.vocab_size)], dtype=np.int64)
+        self.bytes_per_token = 4.0     # a first guess for sizing memories; make_sample pads or cuts
+
+    def encode(self, data):
+        return np.asarray(self.tok.encode_np(data), dtype=np.int64)
+
+    def lengths(self, ids):
+        return self._len[np.asarray(ids, dtype=np.int64)]
+
+
 def load_tokenizer(spec):
-    """'bytes' -> ByteTokenizer; a path to a tokenizer.json -> the byte-level BPE of bpe_c.py."""
-    if spec == "bytes":
-        return ByteTokenizer()
-    import bpe_c
-    return bpe_c.TrainTokenizer(spec)
+    """'bytes' -> ByteTokenizer; a path to a tokenizer.json -> BpeTokenizer."""
+    return ByteTokenizer() if spec == "bytes" else BpeTokenizer(spec)
 
 
 class Sources:
@@ -147,6 +169,8 @@ def _tokenize_segments(tok, segs):
             qs.append((q, spans))
         ids.append(t)
         pos_tok += len(t)
+        if len(t) > 256:     # the sizing estimate follows the text seen (a BPE's ratio varies)
+            tok.bytes_per_token = 0.9 * tok.bytes_per_token + 0.1 * len(data) / len(t)
     return (np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)), qs
 
 
