@@ -89,12 +89,12 @@ def _shards(tensors, prefix, outdir):
     return files
 
 
-def save_ckpt(outdir, model, opt, state, with_optim=True):
+def save_ckpt(outdir, model, opt, state, with_optim=True, dtype=torch.float32):
     os.makedirs(outdir, exist_ok=True)
     for fn in os.listdir(outdir):
         if fn.endswith(".safetensors") and (fn.startswith("model-") or fn.startswith("optim-")):
             os.remove(os.path.join(outdir, fn))
-    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().to(dtype).cpu().contiguous() for k, v in model.state_dict().items()}
     files = _shards(sd, "model", outdir)
     if with_optim:
         names = {p: n for n, p in model.named_parameters()}
@@ -518,6 +518,9 @@ def main():
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-optim-save", action="store_true")
+    ap.add_argument("--weights-bf16", action="store_true",
+                    help="save the weights in bf16 (half the size: a checkpoint that must travel back from "
+                         "the GPU machine; training resumes from them in fp32)")
     ap.add_argument("--mem-round-bf16", action="store_true")
     ap.add_argument("--hsa-kernel", default="auto", choices=["auto", "torch", "triton"],
                     help="HSA attention on the GPU: torch (hsa_attend's gather), triton (hsa_triton.py, fused; "
@@ -751,9 +754,10 @@ def main():
     run_info.update(end_step=state["step"], end_tokens=state["tokens"], wall_s=round(time.time() - t_start, 1),
                     device=torch.cuda.get_device_name() if amp else "cpu")
     state["runs"].append(run_info)
-    save_ckpt(args.out, model, opt, state, with_optim=not args.no_optim_save)
+    wdt = torch.bfloat16 if args.weights_bf16 else torch.float32
+    save_ckpt(args.out, model, opt, state, with_optim=not args.no_optim_save, dtype=wdt)
     if args.extra_out:
-        save_ckpt(args.extra_out, model, opt, state, with_optim=not args.no_optim_save)
+        save_ckpt(args.extra_out, model, opt, state, with_optim=not args.no_optim_save, dtype=wdt)
     log("saved %s at step %d (wall %.1fs)" % (args.out, state["step"], time.time() - t_start), logf)
 
 
