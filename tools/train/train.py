@@ -44,10 +44,11 @@ PRESETS = {
                   sliding_window=128, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
                   hsa_residual="standard"),
     # v2 (issue 33): a wider network for language; vocab_size comes from the tokenizer (--tokenizer).
-    # A starting point, to be decided by measurement (docs/training.md): 25M parameters.
-    "v2": dict(vocab_size=264, hidden_size=512, intermediate_size=1536, num_attention_heads=8, head_dim=64,
-               num_key_value_heads=2, num_memory_heads=2, retrieval_dim=64, num_lower_layers=4,
-               encoder_layers=1, num_upper_groups=3, swa_layers_per_group=1, chunk_size=64, chunk_topk=8,
+    # A starting point, to be decided by measurement (lab/v2/README.md: 2.5x v1's CPU cost a token;
+    # 14.6M parameters with bytes, 17.8M with an 8K BPE).
+    "v2": dict(vocab_size=264, hidden_size=384, intermediate_size=1152, num_attention_heads=6, head_dim=64,
+               num_key_value_heads=2, num_memory_heads=2, retrieval_dim=64, num_lower_layers=3,
+               encoder_layers=1, num_upper_groups=2, swa_layers_per_group=1, chunk_size=64, chunk_topk=8,
                sliding_window=256, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
                hsa_residual="standard"),
     "cputiny": dict(vocab_size=264, hidden_size=64, intermediate_size=128, num_attention_heads=4, head_dim=16,
