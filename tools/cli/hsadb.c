@@ -15,6 +15,8 @@
 #include "cli.h"
 #include "hsadb.h"
 #include "server.h"
+#include "mcp.h"
+#include "rpc.h"   /* the keys file of `hsadb serve`, reused by `hsadb mcp` */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -69,6 +71,7 @@ enum opt_id {
     OPT_NO_EVIDENCE, OPT_K, OPT_OFFSET, OPT_LENGTH, OPT_YES, OPT_MEMORY, OPT_NO_CHECK,
     OPT_LISTEN, OPT_KEYS, OPT_INSECURE_NO_AUTH, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SNAPSHOT_DIR,
     OPT_WORKERS, OPT_HASH_KEY,
+    OPT_READ_ONLY, OPT_ALLOW_FORGET, OPT_KEY,
 };
 
 typedef struct optdef {
@@ -118,6 +121,10 @@ struct cli {
     int            no_check;
     const char    *listen, *keys, *tls_cert, *tls_key, *snapshot_dir, *hash_key;
     int            insecure_no_auth, workers;
+    const char   **memories;        /* every --memory, in order (hsadb mcp) */
+    int            n_memories;
+    int            read_only, allow_forget;
+    const char    *key;
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -1205,6 +1212,63 @@ out:
     return ec;
 }
 
+static int mcp_allow(void *ctx, int role, const char *name)
+{
+    return rpc_key_allows(ctx, role, name);   /* hsadb_mcp_role values are rpc_role's */
+}
+
+static int cmd_mcp(cli *c)
+{
+    hsadb_model *m = NULL;
+    hsadb_db *db = NULL;
+    rpc_keys *keys = NULL;
+    const rpc_key *key = NULL;
+    int ec;
+    const char *k = c->key ? c->key : getenv("HSADB_KEY");
+    for (int i = 0; i < c->n_memories; i++)
+        if ((ec = check_name(c->memories[i])))
+            return ec;
+    if (k && !c->keys)
+        return usage_error("--key (or $HSADB_KEY) needs --keys FILE");
+    if (c->keys) {
+        char err[512];
+        int rc = rpc_keys_load(c->keys, &keys, err, sizeof err);
+        if (rc)
+            return fail_cli(rc, "%s", err);
+        if (!k || !k[0]) {
+            rpc_keys_free(keys);
+            return usage_error("--keys needs the key: --key KEY or $HSADB_KEY");
+        }
+        if (!(key = rpc_keys_find(keys, k, strlen(k)))) {
+            rpc_keys_free(keys);
+            return fail_cli(HSADB_ERR_INVALID, "the key is not in the keys file '%s'", c->keys);
+        }
+    }
+    if ((ec = load_model(c, &m)) || (ec = open_db(c, m, c->read_only ? DB_READ : DB_CREATE, &db)))
+        goto out;
+    signal(SIGPIPE, SIG_IGN);   /* a client that goes away ends the loop with EPIPE */
+    hsadb_mcp_options o;
+    memset(&o, 0, sizeof o);
+    o.memories = c->memories;
+    o.n_memories = (size_t)c->n_memories;
+    o.read_only = c->read_only;
+    o.allow_forget = c->allow_forget;
+    o.allow = key ? mcp_allow : NULL;
+    o.allow_ctx = (void *)key;
+    o.log = c->quiet ? NULL : stderr;
+    note(c, "mcp: serving %s%s on stdio", c->db, c->read_only ? " read-only" : "");
+    int rc = hsadb_mcp_serve(db, &o, stdin, stdout);
+    if (rc && rc != EPIPE)
+        ec = fail_cli(rc, "stdio");
+    else
+        ec = EXIT_OK;
+out:
+    hsadb_db_close(db);
+    hsadb_model_close(m);
+    rpc_keys_free(keys);
+    return ec;
+}
+
 /* ---- command table and help ------------------------------------------------------------ */
 
 static const optdef append_opts[] = { { "progress", 0, 0, OPT_PROGRESS }, { NULL, 0, 0, 0 } };
@@ -1227,6 +1291,11 @@ static const optdef serve_opts[] = {
     { "tls-cert", 0, 1, OPT_TLS_CERT },     { "tls-key", 0, 1, OPT_TLS_KEY },
     { "snapshot-dir", 0, 1, OPT_SNAPSHOT_DIR }, { "workers", 0, 1, OPT_WORKERS },
     { "hash-key", 0, 1, OPT_HASH_KEY },     { NULL, 0, 0, 0 },
+};
+static const optdef mcp_opts[] = {
+    { "memory", 0, 1, OPT_MEMORY },         { "read-only", 0, 0, OPT_READ_ONLY },
+    { "allow-forget", 0, 0, OPT_ALLOW_FORGET }, { "keys", 0, 1, OPT_KEYS },
+    { "key", 0, 1, OPT_KEY },               { NULL, 0, 0, 0 },
 };
 static const optdef no_opts[] = { { NULL, 0, 0, 0 } };
 
@@ -1333,6 +1402,21 @@ static const command commands[] = {
       "  --snapshot-dir DIR  existing server-side directory for Snapshot/Restore (default:\n"
       "                      disabled)\n"
       "  --workers N         calls handled at once (default 16)\n" },
+    { "mcp", cmd_mcp, 0, 0, mcp_opts, "mcp [--memory NAME]... [--read-only]",
+      "serve the database to agents over MCP on stdio (docs/mcp.md)",
+      "Speaks the Model Context Protocol (JSON-RPC 2.0, one message per line) on stdin and\n"
+      "stdout until stdin ends; an MCP client (an agent) starts it as a subprocess. Tools:\n"
+      "remember (append text, creating the memory), recall (question: answer + evidence),\n"
+      "search, list_memories, and with --allow-forget forget (deletes a WHOLE memory).\n"
+      "Resources: hsadb://memory/NAME. Requests are handled one at a time. Log lines go to\n"
+      "stderr (not with --quiet). Exit 0 at end of input.\n"
+      "\n"
+      "Options:\n"
+      "  --memory NAME     serve only this memory (repeatable; default: every memory)\n"
+      "  --read-only       no remember or forget; the database is opened read-only\n"
+      "  --allow-forget    offer the forget tool (it deletes a whole memory)\n"
+      "  --keys FILE       the keys file of hsadb serve: the key's grants apply\n"
+      "  --key KEY         the key (default: $HSADB_KEY); needs --keys\n" },
     { "help", NULL, 0, 1, no_opts, "help [COMMAND]", "show help for hsadb or one command", "" },
 };
 
@@ -1431,7 +1515,7 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_OFFSET:      rc = parse_u64(shown, v, UINT64_MAX, &c->offset); break;
     case OPT_LENGTH:      rc = parse_u64(shown, v, UINT64_MAX, &u); c->length = u; c->have_length = 1; break;
     case OPT_YES:         c->yes = 1; break;
-    case OPT_MEMORY:      c->memory = v; break;
+    case OPT_MEMORY:      c->memory = v; c->memories[c->n_memories++] = v; break;
     case OPT_NO_CHECK:    c->no_check = 1; break;
     case OPT_LISTEN:      c->listen = v; break;
     case OPT_KEYS:        c->keys = v; break;
@@ -1441,6 +1525,9 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_SNAPSHOT_DIR: c->snapshot_dir = v; break;
     case OPT_WORKERS:     rc = parse_int(shown, v, 1, 1024, &c->workers); break;
     case OPT_HASH_KEY:    c->hash_key = v; break;
+    case OPT_READ_ONLY:   c->read_only = 1; break;
+    case OPT_ALLOW_FORGET: c->allow_forget = 1; break;
+    case OPT_KEY:         c->key = v; break;
     }
     return rc;
 }
@@ -1519,7 +1606,8 @@ int main(int argc, char **argv)
         c.model = "./models/hsadb-small";
     }
     c.args = calloc((size_t)argc + 1, sizeof *c.args);
-    if (!c.args)
+    c.memories = calloc((size_t)argc + 1, sizeof *c.memories);
+    if (!c.args || !c.memories)
         return EXIT_FAIL;
 
     int ec = parse_args(&c, argc, argv);
@@ -1576,5 +1664,6 @@ done:
         }
     }
     free(c.args);
+    free(c.memories);
     return ec;
 }
