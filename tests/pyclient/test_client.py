@@ -56,6 +56,16 @@ def stored(srv, name):
     return Hsadb(srv.db)("read", name).stdout
 
 
+def test_health(db, tmp_path):
+    db.wait_ready(timeout=10)
+    assert db.health() == "SERVING"
+    assert db.health("hsadb.v1.Memory") == "SERVING"
+    with pytest.raises(NotFoundError):
+        db.health("nope")
+    with Client("127.0.0.1:1") as c, pytest.raises(hsadb.UnavailableError):
+        c.wait_ready(timeout=0.5)
+
+
 def test_memories_create_get_list_delete(db, srv):
     info = db.create("notes")
     assert isinstance(info, hsadb.MemoryInfo)

@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, List, Optional, Union
 
 import grpc
 
+from ._gen import health_pb2 as hpb
 from ._gen import memory_pb2 as pb
 from .errors import from_rpc_error
 from .types import (Answer, AppendResult, MemoryInfo, RestoreResult, SearchResult,
@@ -134,6 +135,11 @@ class Client:
                 f"/{SERVICE}/{m.name}", request_serializer=req.SerializeToString,
                 response_deserializer=resp.FromString)
 
+        self._health = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=hpb.HealthCheckRequest.SerializeToString,
+            response_deserializer=hpb.HealthCheckResponse.FromString)
+
     # ---- plumbing ----
 
     def close(self):
@@ -149,6 +155,29 @@ class Client:
         try:
             return self._rpc[method](request, metadata=self._metadata,
                                      timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+    # ---- health ----
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the channel is connected (UnavailableError after timeout seconds)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            from .errors import UnavailableError
+            raise UnavailableError(grpc.StatusCode.UNAVAILABLE,
+                                   f"not connected after {timeout} s") from None
+
+    def health(self, service: str = "", *, timeout=None) -> str:
+        """grpc.health.v1.Health/Check (no key needed): "SERVING", or "NOT_SERVING", ...;
+        NotFoundError for an unknown service name. "" = the server; "hsadb.v1.Memory"."""
+        r = self._call_health(hpb.HealthCheckRequest(service=service), timeout)
+        return hpb.HealthCheckResponse.ServingStatus.Name(r.status)
+
+    def _call_health(self, request, timeout):
+        try:
+            return self._health(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
