@@ -157,6 +157,20 @@ async function fullServer() {
   await callErr(client, 'recall', { memory: 'notes', question: 'q', max_tokens: 0 }, /max_tokens/);
   await callErr(client, 'recall', { memory: 'nosuch', question: 'q' }, /not found/);
 
+  // cancellation: an aborted recall stops generating, is not answered, and the server goes on
+  const ac = new AbortController();
+  const started = Date.now();
+  const pending = client.callTool({ name: 'recall', arguments: { memory: 'notes', question: 'tell me everything', max_tokens: 4096 } },
+                                  undefined, { signal: ac.signal, timeout: 120000 });
+  setTimeout(() => ac.abort(new Error('test abort')), 300);
+  await assert.rejects(pending, /abort/i);
+  await client.ping();
+  for (let i = 0; i < 100 && !/no response/.test(log()); i++) await new Promise((r) => setTimeout(r, 50));
+  ok(/request cancelled by the client: no response/.test(log()), `server saw the cancellation: ${log().slice(-500)}`);
+  const last = [...log().matchAll(/recall: memory=notes tokens=(\d+) stop=(\w+)/g)].pop();
+  ok(last && last[2] === 'cancelled' && Number(last[1]) < 4096, `generation stopped early: ${last}`);
+  ok(Date.now() - started < 60000, 'cancelled well before 4096 tokens');
+
   // forget: deletes a whole memory, only with confirm
   await callErr(client, 'forget', { memory: 'scratch', confirm: false }, /confirm/);
   await callErr(client, 'forget', { memory: 'nosuch', confirm: true }, /not found/);

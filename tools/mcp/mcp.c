@@ -12,10 +12,14 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Protocol versions this server speaks, newest first. An initialize asking for another gets
  * the newest (the client then decides whether it can go on). */
@@ -37,12 +41,32 @@ enum {
 #define QUESTION_LIMIT            65536   /* bytes, as the gRPC service */
 #define URI_PREFIX                "hsadb://memory/"
 
+/* A line read by the reader thread: the parsed message, or why there is none. */
+typedef struct entry {
+    json_t *msg;           /* owned; NULL: error below */
+    int     code;          /* E_PARSE or E_REQUEST when msg is NULL */
+    char    err[200];
+} entry;
+
+#define QUEUE_CAP 64       /* messages read ahead while a request runs */
+
 typedef struct server {
     hsadb_db                *db;
     hsadb_mcp_options        o;
     FILE                    *out;
     int                      initialized;  /* initialize answered */
     int                      structured;   /* protocol >= 2025-06-18: structuredContent */
+    /* the reader thread hands lines to the main thread through a bounded queue */
+    pthread_mutex_t          mu;
+    pthread_cond_t           cv;
+    entry                    q[QUEUE_CAP];
+    size_t                   q_head, q_len;
+    int                      eof;          /* the reader is done */
+    int                      read_rc;      /* 0 or the errno that ended reading */
+    int                      stop;         /* the main thread is done: reader, stop */
+    json_t                  *inflight;     /* id of the request being handled (under mu) */
+    atomic_int               cancel;       /* notifications/cancelled named it */
+    int                      in_fd;
 } server;
 
 static void logf_(server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -121,8 +145,24 @@ static int send_msg(server *s, json_t *msg)
     return rc;
 }
 
+/* 1 if `id` is the request in flight and the client cancelled it: its response is not sent
+ * (MCP: a receiver of notifications/cancelled should not answer the request). */
+static int cancelled(server *s, json_t *id)
+{
+    pthread_mutex_lock(&s->mu);
+    int c = atomic_load(&s->cancel) && id && s->inflight && json_equal(id, s->inflight);
+    pthread_mutex_unlock(&s->mu);
+    if (c)
+        logf_(s, "request cancelled by the client: no response");
+    return c;
+}
+
 static int send_result(server *s, json_t *id, json_t *result)
 {
+    if (cancelled(s, id)) {
+        json_decref(result);
+        return 0;
+    }
     if (!result)   /* building the result ran out of memory */
         return send_msg(s, json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id,
                                      "error", "code", E_INTERNAL, "message", "out of memory"));
@@ -140,6 +180,8 @@ static int send_error(server *s, json_t *id, int code, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     logf_(s, "error %d: %s", code, msg);
+    if (cancelled(s, id))
+        return 0;
     json_t *m = json_bytes(msg, strlen(msg));
     return send_msg(s, json_pack("{s:s, s:O, s:{s:i, s:o}}", "jsonrpc", "2.0",
                                  "id", id ? id : json_null(), "error", "code", code,
@@ -472,6 +514,12 @@ static const char *question_arg(json_t *args, size_t *len, char *err, size_t err
     return json_string_value(q);
 }
 
+/* The query's piece callback: nonzero stops generation (the answer's stop is "cancelled"). */
+static int stop_if_cancelled(void *ctx, const char *bytes, size_t n)
+{
+    return atomic_load(&((server *)ctx)->cancel);
+}
+
 static json_t *tool_recall(server *s, json_t *args)
 {
     char err[512];
@@ -491,6 +539,8 @@ static json_t *tool_recall(server *s, json_t *args)
         !(name = memory_arg(s, args, HSADB_MCP_READ, err, sizeof err)) ||
         !(q = question_arg(args, &qlen, err, sizeof err)))
         return tool_err(s, "recall", "%s", err);
+    qo.on_piece = stop_if_cancelled;
+    qo.ctx = s;
     hsadb_answer *a = NULL;
     int rc = hsadb_query(s->db, name, q, qlen, &qo, &a);
     if (rc)
@@ -860,14 +910,9 @@ static const struct { const char *name; method_fn fn; } methods[] = {
 
 /* ---- one message ------------------------------------------------------------------------- */
 
-/* Handle one line. Returns 0, or the errno of a failed write. */
-static int handle_line(server *s, const char *line, size_t len)
+/* Handle one message (owned; freed here). Returns 0, or the errno of a failed write. */
+static int handle_msg(server *s, json_t *msg)
 {
-    json_error_t jerr;
-    json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!msg)
-        return send_error(s, NULL, E_PARSE, "parse error: %s (column %d)", jerr.text,
-                          jerr.column);
     int rc = 0;
     json_t *id = NULL;
     if (json_is_array(msg)) {
@@ -921,64 +966,193 @@ static int handle_line(server *s, const char *line, size_t len)
         rc = send_error(s, id, E_METHOD, "method not found: '%.100s'", name);
     else if (!s->initialized && fn != m_initialize && fn != m_ping)
         rc = send_error(s, id, E_REQUEST, "%s before initialize: send initialize first", name);
-    else
+    else {
+        pthread_mutex_lock(&s->mu);
+        s->inflight = id;
+        atomic_store(&s->cancel, 0);
+        pthread_mutex_unlock(&s->mu);
         rc = fn(s, id, params);
+        pthread_mutex_lock(&s->mu);
+        s->inflight = NULL;
+        atomic_store(&s->cancel, 0);
+        pthread_mutex_unlock(&s->mu);
+    }
     json_decref(empty);
 out:
     json_decref(msg);
     return rc;
 }
 
-/* ---- the loop ---------------------------------------------------------------------------- */
+/* ---- the reader thread and the loop ----------------------------------------------------- */
+
+/* The requestId of a notifications/cancelled, or NULL. */
+static json_t *cancel_target(json_t *msg)
+{
+    const char *m = json_string_value(json_object_get(msg, "method"));
+    if (!m || strcmp(m, "notifications/cancelled") != 0 || json_object_get(msg, "id"))
+        return NULL;
+    return json_object_get(json_object_get(msg, "params"), "requestId");
+}
+
+/* Queue one entry (waits while the queue is full). 0, or -1 when the main thread stopped. */
+static int enqueue(server *s, entry *e)
+{
+    pthread_mutex_lock(&s->mu);
+    /* a cancellation acts at once, even while the queue is full */
+    json_t *target = e->msg ? cancel_target(e->msg) : NULL;
+    if (target && s->inflight && json_equal(target, s->inflight))
+        atomic_store(&s->cancel, 1);
+    while (s->q_len == QUEUE_CAP && !s->stop)
+        pthread_cond_wait(&s->cv, &s->mu);
+    int rc = s->stop ? -1 : 0;
+    if (rc == 0) {
+        s->q[(s->q_head + s->q_len++) % QUEUE_CAP] = *e;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc)
+        json_decref(e->msg);
+    return rc;
+}
+
+/* One complete line (without its newline) to an entry. */
+static int push_line(server *s, const char *line, size_t n, int too_long)
+{
+    entry e = { 0 };
+    json_error_t jerr;
+    if (too_long) {
+        e.code = E_REQUEST;
+        snprintf(e.err, sizeof e.err, "message over %zu bytes: ignored", HSADB_MCP_MAX_LINE);
+    } else if (n == 0 || (n == 1 && line[0] == '\r')) {
+        return 0;   /* blank line */
+    } else if (!(e.msg = json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr))) {
+        e.code = E_PARSE;
+        snprintf(e.err, sizeof e.err, "parse error: %s (column %d)", jerr.text, jerr.column);
+    }
+    return enqueue(s, &e);
+}
+
+/* Reads `in`'s descriptor (not through stdio: poll() sees what is unread) in lines until end
+ * of input or until the main thread stops. Checks the stop flag every 100 ms. */
+static void *reader_main(void *arg)
+{
+    server *s = arg;
+    int fd = s->in_fd, rc = 0, too_long = 0;
+    size_t cap = 64 << 10, n = 0;
+    char *line = malloc(cap), chunk[64 << 10];
+    if (!line)
+        rc = ENOMEM;
+    while (rc == 0) {
+        pthread_mutex_lock(&s->mu);
+        int stop = s->stop;
+        pthread_mutex_unlock(&s->mu);
+        if (stop)
+            break;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int pr = poll(&p, 1, 100);
+        if (pr < 0 && errno != EINTR) {
+            rc = errno;
+            break;
+        }
+        if (pr <= 0)
+            continue;
+        ssize_t got = read(fd, chunk, sizeof chunk);
+        if (got < 0) {
+            if (errno != EINTR && errno != EAGAIN)
+                rc = errno;
+            continue;
+        }
+        if (got == 0) {   /* end of input: a last line without newline counts */
+            if (n > 0 || too_long)
+                push_line(s, line, n, too_long);
+            break;
+        }
+        for (ssize_t i = 0; i < got && rc == 0; i++) {
+            if (chunk[i] == '\n') {
+                if (push_line(s, line, n, too_long))
+                    rc = -1;
+                n = 0;
+                too_long = 0;
+            } else if (too_long) {
+                continue;
+            } else if (n == HSADB_MCP_MAX_LINE) {
+                too_long = 1;
+            } else {
+                if (n == cap) {
+                    size_t ncap = cap * 2 > HSADB_MCP_MAX_LINE ? HSADB_MCP_MAX_LINE : cap * 2;
+                    char *nl = realloc(line, ncap);
+                    if (!nl) {
+                        rc = ENOMEM;
+                        break;
+                    }
+                    line = nl;
+                    cap = ncap;
+                }
+                line[n++] = chunk[i];
+            }
+        }
+    }
+    free(line);
+    pthread_mutex_lock(&s->mu);
+    s->eof = 1;
+    s->read_rc = rc > 0 ? rc : 0;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
 
 int hsadb_mcp_serve(hsadb_db *db, const hsadb_mcp_options *opts, FILE *in, FILE *out)
 {
-    server s;
-    memset(&s, 0, sizeof s);
-    s.db = db;
+    server *s = calloc(1, sizeof *s);
+    if (!s)
+        return ENOMEM;
+    s->db = db;
     if (opts)
-        s.o = *opts;
-    s.out = out;
-    size_t cap = 64 << 10, n = 0;
-    char *buf = malloc(cap);
-    int rc = buf ? 0 : ENOMEM, too_long = 0;
-    while (rc == 0) {
-        int ch = getc_unlocked(in);
-        if (ch == EOF) {
-            if (ferror(in))
-                rc = errno ? errno : EIO;
-            else if (n > 0 && !too_long)   /* a last line without newline */
-                rc = handle_line(&s, buf, n);
+        s->o = *opts;
+    s->out = out;
+    s->in_fd = fileno(in);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_t reader;
+    int rc = pthread_create(&reader, NULL, reader_main, s);
+    if (rc)
+        goto fail;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (s->q_len == 0 && !s->eof)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->q_len == 0) {   /* end of input and every line handled */
+            rc = s->read_rc;
+            pthread_mutex_unlock(&s->mu);
             break;
         }
-        if (ch != '\n') {
-            if (too_long)
-                continue;
-            if (n == HSADB_MCP_MAX_LINE) {
-                too_long = 1;
-                continue;
-            }
-            if (n + 1 >= cap) {
-                size_t ncap = cap * 2 > HSADB_MCP_MAX_LINE + 1 ? HSADB_MCP_MAX_LINE + 1 : cap * 2;
-                char *nb = realloc(buf, ncap);
-                if (!nb) {
-                    rc = ENOMEM;
-                    break;
-                }
-                buf = nb;
-                cap = ncap;
-            }
-            buf[n++] = (char)ch;
-            continue;
-        }
-        if (too_long)
-            rc = send_error(&s, NULL, E_REQUEST, "message over %zu bytes: ignored",
-                            HSADB_MCP_MAX_LINE);
-        else if (n > 0 && !(n == 1 && buf[0] == '\r'))
-            rc = handle_line(&s, buf, n);
-        n = 0;
-        too_long = 0;
+        entry e = s->q[s->q_head];
+        s->q_head = (s->q_head + 1) % QUEUE_CAP;
+        s->q_len--;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        rc = e.msg ? handle_msg(s, e.msg) : send_error(s, NULL, e.code, "%s", e.err);
+        if (rc)   /* the client went away (EPIPE) or out of memory */
+            break;
     }
-    free(buf);
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_broadcast(&s->cv);
+    while (s->q_len) {   /* lines read but not handled (after a failed write) */
+        json_decref(s->q[s->q_head].msg);
+        s->q_head = (s->q_head + 1) % QUEUE_CAP;
+        s->q_len--;
+    }
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(reader, NULL);
+    while (s->q_len) {   /* queued by the reader before it saw stop */
+        json_decref(s->q[s->q_head].msg);
+        s->q_head = (s->q_head + 1) % QUEUE_CAP;
+        s->q_len--;
+    }
+fail:
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
     return rc;
 }

@@ -8,7 +8,11 @@
  *   - Transport: MCP's stdio transport. One JSON-RPC 2.0 message per line on `in`, one per
  *     line on `out` (compact JSON, flushed after each). Nothing else is written to `out`;
  *     diagnostics go to opts->log when set.
- *   - Requests are handled one at a time, in the order they arrive. Methods: initialize, ping,
+ *   - A reader thread reads `in`'s file descriptor directly (not through stdio) and queues up
+ *     to 64 messages; requests are handled one at a time, in the order they arrive, on the
+ *     calling thread (the only one that touches db). A notifications/cancelled naming the
+ *     request in progress stops a recall's generation at the next token and suppresses that
+ *     request's response (a request still queued is not cancelled). Methods: initialize, ping,
  *     tools/list, tools/call, resources/list, resources/templates/list, resources/read;
  *     notifications (notifications/initialized, notifications/cancelled, others) are
  *     accepted and never answered. Batches (JSON arrays) are refused: MCP 2025-06-18 dropped
@@ -62,8 +66,9 @@ typedef struct hsadb_mcp_options {
     FILE       *log;             /* one line per tool call and per protocol error; NULL = none */
 } hsadb_mcp_options;
 
-/* Serve MCP on in/out (both borrowed) until end of input. Returns 0 at end of input, or the
- * errno of a failed read or write (EPIPE when the client went away). opts may be NULL
+/* Serve MCP on in/out (both borrowed) until end of input; every message read before the end
+ * is handled. Returns 0 at end of input, or the errno of a failed read or write (EPIPE when
+ * the client went away; ENOMEM), after joining the reader thread. opts may be NULL
  * (everything in scope, writable, no forget, no log). */
 int hsadb_mcp_serve(hsadb_db *db, const hsadb_mcp_options *opts, FILE *in, FILE *out);
 
