@@ -110,6 +110,8 @@ async function fullServer() {
   await callErr(client, 'remember', { memory: 'notes' }, /missing argument 'text'/);
   await callErr(client, 'remember', { memory: 'notes', text: '' }, /empty/);
   await callErr(client, 'remember', { memory: 'notes', text: 5 }, /must be a string/);
+  await callErr(client, 'remember', { memory: 'notes', text: 'x'.repeat((4 << 20) + 1) }, /at most 4194304 per call/);
+  await callErr(client, 'remember', { memory: 'fresh', text: 'x', extra: 1 }, /unknown argument 'extra'/);
   eq(cliRead('notes').toString(), stream, 'failed remembers stored nothing');
 
   // list_memories

@@ -189,6 +189,9 @@ def test_query_streams_pieces_then_evidence(db, srv):
                 cited += 1
                 assert c.append_id == 1 and c.data == data[c.byte_offset:c.byte_offset + CHUNK]
     assert cited > 0
+    # decoded pieces: the same text, no character split
+    assert "".join(db.query_stream("q", "What is the pass key?", max_tokens=24,
+                                   evidence_k=3).text()) == a.text
     # the non-streaming form gives the same (greedy) answer
     b = db.query("q", "What is the pass key?", max_tokens=24, evidence_k=3)
     assert (b.data, b.n_tokens) == (a.data, a.n_tokens)

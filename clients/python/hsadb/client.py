@@ -11,6 +11,7 @@ Calls go through grpcio's generic stubs (channel.unary_unary, ...), built from t
 descriptor of the generated message module, so no gRPC code generator is needed. Every
 failed call raises hsadb.HsadbError (see errors.py).
 """
+import codecs
 import io
 import os
 from pathlib import Path
@@ -105,6 +106,18 @@ class QueryStream:
                     self.result = Answer.from_pb(msg.result)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
+
+    def text(self) -> Iterator[str]:
+        """The pieces decoded as UTF-8 (a character split between pieces is kept whole;
+        invalid bytes become U+FFFD)."""
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+        for piece in self:
+            t = dec.decode(piece)
+            if t:
+                yield t
+        t = dec.decode(b"", final=True)
+        if t:
+            yield t
 
     def cancel(self):
         self._call.cancel()
