@@ -138,7 +138,8 @@ static int send_msg(server *s, json_t *msg)
 {
     if (!msg)
         return ENOMEM;
-    int rc = json_dumpf(msg, s->out, JSON_COMPACT) == 0 ? 0 : EIO;
+    errno = 0;
+    int rc = json_dumpf(msg, s->out, JSON_COMPACT) == 0 ? 0 : errno ? errno : EIO;
     json_decref(msg);
     if (rc == 0 && (fputc('\n', s->out) == EOF || fflush(s->out) != 0))
         rc = errno ? errno : EIO;
