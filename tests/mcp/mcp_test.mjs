@@ -97,8 +97,9 @@ async function fullServer() {
     'The user is allergic to peanuts; recommend restaurants accordingly.\n',
   ];
   let stream = '';
+  const META = { source: 'chat', session: 's-42', role: 'user' };   // on the pass-key append
   for (const [i, t] of texts.entries()) {
-    const r = await call(client, 'remember', { memory: 'notes', text: t });
+    const r = await call(client, 'remember', i === 1 ? { memory: 'notes', text: t, metadata: META } : { memory: 'notes', text: t });
     const stored = t.endsWith('\n') ? t : t + '\n';
     stream += stored;
     eq([r.memory, r.append_id, r.bytes, r.total_bytes, r.created],
@@ -112,6 +113,11 @@ async function fullServer() {
   await callErr(client, 'remember', { memory: 'notes', text: 5 }, /must be a string/);
   await callErr(client, 'remember', { memory: 'notes', text: 'x'.repeat((4 << 20) + 1) }, /at most 4194304 per call/);
   await callErr(client, 'remember', { memory: 'fresh', text: 'x', extra: 1 }, /unknown argument 'extra'/);
+  await callErr(client, 'remember', { memory: 'notes', text: 'x', metadata: { source: 'v'.repeat(1025) } }, /at most 1024/);
+  await callErr(client, 'remember', { memory: 'notes', text: 'x', metadata: { 'bad key': 'v' } }, /metadata key 'bad key'/);
+  await callErr(client, 'remember', { memory: 'notes', text: 'x', metadata: { n: 5 } }, /must be a string/);
+  await callErr(client, 'remember', { memory: 'notes', text: 'x', metadata: 'source=chat' }, /must be an object/);
+  await callErr(client, 'remember', { memory: 'newmem', text: 'x', metadata: { 'a/b': 'v' } }, /metadata key/);
   eq(cliRead('notes').toString(), stream, 'failed remembers stored nothing');
 
   // list_memories
@@ -131,6 +137,7 @@ async function fullServer() {
     eq(h.byte_offset, h.chunk * CHUNK);
     if (h.persisted) {   // a stored chunk: its bytes and the append that wrote them
       ok(h.append_id >= 1 && h.append_id <= 3, `provenance: ${JSON.stringify(h)}`);
+      eq(h.metadata, h.append_id === 2 ? META : undefined, `metadata of append ${h.append_id}`);
       eq(h.text, buf.subarray(h.byte_offset, h.byte_offset + CHUNK).toString('utf8'), 'chunk text = stored bytes');
     } else {             // the chunk the question completed: the memory's tail, then the question
       eq([h.byte_offset, h.append_id], [tailAt, 0]);
@@ -139,6 +146,8 @@ async function fullServer() {
   };
   s.hits.forEach(checkChunk);
   ok(s.hits.filter((h) => h.persisted).length >= 2, 'search finds stored chunks');
+  const all = await call(client, 'search', { memory: 'notes', question: 'pass key', k: 100 });
+  ok(all.hits.some((h) => h.append_id === 2 && h.metadata?.session === 's-42'), 'hits carry their append\'s metadata');
   for (let i = 1; i < s.hits.length; i++) ok(s.hits[i - 1].score >= s.hits[i].score, 'hits sorted');
   await callErr(client, 'search', { memory: 'nosuch', question: 'q' }, /not found/);
   await callErr(client, 'search', { memory: 'notes', question: 'q', k: 0 }, /'k' must be in 1\.\.1024/);

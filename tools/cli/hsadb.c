@@ -71,7 +71,7 @@ enum opt_id {
     OPT_NO_EVIDENCE, OPT_K, OPT_OFFSET, OPT_LENGTH, OPT_YES, OPT_MEMORY, OPT_NO_CHECK,
     OPT_LISTEN, OPT_KEYS, OPT_INSECURE_NO_AUTH, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SNAPSHOT_DIR,
     OPT_WORKERS, OPT_HASH_KEY,
-    OPT_READ_ONLY, OPT_ALLOW_FORGET, OPT_KEY,
+    OPT_READ_ONLY, OPT_ALLOW_FORGET, OPT_KEY, OPT_META,
 };
 
 typedef struct optdef {
@@ -125,6 +125,8 @@ struct cli {
     int            n_memories;
     int            read_only, allow_forget;
     const char    *key;
+    hsadb_meta_pair metas[HSADB_META_MAX_PAIRS];   /* append --meta KEY=VALUE */
+    int            n_metas;
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -623,6 +625,8 @@ static int cmd_append(cli *c)
         goto out;
     }
     rc = hsadb_appender_open(db, name, &a);
+    if (rc == 0 && c->n_metas)
+        rc = hsadb_appender_set_meta(a, c->metas, (size_t)c->n_metas);
     if (rc) {
         ec = fail(rc, "memory '%s'", name);
         goto out;
@@ -1212,6 +1216,50 @@ out:
     return ec;
 }
 
+static int cmd_meta(cli *c)
+{
+    const char *name = c->args[0];
+    uint64_t id;
+    hsadb_db *db = NULL;
+    hsadb_memory_info st;
+    hsadb_meta_pair *p = NULL;
+    size_t n = 0;
+    int ec;
+    if ((ec = parse_u64("APPEND_ID", c->args[1], UINT64_MAX, &id)) ||
+        (ec = open_memory(c, name, DB_READ, &db, &st)))
+        return ec;
+    int rc = hsadb_append_meta(db, name, id, &p, &n);
+    if (rc) {
+        ec = fail(rc, "memory '%s'", name);
+        goto out;
+    }
+    if (c->json) {
+        jw w;
+        jw_init(&w, stdout);
+        jw_begin_obj(&w);
+        jw_key(&w, "memory");    jw_str(&w, name);
+        jw_key(&w, "append_id"); jw_uint(&w, id);
+        jw_key(&w, "metadata");  jw_begin_obj(&w);
+        for (size_t i = 0; i < n; i++) {
+            jw_key(&w, p[i].key);
+            jw_bytes(&w, p[i].value, strlen(p[i].value));
+        }
+        jw_end_obj(&w);
+        jw_end_obj(&w);
+        jw_end(&w);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            printf("%s=", p[i].key);
+            print_escaped(stdout, p[i].value, strlen(p[i].value));
+            putchar('\n');
+        }
+    }
+out:
+    hsadb_free(p);
+    hsadb_db_close(db);
+    return ec;
+}
+
 static int mcp_allow(void *ctx, int role, const char *name)
 {
     return rpc_key_allows(ctx, role, name);   /* hsadb_mcp_role values are rpc_role's */
@@ -1271,7 +1319,8 @@ out:
 
 /* ---- command table and help ------------------------------------------------------------ */
 
-static const optdef append_opts[] = { { "progress", 0, 0, OPT_PROGRESS }, { NULL, 0, 0, 0 } };
+static const optdef append_opts[] = { { "progress", 0, 0, OPT_PROGRESS }, { "meta", 0, 1, OPT_META },
+                                      { NULL, 0, 0, 0 } };
 static const optdef query_opts[] = {
     { "max-tokens", 0, 1, OPT_MAX_TOKENS }, { "temperature", 0, 1, OPT_TEMPERATURE },
     { "top-p", 0, 1, OPT_TOP_P },           { "seed", 0, 1, OPT_SEED },
@@ -1322,7 +1371,9 @@ static const command commands[] = {
       "how much was kept is reported, and the exit status is 130.\n"
       "\n"
       "Options:\n"
-      "  --progress        draw progress on stderr even when it is not a terminal\n" },
+      "  --progress        draw progress on stderr even when it is not a terminal\n"
+      "  --meta KEY=VALUE  store a metadata pair with this append (repeatable, at most 16;\n"
+      "                    keys 1..64 bytes of [A-Za-z0-9._-]; see `hsadb meta`)\n" },
     { "query", cmd_query, 2, -1, query_opts, "query NAME QUESTION...",
       "ask a question; stream the answer, then the evidence",
       "Runs the model over <query> QUESTION <answer> continuing the memory's stream (the\n"
@@ -1402,6 +1453,12 @@ static const command commands[] = {
       "  --snapshot-dir DIR  existing server-side directory for Snapshot/Restore (default:\n"
       "                      disabled)\n"
       "  --workers N         calls handled at once (default 16)\n" },
+    { "meta", cmd_meta, 2, 2, no_opts, "meta NAME APPEND_ID",
+      "show the metadata pairs stored with one append",
+      "Prints the pairs given with `append --meta` (or an API's set_meta) for append APPEND_ID\n"
+      "of memory NAME, one KEY=VALUE per line, in the order they were set (with --json one\n"
+      "object {\"memory\", \"append_id\", \"metadata\": {KEY: VALUE}}). Nothing is printed for\n"
+      "an append without metadata; an append id the memory does not have exits 3.\n" },
     { "mcp", cmd_mcp, 0, 0, mcp_opts, "mcp [--memory NAME]... [--read-only]",
       "serve the database to agents over MCP on stdio (docs/mcp.md)",
       "Speaks the Model Context Protocol (JSON-RPC 2.0, one message per line) on stdin and\n"
@@ -1528,6 +1585,16 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_READ_ONLY:   c->read_only = 1; break;
     case OPT_ALLOW_FORGET: c->allow_forget = 1; break;
     case OPT_KEY:         c->key = v; break;
+    case OPT_META: {
+        char *eq = strchr(v, '=');
+        if (!eq || eq == v)
+            return usage_error("--meta expects KEY=VALUE, got '%s'", v);
+        if (c->n_metas == HSADB_META_MAX_PAIRS)
+            return usage_error("at most %d --meta pairs", HSADB_META_MAX_PAIRS);
+        *eq = 0;   /* argv strings are ours to split */
+        c->metas[c->n_metas++] = (hsadb_meta_pair){ v, eq + 1 };
+        break;
+    }
     }
     return rc;
 }

@@ -274,7 +274,8 @@ static int check_args(json_t *args, const argspec *spec, char *err, size_t errn)
         if (!ok) {
             snprintf(err, errn, "argument '%s' must be %s", key,
                      a->type == JSON_STRING ? "a string" :
-                     a->type == JSON_INTEGER ? "an integer" : "a boolean");
+                     a->type == JSON_INTEGER ? "an integer" :
+                     a->type == JSON_OBJECT ? "an object" : "a boolean");
             return -1;
         }
     }
@@ -340,21 +341,65 @@ static json_t *info_json(const hsadb_memory_info *m)
                      "kv_dtype", kv_name(m->kv_dtype));
 }
 
-static json_t *chunk_json(const hsadb_chunk_ref *r)
+/* The metadata of the appends a result cites, looked up once per append. */
+typedef struct meta_cache {
+    hsadb_db   *db;
+    const char *memory;
+    size_t      n;
+    struct { uint64_t append_id; json_t *obj; } e[64];   /* obj NULL: the append has none */
+} meta_cache;
+
+static void meta_cache_free(meta_cache *c)
 {
-    double score = isfinite(r->score) ? r->score : 0.0;
-    return json_pack("{s:I, s:f, s:b, s:I, s:I, s:I, s:o}",
-                     "chunk", (json_int_t)r->chunk, "score", score, "persisted", r->persisted != 0,
-                     "append_id", (json_int_t)r->append_id,
-                     "byte_offset", (json_int_t)r->byte_offset, "time", (json_int_t)r->time,
-                     "text", json_bytes(r->text, r->text_len));
+    for (size_t i = 0; i < c->n; i++)
+        json_decref(c->e[i].obj);
 }
 
-static json_t *chunks_json(const hsadb_chunk_ref *r, size_t n)
+/* Borrowed object of the append's pairs, or NULL when it has none (or the lookup failed:
+ * metadata is an addition to a result, never a reason to fail it). */
+static json_t *meta_lookup(meta_cache *c, uint64_t append_id)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->e[i].append_id == append_id)
+            return c->e[i].obj;
+    hsadb_meta_pair *p = NULL;
+    size_t n = 0;
+    json_t *obj = NULL;
+    if (hsadb_append_meta(c->db, c->memory, append_id, &p, &n) == 0 && n) {
+        obj = json_object();
+        for (size_t i = 0; obj && i < n; i++)
+            json_object_set_new(obj, p[i].key, json_bytes(p[i].value, strlen(p[i].value)));
+    }
+    hsadb_free(p);
+    if (c->n < sizeof c->e / sizeof c->e[0]) {
+        c->e[c->n].append_id = append_id;
+        c->e[c->n++].obj = obj;
+    } else {
+        json_decref(obj);   /* cache full: not shown */
+        obj = NULL;
+    }
+    return obj;
+}
+
+static json_t *chunk_json(const hsadb_chunk_ref *r, meta_cache *mc)
+{
+    double score = isfinite(r->score) ? r->score : 0.0;
+    json_t *j = json_pack("{s:I, s:f, s:b, s:I, s:I, s:I, s:o}",
+                          "chunk", (json_int_t)r->chunk, "score", score, "persisted", r->persisted != 0,
+                          "append_id", (json_int_t)r->append_id,
+                          "byte_offset", (json_int_t)r->byte_offset, "time", (json_int_t)r->time,
+                          "text", json_bytes(r->text, r->text_len));
+    json_t *meta = j && r->persisted ? meta_lookup(mc, r->append_id) : NULL;
+    if (meta)
+        json_object_set(j, "metadata", meta);
+    return j;
+}
+
+static json_t *chunks_json(const hsadb_chunk_ref *r, size_t n, meta_cache *mc)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < n; i++)
-        if (json_array_append_new(a, chunk_json(&r[i]))) {
+        if (json_array_append_new(a, chunk_json(&r[i], mc))) {
             json_decref(a);
             return NULL;
         }
@@ -390,15 +435,19 @@ static void text_add(text *t, const char *fmt, ...)
 }
 
 /* One chunk as a line: "  #12 score 0.41 append 3 @ byte 768: <text>" */
-static void text_chunk(text *t, const hsadb_chunk_ref *r)
+static void text_chunk(text *t, const hsadb_chunk_ref *r, meta_cache *mc)
 {
+    json_t *meta = r->persisted ? meta_lookup(mc, r->append_id) : NULL;
+    char *ms = meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     if (r->persisted)
-        text_add(t, "  chunk %llu, score %.3f, append %llu @ byte %llu: %.*s\n",
+        text_add(t, "  chunk %llu, score %.3f, append %llu @ byte %llu%s%s: %.*s\n",
                  (unsigned long long)r->chunk, r->score, (unsigned long long)r->append_id,
-                 (unsigned long long)r->byte_offset, (int)r->text_len, (const char *)r->text);
+                 (unsigned long long)r->byte_offset, ms ? " " : "", ms ? ms : "",
+                 (int)r->text_len, (const char *)r->text);
     else
         text_add(t, "  chunk %llu, score %.3f, (the question): %.*s\n",
                  (unsigned long long)r->chunk, r->score, (int)r->text_len, (const char *)r->text);
+    free(ms);
 }
 
 /* ---- tools ------------------------------------------------------------------------------- */
@@ -439,13 +488,42 @@ static json_t *tool_list_memories(server *s, json_t *args)
     return r;
 }
 
+/* The optional `metadata` argument: an object of string values, as pairs pointing into it
+ * (the bounds themselves are the library's: hsadb_appender_set_meta checks them). */
+static int metadata_arg(json_t *obj, hsadb_meta_pair *p, size_t *n, char *err, size_t errn)
+{
+    const char *key;
+    json_t *v;
+    *n = 0;
+    if (!obj)
+        return 0;
+    if (json_object_size(obj) > HSADB_META_MAX_PAIRS) {
+        snprintf(err, errn, "metadata: %zu pairs, at most %d", json_object_size(obj),
+                 HSADB_META_MAX_PAIRS);
+        return -1;
+    }
+    json_object_foreach(obj, key, v) {
+        if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
+            snprintf(err, errn, "metadata '%.64s': the value must be a string without NUL", key);
+            return -1;
+        }
+        p[*n].key = key;
+        p[(*n)++].value = json_string_value(v);
+    }
+    return 0;
+}
+
 static json_t *tool_remember(server *s, json_t *args)
 {
     char err[512];
     static const argspec spec[] = {
-        { "memory", JSON_STRING, 1 }, { "text", JSON_STRING, 1 }, { NULL, 0, 0 },
+        { "memory", JSON_STRING, 1 }, { "text", JSON_STRING, 1 }, { "metadata", JSON_OBJECT, 0 },
+        { NULL, 0, 0 },
     };
-    if (check_args(args, spec, err, sizeof err))
+    hsadb_meta_pair pairs[HSADB_META_MAX_PAIRS];
+    size_t n_pairs = 0;
+    if (check_args(args, spec, err, sizeof err) ||
+        metadata_arg(json_object_get(args, "metadata"), pairs, &n_pairs, err, sizeof err))
         return tool_err(s, "remember", "%s", err);
     if (s->o.read_only)
         return tool_err(s, "remember", "the server is read-only (--read-only)");
@@ -473,6 +551,8 @@ static json_t *tool_remember(server *s, json_t *args)
     hsadb_append_result res;
     int newline = txt[len - 1] != '\n';
     rc = hsadb_appender_open(s->db, name, &ap);
+    if (rc == 0 && n_pairs)
+        rc = hsadb_appender_set_meta(ap, pairs, n_pairs);
     if (rc == 0)
         rc = hsadb_appender_write(ap, txt, len);
     if (rc == 0 && newline)
@@ -549,6 +629,7 @@ static json_t *tool_recall(server *s, json_t *args)
     static const char *stops[] = { "eos", "max_tokens", "cancelled" };
     const char *stop = a->stop >= 0 && a->stop <= 2 ? stops[a->stop] : "?";
     logf_(s, "recall: memory=%s tokens=%d stop=%s", name, a->n_tokens, stop);
+    meta_cache mc = { .db = s->db, .memory = name };
     json_t *layers = json_array();
     text t = { 0 };
     text_add(&t, "%.*s\n\nevidence (chunks the model attended to, with provenance):\n",
@@ -557,9 +638,9 @@ static json_t *tool_recall(server *s, json_t *args)
         const hsadb_evidence *ev = &a->layers[i];
         text_add(&t, "layer %d:\n", ev->layer);
         for (size_t j = 0; j < ev->n; j++)
-            text_chunk(&t, &ev->chunks[j]);
+            text_chunk(&t, &ev->chunks[j], &mc);
         if (json_array_append_new(layers, json_pack("{s:i, s:o}", "layer", ev->layer, "chunks",
-                                                    chunks_json(ev->chunks, ev->n)))) {
+                                                    chunks_json(ev->chunks, ev->n, &mc)))) {
             json_decref(layers);
             layers = NULL;
         }
@@ -572,6 +653,7 @@ static json_t *tool_recall(server *s, json_t *args)
     if (t.oom)
         json_decref(st);
     free(t.p);
+    meta_cache_free(&mc);
     hsadb_answer_free(a);
     return r;
 }
@@ -596,15 +678,17 @@ static json_t *tool_search(server *s, json_t *args)
     if (rc)
         return tool_fail(s, "search", rc, name);
     logf_(s, "search: memory=%s k=%d hits=%zu", name, k, h->n);
+    meta_cache mc = { .db = s->db, .memory = name };
     text t = { 0 };
     text_add(&t, "%zu chunks of memory '%s', most relevant first:\n", h->n, name);
     for (size_t i = 0; i < h->n; i++)
-        text_chunk(&t, &h->hits[i]);
-    json_t *st = json_pack("{s:s, s:o}", "memory", name, "hits", chunks_json(h->hits, h->n));
+        text_chunk(&t, &h->hits[i], &mc);
+    json_t *st = json_pack("{s:s, s:o}", "memory", name, "hits", chunks_json(h->hits, h->n, &mc));
     json_t *r = t.oom ? NULL : tool_ok(s, t.p, t.n, st);
     if (t.oom)
         json_decref(st);
     free(t.p);
+    meta_cache_free(&mc);
     hsadb_hits_free(h);
     return r;
 }
@@ -651,7 +735,8 @@ typedef struct tool {
     "{\"type\":\"object\",\"properties\":{\"chunk\":{\"type\":\"integer\"}," \
     "\"score\":{\"type\":\"number\"},\"persisted\":{\"type\":\"boolean\"}," \
     "\"append_id\":{\"type\":\"integer\"},\"byte_offset\":{\"type\":\"integer\"}," \
-    "\"time\":{\"type\":\"integer\"},\"text\":{\"type\":\"string\"}}," \
+    "\"time\":{\"type\":\"integer\"},\"text\":{\"type\":\"string\"}," \
+    "\"metadata\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}}}," \
     "\"required\":[\"chunk\",\"score\",\"persisted\",\"append_id\",\"byte_offset\",\"time\",\"text\"]}"
 #define MEMORY_ARG "\"memory\":{\"type\":\"string\",\"description\":\"memory name: 1..128 bytes of [A-Za-z0-9._-]\"}"
 #define QUESTION_ARG "\"question\":{\"type\":\"string\",\"description\":\"the question, 1..65536 bytes\"}"
@@ -662,7 +747,11 @@ static const tool tools[] = {
       "followed by a newline when it does not end with one; the memory keeps everything in "
       "order. At most 4 MiB per call.",
       "{\"type\":\"object\",\"properties\":{" MEMORY_ARG ",\"text\":{\"type\":\"string\","
-      "\"description\":\"what to remember\"}},\"required\":[\"memory\",\"text\"],"
+      "\"description\":\"what to remember\"},\"metadata\":{\"type\":\"object\","
+      "\"additionalProperties\":{\"type\":\"string\"},\"maxProperties\":16,\"description\":"
+      "\"optional key/value pairs stored with this text (source, session, role, tags...): keys "
+      "1..64 bytes of [A-Za-z0-9._-], values up to 1024 bytes, 4096 bytes in all; shown with "
+      "the chunks recall and search return\"}},\"required\":[\"memory\",\"text\"],"
       "\"additionalProperties\":false}",
       "{\"type\":\"object\",\"properties\":{\"memory\":{\"type\":\"string\"},"
       "\"created\":{\"type\":\"boolean\"},\"append_id\":{\"type\":\"integer\"},"
