@@ -159,6 +159,7 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
     if ((rc = hsadb_db_check_memory(db, name, &a->rec))) goto fail;
     a->append_id = hsadb_store_writer_append_id(a->w);
     a->start_bytes = a->rec.n_bytes;
+    if ((rc = hsadb_meta_clear_stale(db, a->rec.id, a->append_id))) goto fail;
     const double t_run = hsadb_seconds();
     if ((rc = hsadb_run_init_dev(&a->run, m, 0, db->device))) goto fail;
     const double t_buf = hsadb_seconds();
@@ -334,6 +335,13 @@ int hsadb_appender_commit(hsadb_appender *a, hsadb_append_result *out) {
 }
 
 void hsadb_appender_abort(hsadb_appender *a) { appender_free(a); }
+
+int hsadb_appender_set_meta(hsadb_appender *a, const hsadb_meta_pair *pairs, size_t n) {
+    hsadb_clear_error();
+    if (!a) return hsadb_fail(HSADB_ERR_INVALID, "set_meta: NULL appender");
+    if (a->failed) return hsadb_fail(HSADB_ERR_INVALID, "set_meta: the append failed; abort it");
+    return hsadb_meta_set(a->db, a->rec.id, a->append_id, pairs, n);
+}
 
 int hsadb_append(hsadb_db *db, const char *name, const void *bytes, size_t n, hsadb_append_result *out) {
     hsadb_appender *a;

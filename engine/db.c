@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "append_meta.h"
 #include "engine.h"
 #include "pool.h"
 #include "util.h"
@@ -99,7 +100,11 @@ int hsadb_memory_create(hsadb_db *db, const char *name) {
 int hsadb_memory_delete(hsadb_db *db, const char *name) {
     hsadb_clear_error();
     if (db->flags & HSADB_DB_RDONLY) return hsadb_fail(HSADB_ERR_READONLY, "database opened read-only");
-    return hsadb_store_memory_delete(db->store, name);
+    uint32_t id;
+    int rc = hsadb_store_memory_id(db->store, name, &id);
+    if (rc == 0) rc = hsadb_store_memory_delete(db->store, name);
+    if (rc == 0) rc = hsadb_append_meta_purge(db->store, id);   /* ids are never reused */
+    return rc;
 }
 
 static void fill_stat(hsadb_db *db, const char *name, const struct hsadb_memory_rec *rec, hsadb_memory_info *o) {
@@ -290,7 +295,16 @@ unlock:
 
 int hsadb_snapshot(hsadb_db *db, const char *memory, const char *dest_dir) {
     hsadb_clear_error();
-    return hsadb_store_snapshot(db->store, memory, dest_dir);
+    uint32_t id = 0;
+    int rc = memory ? hsadb_store_memory_id(db->store, memory, &id) : 0;
+    if (rc == 0) rc = hsadb_store_snapshot(db->store, memory, dest_dir);
+    if (rc == 0 && memory) {   /* a one-memory copy: its appends' metadata too (same id) */
+        hsadb_store *dst = NULL;
+        rc = hsadb_store_open(dest_dir, 0, &dst);
+        if (rc == 0) rc = hsadb_append_meta_copy(db->store, dst, id);
+        hsadb_store_close(dst);
+    }
+    return rc;
 }
 
 typedef struct check_ctx {

@@ -95,4 +95,15 @@ int hsadb_db_landmarks(hsadb_db *db, hsadb_store_reader *r, const struct hsadb_m
                        hsadb_lmk_cache **out);
 void hsadb_db_apply_threads(const hsadb_db *db);
 
+/* ---- metadata of appends (meta.c) ---- */
+
+/* Check and encode pairs (HSADB_ERR_INVALID with the broken bound); *blob malloc'd, NULL
+ * when n = 0. */
+int hsadb_meta_encode(const hsadb_meta_pair *p, size_t n, uint8_t **blob, size_t *len);
+/* Store (n > 0) or remove (n = 0) the pairs of one append. */
+int hsadb_meta_set(hsadb_db *db, uint32_t memory_id, uint64_t append_id,
+                   const hsadb_meta_pair *pairs, size_t n);
+/* Remove a record left at append_id by an append that never committed. */
+int hsadb_meta_clear_stale(hsadb_db *db, uint32_t memory_id, uint64_t append_id);
+
 #endif

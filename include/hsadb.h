@@ -195,6 +195,38 @@ void hsadb_appender_abort(hsadb_appender *a);
 int hsadb_append(hsadb_db *db, const char *name, const void *bytes, size_t n,
                  hsadb_append_result *out);
 
+/* ---- metadata of appends --------------------------------------------------------------- */
+
+/* An append may carry a few key/value pairs (source, session, role, tags...), stored with it
+ * in their own sub-database and read back by append id (a chunk's append_id). Bounds: at
+ * most HSADB_META_MAX_PAIRS pairs; keys 1..HSADB_META_MAX_KEY bytes of [A-Za-z0-9._-],
+ * unique; values 0..HSADB_META_MAX_VALUE bytes without NUL; keys and values together at
+ * most HSADB_META_MAX_BYTES. Search and query do not filter by metadata (yet). */
+#define HSADB_META_MAX_PAIRS 16
+#define HSADB_META_MAX_KEY   64
+#define HSADB_META_MAX_VALUE 1024
+#define HSADB_META_MAX_BYTES 4096
+
+typedef struct hsadb_meta_pair {
+    const char *key;      /* NUL-terminated */
+    const char *value;    /* NUL-terminated */
+} hsadb_meta_pair;
+
+/* Attach pairs to the append in progress (a second call replaces them; n = 0 removes
+ * them). Written in its own transaction and durable when this returns; HSADB_ERR_INVALID
+ * (nothing stored) when a bound above is broken. An append aborted before its first commit
+ * leaves no metadata: hsadb_append_meta never returns it, and the next append on the memory
+ * removes it. */
+int hsadb_appender_set_meta(hsadb_appender *a, const hsadb_meta_pair *pairs, size_t n);
+
+/* The pairs of append `append_id` of memory `name`, in the order they were set: *out is one
+ * allocation (the strings inside it) owned by the caller, released with hsadb_free(); NULL
+ * with *n = 0 when the append has none. HSADB_ERR_NOTFOUND if the memory or the append
+ * (1..n_appends) does not exist. A memory snapshot keeps its appends' metadata;
+ * hsadb_memory_delete deletes it. */
+int hsadb_append_meta(hsadb_db *db, const char *name, uint64_t append_id,
+                      hsadb_meta_pair **out, size_t *n);
+
 /* ---- query and search ------------------------------------------------------------------ */
 
 /* One retrieved chunk with where it came from. */

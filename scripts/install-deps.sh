@@ -8,6 +8,8 @@ PKGS=(
   liblmdb-dev lmdb-utils liburing-dev libopenblas-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev protobuf-compiler protobuf-compiler-grpc
   python3-grpcio python3-protobuf python3-pytest python3-numpy python3-torch
+  libjansson-dev   # JSON of the MCP server (tools/mcp/)
+  python3-venv     # tests/pyclient: `pip install ./clients/python` into a venv
 )
 
 missing=()

@@ -1179,6 +1179,53 @@ int hsadb_store_memory_bytes(hsadb_store *st, const char *name, uint64_t *out) {
     return 0;
 }
 
+/* ---- side tables (the hook of storage/append_meta.c) ------------------------------------- */
+
+/* Side transactions run one at a time in the process: mdb_dbi_open must not run in two
+ * transactions at once, and each one opens its sub-database again. */
+static pthread_mutex_t side_mu = PTHREAD_MUTEX_INITIALIZER;
+
+struct side_ctx { const char *side; hsadb_store_side_fn fn; void *ctx; };
+
+static int side_write_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
+    struct side_ctx *c = ctx;
+    MDB_dbi dbi;
+    int rc = mdb_dbi_open(txn, c->side, MDB_CREATE, &dbi);
+    if (rc) return rc;
+    return c->fn(txn, dbi, 1, c->ctx);
+}
+
+int hsadb_store_side_write(hsadb_store *st, const char *side, hsadb_store_side_fn fn, void *ctx,
+                           const char *what) {
+    struct side_ctx c = { side, fn, ctx };
+    pthread_mutex_lock(&side_mu);
+    int rc = store_write(st, side_write_fn, &c, what, 1 << 16);
+    pthread_mutex_unlock(&side_mu);
+    return rc;
+}
+
+int hsadb_store_side_read(hsadb_store *st, const char *side, hsadb_store_side_fn fn, void *ctx) {
+    MDB_txn *txn;
+    MDB_dbi dbi = 0;
+    int rc;
+    pthread_mutex_lock(&side_mu);
+    if ((rc = read_begin(st, &txn)) == 0) {
+        rc = mdb_dbi_open(txn, side, 0, &dbi);
+        if (rc == 0 || rc == MDB_NOTFOUND)
+            rc = fn(txn, dbi, rc == 0, ctx);
+        read_end(st, txn);
+    }
+    pthread_mutex_unlock(&side_mu);
+    return store_err(rc, side);
+}
+
+int hsadb_store_memory_id(hsadb_store *st, const char *name, uint32_t *id) {
+    struct hsadb_memory_rec rec;
+    int rc = hsadb_store_memory_get(st, name, &rec);
+    if (rc == 0) *id = rec.id;
+    return rc;
+}
+
 /* ---- readers --------------------------------------------------------------------------- */
 
 /*

@@ -113,6 +113,20 @@ int hsadb_store_memory_foreach(hsadb_store *st,
 /* Approximate on-disk bytes of a memory's records (sum of value sizes). */
 int hsadb_store_memory_bytes(hsadb_store *st, const char *name, uint64_t *out);
 
+/* ---- side tables: a narrow hook for modules that keep their own sub-database ----
+ * (storage/append_meta.c). fn gets the LMDB transaction (an MDB_txn *), the sub-database
+ * `side` (an MDB_dbi) and whether it exists (a store that never wrote it has none: a read
+ * gets exists = 0). side_write runs fn in a write transaction, creating `side`, with the
+ * store's map growth: after MDB_MAP_FULL fn runs again from scratch, so it must derive
+ * everything from ctx. side_read runs fn in a read transaction. Errors as above; fn's own
+ * return value (0, HSADB_ERR_*, errno or an LMDB code) is mapped the same way. */
+typedef int (*hsadb_store_side_fn)(void *txn, unsigned dbi, int exists, void *ctx);
+int hsadb_store_side_write(hsadb_store *st, const char *side, hsadb_store_side_fn fn, void *ctx,
+                           const char *what);
+int hsadb_store_side_read(hsadb_store *st, const char *side, hsadb_store_side_fn fn, void *ctx);
+/* The id of memory `name` (never reused in a store; HSADB_ERR_NOTFOUND if absent). */
+int hsadb_store_memory_id(hsadb_store *st, const char *name, uint32_t *id);
+
 /* ---- reading: a consistent view (one LMDB read transaction) ---- */
 
 /* Pointers returned by reader calls point into the map and stay valid until

@@ -15,6 +15,8 @@
 #include "cli.h"
 #include "hsadb.h"
 #include "server.h"
+#include "mcp.h"
+#include "rpc.h"   /* the keys file of `hsadb serve`, reused by `hsadb mcp` */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -69,6 +71,7 @@ enum opt_id {
     OPT_NO_EVIDENCE, OPT_K, OPT_OFFSET, OPT_LENGTH, OPT_YES, OPT_MEMORY, OPT_NO_CHECK,
     OPT_LISTEN, OPT_KEYS, OPT_INSECURE_NO_AUTH, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SNAPSHOT_DIR,
     OPT_WORKERS, OPT_HASH_KEY,
+    OPT_READ_ONLY, OPT_ALLOW_FORGET, OPT_KEY, OPT_META,
 };
 
 typedef struct optdef {
@@ -118,6 +121,12 @@ struct cli {
     int            no_check;
     const char    *listen, *keys, *tls_cert, *tls_key, *snapshot_dir, *hash_key;
     int            insecure_no_auth, workers;
+    const char   **memories;        /* every --memory, in order (hsadb mcp) */
+    int            n_memories;
+    int            read_only, allow_forget;
+    const char    *key;
+    hsadb_meta_pair metas[HSADB_META_MAX_PAIRS];   /* append --meta KEY=VALUE */
+    int            n_metas;
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -616,6 +625,8 @@ static int cmd_append(cli *c)
         goto out;
     }
     rc = hsadb_appender_open(db, name, &a);
+    if (rc == 0 && c->n_metas)
+        rc = hsadb_appender_set_meta(a, c->metas, (size_t)c->n_metas);
     if (rc) {
         ec = fail(rc, "memory '%s'", name);
         goto out;
@@ -1205,9 +1216,111 @@ out:
     return ec;
 }
 
+static int cmd_meta(cli *c)
+{
+    const char *name = c->args[0];
+    uint64_t id;
+    hsadb_db *db = NULL;
+    hsadb_memory_info st;
+    hsadb_meta_pair *p = NULL;
+    size_t n = 0;
+    int ec;
+    if ((ec = parse_u64("APPEND_ID", c->args[1], UINT64_MAX, &id)) ||
+        (ec = open_memory(c, name, DB_READ, &db, &st)))
+        return ec;
+    int rc = hsadb_append_meta(db, name, id, &p, &n);
+    if (rc) {
+        ec = fail(rc, "memory '%s'", name);
+        goto out;
+    }
+    if (c->json) {
+        jw w;
+        jw_init(&w, stdout);
+        jw_begin_obj(&w);
+        jw_key(&w, "memory");    jw_str(&w, name);
+        jw_key(&w, "append_id"); jw_uint(&w, id);
+        jw_key(&w, "metadata");  jw_begin_obj(&w);
+        for (size_t i = 0; i < n; i++) {
+            jw_key(&w, p[i].key);
+            jw_bytes(&w, p[i].value, strlen(p[i].value));
+        }
+        jw_end_obj(&w);
+        jw_end_obj(&w);
+        jw_end(&w);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            printf("%s=", p[i].key);
+            print_escaped(stdout, p[i].value, strlen(p[i].value));
+            putchar('\n');
+        }
+    }
+out:
+    hsadb_free(p);
+    hsadb_db_close(db);
+    return ec;
+}
+
+static int mcp_allow(void *ctx, int role, const char *name)
+{
+    return rpc_key_allows(ctx, role, name);   /* hsadb_mcp_role values are rpc_role's */
+}
+
+static int cmd_mcp(cli *c)
+{
+    hsadb_model *m = NULL;
+    hsadb_db *db = NULL;
+    rpc_keys *keys = NULL;
+    const rpc_key *key = NULL;
+    int ec;
+    const char *k = c->key ? c->key : getenv("HSADB_KEY");
+    for (int i = 0; i < c->n_memories; i++)
+        if ((ec = check_name(c->memories[i])))
+            return ec;
+    if (k && !c->keys)
+        return usage_error("--key (or $HSADB_KEY) needs --keys FILE");
+    if (c->keys) {
+        char err[512];
+        int rc = rpc_keys_load(c->keys, &keys, err, sizeof err);
+        if (rc)
+            return fail_cli(rc, "%s", err);
+        if (!k || !k[0]) {
+            rpc_keys_free(keys);
+            return usage_error("--keys needs the key: --key KEY or $HSADB_KEY");
+        }
+        if (!(key = rpc_keys_find(keys, k, strlen(k)))) {
+            rpc_keys_free(keys);
+            return fail_cli(HSADB_ERR_INVALID, "the key is not in the keys file '%s'", c->keys);
+        }
+    }
+    if ((ec = load_model(c, &m)) || (ec = open_db(c, m, c->read_only ? DB_READ : DB_CREATE, &db)))
+        goto out;
+    signal(SIGPIPE, SIG_IGN);   /* a client that goes away ends the loop with EPIPE */
+    hsadb_mcp_options o;
+    memset(&o, 0, sizeof o);
+    o.memories = c->memories;
+    o.n_memories = (size_t)c->n_memories;
+    o.read_only = c->read_only;
+    o.allow_forget = c->allow_forget;
+    o.allow = key ? mcp_allow : NULL;
+    o.allow_ctx = (void *)key;
+    o.log = c->quiet ? NULL : stderr;
+    note(c, "mcp: serving %s%s on stdio", c->db, c->read_only ? " read-only" : "");
+    int rc = hsadb_mcp_serve(db, &o, stdin, stdout);
+    if (rc && rc != EPIPE)
+        ec = fail_cli(rc, "stdio");
+    else
+        ec = EXIT_OK;
+out:
+    hsadb_db_close(db);
+    hsadb_model_close(m);
+    rpc_keys_free(keys);
+    return ec;
+}
+
 /* ---- command table and help ------------------------------------------------------------ */
 
-static const optdef append_opts[] = { { "progress", 0, 0, OPT_PROGRESS }, { NULL, 0, 0, 0 } };
+static const optdef append_opts[] = { { "progress", 0, 0, OPT_PROGRESS }, { "meta", 0, 1, OPT_META },
+                                      { NULL, 0, 0, 0 } };
 static const optdef query_opts[] = {
     { "max-tokens", 0, 1, OPT_MAX_TOKENS }, { "temperature", 0, 1, OPT_TEMPERATURE },
     { "top-p", 0, 1, OPT_TOP_P },           { "seed", 0, 1, OPT_SEED },
@@ -1227,6 +1340,11 @@ static const optdef serve_opts[] = {
     { "tls-cert", 0, 1, OPT_TLS_CERT },     { "tls-key", 0, 1, OPT_TLS_KEY },
     { "snapshot-dir", 0, 1, OPT_SNAPSHOT_DIR }, { "workers", 0, 1, OPT_WORKERS },
     { "hash-key", 0, 1, OPT_HASH_KEY },     { NULL, 0, 0, 0 },
+};
+static const optdef mcp_opts[] = {
+    { "memory", 0, 1, OPT_MEMORY },         { "read-only", 0, 0, OPT_READ_ONLY },
+    { "allow-forget", 0, 0, OPT_ALLOW_FORGET }, { "keys", 0, 1, OPT_KEYS },
+    { "key", 0, 1, OPT_KEY },               { NULL, 0, 0, 0 },
 };
 static const optdef no_opts[] = { { NULL, 0, 0, 0 } };
 
@@ -1253,7 +1371,9 @@ static const command commands[] = {
       "how much was kept is reported, and the exit status is 130.\n"
       "\n"
       "Options:\n"
-      "  --progress        draw progress on stderr even when it is not a terminal\n" },
+      "  --progress        draw progress on stderr even when it is not a terminal\n"
+      "  --meta KEY=VALUE  store a metadata pair with this append (repeatable, at most 16;\n"
+      "                    keys 1..64 bytes of [A-Za-z0-9._-]; see `hsadb meta`)\n" },
     { "query", cmd_query, 2, -1, query_opts, "query NAME QUESTION...",
       "ask a question; stream the answer, then the evidence",
       "Runs the model over <query> QUESTION <answer> continuing the memory's stream (the\n"
@@ -1333,6 +1453,27 @@ static const command commands[] = {
       "  --snapshot-dir DIR  existing server-side directory for Snapshot/Restore (default:\n"
       "                      disabled)\n"
       "  --workers N         calls handled at once (default 16)\n" },
+    { "meta", cmd_meta, 2, 2, no_opts, "meta NAME APPEND_ID",
+      "show the metadata pairs stored with one append",
+      "Prints the pairs given with `append --meta` (or an API's set_meta) for append APPEND_ID\n"
+      "of memory NAME, one KEY=VALUE per line, in the order they were set (with --json one\n"
+      "object {\"memory\", \"append_id\", \"metadata\": {KEY: VALUE}}). Nothing is printed for\n"
+      "an append without metadata; an append id the memory does not have exits 3.\n" },
+    { "mcp", cmd_mcp, 0, 0, mcp_opts, "mcp [--memory NAME]... [--read-only]",
+      "serve the database to agents over MCP on stdio (docs/mcp.md)",
+      "Speaks the Model Context Protocol (JSON-RPC 2.0, one message per line) on stdin and\n"
+      "stdout until stdin ends; an MCP client (an agent) starts it as a subprocess. Tools:\n"
+      "remember (append text, creating the memory), recall (question: answer + evidence),\n"
+      "search, list_memories, and with --allow-forget forget (deletes a WHOLE memory).\n"
+      "Resources: hsadb://memory/NAME. Requests are handled one at a time. Log lines go to\n"
+      "stderr (not with --quiet). Exit 0 at end of input.\n"
+      "\n"
+      "Options:\n"
+      "  --memory NAME     serve only this memory (repeatable; default: every memory)\n"
+      "  --read-only       no remember or forget; the database is opened read-only\n"
+      "  --allow-forget    offer the forget tool (it deletes a whole memory)\n"
+      "  --keys FILE       the keys file of hsadb serve: the key's grants apply\n"
+      "  --key KEY         the key (default: $HSADB_KEY); needs --keys\n" },
     { "help", NULL, 0, 1, no_opts, "help [COMMAND]", "show help for hsadb or one command", "" },
 };
 
@@ -1431,7 +1572,7 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_OFFSET:      rc = parse_u64(shown, v, UINT64_MAX, &c->offset); break;
     case OPT_LENGTH:      rc = parse_u64(shown, v, UINT64_MAX, &u); c->length = u; c->have_length = 1; break;
     case OPT_YES:         c->yes = 1; break;
-    case OPT_MEMORY:      c->memory = v; break;
+    case OPT_MEMORY:      c->memory = v; c->memories[c->n_memories++] = v; break;
     case OPT_NO_CHECK:    c->no_check = 1; break;
     case OPT_LISTEN:      c->listen = v; break;
     case OPT_KEYS:        c->keys = v; break;
@@ -1441,6 +1582,19 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_SNAPSHOT_DIR: c->snapshot_dir = v; break;
     case OPT_WORKERS:     rc = parse_int(shown, v, 1, 1024, &c->workers); break;
     case OPT_HASH_KEY:    c->hash_key = v; break;
+    case OPT_READ_ONLY:   c->read_only = 1; break;
+    case OPT_ALLOW_FORGET: c->allow_forget = 1; break;
+    case OPT_KEY:         c->key = v; break;
+    case OPT_META: {
+        char *eq = strchr(v, '=');
+        if (!eq || eq == v)
+            return usage_error("--meta expects KEY=VALUE, got '%s'", v);
+        if (c->n_metas == HSADB_META_MAX_PAIRS)
+            return usage_error("at most %d --meta pairs", HSADB_META_MAX_PAIRS);
+        *eq = 0;   /* argv strings are ours to split */
+        c->metas[c->n_metas++] = (hsadb_meta_pair){ v, eq + 1 };
+        break;
+    }
     }
     return rc;
 }
@@ -1519,7 +1673,8 @@ int main(int argc, char **argv)
         c.model = "./models/hsadb-small";
     }
     c.args = calloc((size_t)argc + 1, sizeof *c.args);
-    if (!c.args)
+    c.memories = calloc((size_t)argc + 1, sizeof *c.memories);
+    if (!c.args || !c.memories)
         return EXIT_FAIL;
 
     int ec = parse_args(&c, argc, argv);
@@ -1576,5 +1731,6 @@ done:
         }
     }
     free(c.args);
+    free(c.memories);
     return ec;
 }

@@ -1,0 +1,1 @@
+"""Generated protobuf modules (clients/python/gen.sh); not part of the API."""
