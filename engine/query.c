@@ -378,7 +378,7 @@ int hsadb_query(hsadb_db *db, const char *name, const char *question, size_t qle
     a->generate_seconds = hsadb_seconds() - t1;
     /* Aggregate evidence per layer: mean weight over the answer's rows and heads. */
     const int rows = a->n_tokens;
-    qsort(pairs, n_pairs, sizeof *pairs, by_chunk);
+    if (n_pairs > 1) qsort(pairs, n_pairs, sizeof *pairs, by_chunk);  /* pairs is NULL when none */
     size_t u = 0;
     for (size_t i = 0; i < n_pairs; i++) {
         if (u && pairs[u - 1].chunk == pairs[i].chunk) pairs[u - 1].w += pairs[i].w;
@@ -396,7 +396,7 @@ int hsadb_query(hsadb_db *db, const char *name, const char *question, size_t qle
     for (int g = 0; g < G; g++) {
         size_t last = first;
         while (last < n_pairs && pairs[last].chunk >> 48 == g) last++;
-        qsort(pairs + first, last - first, sizeof *pairs, by_weight);
+        if (last - first > 1) qsort(pairs + first, last - first, sizeof *pairs, by_weight);
         hsadb_evidence *ev = &a->layers[g];
         ev->layer = g;
         ev->n = last - first < (size_t)o.evidence_k ? last - first : (size_t)o.evidence_k;

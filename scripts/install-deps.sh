@@ -8,6 +8,7 @@ PKGS=(
   liblmdb-dev lmdb-utils liburing-dev libopenblas-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev protobuf-compiler protobuf-compiler-grpc
   python3-grpcio python3-protobuf python3-pytest python3-numpy python3-torch
+  libxxhash-dev   # XXH3: snapshot digests and per-record checksums (storage/store.c)
 )
 
 missing=()

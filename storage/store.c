@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +32,10 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <inttypes.h>
 #include <liburing.h>
 #include <lmdb.h>
+#include <xxhash.h>
 
 #include "hsadb.h"
 #include "util.h"
@@ -68,6 +71,7 @@ _Static_assert(offsetof(struct hsadb_append_rec, state) == 40, "hsadb_append_rec
 #define STORE_OVPAGE_HDR     16                 /* LMDB's page header (PAGEHDRSZ), which also
                                                    heads a value's run of overflow pages */
 #define STORE_SPILL_MAX      64                 /* bound on the K/V bytes moved to the landmark */
+#define STORE_SNAPSHOT_MARKER "hsadb-snapshot"  /* a finished snapshot's marker file */
 
 /* ---- the sub-databases ----------------------------------------------------------------- */
 
@@ -546,6 +550,24 @@ static int check_length(hsadb_store *st) {
 }
 
 /*
+ * A read-only open of a data.mdb too short to hold LMDB's two meta pages (an empty file: a
+ * copy killed before its first write) is a damaged store. LMDB itself would try to write a
+ * fresh meta page through its read-only descriptor and fail with EBADF ("Bad file
+ * descriptor", issue 35). A writable open of an empty file initialises a new store, as before.
+ */
+static int check_short(const char *dir) {
+    char path[PATH_MAX];
+    struct stat sb;
+    long page = sysconf(_SC_PAGESIZE);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return 0;   /* LMDB reports it */
+    if (sb.st_size < 2 * (page > 0 ? page : 4096))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "%s is %lld bytes, too short for an LMDB file (two "
+                          "meta pages): cut short or never written", path, (long long)sb.st_size);
+    return 0;
+}
+
+/*
  * Initial map size: HSADB_STORE_MAPSIZE (bytes) if set, else max(1 GiB, 2 x data.mdb).
  * LMDB itself raises a too small size to what the file already holds.
  */
@@ -691,6 +713,7 @@ int hsadb_store_open(const char *dir, unsigned flags, hsadb_store **out) {
     if (stat(dir, &sb) != 0) return hsadb_fail(errno, "%s: %s", dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) return hsadb_fail(ENOTDIR, "%s: not a directory", dir);
     if ((rc = initial_mapsize(dir, &mapsize))) return rc;
+    if ((flags & HSADB_STORE_RDONLY) && (rc = check_short(dir))) return rc;
     if ((rc = lockfile_reserve(dir))) return rc;
 
     st = calloc(1, sizeof *st + dlen + 1);
@@ -1809,12 +1832,19 @@ static int dest_prepare(const char *dest, int *created) {
     DIR *d;
     int rc = 0;
 
+    struct stat sb;
+
     *created = 0;
     if (mkdir(dest, 0755) == 0) {
         *created = 1;
         return 0;
     }
     if (errno != EEXIST) return hsadb_fail(errno, "snapshot: mkdir %s: %s", dest, strerror(errno));
+    /* A symbolic link planted where the copy goes (say inside a server's --snapshot-dir)
+     * would send the copy wherever it points: refuse it, do not follow it. */
+    if (lstat(dest, &sb) == 0 && S_ISLNK(sb.st_mode))
+        return hsadb_fail(HSADB_ERR_INVALID, "snapshot: %s is a symbolic link; refusing to "
+                          "follow it", dest);
     if (!(d = opendir(dest))) return hsadb_fail(errno, "snapshot: %s: %s", dest, strerror(errno));
     while ((de = readdir(d)))
         if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
@@ -1831,6 +1861,10 @@ static void dest_cleanup(const char *dest, int created) {
     snprintf(path, sizeof path, "%s/data.mdb", dest);
     unlink(path);
     snprintf(path, sizeof path, "%s/lock.mdb", dest);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/" STORE_SNAPSHOT_MARKER ".tmp", dest);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/" STORE_SNAPSHOT_MARKER, dest);
     unlink(path);
     if (created) rmdir(dest);
 }
@@ -1907,18 +1941,25 @@ out:
 struct head_ctx {
     MDB_val format, next_id;  /* source meta values (point into the source map) */
     MDB_val name, rec;        /* source memory key and record */
+    int stage;                /* 0: the meta keys; 1: the memory record (after its records) */
 };
 
-/* First destination txn: the meta keys and the memory record. */
+/*
+ * First destination txn: the meta keys; last one: the memory record. The record names the
+ * counts of records that exist, so it goes in only once they all do: a snapshot stopped
+ * part-way then holds orphans, never a memory with missing records (and no completion
+ * marker either, so restore refuses it).
+ */
 static int head_fn(hsadb_store *dst, MDB_txn *txn, void *ctx) {
     struct head_ctx *h = ctx;
     MDB_val k = key_str(KEY_FORMAT);
     int rc;
+    if (h->stage == 1) return mdb_put(txn, dst->dbi[DB_MEMORIES], &h->name, &h->rec, 0);
     if ((rc = mdb_put(txn, dst->dbi[DB_META], &k, &h->format, 0))) return rc;
     k = key_str(KEY_NEXT_ID);
     if (h->next_id.mv_size && (rc = mdb_put(txn, dst->dbi[DB_META], &k, &h->next_id, 0)))
         return rc;
-    return mdb_put(txn, dst->dbi[DB_MEMORIES], &h->name, &h->rec, 0);
+    return 0;
 }
 
 /*
@@ -1949,6 +1990,7 @@ static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const 
     h.rec = (MDB_val){ sizeof rec, &rec };
 
     if ((rc = hsadb_store_open(dest, HSADB_STORE_NOSYNC, &dst))) goto done;
+    h.stage = 0;                       /* the meta keys first, the memory record last */
     if ((rc = store_write(dst, head_fn, &h, "snapshot", 4096))) goto done;
     memset(&c, 0, sizeof c);
     c.src = st;
@@ -1963,6 +2005,8 @@ static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const 
         } while (rc == 0 && !c.done);
         if (rc) goto done;
     }
+    h.stage = 1;
+    if ((rc = store_write(dst, head_fn, &h, "snapshot", 4096))) goto done;
     rc = hsadb_store_sync(dst);
 done:
     hsadb_store_close(dst);
@@ -1970,12 +2014,155 @@ done:
     return store_err(rc, "snapshot");
 }
 
+/* ---- snapshot completion markers ------------------------------------------------------ */
+
+/*
+ * A snapshot is complete only once its marker file exists. The marker is written last,
+ * after data.mdb is on disk (fsync'd), through a temporary file that is fsync'd and renamed
+ * into place, and the directory is fsync'd: a snapshot killed at any point has no marker, or
+ * a marker that names data.mdb exactly as it was finished. Its text (docs/storage.md §7):
+ *
+ *   hsadb-snapshot 1
+ *   kind memory NAME        (or: kind database)
+ *   bytes N                 size of data.mdb
+ *   xxh3 HEX                XXH3-64 of data.mdb, 16 lowercase hex digits
+ *   end
+ */
+#define MARKER_MAX 1024
+
+/* Size and XXH3-64 of a file, read with pread in 1 MiB pieces; fsyncs it first if `sync`. */
+static int file_digest(const char *path, int sync, uint64_t *bytes, uint64_t *digest) {
+    const size_t piece = (size_t)1 << 20;
+    XXH3_state_t *xs = XXH3_createState();
+    uint8_t *buf = malloc(piece);
+    uint64_t off = 0;
+    int fd = -1, rc = 0;
+
+    if (!xs || !buf) {
+        rc = hsadb_fail(ENOMEM, "snapshot: out of memory");
+        goto done;
+    }
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+        rc = hsadb_fail(errno, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (sync && fsync(fd) != 0) {
+        rc = hsadb_fail(errno, "fsync %s: %s", path, strerror(errno));
+        goto done;
+    }
+    XXH3_64bits_reset(xs);
+    for (;;) {
+        ssize_t got = pread(fd, buf, piece, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            rc = hsadb_fail(errno, "read %s: %s", path, strerror(errno));
+            goto done;
+        }
+        if (got == 0) break;
+        XXH3_64bits_update(xs, buf, (size_t)got);
+        off += (uint64_t)got;
+    }
+    *bytes = off;
+    *digest = XXH3_64bits_digest(xs);
+done:
+    if (fd >= 0) close(fd);
+    free(buf);
+    XXH3_freeState(xs);
+    return rc;
+}
+
+/* Writes dest's completion marker (see above) for a finished copy of `memory` (NULL: all). */
+static int marker_write(const char *dest, const char *memory) {
+    char path[PATH_MAX], tmp[PATH_MAX], text[MARKER_MAX];
+    uint64_t bytes, digest;
+    int fd = -1, n, rc;
+
+    snprintf(path, sizeof path, "%s/data.mdb", dest);
+    if ((rc = file_digest(path, 1, &bytes, &digest))) return rc;
+    n = snprintf(text, sizeof text, "hsadb-snapshot 1\nkind %s%s\nbytes %" PRIu64 "\nxxh3 %016" PRIx64
+                 "\nend\n", memory ? "memory " : "database", memory ? memory : "", bytes, digest);
+    snprintf(tmp, sizeof tmp, "%s/" STORE_SNAPSHOT_MARKER ".tmp", dest);
+    snprintf(path, sizeof path, "%s/" STORE_SNAPSHOT_MARKER, dest);
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
+        return hsadb_fail(errno, "snapshot marker %s: %s", tmp, strerror(errno));
+    if (write(fd, text, (size_t)n) != n || fsync(fd) != 0) {
+        rc = hsadb_fail(errno ? errno : EIO, "snapshot marker %s: %s", tmp, strerror(errno ? errno : EIO));
+        close(fd);
+        unlink(tmp);
+        return rc;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        rc = hsadb_fail(errno, "snapshot marker %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return rc;
+    }
+    if ((fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+        rc = fsync(fd) != 0 ? hsadb_fail(errno, "fsync %s: %s", dest, strerror(errno)) : 0;
+        close(fd);
+    }
+    return rc;
+}
+
+int hsadb_store_snapshot_verify(const char *dir, char *memory, size_t memory_cap) {
+    char path[PATH_MAX], text[MARKER_MAX + 1], kind[16], name[HSADB_NAME_MAX + 2];
+    uint64_t want_bytes, want_digest, bytes, digest;
+    struct stat sb;
+    ssize_t got;
+    int fd, rc, end = 0;
+
+    if (!dir || !*dir) return hsadb_fail(HSADB_ERR_INVALID, "snapshot verify: no directory");
+    if (strlen(dir) > PATH_MAX - 32) return hsadb_fail(ENAMETOOLONG, "snapshot: path too long");
+    if (stat(dir, &sb) != 0) return hsadb_fail(errno, "snapshot %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return hsadb_fail(ENOTDIR, "snapshot %s: not a directory", dir);
+    snprintf(path, sizeof path, "%s/" STORE_SNAPSHOT_MARKER, dir);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+        if (errno == ENOENT)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s is incomplete: it has no completion "
+                              "marker '" STORE_SNAPSHOT_MARKER "' (the snapshot was stopped "
+                              "part-way, or predates markers)", dir);
+        return hsadb_fail(errno, "%s: %s", path, strerror(errno));
+    }
+    got = read(fd, text, MARKER_MAX);
+    close(fd);
+    if (got < 0) return hsadb_fail(errno, "%s: %s", path, strerror(errno));
+    text[got] = 0;
+    name[0] = 0;
+    if (got == MARKER_MAX ||
+        sscanf(text, "hsadb-snapshot 1\nkind %15s", kind) != 1 ||
+        (strcmp(kind, "memory") == 0 &&
+         sscanf(text, "hsadb-snapshot 1\nkind memory %129s\nbytes %" SCNu64 "\nxxh3 %" SCNx64 "\nend%n",
+                name, &want_bytes, &want_digest, &end) != 3) ||
+        (strcmp(kind, "database") == 0 &&
+         sscanf(text, "hsadb-snapshot 1\nkind database\nbytes %" SCNu64 "\nxxh3 %" SCNx64 "\nend%n",
+                &want_bytes, &want_digest, &end) != 2) ||
+        (strcmp(kind, "memory") && strcmp(kind, "database")) || !end ||
+        (name[0] && !hsadb_memory_name_valid(name)))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s: completion marker '"
+                          STORE_SNAPSHOT_MARKER "' is malformed", dir);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if ((rc = file_digest(path, 0, &bytes, &digest))) {
+        if (rc == ENOENT)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s: data.mdb is missing", dir);
+        return rc;
+    }
+    if (bytes != want_bytes)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s: data.mdb has %" PRIu64 " bytes, the "
+                          "snapshot wrote %" PRIu64 " (cut short or changed)", dir, bytes, want_bytes);
+    if (digest != want_digest)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s: data.mdb does not match its XXH3 "
+                          "digest (%016" PRIx64 ", the snapshot wrote %016" PRIx64 "): damaged",
+                          dir, digest, want_digest);
+    if (memory && memory_cap) snprintf(memory, memory_cap, "%s", name);
+    return 0;
+}
+
 /*
  * Snapshot of the whole env (memory == NULL: compacting mdb_env_copy2) or of one memory,
- * into dest_dir (created if missing; must be empty, else HSADB_ERR_EXISTS). On failure what
- * was written is removed again.
+ * into dest (created if missing; must be empty, else HSADB_ERR_EXISTS), then, if `mark`, its
+ * completion marker. On failure what was written is removed again.
  */
-int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir) {
+static int snapshot_into(hsadb_store *st, const char *memory, const char *dest_dir, int mark) {
     size_t len = 0;
     int created, rc;
 
@@ -1986,6 +2173,7 @@ int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_d
         return hsadb_fail(ENAMETOOLONG, "snapshot: path too long");
     if ((rc = dest_prepare(dest_dir, &created))) return rc;
     rc = memory ? snapshot_memory(st, memory, len, dest_dir) : snapshot_env(st, dest_dir);
+    if (rc == 0 && mark) rc = marker_write(dest_dir, memory);
     if (rc) {
         char detail[512];
         snprintf(detail, sizeof detail, "%s", hsadb_last_error());
@@ -1993,4 +2181,337 @@ int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_d
         hsadb_set_error("%s", detail);
     }
     return rc;
+}
+
+int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir) {
+    return snapshot_into(st, memory, dest_dir, 1);
+}
+
+int hsadb_store_copy(hsadb_store *st, const char *dest_dir) {
+    return snapshot_into(st, NULL, dest_dir, 0);
+}
+
+/* ---- check: walk records and report damage --------------------------------------------- */
+
+/*
+ * hsadb_store_check walks one memory's records (or every memory's, then LMDB's free list)
+ * inside ONE read transaction and reports each damaged record through fn:
+ *   - the memory record: size and geometry;
+ *   - landmarks, kv, chunks: exactly the keys (id, 0..n_chunks-1), each of its size, chunk
+ *     records self-consistent (byte_offset = chunk * S, append id in 1..n_appends);
+ *   - appends: exactly (id, 1..n_appends), tiling the stream (docs/storage.md, Invariants);
+ *   - the tail's size;
+ *   - every value that lives in LMDB overflow pages: the run's page header (page number,
+ *     overflow flag, page count, inside the file). LMDB trusts that header when it frees the
+ *     run, and a delete over a damaged one wrote out of bounds (issue 35);
+ *   - the free list (whole-database check): page numbers inside the file.
+ * Damage is counted and reported; the walk itself fails only on errors of its own (ENOMEM,
+ * an unreadable env) or when fn returns nonzero.
+ */
+struct check_walk {
+    hsadb_store              *st;
+    MDB_txn                  *txn;
+    hsadb_store_damage_fn     fn;
+    void                     *ctx;
+    MDB_envinfo               info;
+    const uint8_t            *base;          /* page 0 in the map (map_base), or NULL */
+    uint64_t                  n_damaged, n_records;
+    int                       stopped;       /* fn returned nonzero: its value */
+    /* the memory being walked */
+    const char               *name;
+    struct hsadb_memory_rec   rec;
+    struct geom               g;
+    uint64_t                  app_end, app_chunks; /* appends: where the last one ended */
+};
+
+static int damage(struct check_walk *w, const char *db, uint64_t n, uint64_t count,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Reports `count` damaged records (a gap of missing ones counts each) described by fmt. */
+static int damage(struct check_walk *w, const char *db, uint64_t n, uint64_t count,
+                  const char *fmt, ...) {
+    struct hsadb_store_damage d;
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    w->n_damaged += count;
+    if (!w->fn || w->stopped) return w->stopped;
+    d.memory = w->name;
+    d.db = db;
+    d.n = n;
+    d.what = what;
+    w->stopped = w->fn(w->ctx, &d);
+    return w->stopped;
+}
+
+/*
+ * The address of page 0 in this process's map. mdb_env_info's me_mapaddr is not it (LMDB
+ * reports the meta page's recorded address, 0 without MDB_FIXEDMAP). A small value lives in
+ * a leaf page, which starts at the page-aligned address below it (the map is mmap'd, LMDB's
+ * page size is the system's) and names its own number in its header: base = page - pgno *
+ * psize. Page 0 there must be a meta page (magic 0xBEEFC0DE after its header). NULL if that
+ * does not hold.
+ */
+static const uint8_t *map_base(const hsadb_store *st, MDB_txn *txn) {
+    MDB_val k = key_str(KEY_FORMAT), v;
+    const size_t ps = st->psize;
+    const uint8_t *page, *base;
+    uint64_t pgno;
+    uint32_t magic;
+
+    if (ps == 0 || (long)ps != sysconf(_SC_PAGESIZE) || mdb_get(txn, st->dbi[DB_META], &k, &v))
+        return NULL;
+    page = (const uint8_t *)((uintptr_t)v.mv_data & ~(uintptr_t)(ps - 1));
+    memcpy(&pgno, page, 8);
+    if (pgno > (uint64_t)((uintptr_t)page / ps)) return NULL;
+    base = page - pgno * ps;
+    memcpy(&magic, base + STORE_OVPAGE_HDR, 4);
+    return magic == 0xBEEFC0DEu ? base : NULL;
+}
+
+/* NULL if v (of key k) is in a leaf page or heads a sound overflow run; else what is wrong.
+ * LMDB 0.9 page header: pgno u64 at 0, flags u16 at 10 (P_OVERFLOW 0x04), pages u32 at 12. */
+static const char *ovpage_bad(const struct check_walk *w, const MDB_val *k, const MDB_val *v) {
+    const size_t ps = w->st->psize;
+    const size_t nodemax = (((ps - STORE_OVPAGE_HDR) / 2) & ~(size_t)1) - 2;
+    const uint8_t *base = w->base, *p = (const uint8_t *)v->mv_data - STORE_OVPAGE_HDR;
+    uint64_t pgno;
+    uint16_t flags;
+    uint32_t pages;
+
+    if (8 + k->mv_size + v->mv_size <= nodemax) return NULL;   /* stored inside a leaf page */
+    if ((uintptr_t)p % ps != 0) return "value not at an overflow page";
+    memcpy(&pgno, p, 8);
+    memcpy(&flags, p + 10, 2);
+    memcpy(&pages, p + 12, 4);
+    if (base && (p < base || pgno != (uint64_t)(p - base) / ps))
+        return "overflow page header: wrong page number";
+    if (!(flags & 0x04)) return "overflow page header: not marked overflow";
+    if (pages != (v->mv_size + STORE_OVPAGE_HDR + ps - 1) / ps)
+        return "overflow page header: wrong page count";
+    if (pgno + pages > (uint64_t)w->info.me_last_pgno + 1) return "overflow run beyond the file";
+    return NULL;
+}
+
+/* Checks one value of a keyed database (key number n) beyond its key; reports damage. */
+static int check_value(struct check_walk *w, int db, uint64_t n, const MDB_val *k, const MDB_val *v) {
+    const struct geom *g = &w->g;
+    size_t want = 0;
+    const char *bad;
+
+    switch (db) {
+    case DB_LANDMARKS: want = g->lm + g->spill; break;
+    case DB_KV:        want = g->kv - g->spill; break;
+    case DB_CHUNKS:    want = g->chunk; break;
+    case DB_APPENDS:   want = sizeof(struct hsadb_append_rec); break;
+    }
+    if (v->mv_size != want)
+        return damage(w, db_name[db], n, 1, "%zu bytes, expected %zu", v->mv_size, want);
+    if ((bad = ovpage_bad(w, k, v))) return damage(w, db_name[db], n, 1, "%s", bad);
+    if (db == DB_CHUNKS) {
+        struct hsadb_chunk_meta cm;
+        memcpy(&cm, v->mv_data, sizeof cm);
+        if (cm.byte_offset != n * w->rec.chunk_size)
+            return damage(w, db_name[db], n, 1, "byte_offset %" PRIu64 ", expected %" PRIu64,
+                          cm.byte_offset, n * w->rec.chunk_size);
+        if (cm.append_id == 0 || cm.append_id > w->rec.n_appends)
+            return damage(w, db_name[db], n, 1, "append id %" PRIu64 " outside 1..%" PRIu64,
+                          cm.append_id, w->rec.n_appends);
+    }
+    if (db == DB_APPENDS) {
+        struct hsadb_append_rec a;
+        memcpy(&a, v->mv_data, sizeof a);
+        if (a.start_offset != w->app_end || a.bytes > w->rec.n_bytes - a.start_offset ||
+            a.state > 1)
+            return damage(w, db_name[db], n, 1, "start %" PRIu64 " bytes %" PRIu64 " state %u: "
+                          "does not follow the append before it (which ended at %" PRIu64 ")",
+                          a.start_offset, a.bytes, a.state, w->app_end);
+        w->app_end = a.start_offset + a.bytes;
+        w->app_chunks += a.chunks;
+    }
+    return 0;
+}
+
+/* Walks the records of memory w->rec.id in db: keys first..first+count-1 exactly. */
+static int check_keyed(struct check_walk *w, int db, uint64_t first, uint64_t count) {
+    uint8_t kb[12];
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint64_t expect = first, n;
+    int rc;
+
+    if ((rc = mdb_cursor_open(w->txn, w->st->dbi[db], &cur))) return store_err(rc, "check");
+    k = key_mem(kb, w->rec.id);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && !w->stopped;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 4 || get_be32(k.mv_data) != w->rec.id) break;
+        w->n_records++;
+        if (k.mv_size != 12) {
+            damage(w, db_name[db], UINT64_MAX, 1, "key of %zu bytes", k.mv_size);
+            continue;
+        }
+        n = get_be64((const uint8_t *)k.mv_data + 4);
+        if (n < expect || n >= first + count) {
+            damage(w, db_name[db], n, 1, "record outside %" PRIu64 "..%" PRIu64 " (the memory "
+                   "record's count)", first, first + count - 1);
+            continue;
+        }
+        if (n > expect)
+            damage(w, db_name[db], expect, n - expect, "records %" PRIu64 "..%" PRIu64 " missing",
+                   expect, n - 1);
+        expect = n + 1;
+        check_value(w, db, n, &k, &v);
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND)   /* LMDB itself found the pages damaged */
+        return damage(w, db_name[db], expect, 1, "LMDB: %s", mdb_strerror(rc));
+    if (!w->stopped && expect < first + count)
+        damage(w, db_name[db], expect, first + count - expect, "records %" PRIu64 "..%" PRIu64
+               " missing", expect, first + count - 1);
+    return 0;
+}
+
+/* Checks memory `name` (key k, value v of "memories"). */
+static int check_memory(struct check_walk *w, const MDB_val *k, const MDB_val *v) {
+    static const int chunk_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS };
+    uint8_t kb[4];
+    MDB_val tk, tv;
+    const char *bad;
+    int i, rc;
+
+    w->n_records++;
+    if ((bad = ovpage_bad(w, k, v))) return damage(w, "memories", UINT64_MAX, 1, "%s", bad);
+    if (v->mv_size != sizeof w->rec)
+        return damage(w, "memories", UINT64_MAX, 1, "%zu bytes, expected %zu", v->mv_size,
+                      sizeof w->rec);
+    memcpy(&w->rec, v->mv_data, sizeof w->rec);
+    if (rec_geom(w->st, &w->rec, w->name, HSADB_ERR_CORRUPT, &w->g))
+        return damage(w, "memories", UINT64_MAX, 1, "%s", hsadb_last_error());
+    if (w->rec.n_chunks > w->rec.n_bytes / w->rec.chunk_size)
+        return damage(w, "memories", UINT64_MAX, 1, "%" PRIu64 " chunks but %" PRIu64 " bytes",
+                      w->rec.n_chunks, w->rec.n_bytes);
+    for (i = 0; i < 3 && !w->stopped; i++)
+        if ((rc = check_keyed(w, chunk_dbs[i], 0, w->rec.n_chunks))) return rc;
+    w->app_end = 0;
+    w->app_chunks = 0;
+    if (!w->stopped && (rc = check_keyed(w, DB_APPENDS, 1, w->rec.n_appends))) return rc;
+    if (!w->stopped && w->rec.n_appends && (w->app_end != w->rec.n_bytes ||
+                                            w->app_chunks != w->rec.n_chunks))
+        damage(w, "appends", w->rec.n_appends, 1, "the appends end at byte %" PRIu64 " with %"
+               PRIu64 " chunks, the memory record says %" PRIu64 " and %" PRIu64, w->app_end,
+               w->app_chunks, w->rec.n_bytes, w->rec.n_chunks);
+    tk = key_mem(kb, w->rec.id);
+    rc = mdb_get(w->txn, w->st->dbi[DB_TAILS], &tk, &tv);
+    if (rc == 0) {
+        w->n_records++;
+        if (tv.mv_size > STORE_VALUE_MAX)
+            damage(w, "tails", UINT64_MAX, 1, "%zu bytes", tv.mv_size);
+        else if ((bad = ovpage_bad(w, &tk, &tv)))
+            damage(w, "tails", UINT64_MAX, 1, "%s", bad);
+    } else if (rc != MDB_NOTFOUND) {
+        damage(w, "tails", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+    }
+    return 0;
+}
+
+/* LMDB's free list (database 0): each value is a list of page numbers, count first. */
+static int check_freelist(struct check_walk *w) {
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+
+    if ((rc = mdb_cursor_open(w->txn, 0, &cur))) return store_err(rc, "check free list");
+    w->name = NULL;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !w->stopped;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint64_t cnt, pg, txnid = 0, i;
+        if (k.mv_size == 8) memcpy(&txnid, k.mv_data, 8);
+        w->n_records++;
+        if (k.mv_size != 8 || v.mv_size < 8 || v.mv_size % 8) {
+            damage(w, "free list", txnid, 1, "entry of %zu/%zu bytes", k.mv_size, v.mv_size);
+            continue;
+        }
+        memcpy(&cnt, v.mv_data, 8);
+        if (cnt != v.mv_size / 8 - 1) {
+            damage(w, "free list", txnid, 1, "count %" PRIu64 " for %zu bytes", cnt, v.mv_size);
+            continue;
+        }
+        for (i = 1; i <= cnt; i++) {
+            memcpy(&pg, (const uint8_t *)v.mv_data + 8 * i, 8);
+            if (pg < 2 || pg > (uint64_t)w->info.me_last_pgno) {
+                damage(w, "free list", txnid, 1, "page %" PRIu64 " outside 2..%zu", pg,
+                       w->info.me_last_pgno);
+                break;
+            }
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND) damage(w, "free list", 0, 1, "LMDB: %s", mdb_strerror(rc));
+    return 0;
+}
+
+int hsadb_store_check(hsadb_store *st, const char *name, hsadb_store_damage_fn fn, void *ctx,
+                      struct hsadb_store_check_result *out) {
+    char kname[HSADB_NAME_MAX + 1];
+    struct check_walk w;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    size_t len = 0;
+    int rc;
+
+    if (!st) return hsadb_fail(HSADB_ERR_INVALID, "check: NULL store");
+    if (name && (rc = name_check(name, &len))) return rc;
+    memset(&w, 0, sizeof w);
+    w.st = st;
+    w.fn = fn;
+    w.ctx = ctx;
+    if ((rc = read_begin(st, &w.txn))) return store_err(rc, "check");
+    /* me_last_pgno is as of the latest commit, which bounds this view's pages too */
+    if ((rc = mdb_env_info(st->env, &w.info))) goto done;
+    w.base = map_base(st, w.txn);
+    if (name) {
+        k = (MDB_val){ len, (void *)name };
+        rc = mdb_get(w.txn, st->dbi[DB_MEMORIES], &k, &v);
+        if (rc == MDB_NOTFOUND) {
+            rc = hsadb_fail(HSADB_ERR_NOTFOUND, "no memory named '%s'", name);
+            goto done;
+        }
+        if (rc) {
+            w.name = name;
+            damage(&w, "memories", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+            rc = 0;
+            goto done;
+        }
+        w.name = name;
+        rc = check_memory(&w, &k, &v);
+        goto done;
+    }
+    if ((rc = mdb_cursor_open(w.txn, st->dbi[DB_MEMORIES], &cur))) goto done;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !w.stopped;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size == 0 || k.mv_size > HSADB_NAME_MAX) {
+            w.name = NULL;
+            damage(&w, "memories", UINT64_MAX, 1, "name of %zu bytes", k.mv_size);
+            continue;
+        }
+        memcpy(kname, k.mv_data, k.mv_size);
+        kname[k.mv_size] = 0;
+        w.name = kname;
+        if ((rc = check_memory(&w, &k, &v))) goto done;
+    }
+    w.name = NULL;
+    if (rc && rc != MDB_NOTFOUND) damage(&w, "memories", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+    rc = 0;
+    if (!w.stopped) rc = check_freelist(&w);
+done:
+    if (cur) mdb_cursor_close(cur);
+    read_end(st, w.txn);
+    if (rc) return store_err(rc, "check");
+    if (out) {
+        out->n_damaged = w.n_damaged;
+        out->n_records = w.n_records;
+    }
+    return w.stopped;
 }

@@ -187,5 +187,38 @@ void hsadb_store_writer_end(hsadb_store_writer *w);
  * one memory (a new env with that memory's records as of one read transaction) into
  * dest_dir (created if missing; must be empty). */
 int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir);
+/* A snapshot is complete once its marker file "hsadb-snapshot" exists: written last, after
+ * data.mdb is fsync'd, through a renamed temporary file, naming data.mdb's size and XXH3-64
+ * digest (docs/storage.md §7). hsadb_store_snapshot_verify checks that the marker exists and
+ * parses and that data.mdb matches it: HSADB_ERR_CORRUPT ("incomplete", "cut short",
+ * "damaged") otherwise, errno values for unreadable files. `memory` (may be NULL) receives
+ * the memory's name for a one-memory snapshot, "" for a whole-database one. */
+int hsadb_store_snapshot_verify(const char *dir, char *memory, size_t memory_cap);
+/* The compacting whole-env copy of a snapshot, without a marker (restore's copy). */
+int hsadb_store_copy(hsadb_store *st, const char *dest_dir);
+
+/* ---- check ---- */
+
+/* One damaged record, as hsadb_store_check reports it. Strings are valid during the call. */
+struct hsadb_store_damage {
+    const char *memory;   /* the memory it belongs to; NULL for the free list or a bad name */
+    const char *db;       /* "memories", "landmarks", "kv", "chunks", "tails", "appends",
+                             "free list" */
+    uint64_t    n;        /* chunk or append number (free list: txn id); UINT64_MAX: none */
+    const char *what;     /* what is wrong, one line */
+};
+typedef int (*hsadb_store_damage_fn)(void *ctx, const struct hsadb_store_damage *d);
+struct hsadb_store_check_result {
+    uint64_t n_records;   /* records walked */
+    uint64_t n_damaged;   /* damaged (a run of missing records counts each) */
+};
+/* Walks memory `name` (NULL: every memory, then LMDB's free list) in one read transaction
+ * and calls fn (may be NULL) for each damaged record: sizes, the exact key ranges the
+ * memory record names, chunk and append records' consistency, LMDB overflow page headers,
+ * and (format 3) each record's checksum. Returns 0 when the walk completed, whatever it
+ * found (*out counts it), fn's nonzero value if fn stopped it, or an error
+ * (HSADB_ERR_NOTFOUND for an unknown memory, ENOMEM, ...). */
+int hsadb_store_check(hsadb_store *st, const char *name, hsadb_store_damage_fn fn, void *ctx,
+                      struct hsadb_store_check_result *out);
 
 #endif /* HSADB_STORE_H */

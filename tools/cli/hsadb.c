@@ -1060,6 +1060,89 @@ out:
     return ec;
 }
 
+/* `check`: the damaged records, one line each (or one JSON object each), then a summary. */
+#define CHECK_LINES_MAX 1000  /* damaged records listed; the count covers all of them */
+
+typedef struct check_out {
+    const cli *c;
+    jw        *w;
+    uint64_t   listed;
+} check_out;
+
+static int check_print(void *ctx, const hsadb_damage *d)
+{
+    check_out *o = ctx;
+    if (o->listed++ >= CHECK_LINES_MAX)
+        return 0;
+    if (o->w) {
+        jw_begin_obj(o->w);
+        jw_key(o->w, "memory"); jw_str(o->w, d->memory);
+        jw_key(o->w, "record"); jw_str(o->w, d->record);
+        jw_key(o->w, "n");
+        if (d->n == UINT64_MAX)
+            jw_str(o->w, NULL);
+        else
+            jw_uint(o->w, d->n);
+        jw_key(o->w, "what");   jw_str(o->w, d->what);
+        jw_end_obj(o->w);
+        return 0;
+    }
+    if (d->n == UINT64_MAX)
+        printf("damaged: %s%s%s%s record: %s\n", d->memory ? "memory '" : "",
+               d->memory ? d->memory : "", d->memory ? "' " : "", d->record, d->what);
+    else
+        printf("damaged: %s%s%s%s record %" PRIu64 ": %s\n", d->memory ? "memory '" : "",
+               d->memory ? d->memory : "", d->memory ? "' " : "", d->record, d->n, d->what);
+    return 0;
+}
+
+static int cmd_check(cli *c)
+{
+    const char *name = c->nargs > 0 ? c->args[0] : NULL;
+    hsadb_check_result res = {0, 0};
+    hsadb_db *db = NULL;
+    int ec;
+    if (name && (ec = check_name(name)))
+        return ec;
+    if ((ec = open_db(c, NULL, DB_READ, &db)))
+        return ec;
+    jw w;
+    check_out o = {c, c->json ? &w : NULL, 0};
+    if (c->json) {
+        jw_init(&w, stdout);
+        jw_begin_obj(&w);
+        jw_key(&w, "db");     jw_str(&w, c->db);
+        jw_key(&w, "memory"); jw_str(&w, name);
+        jw_key(&w, "damage");
+        jw_begin_arr(&w);
+    }
+    int rc = hsadb_check(db, name, check_print, &o, &res);
+    if (c->json) {
+        jw_end_arr(&w);
+        jw_key(&w, "n_records"); jw_uint(&w, res.n_records);
+        jw_key(&w, "n_damaged"); jw_uint(&w, res.n_damaged);
+        jw_key(&w, "ok");        jw_bool(&w, rc == 0 && res.n_damaged == 0);
+        jw_end_obj(&w);
+        jw_end(&w);
+    }
+    if (rc) {
+        ec = fail(rc, name ? "memory '%s'" : "database '%s'", name ? name : c->db);
+    } else if (res.n_damaged) {
+        if (!c->json && o.listed > CHECK_LINES_MAX)
+            printf("... %" PRIu64 " more damaged records not listed\n", o.listed - CHECK_LINES_MAX);
+        ec = fail_cli(HSADB_ERR_CORRUPT, "%s: %" PRIu64 " damaged record%s of %" PRIu64 " checked",
+                      name ? name : c->db, res.n_damaged, res.n_damaged == 1 ? "" : "s",
+                      res.n_records);
+    } else {
+        if (!c->json && !c->quiet)
+            printf("%s: %" PRIu64 " records checked, no damage found\n", name ? name : c->db,
+                   res.n_records);
+        ec = EXIT_OK;
+    }
+    hsadb_db_close(db);
+    return ec;
+}
+
 static int cmd_restore(cli *c)
 {
     const char *snap = c->args[0], *dest = c->args[1];
@@ -1302,9 +1385,19 @@ static const command commands[] = {
       "\n"
       "Options:\n"
       "  --memory NAME     copy only this memory\n" },
+    { "check", cmd_check, 0, 1, no_opts, "check [NAME]",
+      "check a memory (or the whole database) for damaged records",
+      "Walks every record of memory NAME (without NAME: of every memory, and LMDB's free\n"
+      "list) and lists each damaged one: a record missing or extra for the counts the memory\n"
+      "record names, a value of the wrong size or inconsistent content, a damaged LMDB\n"
+      "overflow page header, a record whose checksum does not match (format 3). Exit 0 when\n"
+      "nothing is damaged, 6 when something is. Read-only; the model is not needed.\n" },
     { "restore", cmd_restore, 2, 2, restore_opts, "restore SNAPSHOT DEST",
       "restore a snapshot into a new database directory",
       "Restores SNAPSHOT into the new database directory DEST (must not exist or be empty).\n"
+      "The snapshot must be complete (its marker file hsadb-snapshot names data.mdb's size and\n"
+      "digest) and every memory in it sound (as `check` finds): exit 6 and nothing written\n"
+      "otherwise.\n"
       "Every memory in the snapshot must be bound to the configured model (exit 5 and nothing\n"
       "written otherwise). If no model is configured (no --model, no HSADB_MODEL) and the\n"
       "default model does not load, the check is skipped with a note; a model given\n"

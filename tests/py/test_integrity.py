@@ -1,0 +1,109 @@
+"""Data integrity through the hsadb binary (issue 35): snapshots killed part-way, truncated
+snapshots, `hsadb check`, writes on a damaged store, and paths in error lines."""
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import Hsadb, rand_bytes
+
+EXIT_CORRUPT = 6
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A database with two memories (one with a tail), shared read-only by the tests."""
+    h = Hsadb(tmp_path_factory.mktemp("src") / "db")
+    h("create", "m")
+    data = rand_bytes(150_000, seed=35)
+    h.append("m", data)
+    h("create", "small")
+    h.append("small", b"tiny memory")
+    return h, data
+
+
+def restore_outcome(h, snap, dest):
+    """Restores snap into dest: either it is refused as corrupt (exit 6) and dest holds
+    nothing, or it succeeds and every restored memory reads back exactly."""
+    p = h("restore", snap, dest, expect=None)
+    if not snap.exists():                          # killed before it made the directory
+        assert p.returncode == 3, p.stderr
+        return "absent"
+    if p.returncode != 0:
+        assert p.returncode == EXIT_CORRUPT, p.stderr
+        assert not dest.exists() or not any(dest.iterdir()), "a refused restore left files"
+        return "refused"
+    return "restored"
+
+
+def kill_snapshot_at(h, args, delay):
+    proc = h.popen(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    return proc.wait()
+
+
+@pytest.mark.parametrize("memory", [True, False], ids=["one-memory", "whole-db"])
+def test_snapshot_killed_part_way_never_restores_damaged(source, tmp_path, memory):
+    h, data = source
+    args = ["snapshot", "--memory", "m"] if memory else ["snapshot"]
+    # how long an uninterrupted snapshot takes, to spread the kill points over it
+    t0 = time.time()
+    h(*args, tmp_path / "full")
+    took = time.time() - t0
+    rng = random.Random(35)
+    outcomes = []
+    for i in range(10):
+        snap, dest = tmp_path / f"snap{i}", tmp_path / f"rest{i}"
+        rc = kill_snapshot_at(h, [*args, snap], took * (i + rng.random()) / 10)
+        out = restore_outcome(h, snap, dest)
+        outcomes.append((rc, out))
+        if out == "restored":
+            assert h.read("m", db=dest) == data, f"round {i}: restored memory differs"
+            h("check", db=dest)
+        elif rc == 0:
+            pytest.fail(f"round {i}: a snapshot that finished was refused")
+    assert any(o == "refused" for _, o in outcomes), outcomes
+
+
+def test_snapshot_marker_and_truncation(source, tmp_path):
+    h, data = source
+    h("snapshot", tmp_path / "s")
+    marker = (tmp_path / "s" / "hsadb-snapshot").read_text()
+    assert marker.startswith("hsadb-snapshot 1\nkind database\n") and marker.endswith("end\n")
+    whole = (tmp_path / "s" / "data.mdb").read_bytes()
+    for i, size in enumerate([0, 100, 8192, len(whole) // 2, len(whole) - 4096]):
+        (tmp_path / "s" / "data.mdb").write_bytes(whole[:size])
+        p = h("restore", tmp_path / "s", tmp_path / f"r{i}", expect=EXIT_CORRUPT)
+        assert b"Bad file descriptor" not in p.stderr
+        assert not (tmp_path / f"r{i}").exists()
+    # the same bytes, one flipped: the digest catches it
+    bad = bytearray(whole)
+    bad[len(bad) // 2] ^= 0x40
+    (tmp_path / "s" / "data.mdb").write_bytes(bytes(bad))
+    h("restore", tmp_path / "s", tmp_path / "rflip", expect=EXIT_CORRUPT)
+    # no marker at all
+    (tmp_path / "s" / "data.mdb").write_bytes(whole)
+    os.unlink(tmp_path / "s" / "hsadb-snapshot")
+    p = h("restore", tmp_path / "s", tmp_path / "rnomark", expect=EXIT_CORRUPT)
+    assert b"completion marker" in p.stderr
+    # a cut-short data.mdb opened directly as a database: corrupt, not EBADF
+    (tmp_path / "s" / "data.mdb").write_bytes(b"")
+    p = h("list", db=tmp_path / "s", expect=EXIT_CORRUPT)
+    assert b"Bad file descriptor" not in p.stderr
+
+
+def test_snapshot_refuses_planted_symlink(source, tmp_path):
+    h, _ = source
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    h("snapshot", "--memory", "m", tmp_path / "link", expect=2)
+    assert not any(target.iterdir()), "the snapshot followed the symbolic link"
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    h("snapshot", tmp_path / "dangling", expect=2)
+    assert not (tmp_path / "nowhere").exists()
