@@ -107,3 +107,31 @@ def test_snapshot_refuses_planted_symlink(source, tmp_path):
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     h("snapshot", tmp_path / "dangling", expect=2)
     assert not (tmp_path / "nowhere").exists()
+
+
+def model_with(tmp_path, name, **overrides):
+    """A model directory: tests/data/tiny's weights with config.json keys overridden."""
+    import json
+    from conftest import MODEL
+    d = tmp_path / name
+    d.mkdir()
+    cfg = json.loads((MODEL / "config.json").read_text())
+    cfg.update(overrides)
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "model.safetensors").symlink_to((MODEL / "model.safetensors").resolve())
+    return d
+
+
+def test_config_bounds(tmp_path):
+    """A huge chunk_topk is refused at load with the key named (it used to load and then
+    overflow the stack of every query); the largest allowed one runs queries."""
+    h = Hsadb(tmp_path / "db")
+    big = model_with(tmp_path, "big", chunk_topk=1_000_000)
+    p = h("create", "m", model=big, expect=5)
+    assert b"chunk_topk" in p.stderr and b"exceeds" in p.stderr
+    wide = model_with(tmp_path, "wide", chunk_topk=4096)
+    h("create", "m", model=wide)
+    h.append("m", rand_bytes(3000, seed=7), model=wide)
+    q = h.json("query", "m", "what?", "--max-tokens", 2, model=wide)
+    assert q["evidence"]
+    h("search", "m", "what?", "-k", 3, model=wide)
