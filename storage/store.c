@@ -72,6 +72,7 @@ _Static_assert(offsetof(struct hsadb_append_rec, state) == 40, "hsadb_append_rec
                                                    heads a value's run of overflow pages */
 #define STORE_SPILL_MAX      64                 /* bound on the K/V bytes moved to the landmark */
 #define STORE_SNAPSHOT_MARKER "hsadb-snapshot"  /* a finished snapshot's marker file */
+#define STORE_SUM            8                  /* format 3: a value's trailing XXH3-64 */
 
 /* ---- the sub-databases ----------------------------------------------------------------- */
 
@@ -103,6 +104,9 @@ struct geom {
     size_t kv;     /* K then V: 2 * S * Hm * dh * elsize */
     size_t chunk;  /* chunk record: sizeof(hsadb_chunk_meta) + S */
     size_t spill;  /* the K/V block's last bytes stored in the landmark record (see above) */
+    size_t sum;    /* bytes of the checksum that ends every value: 8 from format 3, else 0 */
+    size_t lm_val, kv_val, chunk_val; /* stored value sizes: lm + spill + sum, kv - spill +
+                                         sum, chunk + sum */
 };
 
 struct hsadb_store {
@@ -117,6 +121,7 @@ struct hsadb_store {
     size_t            n_pool;
     int               lock_fd;            /* data.mdb fd for OFD appender locks, -1: none */
     int               broken;             /* a remap failed: the env has no map any more */
+    _Atomic int       damaged;            /* a check found damage: writes are refused */
     uint32_t          format;             /* the store's format (meta 'format') */
     size_t            psize;              /* LMDB page size of the env */
     char              dir[];              /* the directory, NUL-terminated */
@@ -202,6 +207,34 @@ static MDB_val key_str(const char *s) {
 static int is_hsadb_err(int rc) { return rc <= HSADB_ERR_INVALID && rc >= HSADB_ERR_STORE; }
 
 /*
+ * Record checksums (format 3). Every value of "memories", "landmarks", "kv", "chunks", "tails"
+ * and "appends" ends with 8 bytes: the XXH3-64 of the value's other bytes, seeded with the
+ * XXH3-64 of its key seeded with the database's number, little-endian. A record that moved to
+ * another key or database fails its check as surely as one whose bytes changed. Format 1 and 2
+ * values have none (sum_bytes 0) and are read as before.
+ */
+static size_t store_sum_bytes(const hsadb_store *st) { return st->format >= 3 ? STORE_SUM : 0; }
+
+static uint64_t rec_sum(int db, const MDB_val *k, const void *body, size_t len) {
+    return XXH3_64bits_withSeed(body, len, XXH3_64bits_withSeed(k->mv_data, k->mv_size, (uint64_t)db));
+}
+
+/* Writes the checksum of body[0..len) (key k of db) at body + len. */
+static void sum_put(int db, const MDB_val *k, uint8_t *body, size_t len) {
+    const uint64_t s = rec_sum(db, k, body, len);
+    memcpy(body + len, &s, STORE_SUM);
+}
+
+/* 1 when value v (body, then its checksum) of key k in db is intact, or the store has none. */
+static int sum_ok(const hsadb_store *st, int db, const MDB_val *k, const MDB_val *v) {
+    uint64_t s;
+    if (!store_sum_bytes(st)) return 1;
+    if (v->mv_size < STORE_SUM) return 0;
+    memcpy(&s, (const uint8_t *)v->mv_data + v->mv_size - STORE_SUM, STORE_SUM);
+    return s == rec_sum(db, k, v->mv_data, v->mv_size - STORE_SUM);
+}
+
+/*
  * Maps an LMDB result (or errno) to the store's error space, recording a detail line that
  * starts with `what`. HSADB_ERR_* codes pass through untouched: their detail is already set
  * by whoever produced them.
@@ -278,10 +311,14 @@ static int rec_geom(const hsadb_store *st, const struct hsadb_memory_rec *r, con
     g->kv = (size_t)kv;
     g->chunk = sizeof(struct hsadb_chunk_meta) + r->chunk_size;
     g->spill = 0;
-    if (st->format >= 2 && st->psize > 0 && g->kv + STORE_OVPAGE_HDR > st->psize) {
-        const size_t over = (g->kv + STORE_OVPAGE_HDR) % st->psize;
+    g->sum = store_sum_bytes(st);
+    if (st->format >= 2 && st->psize > 0 && g->kv + g->sum + STORE_OVPAGE_HDR > st->psize) {
+        const size_t over = (g->kv + g->sum + STORE_OVPAGE_HDR) % st->psize;
         if (over <= STORE_SPILL_MAX) g->spill = over;
     }
+    g->lm_val = g->lm + g->spill + g->sum;
+    g->kv_val = g->kv - g->spill + g->sum;
+    g->chunk_val = g->chunk + g->sum;
     return 0;
 }
 
@@ -289,9 +326,12 @@ static int rec_geom(const hsadb_store *st, const struct hsadb_memory_rec *r, con
 static int rec_load(const hsadb_store *st, const MDB_val *v, const char *name,
                     struct hsadb_memory_rec *rec, struct geom *g) {
     struct geom tmp;
-    if (v->mv_size != sizeof *rec)
+    const MDB_val k = key_str(name);
+    if (v->mv_size != sizeof *rec + store_sum_bytes(st))
         return hsadb_fail(HSADB_ERR_CORRUPT, "memory record '%s': %zu bytes, expected %zu",
-                          name, v->mv_size, sizeof *rec);
+                          name, v->mv_size, sizeof *rec + store_sum_bytes(st));
+    if (!sum_ok(st, DB_MEMORIES, &k, v))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory record '%s': checksum mismatch", name);
     memcpy(rec, v->mv_data, sizeof *rec);
     return rec_geom(st, rec, name, HSADB_ERR_CORRUPT, g ? g : &tmp);
 }
@@ -873,11 +913,74 @@ static int mem_lookup(hsadb_store *st, MDB_txn *txn, const char *name, size_t le
     return rec_load(st, &v, name, rec, g);
 }
 
+/*
+ * Writes on a damaged store. LMDB trusts its pages: deleting a record whose overflow page
+ * header was damaged frees pages that are not its own, and the next write crashed inside
+ * LMDB (an assertion, SIGSEGV, SIGBUS; a heap overflow under ASan: issue 35). So a store in
+ * which any check found damage refuses every later write (create, append, delete) through
+ * this handle, and each write first checks the structure it is about to touch:
+ *   - delete: every record of the memory (sizes, counts, overflow page headers; no hashing)
+ *     and LMDB's free list;
+ *   - append (writer_begin): the memory record (its checksum) and the tail record, which the
+ *     append replaces (its overflow run is freed), and the free list;
+ *   - create: the free list.
+ * Reads never write, so they go on (a damaged record itself is refused as CORRUPT).
+ */
+static int damaged_fail(const hsadb_store *st, const char *what) {
+    return hsadb_fail(HSADB_ERR_CORRUPT, "%s: store %s failed its integrity check (run `hsadb "
+                      "check`); writes are refused until it is restored from a snapshot or its "
+                      "sound memories are copied out", what, st->dir);
+}
+
+static int first_damage_fn(void *ctx, const struct hsadb_store_damage *d) {
+    char *buf = ctx;
+    char num[32] = "";
+    if (d->n != UINT64_MAX) snprintf(num, sizeof num, " %llu", (unsigned long long)d->n);
+    if (!buf[0])
+        snprintf(buf, 256, "%s%s%s%s record%s: %s", d->memory ? "memory '" : "",
+                 d->memory ? d->memory : "", d->memory ? "' " : "", d->db, num, d->what);
+    return 0;
+}
+
+static int check_run(hsadb_store *st, const char *name, int sums, hsadb_store_damage_fn fn,
+                     void *ctx, struct hsadb_store_check_result *out);
+static int check_freelist_only(hsadb_store *st, hsadb_store_damage_fn fn, void *ctx,
+                               struct hsadb_store_check_result *out);
+static int check_tail_only(hsadb_store *st, const char *name, hsadb_store_damage_fn fn,
+                           void *ctx, struct hsadb_store_check_result *out);
+
+/* Refuses a write on a damaged store; `scope`: 0 free list, 1 + memory name: its tail too
+ * (append), 2 + memory name: all of its records (delete). */
+static int write_guard(hsadb_store *st, int scope, const char *name, const char *what) {
+    struct hsadb_store_check_result res = { 0, 0 };
+    char first[256] = "";
+    int rc;
+    if (st->damaged) return damaged_fail(st, what);
+    if (scope == 2) rc = check_run(st, name, 0, first_damage_fn, first, &res);
+    else if (scope == 1) rc = check_tail_only(st, name, first_damage_fn, first, &res);
+    else rc = 0;
+    if (rc == 0 && res.n_damaged == 0) rc = check_freelist_only(st, first_damage_fn, first, &res);
+    if (rc) return rc;
+    if (res.n_damaged)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "%s: refused: %s; store %s is damaged (run `hsadb "
+                          "check`)", what, first, st->dir);
+    return 0;
+}
+
 struct create_ctx {
     const char *name;
     size_t len;
     struct hsadb_memory_rec rec;
+    uint8_t val[sizeof(struct hsadb_memory_rec) + STORE_SUM];
 };
+
+/* The "memories" value of rec under key k: the struct, then (format 3) its checksum. */
+static void rec_value(const hsadb_store *st, const MDB_val *k, const struct hsadb_memory_rec *rec,
+                      uint8_t buf[sizeof *rec + STORE_SUM], MDB_val *v) {
+    memcpy(buf, rec, sizeof *rec);
+    if (store_sum_bytes(st)) sum_put(DB_MEMORIES, k, buf, sizeof *rec);
+    *v = (MDB_val){ sizeof *rec + store_sum_bytes(st), buf };
+}
 
 /* Allocates the next memory id and inserts the record (MDB_NOOVERWRITE: EXISTS if taken). */
 static int create_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
@@ -900,7 +1003,7 @@ static int create_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if (id == UINT32_MAX) return hsadb_fail(HSADB_ERR_STORE, "memory ids exhausted");
     c->rec.id = id;
     k = (MDB_val){ c->len, (void *)c->name };
-    v = (MDB_val){ sizeof c->rec, &c->rec };
+    rec_value(st, &k, &c->rec, c->val, &v);
     rc = mdb_put(txn, st->dbi[DB_MEMORIES], &k, &v, MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST)
         return hsadb_fail(HSADB_ERR_EXISTS, "memory '%s' already exists", c->name);
@@ -924,6 +1027,8 @@ int hsadb_store_memory_create(hsadb_store *st, const char *name, struct hsadb_me
     if (!st || !rec) return hsadb_fail(HSADB_ERR_INVALID, "memory create: NULL argument");
     if ((rc = name_check(name, &c.len))) return rc;
     if ((rc = rec_geom(st, rec, name, HSADB_ERR_INVALID, &g))) return rc;
+    if (!(st->flags & HSADB_STORE_RDONLY) && (rc = write_guard(st, 0, name, "create memory")))
+        return rc;
     c.name = name;
     c.rec = *rec;
     c.rec.id = 0;
@@ -1038,7 +1143,7 @@ static int sweep_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if ((rc = mdb_cursor_open(txn, st->dbi[DB_MEMORIES], &cur))) return rc;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (v.mv_size != sizeof rec) {   /* unreadable memory record: do not sweep at all */
+        if (v.mv_size != sizeof rec + store_sum_bytes(st)) {   /* unreadable: do not sweep */
             mdb_cursor_close(cur);
             c->done = 1;
             return 0;
@@ -1098,6 +1203,8 @@ int hsadb_store_memory_delete(hsadb_store *st, const char *name) {
     if (st->flags & HSADB_STORE_RDONLY)
         return hsadb_fail(HSADB_ERR_READONLY, "delete memory '%s': store is read-only", name);
     if ((rc = hsadb_store_memory_get(st, name, &rec))) return rc;
+    snprintf(what, sizeof what, "delete memory '%s'", name);
+    if ((rc = write_guard(st, 2, name, what))) return rc;
     if ((rc = memory_lock(st, rec.id, name))) return rc;
     c.name = name;
     c.id = rec.id;
@@ -1197,8 +1304,8 @@ int hsadb_store_memory_bytes(hsadb_store *st, const char *name, uint64_t *out) {
     }
     read_end(st, txn);
     if (rc) return store_err(rc, name);
-    *out = sizeof rec + rec.n_chunks * (uint64_t)(g.lm + g.kv + g.chunk) +
-           rec.n_appends * (uint64_t)sizeof(struct hsadb_append_rec) + tail;
+    *out = sizeof rec + g.sum + rec.n_chunks * (uint64_t)(g.lm_val + g.kv_val + g.chunk_val) +
+           rec.n_appends * (uint64_t)(sizeof(struct hsadb_append_rec) + g.sum) + tail;
     return 0;
 }
 
@@ -1275,19 +1382,30 @@ static int chunk_range(const hsadb_store_reader *r, uint64_t chunk, const char *
     return 0;
 }
 
-/* Gets the value of key(id, chunk) in db and checks its size. */
-static int reader_get(hsadb_store_reader *r, int db, uint64_t n, size_t want, MDB_val *v) {
+/*
+ * Gets the value of key(id, chunk) in db and checks its size: `want` bytes and, from format 3,
+ * the checksum, which is verified unless verify is 0 (kv_read verifies what it read from the
+ * file instead of what the map holds). On success v->mv_size is `want`: the checksum is not
+ * part of what callers see.
+ */
+static int reader_get(hsadb_store_reader *r, int db, uint64_t n, size_t want, MDB_val *v,
+                      int verify) {
     uint8_t kb[12];
     MDB_val k = key_rec(kb, r->rec.id, n);
+    const size_t sum = store_sum_bytes(r->st);
     int rc = mdb_get(r->txn, r->st->dbi[db], &k, v);
     if (rc == MDB_NOTFOUND)
         return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': %s record %llu missing", r->name,
                           db_name[db], (unsigned long long)n);
     if (rc) return store_err(rc, db_name[db]);
-    if (v->mv_size != want)
+    if (v->mv_size != want + sum)
         return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': %s record %llu has %zu bytes, "
                           "expected %zu", r->name, db_name[db], (unsigned long long)n,
-                          v->mv_size, want);
+                          v->mv_size, want + sum);
+    if (verify && !sum_ok(r->st, db, &k, v))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': %s record %llu: checksum mismatch "
+                          "(damaged)", r->name, db_name[db], (unsigned long long)n);
+    v->mv_size = want;
     return 0;
 }
 
@@ -1328,10 +1446,13 @@ int hsadb_store_reader_landmarks(hsadb_store_reader *r, uint64_t first, uint64_t
             return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': landmarks record %llu missing",
                               r->name, (unsigned long long)(first + i));
         if (rc) return store_err(rc, "landmarks");
-        if (v.mv_size != r->g.lm + r->g.spill)
+        if (v.mv_size != r->g.lm_val)
             return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': landmarks record %llu has %zu "
                               "bytes, expected %zu", r->name, (unsigned long long)(first + i),
-                              v.mv_size, r->g.lm + r->g.spill);
+                              v.mv_size, r->g.lm_val);
+        if (!sum_ok(r->st, DB_LANDMARKS, &k, &v))
+            return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': landmarks record %llu: checksum "
+                              "mismatch (damaged)", r->name, (unsigned long long)(first + i));
         memcpy((uint8_t *)dst + i * r->g.lm, v.mv_data, r->g.lm);
     }
     return 0;
@@ -1342,7 +1463,7 @@ static int kv_spill_get(hsadb_store_reader *r, uint64_t chunk, uint8_t *dst) {
     MDB_val v;
     int rc;
     if (r->g.spill == 0) return 0;
-    if ((rc = reader_get(r, DB_LANDMARKS, chunk, r->g.lm + r->g.spill, &v))) return rc;
+    if ((rc = reader_get(r, DB_LANDMARKS, chunk, r->g.lm + r->g.spill, &v, 1))) return rc;
     memcpy(dst, (const uint8_t *)v.mv_data + r->g.lm, r->g.spill);
     return 0;
 }
@@ -1352,7 +1473,7 @@ int hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **kv
     int rc;
     if (!r || !kv) return hsadb_fail(HSADB_ERR_INVALID, "kv: NULL argument");
     if ((rc = chunk_range(r, chunk, "kv"))) return rc;
-    if ((rc = reader_get(r, DB_KV, chunk, r->g.kv - r->g.spill, &v))) return rc;
+    if ((rc = reader_get(r, DB_KV, chunk, r->g.kv - r->g.spill, &v, 1))) return rc;
     if (r->g.spill == 0) {
         *kv = v.mv_data;                              /* zero-copy: the value in the map */
     } else {
@@ -1419,7 +1540,7 @@ static int kv_read(hsadb_store_reader *r, uint64_t first, const uint64_t *list, 
         while (next < n && !rc && (mode != IO_URING || inflight < KV_QD)) {
             MDB_val v;
             uint8_t *out = (uint8_t *)dst + next * kvb;
-            if ((rc = reader_get(r, DB_KV, CHUNK(next), recb, &v))) break;
+            if ((rc = reader_get(r, DB_KV, CHUNK(next), recb, &v, 0))) break;
             if ((rc = kv_spill_get(r, CHUNK(next), out + recb))) break;  /* not in the read below */
             const ptrdiff_t off = (const char *)v.mv_data - (const char *)info.me_mapaddr;
             if (mode == IO_MAP || off < 0 || (size_t)off + recb > info.me_mapsize) {
@@ -1453,7 +1574,7 @@ static int kv_read(hsadb_store_reader *r, uint64_t first, const uint64_t *list, 
             if (res != (int)recb && !rc) {
                 /* a short read (rare, e.g. a signal) or an error: finish that one with pread */
                 MDB_val v;
-                if ((rc = reader_get(r, DB_KV, CHUNK(j), recb, &v)) == 0) {
+                if ((rc = reader_get(r, DB_KV, CHUNK(j), recb, &v, 0)) == 0) {
                     const ptrdiff_t off = (const char *)v.mv_data - (const char *)info.me_mapaddr;
                     if ((rc = pread_all(fd, (uint8_t *)dst + j * kvb, recb, (off_t)off)))
                         rc = hsadb_fail(HSADB_ERR_STORE, "kv batch: read of chunk %llu: %s",
@@ -1475,6 +1596,17 @@ static int kv_read(hsadb_store_reader *r, uint64_t first, const uint64_t *list, 
         }
         io_uring_queue_exit(&ring);
     }
+    /* format 3: each block's "kv" part as read must match the checksum its record ends with */
+    for (uint64_t j = 0; rc == 0 && store_sum_bytes(r->st) && j < n; j++) {
+        uint8_t kb[12];
+        MDB_val v, k = key_rec(kb, r->rec.id, CHUNK(j));
+        uint64_t s;
+        if ((rc = reader_get(r, DB_KV, CHUNK(j), recb, &v, 0))) break;
+        memcpy(&s, (const uint8_t *)v.mv_data + recb, STORE_SUM);
+        if (s != rec_sum(DB_KV, &k, (const uint8_t *)dst + j * kvb, recb))
+            rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': kv record %llu: checksum mismatch "
+                            "(damaged)", r->name, (unsigned long long)CHUNK(j));
+    }
 #undef CHUNK
     return rc;
 }
@@ -1494,7 +1626,7 @@ int hsadb_store_reader_chunk(hsadb_store_reader *r, uint64_t chunk,
     int rc;
     if (!r) return hsadb_fail(HSADB_ERR_INVALID, "chunk: NULL reader");
     if ((rc = chunk_range(r, chunk, "chunk"))) return rc;
-    if ((rc = reader_get(r, DB_CHUNKS, chunk, r->g.chunk, &v))) return rc;
+    if ((rc = reader_get(r, DB_CHUNKS, chunk, r->g.chunk, &v, 1))) return rc;
     if (meta) memcpy(meta, v.mv_data, sizeof *meta);
     if (bytes) *bytes = (const uint8_t *)v.mv_data + sizeof(struct hsadb_chunk_meta);
     return 0;
@@ -1513,8 +1645,11 @@ int hsadb_store_reader_tail(hsadb_store_reader *r, const void **p, size_t *len) 
         return 0;
     }
     if (rc) return store_err(rc, "tail");
+    if (!sum_ok(r->st, DB_TAILS, &k, &v))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': tail record: checksum mismatch "
+                          "(damaged)", r->name);
     *p = v.mv_data;
-    *len = v.mv_size;
+    *len = v.mv_size - store_sum_bytes(r->st);
     return 0;
 }
 
@@ -1527,7 +1662,7 @@ int hsadb_store_reader_append(hsadb_store_reader *r, uint64_t append_id,
         return hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s': no append %llu (it has %llu)",
                           r->name, (unsigned long long)append_id,
                           (unsigned long long)r->rec.n_appends);
-    if ((rc = reader_get(r, DB_APPENDS, append_id, sizeof *out, &v))) return rc;
+    if ((rc = reader_get(r, DB_APPENDS, append_id, sizeof *out, &v, 1))) return rc;
     memcpy(out, v.mv_data, sizeof *out);
     return 0;
 }
@@ -1553,6 +1688,11 @@ int hsadb_store_writer_begin(hsadb_store *st, const char *name, int64_t now,
     if ((rc = name_check(name, &len))) return rc;
     if (st->flags & HSADB_STORE_RDONLY)
         return hsadb_fail(HSADB_ERR_READONLY, "append to '%s': store is read-only", name);
+    {
+        char what[HSADB_NAME_MAX + 32];
+        snprintf(what, sizeof what, "append to '%s'", name);
+        if ((rc = write_guard(st, 1, name, what))) return rc;
+    }
     for (tries = 0;; tries++) {
         if ((rc = hsadb_store_memory_get(st, name, &r0))) return rc;
         if ((rc = memory_lock(st, r0.id, name))) return rc;
@@ -1576,7 +1716,7 @@ int hsadb_store_writer_begin(hsadb_store *st, const char *name, int64_t now,
     w->append_id = r1.n_appends + 1;
     w->append_start = r1.n_bytes;
     w->time_start = now;
-    w->stride = g.lm + g.kv + g.chunk;
+    w->stride = g.kv_val + g.lm_val + g.chunk_val;
     w->next_chunk = r1.n_chunks;
     w->chunk_size = r1.chunk_size;
     for (i = 0; i < DB_COUNT; i++) w->append_ok[i] = 1;
@@ -1626,13 +1766,17 @@ int hsadb_store_writer_put_chunk(hsadb_store_writer *w, const void *landmark, co
     }
     p = w->buf + w->n_staged * w->stride;
     memcpy(p, kv, w->g.kv - w->g.spill);
-    p += w->g.kv - w->g.spill;
-    memcpy(p, landmark, w->g.lm);
-    p += w->g.lm;
-    memcpy(p, (const uint8_t *)kv + w->g.kv - w->g.spill, w->g.spill);
-    p += w->g.spill;
-    memcpy(p, meta, sizeof *meta);
-    memcpy(p + sizeof *meta, bytes, w->chunk_size);
+    memcpy(p + w->g.kv_val, landmark, w->g.lm);
+    memcpy(p + w->g.kv_val + w->g.lm, (const uint8_t *)kv + w->g.kv - w->g.spill, w->g.spill);
+    memcpy(p + w->g.kv_val + w->g.lm_val, meta, sizeof *meta);
+    memcpy(p + w->g.kv_val + w->g.lm_val + sizeof *meta, bytes, w->chunk_size);
+    if (w->g.sum) {   /* format 3: the checksums, here on the appender's thread, not in the txn */
+        uint8_t kb[12];
+        const MDB_val k = key_rec(kb, w->rec.id, chunk);
+        sum_put(DB_KV, &k, p, w->g.kv - w->g.spill);
+        sum_put(DB_LANDMARKS, &k, p + w->g.kv_val, w->g.lm + w->g.spill);
+        sum_put(DB_CHUNKS, &k, p + w->g.kv_val + w->g.lm_val, w->g.chunk);
+    }
     w->n_staged++;
     w->next_chunk++;
     return 0;
@@ -1660,6 +1804,8 @@ struct commit_ctx {
     const uint8_t *batch;          /* the chunks to write: n records of w->stride bytes */
     size_t n;
     struct hsadb_memory_rec rec;   /* out: the record as committed */
+    uint8_t aval[sizeof(struct hsadb_append_rec) + STORE_SUM];   /* stored values */
+    uint8_t rval[sizeof(struct hsadb_memory_rec) + STORE_SUM];
 };
 
 /*
@@ -1694,21 +1840,23 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
 
     for (i = 0, p = c->batch; i < c->n; i++, p += w->stride) {
         k = key_rec(kb, cur.id, cur.n_chunks + i);
-        const size_t recb = w->g.kv - w->g.spill;     /* staged layout: see put_chunk */
-        v = (MDB_val){ w->g.lm + w->g.spill, (void *)(p + recb) };
+        const size_t recb = w->g.kv_val;              /* staged layout: see put_chunk */
+        v = (MDB_val){ w->g.lm_val, (void *)(p + recb) };
         if ((rc = put_seq(txn, st->dbi[DB_LANDMARKS], &k, &v, &w->append_ok[DB_LANDMARKS])))
             return rc;
         v = (MDB_val){ recb, (void *)p };
         if ((rc = put_seq(txn, st->dbi[DB_KV], &k, &v, &w->append_ok[DB_KV]))) return rc;
-        v = (MDB_val){ w->g.chunk, (void *)(p + w->g.lm + w->g.kv) };
+        v = (MDB_val){ w->g.chunk_val, (void *)(p + w->g.kv_val + w->g.lm_val) };
         if ((rc = put_seq(txn, st->dbi[DB_CHUNKS], &k, &v, &w->append_ok[DB_CHUNKS])))
             return rc;
     }
 
     k = key_mem(tb, cur.id);
     if (c->tail_len) {
-        v = (MDB_val){ c->tail_len, (void *)c->tail };
-        if ((rc = mdb_put(txn, st->dbi[DB_TAILS], &k, &v, 0))) return rc;
+        v = (MDB_val){ c->tail_len + w->g.sum, NULL };
+        if ((rc = mdb_put(txn, st->dbi[DB_TAILS], &k, &v, MDB_RESERVE))) return rc;
+        memcpy(v.mv_data, c->tail, c->tail_len);
+        if (w->g.sum) sum_put(DB_TAILS, &k, v.mv_data, c->tail_len);
     } else if ((rc = mdb_del(txn, st->dbi[DB_TAILS], &k, NULL)) && rc != MDB_NOTFOUND) {
         return rc;
     }
@@ -1721,7 +1869,9 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     a.time_end = c->now;
     a.state = c->final ? 1 : 0;
     k = key_rec(kb, cur.id, w->append_id);   /* rewritten by each commit of the append */
-    v = (MDB_val){ sizeof a, &a };
+    memcpy(c->aval, &a, sizeof a);
+    if (w->g.sum) sum_put(DB_APPENDS, &k, c->aval, sizeof a);
+    v = (MDB_val){ sizeof a + w->g.sum, c->aval };
     if ((rc = mdb_put(txn, st->dbi[DB_APPENDS], &k, &v, 0))) return rc;
 
     c->rec = cur;
@@ -1730,7 +1880,7 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     c->rec.n_appends = w->append_id;
     c->rec.updated = c->now;
     k = (MDB_val){ w->name_len, w->name };
-    v = (MDB_val){ sizeof c->rec, &c->rec };
+    rec_value(st, &k, &c->rec, c->rval, &v);
     return mdb_put(txn, st->dbi[DB_MEMORIES], &k, &v, 0);
 }
 
@@ -1987,7 +2137,7 @@ static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const 
     if ((rc = mdb_get(txn, st->dbi[DB_META], &k, &h.next_id)) && rc != MDB_NOTFOUND) goto done;
     if (rc) h.next_id.mv_size = 0;
     h.name = (MDB_val){ len, (void *)name };
-    h.rec = (MDB_val){ sizeof rec, &rec };
+    if ((rc = mdb_get(txn, st->dbi[DB_MEMORIES], &h.name, &h.rec))) goto done;  /* verbatim */
 
     if ((rc = hsadb_store_open(dest, HSADB_STORE_NOSYNC, &dst))) goto done;
     h.stage = 0;                       /* the meta keys first, the memory record last */
@@ -2217,6 +2367,7 @@ struct check_walk {
     const uint8_t            *base;          /* page 0 in the map (map_base), or NULL */
     uint64_t                  n_damaged, n_records;
     int                       stopped;       /* fn returned nonzero: its value */
+    int                       verify_sums;   /* hash every value (format 3), not just sizes */
     /* the memory being walked */
     const char               *name;
     struct hsadb_memory_rec   rec;
@@ -2237,6 +2388,7 @@ static int damage(struct check_walk *w, const char *db, uint64_t n, uint64_t cou
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     w->n_damaged += count;
+    w->st->damaged = 1;     /* from now on this handle refuses writes (write_guard) */
     if (!w->fn || w->stopped) return w->stopped;
     d.memory = w->name;
     d.db = db;
@@ -2302,14 +2454,16 @@ static int check_value(struct check_walk *w, int db, uint64_t n, const MDB_val *
     const char *bad;
 
     switch (db) {
-    case DB_LANDMARKS: want = g->lm + g->spill; break;
-    case DB_KV:        want = g->kv - g->spill; break;
-    case DB_CHUNKS:    want = g->chunk; break;
-    case DB_APPENDS:   want = sizeof(struct hsadb_append_rec); break;
+    case DB_LANDMARKS: want = g->lm_val; break;
+    case DB_KV:        want = g->kv_val; break;
+    case DB_CHUNKS:    want = g->chunk_val; break;
+    case DB_APPENDS:   want = sizeof(struct hsadb_append_rec) + g->sum; break;
     }
     if (v->mv_size != want)
         return damage(w, db_name[db], n, 1, "%zu bytes, expected %zu", v->mv_size, want);
     if ((bad = ovpage_bad(w, k, v))) return damage(w, db_name[db], n, 1, "%s", bad);
+    if (w->verify_sums && !sum_ok(w->st, db, k, v))
+        return damage(w, db_name[db], n, 1, "checksum mismatch");
     if (db == DB_CHUNKS) {
         struct hsadb_chunk_meta cm;
         memcpy(&cm, v->mv_data, sizeof cm);
@@ -2383,9 +2537,11 @@ static int check_memory(struct check_walk *w, const MDB_val *k, const MDB_val *v
 
     w->n_records++;
     if ((bad = ovpage_bad(w, k, v))) return damage(w, "memories", UINT64_MAX, 1, "%s", bad);
-    if (v->mv_size != sizeof w->rec)
+    if (v->mv_size != sizeof w->rec + store_sum_bytes(w->st))
         return damage(w, "memories", UINT64_MAX, 1, "%zu bytes, expected %zu", v->mv_size,
-                      sizeof w->rec);
+                      sizeof w->rec + store_sum_bytes(w->st));
+    if (!sum_ok(w->st, DB_MEMORIES, k, v))
+        return damage(w, "memories", UINT64_MAX, 1, "checksum mismatch");
     memcpy(&w->rec, v->mv_data, sizeof w->rec);
     if (rec_geom(w->st, &w->rec, w->name, HSADB_ERR_CORRUPT, &w->g))
         return damage(w, "memories", UINT64_MAX, 1, "%s", hsadb_last_error());
@@ -2396,8 +2552,10 @@ static int check_memory(struct check_walk *w, const MDB_val *k, const MDB_val *v
         if ((rc = check_keyed(w, chunk_dbs[i], 0, w->rec.n_chunks))) return rc;
     w->app_end = 0;
     w->app_chunks = 0;
+    const uint64_t before = w->n_damaged;
     if (!w->stopped && (rc = check_keyed(w, DB_APPENDS, 1, w->rec.n_appends))) return rc;
-    if (!w->stopped && w->rec.n_appends && (w->app_end != w->rec.n_bytes ||
+    /* the sum over the appends means something only when each of them was sound */
+    if (!w->stopped && w->n_damaged == before && w->rec.n_appends && (w->app_end != w->rec.n_bytes ||
                                             w->app_chunks != w->rec.n_chunks))
         damage(w, "appends", w->rec.n_appends, 1, "the appends end at byte %" PRIu64 " with %"
                PRIu64 " chunks, the memory record says %" PRIu64 " and %" PRIu64, w->app_end,
@@ -2406,10 +2564,12 @@ static int check_memory(struct check_walk *w, const MDB_val *k, const MDB_val *v
     rc = mdb_get(w->txn, w->st->dbi[DB_TAILS], &tk, &tv);
     if (rc == 0) {
         w->n_records++;
-        if (tv.mv_size > STORE_VALUE_MAX)
+        if (tv.mv_size > STORE_VALUE_MAX || tv.mv_size < w->g.sum)
             damage(w, "tails", UINT64_MAX, 1, "%zu bytes", tv.mv_size);
         else if ((bad = ovpage_bad(w, &tk, &tv)))
             damage(w, "tails", UINT64_MAX, 1, "%s", bad);
+        else if (w->verify_sums && !sum_ok(w->st, DB_TAILS, &tk, &tv))
+            damage(w, "tails", UINT64_MAX, 1, "checksum mismatch");
     } else if (rc != MDB_NOTFOUND) {
         damage(w, "tails", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
     }
@@ -2452,8 +2612,9 @@ static int check_freelist(struct check_walk *w) {
     return 0;
 }
 
-int hsadb_store_check(hsadb_store *st, const char *name, hsadb_store_damage_fn fn, void *ctx,
-                      struct hsadb_store_check_result *out) {
+/* The walk behind hsadb_store_check; sums = 0 checks structure only (what a write relies on). */
+static int check_run(hsadb_store *st, const char *name, int sums, hsadb_store_damage_fn fn,
+                     void *ctx, struct hsadb_store_check_result *out) {
     char kname[HSADB_NAME_MAX + 1];
     struct check_walk w;
     MDB_cursor *cur = NULL;
@@ -2467,6 +2628,7 @@ int hsadb_store_check(hsadb_store *st, const char *name, hsadb_store_damage_fn f
     w.st = st;
     w.fn = fn;
     w.ctx = ctx;
+    w.verify_sums = sums;
     if ((rc = read_begin(st, &w.txn))) return store_err(rc, "check");
     /* me_last_pgno is as of the latest commit, which bounds this view's pages too */
     if ((rc = mdb_env_info(st->env, &w.info))) goto done;
@@ -2514,4 +2676,73 @@ done:
         out->n_records = w.n_records;
     }
     return w.stopped;
+}
+
+int hsadb_store_check(hsadb_store *st, const char *name, hsadb_store_damage_fn fn, void *ctx,
+                      struct hsadb_store_check_result *out) {
+    return check_run(st, name, 1, fn, ctx, out);
+}
+
+/* The free list alone (write_guard). */
+static int check_freelist_only(hsadb_store *st, hsadb_store_damage_fn fn, void *ctx,
+                               struct hsadb_store_check_result *out) {
+    struct check_walk w;
+    int rc;
+    memset(&w, 0, sizeof w);
+    w.st = st;
+    w.fn = fn;
+    w.ctx = ctx;
+    if ((rc = read_begin(st, &w.txn))) return store_err(rc, "check");
+    if ((rc = mdb_env_info(st->env, &w.info)) == 0) rc = check_freelist(&w);
+    read_end(st, w.txn);
+    if (rc) return store_err(rc, "check");
+    out->n_records += w.n_records;
+    out->n_damaged += w.n_damaged;
+    return 0;
+}
+
+/* Memory `name`'s record and tail record alone (write_guard before an append). */
+static int check_tail_only(hsadb_store *st, const char *name, hsadb_store_damage_fn fn,
+                           void *ctx, struct hsadb_store_check_result *out) {
+    struct check_walk w;
+    uint8_t kb[4];
+    MDB_val k, v, tk, tv;
+    const char *bad;
+    int rc;
+    memset(&w, 0, sizeof w);
+    w.st = st;
+    w.fn = fn;
+    w.ctx = ctx;
+    w.name = name;
+    w.verify_sums = 1;
+    if ((rc = read_begin(st, &w.txn))) return store_err(rc, "check");
+    if ((rc = mdb_env_info(st->env, &w.info))) goto done;
+    w.base = map_base(st, w.txn);
+    k = key_str(name);
+    if ((rc = mdb_get(w.txn, st->dbi[DB_MEMORIES], &k, &v))) {
+        if (rc == MDB_NOTFOUND) rc = 0;   /* writer_begin reports it */
+        else damage(&w, "memories", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc)), rc = 0;
+        goto done;
+    }
+    if (v.mv_size != sizeof w.rec + store_sum_bytes(st) || !sum_ok(st, DB_MEMORIES, &k, &v)) {
+        damage(&w, "memories", UINT64_MAX, 1, "size or checksum wrong");
+        goto done;
+    }
+    memcpy(&w.rec, v.mv_data, sizeof w.rec);
+    tk = key_mem(kb, w.rec.id);
+    rc = mdb_get(w.txn, st->dbi[DB_TAILS], &tk, &tv);
+    if (rc == MDB_NOTFOUND) {
+        rc = 0;
+    } else if (rc) {
+        damage(&w, "tails", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+        rc = 0;
+    } else if ((bad = ovpage_bad(&w, &tk, &tv))) {
+        damage(&w, "tails", UINT64_MAX, 1, "%s", bad);
+    }
+done:
+    read_end(st, w.txn);
+    if (rc) return store_err(rc, "check");
+    out->n_records += w.n_records;
+    out->n_damaged += w.n_damaged;
+    return 0;
 }

@@ -41,7 +41,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HSADB_STORE_FORMAT 2u  /* 2: the K/V spill (above); format-1 stores still open */
+#define HSADB_STORE_FORMAT 3u  /* 2: the K/V spill (above); 3: every value ends with its
+                                  XXH3-64 checksum. Format-1 and -2 stores still open */
 #define HSADB_NAME_MAX 128
 
 enum hsadb_kv_dtype { HSADB_KV_BF16 = 0, HSADB_KV_F32 = 1 };
