@@ -135,3 +135,68 @@ def test_config_bounds(tmp_path):
     q = h.json("query", "m", "what?", "--max-tokens", 2, model=wide)
     assert q["evidence"]
     h("search", "m", "what?", "-k", 3, model=wide)
+
+
+def overflow_pages(path):
+    """Page numbers of LMDB overflow runs in data.mdb (page header: pgno, flags & 4)."""
+    import struct
+    data = path.read_bytes()
+    return [p for p in range(2, len(data) // 4096)
+            if struct.unpack_from("<H", data, p * 4096 + 10)[0] & 4
+            and struct.unpack_from("<Q", data, p * 4096)[0] == p]
+
+
+def test_check_and_writes_on_damage(tmp_path):
+    """`check` reports damage per record with exit 6; a delete over a damaged overflow page
+    header is refused (main crashed inside LMDB on such a store); a flipped bit in a record
+    is named by its checksum."""
+    import struct
+    if os.sysconf("SC_PAGESIZE") != 4096:
+        pytest.skip("the page offsets below assume 4 KiB pages")
+    h = Hsadb(tmp_path / "db")
+    for name, seed in (("a", 1), ("b", 2)):
+        h("create", name)
+        h.append(name, rand_bytes(20_000, seed=seed))
+    r = h.json("check")
+    assert r["ok"] and r["n_damaged"] == 0 and r["n_records"] > 900, r
+    assert h("check", "a").stdout.startswith(b"a: ")
+    h("check", "nope", expect=3)
+    h("check", "bad/name", expect=2)
+    base = (tmp_path / "db" / "data.mdb").read_bytes()
+    pages = overflow_pages(tmp_path / "db" / "data.mdb")
+    assert len(pages) > 100
+    for i, count in enumerate((65535, 1_000_000)):
+        db = tmp_path / f"ov{i}"
+        db.mkdir()
+        bad = bytearray(base)
+        struct.pack_into("<I", bad, pages[10 + 37 * i] * 4096 + 12, count)
+        (db / "data.mdb").write_bytes(bytes(bad))
+        p = h("check", db=db, expect=EXIT_CORRUPT)
+        assert b"overflow page header: wrong page count" in p.stdout, p.stdout
+        # deleting the memory that holds the damaged run is refused; the other one goes
+        outs = [h("delete", m, "--yes", db=db, expect=None) for m in ("a", "b")]
+        assert sorted(o.returncode for o in outs) == [0, EXIT_CORRUPT], outs
+        refused = next(o for o in outs if o.returncode)
+        assert b"refused" in refused.stderr
+        h("check", db=db, expect=EXIT_CORRUPT)          # still damaged, not worse
+    # one flipped bit inside a K/V block: the checksum names the record
+    db = tmp_path / "flip"
+    db.mkdir()
+    bad = bytearray(base)
+    bad[pages[50] * 4096 + 16 + 1000] ^= 0x10
+    (db / "data.mdb").write_bytes(bytes(bad))
+    r = h.json("check", db=db, expect=EXIT_CORRUPT)
+    assert r["n_damaged"] == 1 and r["damage"][0]["record"] == "kv", r
+    assert r["damage"][0]["what"] == "checksum mismatch"
+
+
+def test_error_lines_escape_paths(tmp_path):
+    """A path with a newline (or other control bytes) is escaped in the one-line error."""
+    h = Hsadb(tmp_path / "db")
+    weird = tmp_path / "new\nline\tdb"
+    p = h("list", db=weird, expect=3)
+    line = p.stderr.decode()
+    assert line.count("\n") == 1 and line.endswith("\n"), repr(line)
+    assert "new\\nline\\tdb" in line, repr(line)
+    p = h("restore", tmp_path / "snap\nshot", tmp_path / "dest", expect=3)
+    assert p.stderr.decode().count("\n") == 1, p.stderr

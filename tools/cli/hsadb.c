@@ -160,8 +160,28 @@ static const char *g_cmdname = "hsadb";
  * hsadb_last_error(), followed by the CLI's context in parentheses when the library's detail
  * does not already name it (or alone when the library gave none). Call it right after the
  * failing call, before any other hsadb call. Returns the exit code for rc. */
+/* Writes one error line: `text` with control bytes escaped (a path or name holding a
+ * newline cannot split the line or forge another), then a newline. */
+static void put_line(const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == '\n')
+            fputs("\\n", stderr);
+        else if (*p == '\t')
+            fputs("\\t", stderr);
+        else if (*p == '\r')
+            fputs("\\r", stderr);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(stderr, "\\x%02x", *p);
+        else
+            fputc(*p, stderr);
+    }
+    fputc('\n', stderr);
+}
+
 static int fail(int rc, const char *ctxfmt, ...)
 {
+    char line[2048];
     char detail[1024], ctx[512] = "";
     snprintf(detail, sizeof detail, "%s", hsadb_last_error());
     if (ctxfmt) {
@@ -172,23 +192,25 @@ static int fail(int rc, const char *ctxfmt, ...)
     }
     const char *name = hsadb_strerror(rc);
     if (!detail[0])
-        fprintf(stderr, "hsadb: %s: %s: %s\n", g_cmdname, name, ctx[0] ? ctx : "(no detail)");
+        snprintf(line, sizeof line, "hsadb: %s: %s: %s", g_cmdname, name, ctx[0] ? ctx : "(no detail)");
     else if (ctx[0] && !strstr(detail, ctx))
-        fprintf(stderr, "hsadb: %s: %s: %s (%s)\n", g_cmdname, name, detail, ctx);
+        snprintf(line, sizeof line, "hsadb: %s: %s: %s (%s)", g_cmdname, name, detail, ctx);
     else
-        fprintf(stderr, "hsadb: %s: %s: %s\n", g_cmdname, name, detail);
+        snprintf(line, sizeof line, "hsadb: %s: %s: %s", g_cmdname, name, detail);
+    put_line(line);
     return exit_code_for(rc);
 }
 
 /* A failure found by the CLI itself (not a library call): rc names the class. */
 static int fail_cli(int rc, const char *fmt, ...)
 {
-    char msg[1024];
+    char msg[1024], line[1400];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "hsadb: %s: %s: %s\n", g_cmdname, hsadb_strerror(rc), msg);
+    snprintf(line, sizeof line, "hsadb: %s: %s: %s", g_cmdname, hsadb_strerror(rc), msg);
+    put_line(line);
     return exit_code_for(rc);
 }
 
@@ -199,11 +221,13 @@ static int usage_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    char line[1400];
     if (strcmp(g_cmdname, "hsadb") == 0)
-        fprintf(stderr, "hsadb: usage error: %s (see hsadb --help)\n", msg);
+        snprintf(line, sizeof line, "hsadb: usage error: %s (see hsadb --help)", msg);
     else
-        fprintf(stderr, "hsadb: %s: usage error: %s (see hsadb %s --help)\n", g_cmdname, msg,
-                g_cmdname);
+        snprintf(line, sizeof line, "hsadb: %s: usage error: %s (see hsadb %s --help)", g_cmdname, msg,
+                 g_cmdname);
+    put_line(line);
     return EXIT_USAGE;
 }
 
