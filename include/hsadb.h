@@ -166,6 +166,10 @@ typedef struct hsadb_append_result {
     uint64_t total_chunks;  /* chunks in the memory afterwards */
     uint64_t total_bytes;   /* bytes in the memory afterwards */
     double   seconds;       /* wall time of the append */
+    int      replayed;      /* 1: answered from an earlier append with the same id (nothing
+                               was appended now; see hsadb_appender_open_id) */
+    int      complete;      /* with replayed: 1 if that append was committed whole, 0 if only
+                               the prefix in `bytes` was (it failed or was interrupted) */
 } hsadb_append_result;
 
 /* Start an append on memory `name`. Fails with HSADB_ERR_MODEL_MISMATCH if the memory is
@@ -190,6 +194,19 @@ int hsadb_appender_commit(hsadb_appender *a, hsadb_append_result *out);
 
 /* Drop everything not yet committed and free the appender. NULL is a no-op. */
 void hsadb_appender_abort(hsadb_appender *a);
+
+/* Appends with an idempotency id (client-chosen, 1..HSADB_APPEND_ID_MAX bytes, unique per
+ * memory). The id is recorded in the same transaction as the append's first committed batch
+ * (and each later one). If a committed append of this memory already holds `id`, nothing is
+ * appended: *out is NULL, 0 is returned, and *first receives that append's result with
+ * replayed = 1 (bytes, chunks and totals as it left them; complete = 0 if it failed or was
+ * interrupted after committing a prefix: a retry never appends that prefix twice). Otherwise
+ * it behaves as hsadb_appender_open (*out is the appender; its commit reports replayed = 0).
+ * The lookup is repeated under the memory's appender lock, so two concurrent retries cannot
+ * both append. id NULL: hsadb_appender_open. */
+#define HSADB_APPEND_ID_MAX 64
+int hsadb_appender_open_id(hsadb_db *db, const char *name, const char *id, hsadb_appender **out,
+                           hsadb_append_result *first);
 
 /* One-shot append of a buffer. */
 int hsadb_append(hsadb_db *db, const char *name, const void *bytes, size_t n,

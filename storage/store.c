@@ -73,17 +73,19 @@ _Static_assert(offsetof(struct hsadb_append_rec, state) == 40, "hsadb_append_rec
 #define STORE_SPILL_MAX      64                 /* bound on the K/V bytes moved to the landmark */
 #define STORE_SNAPSHOT_MARKER "hsadb-snapshot"  /* a finished snapshot's marker file */
 #define STORE_SUM            8                  /* format 3: a value's trailing XXH3-64 */
+#define STORE_ID_MAX         HSADB_STORE_APPEND_ID_MAX /* bytes of an append's idempotency id */
 
 /* ---- the sub-databases ----------------------------------------------------------------- */
 
-enum { DB_META, DB_MEMORIES, DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_TAILS, DB_APPENDS, DB_COUNT };
+enum { DB_META, DB_MEMORIES, DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_TAILS, DB_APPENDS, DB_APPEND_IDS,
+       DB_COUNT };
 
 static const char *const db_name[DB_COUNT] = {
-    "meta", "memories", "landmarks", "kv", "chunks", "tails", "appends",
+    "meta", "memories", "landmarks", "kv", "chunks", "tails", "appends", "append_ids",
 };
 
 /* The databases keyed by memory id (key prefix = 4-byte big-endian id). */
-static const int keyed_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_APPENDS, DB_TAILS };
+static const int keyed_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_APPENDS, DB_TAILS, DB_APPEND_IDS };
 #define N_KEYED ((int)(sizeof keyed_dbs / sizeof keyed_dbs[0]))
 
 #define KEY_FORMAT  "format"
@@ -123,6 +125,8 @@ struct hsadb_store {
     int               broken;             /* a remap failed: the env has no map any more */
     _Atomic int       damaged;            /* a check found damage: writes are refused */
     uint32_t          format;             /* the store's format (meta 'format') */
+    int               has_ids;            /* "append_ids" exists (created by a writable open;
+                                             a read-only open of an older store lacks it) */
     size_t            psize;              /* LMDB page size of the env */
     char              dir[];              /* the directory, NUL-terminated */
 };
@@ -159,6 +163,8 @@ struct hsadb_store_writer {
     uint8_t                 *sbuf;
     size_t                   n_sealed, scap;
     int                      append_ok[DB_COUNT]; /* MDB_APPEND still worth trying */
+    uint8_t                  id[STORE_ID_MAX];    /* the append's idempotency id, if any */
+    size_t                   id_len;              /* 0: none */
 };
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -651,8 +657,13 @@ static int init_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     uint32_t ver;
     int i, rc;
 
+    st->has_ids = 1;
     for (i = 0; i < DB_COUNT; i++) {
         rc = mdb_dbi_open(txn, db_name[i], dbflags, &st->dbi[i]);
+        if (rc == MDB_NOTFOUND && i == DB_APPEND_IDS) {   /* added later: optional when read-only */
+            st->has_ids = 0;
+            continue;
+        }
         if (rc == MDB_NOTFOUND)
             return hsadb_fail(HSADB_ERR_CORRUPT, "%s is not an hsadb store: no sub-database '%s'",
                               st->dir, db_name[i]);
@@ -1165,6 +1176,7 @@ static int sweep_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if (c->n_live) qsort(c->live, c->n_live, sizeof *c->live, cmp_u32);
 
     for (i = 0; i < N_KEYED; i++) {
+        if (keyed_dbs[i] == DB_APPEND_IDS && !st->has_ids) continue;
         if ((rc = mdb_cursor_open(txn, st->dbi[keyed_dbs[i]], &cur))) return rc;
         for (next = 0; next <= UINT32_MAX; next = (uint64_t)id + 1) {
             k = key_mem(kb, (uint32_t)next);
@@ -1212,6 +1224,7 @@ int hsadb_store_memory_delete(hsadb_store *st, const char *name) {
     rc = store_write(st, del_rec_fn, &c, what, 4096);
     for (i = 0; rc == 0 && i < N_KEYED; i++) {
         c.db = keyed_dbs[i];
+        if (c.db == DB_APPEND_IDS && !st->has_ids) continue;
         do {
             rc = store_write(st, del_range_fn, &c, what, 4096);
         } while (rc == 0 && !c.done);
@@ -1794,6 +1807,102 @@ static int put_seq(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, int *appen
     return mdb_put(txn, dbi, k, v, 0);
 }
 
+/* ---- append ids (idempotency keys) ------------------------------------------------------ */
+
+/*
+ * "append_ids": key(memory id) + the client's id bytes -> the append id (u64 LE, then the
+ * format-3 checksum). Written in each commit of an append that has an id, so it exists as soon
+ * as anything of that append does; a different append already holding the id is
+ * HSADB_ERR_EXISTS (the caller looked it up under the appender lock, so only another process
+ * without OFD locks can get there).
+ */
+static MDB_val key_id(uint8_t buf[4 + STORE_ID_MAX], uint32_t mem, const void *id, size_t len) {
+    put_be32(buf, mem);
+    memcpy(buf + 4, id, len);
+    return (MDB_val){ 4 + len, buf };
+}
+
+static int append_id_put(hsadb_store *st, MDB_txn *txn, hsadb_store_writer *w) {
+    uint8_t kb[4 + STORE_ID_MAX], vb[8 + STORE_SUM];
+    MDB_val k = key_id(kb, w->rec.id, w->id, w->id_len), v;
+    int rc;
+    if (!st->has_ids) return hsadb_fail(HSADB_ERR_STORE, "store %s has no append_ids", st->dir);
+    rc = mdb_get(txn, st->dbi[DB_APPEND_IDS], &k, &v);
+    if (rc == 0) {
+        uint64_t have;
+        if (v.mv_size < 8) return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': append_ids record "
+                                             "of %zu bytes", w->name, v.mv_size);
+        memcpy(&have, v.mv_data, 8);
+        if (have == w->append_id) return 0;
+        return hsadb_fail(HSADB_ERR_EXISTS, "memory '%s': append id already names append %llu",
+                          w->name, (unsigned long long)have);
+    }
+    if (rc != MDB_NOTFOUND) return rc;
+    memcpy(vb, &w->append_id, 8);
+    if (w->g.sum) sum_put(DB_APPEND_IDS, &k, vb, 8);
+    v = (MDB_val){ 8 + w->g.sum, vb };
+    return mdb_put(txn, st->dbi[DB_APPEND_IDS], &k, &v, 0);
+}
+
+int hsadb_store_writer_set_id(hsadb_store_writer *w, const void *id, size_t len) {
+    if (!w || (len && !id)) return hsadb_fail(HSADB_ERR_INVALID, "append id: NULL argument");
+    if (len > STORE_ID_MAX)
+        return hsadb_fail(HSADB_ERR_INVALID, "append id of %zu bytes: at most %d", len, STORE_ID_MAX);
+    if (!w->st->has_ids)
+        return hsadb_fail(HSADB_ERR_READONLY, "store %s has no append_ids", w->st->dir);
+    memcpy(w->id, id, len);
+    w->id_len = len;
+    return 0;
+}
+
+int hsadb_store_append_id_find(hsadb_store *st, const char *name, const void *id, size_t len,
+                               uint64_t *append_id, struct hsadb_append_rec *rec) {
+    struct hsadb_memory_rec mrec;
+    uint8_t kb[4 + STORE_ID_MAX], ab[12];
+    MDB_txn *txn;
+    MDB_val k, v;
+    size_t nlen;
+    uint64_t aid = 0;
+    int rc;
+
+    if (!st || !id || !len) return hsadb_fail(HSADB_ERR_INVALID, "append id find: NULL argument");
+    if (len > STORE_ID_MAX)
+        return hsadb_fail(HSADB_ERR_INVALID, "append id of %zu bytes: at most %d", len, STORE_ID_MAX);
+    if ((rc = name_check(name, &nlen))) return rc;
+    if (!st->has_ids) return hsadb_fail(HSADB_ERR_NOTFOUND, "no append ids in this store");
+    if ((rc = read_begin(st, &txn))) return store_err(rc, "append id");
+    if ((rc = mem_lookup(st, txn, name, nlen, &mrec, NULL))) goto done;
+    k = key_id(kb, mrec.id, id, len);
+    rc = mdb_get(txn, st->dbi[DB_APPEND_IDS], &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        rc = hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s': no append with that id", name);
+        goto done;
+    }
+    if (rc) goto done;
+    if (v.mv_size != 8 + store_sum_bytes(st) || !sum_ok(st, DB_APPEND_IDS, &k, &v)) {
+        rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': append_ids record damaged", name);
+        goto done;
+    }
+    memcpy(&aid, v.mv_data, 8);
+    if (aid == 0 || aid > mrec.n_appends) {
+        rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': append id names append %llu of %llu",
+                        name, (unsigned long long)aid, (unsigned long long)mrec.n_appends);
+        goto done;
+    }
+    k = key_rec(ab, mrec.id, aid);
+    if ((rc = mdb_get(txn, st->dbi[DB_APPENDS], &k, &v))) goto done;
+    if (v.mv_size != sizeof *rec + store_sum_bytes(st) || !sum_ok(st, DB_APPENDS, &k, &v)) {
+        rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': appends record %llu damaged", name,
+                        (unsigned long long)aid);
+        goto done;
+    }
+    if (rec) memcpy(rec, v.mv_data, sizeof *rec);
+    if (append_id) *append_id = aid;
+done:
+    read_end(st, txn);
+    return store_err(rc, "append id");
+}
+
 struct commit_ctx {
     hsadb_store_writer *w;
     const void *tail;
@@ -1873,6 +1982,8 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if (w->g.sum) sum_put(DB_APPENDS, &k, c->aval, sizeof a);
     v = (MDB_val){ sizeof a + w->g.sum, c->aval };
     if ((rc = mdb_put(txn, st->dbi[DB_APPENDS], &k, &v, 0))) return rc;
+
+    if (w->id_len && (rc = append_id_put(st, txn, w))) return rc;
 
     c->rec = cur;
     c->rec.n_chunks = cur.n_chunks + c->n;
@@ -2043,7 +2154,7 @@ struct copy_ctx {
     MDB_txn *stxn;          /* the source read txn: one view for the whole copy */
     int db;
     uint32_t id;
-    uint8_t start[12];      /* first key of the current batch (4 bytes: the id prefix) */
+    uint8_t start[4 + STORE_ID_MAX]; /* first key of the current batch (4 bytes: the id prefix) */
     size_t start_len;
     int done;
 };
@@ -2148,6 +2259,7 @@ static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const 
     c.id = rec.id;
     for (i = 0; i < N_KEYED; i++) {
         c.db = keyed_dbs[i];
+        if (c.db == DB_APPEND_IDS && !st->has_ids) continue;
         key_mem(c.start, rec.id);
         c.start_len = 4;
         do {
@@ -2527,6 +2639,35 @@ static int check_keyed(struct check_walk *w, int db, uint64_t first, uint64_t co
     return 0;
 }
 
+/* The memory's append ids: each names one of its appends (and, format 3, its checksum). */
+static void check_ids(struct check_walk *w) {
+    uint8_t kb[4];
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t aid;
+    int rc;
+    if (mdb_cursor_open(w->txn, w->st->dbi[DB_APPEND_IDS], &cur)) return;
+    k = key_mem(kb, w->rec.id);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && !w->stopped;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 4 || get_be32(k.mv_data) != w->rec.id) break;
+        w->n_records++;
+        if (k.mv_size < 5 || k.mv_size > 4 + STORE_ID_MAX || v.mv_size != 8 + w->g.sum) {
+            damage(w, "append_ids", UINT64_MAX, 1, "key of %zu bytes, value of %zu", k.mv_size,
+                   v.mv_size);
+            continue;
+        }
+        memcpy(&aid, v.mv_data, 8);
+        if (w->verify_sums && !sum_ok(w->st, DB_APPEND_IDS, &k, &v))
+            damage(w, "append_ids", aid, 1, "checksum mismatch");
+        else if (aid == 0 || aid > w->rec.n_appends)
+            damage(w, "append_ids", aid, 1, "names append %" PRIu64 " of %" PRIu64, aid,
+                   w->rec.n_appends);
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND) damage(w, "append_ids", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+}
+
 /* Checks memory `name` (key k, value v of "memories"). */
 static int check_memory(struct check_walk *w, const MDB_val *k, const MDB_val *v) {
     static const int chunk_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS };
@@ -2560,6 +2701,7 @@ static int check_memory(struct check_walk *w, const MDB_val *k, const MDB_val *v
         damage(w, "appends", w->rec.n_appends, 1, "the appends end at byte %" PRIu64 " with %"
                PRIu64 " chunks, the memory record says %" PRIu64 " and %" PRIu64, w->app_end,
                w->app_chunks, w->rec.n_bytes, w->rec.n_chunks);
+    if (!w->stopped && w->st->has_ids) check_ids(w);
     tk = key_mem(kb, w->rec.id);
     rc = mdb_get(w->txn, w->st->dbi[DB_TAILS], &tk, &tv);
     if (rc == 0) {

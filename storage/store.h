@@ -14,6 +14,7 @@
  *   "chunks"     key(memory_id, chunk)            -> struct hsadb_chunk_meta + the chunk's S bytes
  *   "tails"      key(memory_id)                   -> tail blob (opaque here; the engine's format)
  *   "appends"    key(memory_id, append_id)        -> struct hsadb_append_rec
+ *   "append_ids" key(memory_id) + client id bytes -> u64 LE append id (idempotency keys)
  *
  *   key(memory_id, n) = 4-byte big-endian memory id then 8-byte big-endian n, so that LMDB's
  *   byte order is numeric order and a memory's records are contiguous (MDB_APPEND-friendly).
@@ -173,6 +174,15 @@ int  hsadb_store_writer_commit(hsadb_store_writer *w, const void *tail, size_t t
 int  hsadb_store_writer_seal(hsadb_store_writer *w);
 int  hsadb_store_writer_commit_sealed(hsadb_store_writer *w, const void *tail, size_t tail_len,
                                       uint64_t n_bytes, uint64_t append_bytes, int final);
+/* Idempotency ids ("append_ids": key(memory_id) + id bytes -> append id). set_id gives this
+ * append a client-chosen id of 1..HSADB_STORE_APPEND_ID_MAX bytes: every commit of the append
+ * records it in the same transaction (HSADB_ERR_EXISTS if another append holds it).
+ * append_id_find looks an id up: its append id and append record, HSADB_ERR_NOTFOUND if no
+ * committed append has it. */
+#define HSADB_STORE_APPEND_ID_MAX 64
+int hsadb_store_writer_set_id(hsadb_store_writer *w, const void *id, size_t len);
+int hsadb_store_append_id_find(hsadb_store *st, const char *name, const void *id, size_t len,
+                               uint64_t *append_id, struct hsadb_append_rec *rec);
 /* Number of chunks staged and not yet committed (or sealed). */
 size_t hsadb_store_writer_staged(const hsadb_store_writer *w);
 /* Timing of the calling thread's last write transaction (diagnostics: HSADB_APPEND_TRACE):

@@ -258,6 +258,40 @@ static void test_format2(void) {
     CHECK(check_dir(dir, NULL, &f) == 0, "format 2: a flipped bit goes unseen (no checksums), as documented");
 }
 
+static void test_append_ids(void) {
+    char dir[320], snap[400];
+    hsadb_db *db;
+    hsadb_appender *a = NULL, *b = NULL;
+    hsadb_append_result first, r;
+    printf("# 5. append ids (idempotency keys)\n");
+    int rc = make_db(dir, sizeof dir, "ids", 100, &db);
+    if (rc == 0) rc = hsadb_appender_open_id(db, "m", "job-7", &a, &first);
+    CHECK(rc == 0 && a, "a new id opens an appender (%s)", rc ? hsadb_last_error() : "ok");
+    rc = hsadb_appender_open_id(db, "m", "job-7", &b, &first);
+    CHECK(rc == HSADB_ERR_BUSY && !b, "the same id while the first runs -> BUSY (%s)", hsadb_strerror(rc));
+    if (a) {
+        hsadb_appender_write(a, "0123456789", 10);
+        rc = hsadb_appender_commit(a, &r);
+        CHECK(rc == 0 && r.replayed == 0 && r.bytes == 10, "first attempt commits 10 bytes");
+    }
+    memset(&first, 0, sizeof first);
+    rc = hsadb_appender_open_id(db, "m", "job-7", &b, &first);
+    CHECK(rc == 0 && !b && first.replayed && first.complete && first.bytes == 10 &&
+          first.append_id == r.append_id && first.total_bytes == 110,
+          "the retry: no appender, the first result (append %llu, %llu bytes, total %llu)",
+          (unsigned long long)first.append_id, (unsigned long long)first.bytes,
+          (unsigned long long)first.total_bytes);
+    snprintf(snap, sizeof snap, "%s-snap", dir);
+    rc = hsadb_snapshot(db, "m", snap);
+    hsadb_db_close(db);
+    CHECK(rc == 0, "one-memory snapshot (%s)", rc ? hsadb_last_error() : "ok");
+    hsadb_db_options o = { .flags = HSADB_DB_CREATE, .model = g_model };
+    rc = hsadb_db_open(snap, &o, &db);
+    if (rc == 0) rc = hsadb_appender_open_id(db, "m", "job-7", &b, &first);
+    CHECK(rc == 0 && !b && first.replayed, "the snapshot keeps the memory's ids");
+    hsadb_db_close(db);
+}
+
 int main(void) {
     if (!tu_tmpdir(g_root, sizeof g_root, "check")) return 1;
     if (hsadb_model_open("tests/data/tiny", &g_model)) {
@@ -268,6 +302,7 @@ int main(void) {
     test_missing();
     test_overflow_header();
     test_format2();
+    test_append_ids();
     hsadb_model_close(g_model);
     tu_rmrf(g_root);
     return tu_summary();

@@ -200,3 +200,62 @@ def test_error_lines_escape_paths(tmp_path):
     assert "new\\nline\\tdb" in line, repr(line)
     p = h("restore", tmp_path / "snap\nshot", tmp_path / "dest", expect=3)
     assert p.stderr.decode().count("\n") == 1, p.stderr
+
+
+def test_append_id_is_idempotent(tmp_path):
+    """append --id: a retry with the same id is answered with the first result and appends
+    nothing, also after the first attempt was killed part-way (its committed prefix is the
+    answer); other ids and other memories are independent; delete forgets the ids."""
+    from conftest import CHUNK
+    h = Hsadb(tmp_path / "db")
+    h("create", "m")
+    h("create", "other")
+    first = h.json("append", "m", "-", "--id", "req-1", input=b"first payload " * 10)
+    assert first["replayed"] is False and first["bytes"] == 140
+    again = h.json("append", "m", "-", "--id", "req-1", input=b"first payload " * 10)
+    assert again["replayed"] is True and again["complete"] is True
+    assert {k: again[k] for k in ("append_id", "bytes", "chunks", "total_bytes")} == \
+           {k: first[k] for k in ("append_id", "bytes", "chunks", "total_bytes")}
+    assert h.read("m") == b"first payload " * 10, "the retry appended again"
+    h.append("other", b"x")
+    assert h.json("append", "other", "-", "--id", "req-1", input=b"y")["replayed"] is False
+    h.json("append", "m", "-", "--id", "req-2", input=b"second")
+    assert h.read("m") == b"first payload " * 10 + b"second"
+    h("append", "m", "-", "--id", "x" * 65, input=b"z", expect=2)
+    h("append", "m", "-", "--id", "", input=b"z", expect=2)
+    h("check")
+
+    # killed after a batch committed: the retry answers with the kept prefix
+    big = rand_bytes(4 << 20, seed=36)
+    before = h.stat("m")["n_bytes"]
+    proc = h.popen("append", "m", "-", "--id", "big-1", stdin=subprocess.PIPE,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, written = time.time() + 120, 0
+    try:
+        while time.time() < deadline and h.stat("m")["n_bytes"] == before:
+            if written < len(big):
+                proc.stdin.write(big[written: written + (128 << 10)])
+                proc.stdin.flush()
+                written += 128 << 10
+            else:
+                time.sleep(0.05)
+        proc.kill()
+    finally:
+        proc.wait()
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    kept = h.stat("m")["n_bytes"] - before
+    assert 0 < kept < len(big), kept
+    r = h.json("append", "m", "-", "--id", "big-1", input=big)
+    assert r["replayed"] is True and r["complete"] is False and r["bytes"] == kept, r
+    assert h.stat("m")["n_bytes"] == before + kept, "the retry appended the payload again"
+    assert kept % CHUNK == 0
+    h("check")
+
+    # a deleted and re-created memory starts with no ids
+    h("delete", "m", "--yes")
+    h("create", "m")
+    assert h.json("append", "m", "-", "--id", "req-1", input=b"new")["replayed"] is False
+    assert h.read("m") == b"new"

@@ -69,6 +69,7 @@ enum opt_id {
     OPT_NO_EVIDENCE, OPT_K, OPT_OFFSET, OPT_LENGTH, OPT_YES, OPT_MEMORY, OPT_NO_CHECK,
     OPT_LISTEN, OPT_KEYS, OPT_INSECURE_NO_AUTH, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SNAPSHOT_DIR,
     OPT_WORKERS, OPT_HASH_KEY,
+    OPT_APPEND_ID,
 };
 
 typedef struct optdef {
@@ -118,6 +119,7 @@ struct cli {
     int            no_check;
     const char    *listen, *keys, *tls_cert, *tls_key, *snapshot_dir, *hash_key;
     int            insecure_no_auth, workers;
+    const char    *append_id;       /* append --id */
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -592,6 +594,32 @@ static int cmd_stats(cli *c)
     return ec;
 }
 
+/* append --id ID when an append with that id was committed already: its result. */
+static void print_replayed(const cli *c, const char *name, const hsadb_append_result *r)
+{
+    if (c->json) {
+        jw w;
+        jw_init(&w, stdout);
+        jw_begin_obj(&w);
+        jw_key(&w, "memory");        jw_str(&w, name);
+        jw_key(&w, "append_id");     jw_uint(&w, r->append_id);
+        jw_key(&w, "bytes");         jw_uint(&w, r->bytes);
+        jw_key(&w, "chunks");        jw_uint(&w, r->chunks);
+        jw_key(&w, "total_chunks");  jw_uint(&w, r->total_chunks);
+        jw_key(&w, "total_bytes");   jw_uint(&w, r->total_bytes);
+        jw_key(&w, "seconds");       jw_double(&w, r->seconds);
+        jw_key(&w, "id");            jw_str(&w, c->append_id);
+        jw_key(&w, "replayed");      jw_bool(&w, 1);
+        jw_key(&w, "complete");      jw_bool(&w, r->complete);
+        jw_end_obj(&w);
+        jw_end(&w);
+    } else if (!c->quiet) {
+        printf("append #%" PRIu64 " of '%s' already has id '%s': %" PRIu64 " bytes, %" PRIu64
+               " chunks%s; nothing appended now\n", r->append_id, name, c->append_id, r->bytes,
+               r->chunks, r->complete ? "" : " (it was interrupted: only these bytes were kept)");
+    }
+}
+
 static int cmd_append(cli *c)
 {
     const char *name = c->args[0];
@@ -639,9 +667,14 @@ static int cmd_append(cli *c)
         ec = fail(rc, "memory '%s'", name);
         goto out;
     }
-    rc = hsadb_appender_open(db, name, &a);
+    hsadb_append_result first;
+    rc = hsadb_appender_open_id(db, name, c->append_id, &a, &first);
     if (rc) {
         ec = fail(rc, "memory '%s'", name);
+        goto out;
+    }
+    if (!a) {      /* --id of an append already committed: its result, nothing appended */
+        print_replayed(c, name, &first);
         goto out;
     }
     buf = malloc(READ_PIECE);
@@ -729,6 +762,8 @@ static int cmd_append(cli *c)
         jw_key(&w, "total_bytes");   jw_uint(&w, r.total_bytes);
         jw_key(&w, "seconds");       jw_double(&w, r.seconds);
         jw_key(&w, "tokens_per_s");  jw_double(&w, tps);
+        jw_key(&w, "id");            jw_str(&w, c->append_id);
+        jw_key(&w, "replayed");      jw_bool(&w, 0);
         jw_end_obj(&w);
         jw_end(&w);
     } else if (!c->quiet) {
@@ -1314,7 +1349,9 @@ out:
 
 /* ---- command table and help ------------------------------------------------------------ */
 
-static const optdef append_opts[] = { { "progress", 0, 0, OPT_PROGRESS }, { NULL, 0, 0, 0 } };
+static const optdef append_opts[] = {
+    { "progress", 0, 0, OPT_PROGRESS }, { "id", 0, 1, OPT_APPEND_ID }, { NULL, 0, 0, 0 },
+};
 static const optdef query_opts[] = {
     { "max-tokens", 0, 1, OPT_MAX_TOKENS }, { "temperature", 0, 1, OPT_TEMPERATURE },
     { "top-p", 0, 1, OPT_TOP_P },           { "seed", 0, 1, OPT_SEED },
@@ -1360,7 +1397,10 @@ static const command commands[] = {
       "how much was kept is reported, and the exit status is 130.\n"
       "\n"
       "Options:\n"
-      "  --progress        draw progress on stderr even when it is not a terminal\n" },
+      "  --progress        draw progress on stderr even when it is not a terminal\n"
+      "  --id ID           idempotency id (1..64 bytes): if an append of this memory with ID\n"
+      "                    was committed (whole, or a prefix before it failed), print its\n"
+      "                    result and append nothing; a retry never duplicates data\n" },
     { "query", cmd_query, 2, -1, query_opts, "query NAME QUESTION...",
       "ask a question; stream the answer, then the evidence",
       "Runs the model over <query> QUESTION <answer> continuing the memory's stream (the\n"
@@ -1538,6 +1578,7 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_HELP:        c->help = 1; break;
     case OPT_VERSION:     c->version = 1; break;
     case OPT_PROGRESS:    c->progress = 1; break;
+    case OPT_APPEND_ID:   c->append_id = v; break;
     case OPT_MAX_TOKENS:  rc = parse_int(shown, v, 1, 1 << 20, &c->max_tokens); break;
     case OPT_TEMPERATURE: rc = parse_double(shown, v, 0, 100, &c->temperature); break;
     case OPT_TOP_P:       rc = parse_double(shown, v, 0, 1, &c->top_p); break;
