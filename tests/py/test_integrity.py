@@ -259,3 +259,16 @@ def test_append_id_is_idempotent(tmp_path):
     h("create", "m")
     assert h.json("append", "m", "-", "--id", "req-1", input=b"new")["replayed"] is False
     assert h.read("m") == b"new"
+
+
+def test_query_of_a_memory_shorter_than_a_chunk(tmp_path):
+    """No chunk is stored yet, so no evidence: the query must not hand qsort a NULL array
+    (UBSan's 'null pointer passed as argument 1' on main; fatal in a sanitizer build with
+    halt_on_error, which this test asks for)."""
+    h = Hsadb(tmp_path / "db")
+    h("create", "m")
+    h.append("m", b"short memory")
+    env = {"UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    q = h.json("query", "m", "what is stored?", "--max-tokens", 3, env=env)
+    assert all(not layer["chunks"] for layer in q["evidence"]), q["evidence"]
+    h("search", "m", "stored", "-k", 2, env=env)
