@@ -272,3 +272,25 @@ def test_query_of_a_memory_shorter_than_a_chunk(tmp_path):
     q = h.json("query", "m", "what is stored?", "--max-tokens", 3, env=env)
     assert all(not layer["chunks"] for layer in q["evidence"]), q["evidence"]
     h("search", "m", "stored", "-k", 2, env=env)
+
+
+def test_restore_killed_part_way_is_never_a_sound_looking_database(source, tmp_path):
+    """A restore killed at any point leaves DEST either absent/empty, refused on open as
+    corrupt (cut short), or complete: never a database that opens and reads wrong."""
+    h, data = source
+    snap = tmp_path / "snap"
+    h("snapshot", snap)
+    t0 = time.time()
+    h("restore", snap, tmp_path / "full")
+    took = time.time() - t0
+    for i in range(8):
+        dest = tmp_path / f"r{i}"
+        rc = kill_snapshot_at(h, ["restore", snap, dest], took * (i + 0.5) / 8)
+        if not dest.exists() or not (dest / "data.mdb").exists():
+            continue
+        p = h("read", "m", db=dest, expect=None)
+        if p.returncode == 0:
+            assert p.stdout == data, f"round {i} (exit {rc}): a killed restore reads wrong"
+            h("check", db=dest)
+        else:
+            assert p.returncode in (3, EXIT_CORRUPT), p.stderr
