@@ -2347,6 +2347,7 @@ static int marker_write(const char *dest, const char *memory) {
     snprintf(path, sizeof path, "%s/" STORE_SNAPSHOT_MARKER, dest);
     if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
         return hsadb_fail(errno, "snapshot marker %s: %s", tmp, strerror(errno));
+    errno = 0;   /* a short write sets none */
     if (write(fd, text, (size_t)n) != n || fsync(fd) != 0) {
         rc = hsadb_fail(errno ? errno : EIO, "snapshot marker %s: %s", tmp, strerror(errno ? errno : EIO));
         close(fd);
