@@ -317,6 +317,7 @@ fail:
 }
 
 void hsadb_appender_progress(const hsadb_appender *a, hsadb_append_result *o) {
+    o->replayed = 0;
     o->append_id = a->append_id;
     o->bytes = (uint64_t)a->tail.pos + (uint64_t)a->n_in - a->start_bytes;
     o->chunks = a->chunks;
@@ -352,4 +353,53 @@ int hsadb_append(hsadb_db *db, const char *name, const void *bytes, size_t n, hs
         return rc;
     }
     return hsadb_appender_commit(a, out);
+}
+
+/* ---- idempotency ids -------------------------------------------------------------------- */
+
+/* The result of the committed append that holds `id`: 0, HSADB_ERR_NOTFOUND, or an error. */
+static int append_id_result(hsadb_db *db, const char *name, const char *id, hsadb_append_result *out) {
+    struct hsadb_append_rec ar;
+    uint64_t aid;
+    int rc = hsadb_store_append_id_find(db->store, name, id, strlen(id), &aid, &ar);
+    if (rc) return rc;
+    const uint64_t S = (uint64_t)db->model->c.chunk, end = ar.start_offset + ar.bytes;
+    memset(out, 0, sizeof *out);
+    out->replayed = 1;
+    out->append_id = aid;
+    out->bytes = ar.bytes;
+    out->chunks = ar.chunks;
+    out->total_bytes = end;          /* the memory as that append left it */
+    out->total_chunks = end / S;
+    out->seconds = (double)(ar.time_end - ar.time_start);
+    out->complete = ar.state == 1;
+    return 0;
+}
+
+int hsadb_appender_open_id(hsadb_db *db, const char *name, const char *id, hsadb_appender **out,
+                           hsadb_append_result *first) {
+    int rc;
+    *out = NULL;
+    hsadb_clear_error();
+    if (!id) return hsadb_appender_open(db, name, out);
+    if (!first) return hsadb_fail(HSADB_ERR_INVALID, "append id: `first` is NULL");
+    if (!*id || strlen(id) > HSADB_APPEND_ID_MAX)
+        return hsadb_fail(HSADB_ERR_INVALID, "append id must be 1..%d bytes", HSADB_APPEND_ID_MAX);
+    if (!db->model) return hsadb_fail(HSADB_ERR_NO_MODEL, "append needs a model");
+    /* A retry of an append that committed: answered from the record, nothing appended. */
+    if ((rc = append_id_result(db, name, id, first)) != HSADB_ERR_NOTFOUND) return rc;
+    if ((rc = hsadb_appender_open(db, name, out))) return rc;
+    /* Again under the appender lock: another process may have committed it meanwhile. */
+    rc = append_id_result(db, name, id, first);
+    if (rc == 0 || rc != HSADB_ERR_NOTFOUND) {
+        hsadb_appender_abort(*out);
+        *out = NULL;
+        return rc;
+    }
+    hsadb_clear_error();
+    if ((rc = hsadb_store_writer_set_id((*out)->w, id, strlen(id)))) {
+        hsadb_appender_abort(*out);
+        *out = NULL;
+    }
+    return rc;
 }

@@ -322,17 +322,77 @@ static int check_one(void *ctx, const char *name, const struct hsadb_memory_rec 
     return 0;
 }
 
+/* Keeps the first damaged record a check reports (restore names it in its error). */
+typedef struct first_damage {
+    char text[512];
+} first_damage;
+
+static int keep_first(void *ctx, const struct hsadb_store_damage *d) {
+    first_damage *f = ctx;
+    if (f->text[0]) return 0;
+    if (d->n == UINT64_MAX)
+        snprintf(f->text, sizeof f->text, "%s%s%s%s record: %s", d->memory ? "memory '" : "",
+                 d->memory ? d->memory : "", d->memory ? "': " : "", d->db, d->what);
+    else
+        snprintf(f->text, sizeof f->text, "%s%s%s%s record %llu: %s", d->memory ? "memory '" : "",
+                 d->memory ? d->memory : "", d->memory ? "': " : "", d->db,
+                 (unsigned long long)d->n, d->what);
+    return 0;
+}
+
+/*
+ * Restore: the snapshot must be complete (its marker names data.mdb's size and digest), every
+ * memory in it sound (hsadb_store_check: every record the memory records name is there and
+ * well formed) and bound to the model, before one byte of dest is written.
+ */
 int hsadb_restore(const char *snapshot_dir, const char *dest_dir, const hsadb_model *model) {
+    struct hsadb_store_check_result res;
+    first_damage fd = {{0}};
     hsadb_store *src;
     int rc;
     hsadb_clear_error();
+    if (!snapshot_dir || !dest_dir) return hsadb_fail(HSADB_ERR_INVALID, "restore: NULL argument");
+    if ((rc = hsadb_store_snapshot_verify(snapshot_dir, NULL, 0))) return rc;
     if ((rc = hsadb_store_open(snapshot_dir, HSADB_STORE_RDONLY, &src))) return rc;
     if (model) {
         check_ctx cc = {model};
         if ((rc = hsadb_store_memory_foreach(src, check_one, &cc))) goto done;
     }
-    rc = hsadb_store_snapshot(src, NULL, dest_dir);
+    if ((rc = hsadb_store_check(src, NULL, keep_first, &fd, &res))) goto done;
+    if (res.n_damaged) {
+        rc = hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s is damaged: %llu record%s (%s)", snapshot_dir,
+                        (unsigned long long)res.n_damaged, res.n_damaged == 1 ? "" : "s", fd.text);
+        goto done;
+    }
+    rc = hsadb_store_copy(src, dest_dir);
 done:
     hsadb_store_close(src);
+    return rc;
+}
+
+/* ---- check ------------------------------------------------------------------------------ */
+
+typedef struct damage_relay {
+    hsadb_damage_fn fn;
+    void *ctx;
+} damage_relay;
+
+static int relay_damage(void *ctx, const struct hsadb_store_damage *d) {
+    damage_relay *r = ctx;
+    hsadb_damage pub = {d->memory, d->db, d->n, d->what};
+    return r->fn ? r->fn(r->ctx, &pub) : 0;
+}
+
+int hsadb_check(hsadb_db *db, const char *memory, hsadb_damage_fn fn, void *ctx, hsadb_check_result *out) {
+    struct hsadb_store_check_result res = {0, 0};
+    damage_relay relay = {fn, ctx};
+    int rc;
+    hsadb_clear_error();
+    if (!db) return hsadb_fail(HSADB_ERR_INVALID, "check: NULL database");
+    rc = hsadb_store_check(db->store, memory, relay_damage, &relay, &res);
+    if (out) {
+        out->n_records = res.n_records;
+        out->n_damaged = res.n_damaged;
+    }
     return rc;
 }

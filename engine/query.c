@@ -33,6 +33,7 @@ typedef struct qsession {
     int                    *extra_tok;          /* [cap][S] */
     int64_t                 extra_cap;
     int                    *tok_hist;  /* tokens of the running partial chunk: [S] */
+    int                    *toks;      /* one completed chunk's tokens: [S] (feed) */
     float                  *xmid, *hid;          /* [BLOCK][D] */
     float                  *chunk_x, *lmk, *kmem, *vmem;
     float                  *logits;    /* [V] */
@@ -109,7 +110,7 @@ static void session_close(qsession *q) {
     hsadb_swa_state_free(&q->upper);
     hsadb_tail_free(&q->tail);
     hsadb_index_free(&q->extra);
-    free(q->extra_k), free(q->extra_v), free(q->extra_tok), free(q->tok_hist);
+    free(q->extra_k), free(q->extra_v), free(q->extra_tok), free(q->tok_hist), free(q->toks);
     free(q->xmid), free(q->hid), free(q->chunk_x), free(q->lmk), free(q->kmem), free(q->vmem);
     free(q->logits), free(q->tr.idx), free(q->tr.w), free(q->tr.qr), free(q->kv32);
     memset(q, 0, sizeof *q);
@@ -137,7 +138,7 @@ static int session_open(qsession *q, hsadb_db *db, const char *name) {
         !(q->vmem = malloc((size_t)nc * S * Hm * c->head_dim * 4)) || !(q->logits = malloc((size_t)c->vocab * 4)) ||
         !(q->tr.idx = malloc(selw * 4)) || !(q->tr.w = malloc(selw * 4)) ||
         !(q->tr.qr = malloc((size_t)B * c->n_groups * Hm * c->retr_dim * 4)) ||
-        !(q->tok_hist = calloc((size_t)S, sizeof(int))))
+        !(q->tok_hist = calloc((size_t)S, sizeof(int))) || !(q->toks = calloc((size_t)S, sizeof(int))))
         goto fail;
     const void *blob;
     size_t len;
@@ -207,7 +208,7 @@ static int feed(qsession *q, const int *tokens, int n) {
         const size_t ln = (size_t)c->n_mem_heads * c->retr_dim, kn = (size_t)S * c->n_mem_heads * c->head_dim;
         int j = 0;
         for (int64_t end = p0 - part + S; end <= p0 + n; end += S, j++) {
-            int toks[S];
+            int *toks = q->toks;
             for (int64_t p = end - S; p < end; p++)
                 toks[p - (end - S)] = p < p0 ? q->tok_hist[p % S] : tokens[p - p0];
             if ((rc = extra_push(q, q->lmk + j * ln, q->kmem + j * kn, q->vmem + j * kn, toks))) return rc;
@@ -378,7 +379,7 @@ int hsadb_query(hsadb_db *db, const char *name, const char *question, size_t qle
     a->generate_seconds = hsadb_seconds() - t1;
     /* Aggregate evidence per layer: mean weight over the answer's rows and heads. */
     const int rows = a->n_tokens;
-    qsort(pairs, n_pairs, sizeof *pairs, by_chunk);
+    if (n_pairs > 1) qsort(pairs, n_pairs, sizeof *pairs, by_chunk);  /* pairs is NULL when none */
     size_t u = 0;
     for (size_t i = 0; i < n_pairs; i++) {
         if (u && pairs[u - 1].chunk == pairs[i].chunk) pairs[u - 1].w += pairs[i].w;
@@ -396,7 +397,7 @@ int hsadb_query(hsadb_db *db, const char *name, const char *question, size_t qle
     for (int g = 0; g < G; g++) {
         size_t last = first;
         while (last < n_pairs && pairs[last].chunk >> 48 == g) last++;
-        qsort(pairs + first, last - first, sizeof *pairs, by_weight);
+        if (last - first > 1) qsort(pairs + first, last - first, sizeof *pairs, by_weight);
         hsadb_evidence *ev = &a->layers[g];
         ev->layer = g;
         ev->n = last - first < (size_t)o.evidence_k ? last - first : (size_t)o.evidence_k;

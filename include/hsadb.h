@@ -166,6 +166,10 @@ typedef struct hsadb_append_result {
     uint64_t total_chunks;  /* chunks in the memory afterwards */
     uint64_t total_bytes;   /* bytes in the memory afterwards */
     double   seconds;       /* wall time of the append */
+    int      replayed;      /* 1: answered from an earlier append with the same id (nothing
+                               was appended now; see hsadb_appender_open_id) */
+    int      complete;      /* with replayed: 1 if that append was committed whole, 0 if only
+                               the prefix in `bytes` was (it failed or was interrupted) */
 } hsadb_append_result;
 
 /* Start an append on memory `name`. Fails with HSADB_ERR_MODEL_MISMATCH if the memory is
@@ -190,6 +194,19 @@ int hsadb_appender_commit(hsadb_appender *a, hsadb_append_result *out);
 
 /* Drop everything not yet committed and free the appender. NULL is a no-op. */
 void hsadb_appender_abort(hsadb_appender *a);
+
+/* Appends with an idempotency id (client-chosen, 1..HSADB_APPEND_ID_MAX bytes, unique per
+ * memory). The id is recorded in the same transaction as the append's first committed batch
+ * (and each later one). If a committed append of this memory already holds `id`, nothing is
+ * appended: *out is NULL, 0 is returned, and *first receives that append's result with
+ * replayed = 1 (bytes, chunks and totals as it left them; complete = 0 if it failed or was
+ * interrupted after committing a prefix: a retry never appends that prefix twice). Otherwise
+ * it behaves as hsadb_appender_open (*out is the appender; its commit reports replayed = 0).
+ * The lookup is repeated under the memory's appender lock, so two concurrent retries cannot
+ * both append. id NULL: hsadb_appender_open. */
+#define HSADB_APPEND_ID_MAX 64
+int hsadb_appender_open_id(hsadb_db *db, const char *name, const char *id, hsadb_appender **out,
+                           hsadb_append_result *first);
 
 /* One-shot append of a buffer. */
 int hsadb_append(hsadb_db *db, const char *name, const void *bytes, size_t n,
@@ -303,6 +320,37 @@ int hsadb_snapshot(hsadb_db *db, const char *memory, const char *dest_dir);
  * be empty). If model is not NULL, every memory in the snapshot must be bound to it
  * (HSADB_ERR_MODEL_MISMATCH otherwise, and nothing is written). */
 int hsadb_restore(const char *snapshot_dir, const char *dest_dir, const hsadb_model *model);
+/* (Both:) a snapshot is complete only once its marker file "hsadb-snapshot" exists: written
+ * last, after data.mdb is fsync'd, naming data.mdb's size and XXH3-64 digest. hsadb_restore
+ * refuses, with HSADB_ERR_CORRUPT and nothing written, a snapshot without the marker (stopped
+ * part-way, or made before markers), one whose data.mdb does not match it (cut short,
+ * changed), and one in which hsadb_check finds a damaged record. A symbolic link as
+ * dest_dir is refused (HSADB_ERR_INVALID). */
+
+/* ---- integrity check ------------------------------------------------------------------- */
+
+/* One damaged record. Strings are valid during the callback only. */
+typedef struct hsadb_damage {
+    const char *memory;  /* the memory it belongs to; NULL for LMDB's free list */
+    const char *record;  /* "memories", "landmarks", "kv", "chunks", "tails", "appends",
+                            "free list" */
+    uint64_t    n;       /* chunk or append number; UINT64_MAX when the record has none */
+    const char *what;    /* what is wrong, one line */
+} hsadb_damage;
+typedef int (*hsadb_damage_fn)(void *ctx, const hsadb_damage *d);   /* nonzero stops */
+typedef struct hsadb_check_result {
+    uint64_t n_records;  /* records walked */
+    uint64_t n_damaged;  /* damaged records (each missing record counts) */
+} hsadb_check_result;
+
+/* Walk the records of `memory` (NULL: every memory and LMDB's free list) in one read
+ * transaction and report each damaged one through fn (may be NULL): value sizes, the records
+ * the memory record counts (all present, none extra), chunk and append records' consistency,
+ * LMDB's overflow page headers, and each record's checksum where the store has them
+ * (docs/storage.md). Returns 0 when the walk completed, damaged or not (*out counts), fn's
+ * nonzero value if it stopped the walk, or an error (HSADB_ERR_NOTFOUND: no such memory). */
+int hsadb_check(hsadb_db *db, const char *memory, hsadb_damage_fn fn, void *ctx,
+                hsadb_check_result *out);
 
 #ifdef __cplusplus
 }

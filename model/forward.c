@@ -207,6 +207,11 @@ int hsadb_run_init(hsadb_run *r, const hsadb_model *m, int max_rows) {
     ALLOC(r->sel_s, (size_t)Hm * max_rows * K);
     ALLOC(r->kbuf, (size_t)Hm * K * S * dh);
     ALLOC(r->vbuf, (size_t)Hm * K * S * dh);
+    ALLOC(r->hsa_kp, (size_t)Hm * K);
+    ALLOC(r->hsa_vp, (size_t)Hm * K);
+    ALLOC(r->hsa_w, (size_t)Hm * K);
+    ALLOC(r->merge_idx, (size_t)nt * 2 * K);
+    ALLOC(r->merge_s, (size_t)nt * 2 * K);
 #undef ALLOC
     for (int i = 0; i < dh / 2; i++) r->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / dh);
     hsadb_blas_single();
@@ -229,6 +234,7 @@ void hsadb_run_free(hsadb_run *r) {
     free(r->inv_freq);
     free(r->n_elig);
     free(r->sel_idx);
+    free(r->hsa_kp), free(r->hsa_vp), free(r->hsa_w), free(r->merge_idx), free(r->merge_s);
     memset(r, 0, sizeof *r);
 }
 
@@ -369,7 +375,7 @@ typedef struct upper_job {
 
 /* Group g, rows [lo, hi): the SWA sub-layer, h = RMSNorm(x) into r->xb, the retrieval queries
  * r->qr and HSA queries r->q, then the top-K chunks per memory head (r->sel_idx, r->sel_s). */
-static void group_retrieve(const upper_job *j, int g, int lo, int hi, float *scratch) {
+static void group_retrieve(const upper_job *j, int g, int lo, int hi, float *scratch, int thread) {
     hsadb_run *r = j->r;
     const hsadb_config *c = &r->m->c;
     const hsadb_hsa_w *w = &r->m->w.hsa[g];
@@ -398,8 +404,8 @@ static void group_retrieve(const upper_job *j, int g, int lo, int hi, float *scr
         int64_t e = (pos + t) / S - mv->base_n;
         if (e <= 0) continue;
         for (int m = 0; m < Hm; m++) {
-            int32_t ei[K], mi[K];
-            float es[K], ms[K];
+            int32_t *ei = r->merge_idx + (size_t)thread * 2 * K, *mi = ei + K;  /* run_init's */
+            float *es = r->merge_s + (size_t)thread * 2 * K, *ms = es + K;
             hsadb_index_topk(mv->extra, m, r->qr + (size_t)t * Hm * dr + (size_t)m * dr, Hm * dr, 1, &e, K, ei, es,
                              r->tile + (size_t)t * HSADB_INDEX_TILE);
             int32_t *bi = r->sel_idx + ((size_t)m * n + t) * K;
@@ -410,8 +416,8 @@ static void group_retrieve(const upper_job *j, int g, int lo, int hi, float *scr
                 if (take_e) mi[o] = ei[b] + (int32_t)mv->base_n, ms[o] = es[b++];
                 else mi[o] = bi[a], ms[o] = bs[a++];
             }
-            memcpy(bi, mi, sizeof mi);
-            memcpy(bs, ms, sizeof ms);
+            memcpy(bi, mi, (size_t)K * sizeof *mi);
+            memcpy(bs, ms, (size_t)K * sizeof *ms);
         }
     }
 }
@@ -449,7 +455,7 @@ static void upper_rows(void *arg, int i, int nt) {
         rope_rows(r, lo, hi, j->s->pos, 0);
     }
     if (j->g > 0) group_finish(j, j->g - 1, lo, hi, scratch);
-    if (j->g < G) group_retrieve(j, j->g, lo, hi, scratch);
+    if (j->g < G) group_retrieve(j, j->g, lo, hi, scratch, i);
     else memcpy(j->out + (size_t)lo * D, r->x + (size_t)lo * D, (size_t)(hi - lo) * D * sizeof(float));
 }
 
@@ -459,8 +465,8 @@ static int hsa_attend(hsadb_run *r, int g, const hsadb_memview *mv, int n, const
     const hsadb_config *c = &r->m->c;
     const int H = c->n_heads, Hm = c->n_mem_heads, dh = c->head_dim;
     const int K = c->topk, S = c->chunk, G = c->n_groups;
-    const float *kp[Hm * K], *vp[Hm * K];
-    float wts[Hm * K];
+    const float **kp = r->hsa_kp, **vp = r->hsa_vp;   /* [Hm*K] each, allocated by run_init */
+    float *wts = r->hsa_w;
     for (int t = 0; t < n; t++) {
         for (int m = 0; m < Hm; m++) {
             const int32_t *idx = r->sel_idx + ((size_t)m * n + t) * K;

@@ -55,6 +55,10 @@ typedef struct hsadb_run {
     int32_t *sel_idx;      /* [Hm][max_rows][K] */
     float   *sel_s;        /* [Hm][max_rows][K] scores, then weights */
     float   *kbuf, *vbuf;  /* [Hm*K][S*dh] fetched K/V of one token's chunks */
+    const float **hsa_kp, **hsa_vp; /* [Hm*K] hsa_attend's pointers into kbuf / vbuf */
+    float   *hsa_w;        /* [Hm*K] hsa_attend's retrieval weights */
+    int32_t *merge_idx;    /* [threads][2K] group_retrieve's merge of the query's own chunks */
+    float   *merge_s;      /* [threads][2K] */
     float   *enc_lmk, *enc_k, *enc_v; /* [max_rows/S+1][...] fp32 encoder outputs (records) */
     int      device;       /* HSADB_DEVICE_CPU or HSADB_DEVICE_CUDA */
     struct hsadb_cuda_run *cu; /* the CUDA backend's state (kernels/engine_cuda.h); NULL on the CPU */

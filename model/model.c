@@ -22,6 +22,21 @@
 
 /* ---- config.json ---------------------------------------------------------------------- */
 
+/*
+ * Bounds on config.json (issue 35: a chunk_topk of 10^6 overflowed the stack of every query).
+ * Each dimension has a ceiling far above any model this engine is for, and every product that
+ * sizes an allocation or a loop is checked in 64 bits below (CFG_ELEMS_MAX elements). A model
+ * beyond them is refused at load with the key that is too large, never half-run.
+ */
+#define CFG_DIM_MAX      65536        /* hidden_size, intermediate_size (x4), sliding_window */
+#define CFG_HEADS_MAX    1024         /* attention, key/value and memory heads */
+#define CFG_HEAD_DIM_MAX 1024         /* head_dim, retrieval_dim */
+#define CFG_LAYERS_MAX   1024         /* each layer count */
+#define CFG_CHUNK_MAX    4096         /* chunk_size (the store allows 65536) */
+#define CFG_TOPK_MAX     4096         /* chunk_topk */
+#define CFG_VOCAB_MAX    (1 << 20)
+#define CFG_ELEMS_MAX    ((uint64_t)1 << 32) /* one weight tensor or one per-run buffer */
+
 static int cfg_int(const hsadb_json *root, const char *key, int *out, int required, int dflt) {
     hsadb_json *j = hsadb_json_get(root, key);
     if (!j) {
@@ -34,6 +49,41 @@ static int cfg_int(const hsadb_json *root, const char *key, int *out, int requir
     if (j->number != (double)(int)j->number || j->number < 0 || j->number > 1e9)
         return hsadb_fail(HSADB_ERR_BAD_MODEL, "config.json: \"%s\" = %g is not a valid size", key, j->number);
     *out = (int)j->number;
+    return 0;
+}
+
+/* Each dimension within its ceiling, then the products that size weights and buffers. */
+static int cfg_bounds(const hsadb_config *c) {
+    const struct { const char *key; int v, max; } dims[] = {
+        {"vocab_size", c->vocab, CFG_VOCAB_MAX},           {"hidden_size", c->dim, CFG_DIM_MAX},
+        {"intermediate_size", c->hidden, 4 * CFG_DIM_MAX}, {"num_attention_heads", c->n_heads, CFG_HEADS_MAX},
+        {"head_dim", c->head_dim, CFG_HEAD_DIM_MAX},       {"num_key_value_heads", c->n_kv_heads, CFG_HEADS_MAX},
+        {"num_memory_heads", c->n_mem_heads, CFG_HEADS_MAX}, {"retrieval_dim", c->retr_dim, CFG_HEAD_DIM_MAX},
+        {"num_lower_layers", c->n_lower, CFG_LAYERS_MAX},  {"encoder_layers", c->n_encoder, CFG_LAYERS_MAX},
+        {"num_upper_groups", c->n_groups, CFG_LAYERS_MAX}, {"swa_layers_per_group", c->swa_per_group, CFG_LAYERS_MAX},
+        {"chunk_size", c->chunk, CFG_CHUNK_MAX},           {"chunk_topk", c->topk, CFG_TOPK_MAX},
+        {"sliding_window", c->window, 16 * CFG_DIM_MAX},
+    };
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].v > dims[i].max)
+            return hsadb_fail(HSADB_ERR_BAD_MODEL, "config.json: \"%s\" = %d exceeds this build's limit %d",
+                              dims[i].key, dims[i].v, dims[i].max);
+    /* Each operand is at most 2^20 now, so a product of two or three fits 64 bits. */
+    const uint64_t D = (uint64_t)c->dim, H = (uint64_t)c->n_heads, dh = (uint64_t)c->head_dim,
+                   Hm = (uint64_t)c->n_mem_heads, K = (uint64_t)c->topk, S = (uint64_t)c->chunk;
+    const struct { const char *what; uint64_t n; } prods[] = {
+        {"vocab_size x hidden_size (embeddings)", (uint64_t)c->vocab * D},
+        {"intermediate_size x hidden_size (an MLP weight)", (uint64_t)c->hidden * D},
+        {"num_attention_heads x head_dim x hidden_size (a projection)", H * dh * D},
+        {"num_memory_heads x retrieval_dim x hidden_size (the landmark projection)", Hm * (uint64_t)c->retr_dim * D},
+        {"num_memory_heads x chunk_topk x chunk_size x head_dim (retrieved K/V per token)", Hm * K * S * dh},
+        {"sliding_window x num_key_value_heads x head_dim (an SWA ring)", (uint64_t)c->window * c->n_kv_heads * dh},
+    };
+    for (size_t i = 0; i < sizeof prods / sizeof prods[0]; i++)
+        if (prods[i].n > CFG_ELEMS_MAX)
+            return hsadb_fail(HSADB_ERR_BAD_MODEL, "config.json: %s = %llu values, more than this build's "
+                              "limit of %llu", prods[i].what, (unsigned long long)prods[i].n,
+                              (unsigned long long)CFG_ELEMS_MAX);
     return 0;
 }
 
@@ -80,6 +130,8 @@ static int parse_config(const char *text, size_t len, hsadb_config *c) {
     else if (c->chunk < 1 || c->topk < 1) why = "chunk_size and chunk_topk must be positive";
     else if (c->window < c->chunk) why = "sliding_window must be >= chunk_size";
     if (why) { hsadb_set_error("config.json: %s", why); goto done; }
+    if ((rc = cfg_bounds(c))) goto done;
+    rc = HSADB_ERR_BAD_MODEL;
     rc = 0;
 done:
     hsadb_json_free(root);

@@ -10,6 +10,7 @@ PKGS=(
   python3-grpcio python3-protobuf python3-pytest python3-numpy python3-torch
   libjansson-dev   # JSON of the MCP server (tools/mcp/)
   python3-venv     # tests/pyclient: `pip install ./clients/python` into a venv
+  libxxhash-dev   # XXH3: snapshot digests and per-record checksums (storage/store.c)
 )
 
 missing=()

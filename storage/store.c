@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +32,10 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <inttypes.h>
 #include <liburing.h>
 #include <lmdb.h>
+#include <xxhash.h>
 
 #include "hsadb.h"
 #include "util.h"
@@ -68,17 +71,21 @@ _Static_assert(offsetof(struct hsadb_append_rec, state) == 40, "hsadb_append_rec
 #define STORE_OVPAGE_HDR     16                 /* LMDB's page header (PAGEHDRSZ), which also
                                                    heads a value's run of overflow pages */
 #define STORE_SPILL_MAX      64                 /* bound on the K/V bytes moved to the landmark */
+#define STORE_SNAPSHOT_MARKER "hsadb-snapshot"  /* a finished snapshot's marker file */
+#define STORE_SUM            8                  /* format 3: a value's trailing XXH3-64 */
+#define STORE_ID_MAX         HSADB_STORE_APPEND_ID_MAX /* bytes of an append's idempotency id */
 
 /* ---- the sub-databases ----------------------------------------------------------------- */
 
-enum { DB_META, DB_MEMORIES, DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_TAILS, DB_APPENDS, DB_COUNT };
+enum { DB_META, DB_MEMORIES, DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_TAILS, DB_APPENDS, DB_APPEND_IDS,
+       DB_COUNT };
 
 static const char *const db_name[DB_COUNT] = {
-    "meta", "memories", "landmarks", "kv", "chunks", "tails", "appends",
+    "meta", "memories", "landmarks", "kv", "chunks", "tails", "appends", "append_ids",
 };
 
 /* The databases keyed by memory id (key prefix = 4-byte big-endian id). */
-static const int keyed_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_APPENDS, DB_TAILS };
+static const int keyed_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_APPENDS, DB_TAILS, DB_APPEND_IDS };
 #define N_KEYED ((int)(sizeof keyed_dbs / sizeof keyed_dbs[0]))
 
 #define KEY_FORMAT  "format"
@@ -99,6 +106,9 @@ struct geom {
     size_t kv;     /* K then V: 2 * S * Hm * dh * elsize */
     size_t chunk;  /* chunk record: sizeof(hsadb_chunk_meta) + S */
     size_t spill;  /* the K/V block's last bytes stored in the landmark record (see above) */
+    size_t sum;    /* bytes of the checksum that ends every value: 8 from format 3, else 0 */
+    size_t lm_val, kv_val, chunk_val; /* stored value sizes: lm + spill + sum, kv - spill +
+                                         sum, chunk + sum */
 };
 
 struct hsadb_store {
@@ -113,7 +123,10 @@ struct hsadb_store {
     size_t            n_pool;
     int               lock_fd;            /* data.mdb fd for OFD appender locks, -1: none */
     int               broken;             /* a remap failed: the env has no map any more */
+    _Atomic int       damaged;            /* a check found damage: writes are refused */
     uint32_t          format;             /* the store's format (meta 'format') */
+    int               has_ids;            /* "append_ids" exists (created by a writable open;
+                                             a read-only open of an older store lacks it) */
     size_t            psize;              /* LMDB page size of the env */
     char              dir[];              /* the directory, NUL-terminated */
 };
@@ -150,6 +163,8 @@ struct hsadb_store_writer {
     uint8_t                 *sbuf;
     size_t                   n_sealed, scap;
     int                      append_ok[DB_COUNT]; /* MDB_APPEND still worth trying */
+    uint8_t                  id[STORE_ID_MAX];    /* the append's idempotency id, if any */
+    size_t                   id_len;              /* 0: none */
 };
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -196,6 +211,34 @@ static MDB_val key_str(const char *s) {
 }
 
 static int is_hsadb_err(int rc) { return rc <= HSADB_ERR_INVALID && rc >= HSADB_ERR_STORE; }
+
+/*
+ * Record checksums (format 3). Every value of "memories", "landmarks", "kv", "chunks", "tails"
+ * and "appends" ends with 8 bytes: the XXH3-64 of the value's other bytes, seeded with the
+ * XXH3-64 of its key seeded with the database's number, little-endian. A record that moved to
+ * another key or database fails its check as surely as one whose bytes changed. Format 1 and 2
+ * values have none (sum_bytes 0) and are read as before.
+ */
+static size_t store_sum_bytes(const hsadb_store *st) { return st->format >= 3 ? STORE_SUM : 0; }
+
+static uint64_t rec_sum(int db, const MDB_val *k, const void *body, size_t len) {
+    return XXH3_64bits_withSeed(body, len, XXH3_64bits_withSeed(k->mv_data, k->mv_size, (uint64_t)db));
+}
+
+/* Writes the checksum of body[0..len) (key k of db) at body + len. */
+static void sum_put(int db, const MDB_val *k, uint8_t *body, size_t len) {
+    const uint64_t s = rec_sum(db, k, body, len);
+    memcpy(body + len, &s, STORE_SUM);
+}
+
+/* 1 when value v (body, then its checksum) of key k in db is intact, or the store has none. */
+static int sum_ok(const hsadb_store *st, int db, const MDB_val *k, const MDB_val *v) {
+    uint64_t s;
+    if (!store_sum_bytes(st)) return 1;
+    if (v->mv_size < STORE_SUM) return 0;
+    memcpy(&s, (const uint8_t *)v->mv_data + v->mv_size - STORE_SUM, STORE_SUM);
+    return s == rec_sum(db, k, v->mv_data, v->mv_size - STORE_SUM);
+}
 
 /*
  * Maps an LMDB result (or errno) to the store's error space, recording a detail line that
@@ -274,10 +317,14 @@ static int rec_geom(const hsadb_store *st, const struct hsadb_memory_rec *r, con
     g->kv = (size_t)kv;
     g->chunk = sizeof(struct hsadb_chunk_meta) + r->chunk_size;
     g->spill = 0;
-    if (st->format >= 2 && st->psize > 0 && g->kv + STORE_OVPAGE_HDR > st->psize) {
-        const size_t over = (g->kv + STORE_OVPAGE_HDR) % st->psize;
+    g->sum = store_sum_bytes(st);
+    if (st->format >= 2 && st->psize > 0 && g->kv + g->sum + STORE_OVPAGE_HDR > st->psize) {
+        const size_t over = (g->kv + g->sum + STORE_OVPAGE_HDR) % st->psize;
         if (over <= STORE_SPILL_MAX) g->spill = over;
     }
+    g->lm_val = g->lm + g->spill + g->sum;
+    g->kv_val = g->kv - g->spill + g->sum;
+    g->chunk_val = g->chunk + g->sum;
     return 0;
 }
 
@@ -285,9 +332,12 @@ static int rec_geom(const hsadb_store *st, const struct hsadb_memory_rec *r, con
 static int rec_load(const hsadb_store *st, const MDB_val *v, const char *name,
                     struct hsadb_memory_rec *rec, struct geom *g) {
     struct geom tmp;
-    if (v->mv_size != sizeof *rec)
+    const MDB_val k = key_str(name);
+    if (v->mv_size != sizeof *rec + store_sum_bytes(st))
         return hsadb_fail(HSADB_ERR_CORRUPT, "memory record '%s': %zu bytes, expected %zu",
-                          name, v->mv_size, sizeof *rec);
+                          name, v->mv_size, sizeof *rec + store_sum_bytes(st));
+    if (!sum_ok(st, DB_MEMORIES, &k, v))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory record '%s': checksum mismatch", name);
     memcpy(rec, v->mv_data, sizeof *rec);
     return rec_geom(st, rec, name, HSADB_ERR_CORRUPT, g ? g : &tmp);
 }
@@ -546,6 +596,24 @@ static int check_length(hsadb_store *st) {
 }
 
 /*
+ * A read-only open of a data.mdb too short to hold LMDB's two meta pages (an empty file: a
+ * copy killed before its first write) is a damaged store. LMDB itself would try to write a
+ * fresh meta page through its read-only descriptor and fail with EBADF ("Bad file
+ * descriptor", issue 35). A writable open of an empty file initialises a new store, as before.
+ */
+static int check_short(const char *dir) {
+    char path[PATH_MAX];
+    struct stat sb;
+    long page = sysconf(_SC_PAGESIZE);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return 0;   /* LMDB reports it */
+    if (sb.st_size < 2 * (page > 0 ? page : 4096))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "%s is %lld bytes, too short for an LMDB file (two "
+                          "meta pages): cut short or never written", path, (long long)sb.st_size);
+    return 0;
+}
+
+/*
  * Initial map size: HSADB_STORE_MAPSIZE (bytes) if set, else max(1 GiB, 2 x data.mdb).
  * LMDB itself raises a too small size to what the file already holds.
  */
@@ -589,8 +657,13 @@ static int init_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     uint32_t ver;
     int i, rc;
 
+    st->has_ids = 1;
     for (i = 0; i < DB_COUNT; i++) {
         rc = mdb_dbi_open(txn, db_name[i], dbflags, &st->dbi[i]);
+        if (rc == MDB_NOTFOUND && i == DB_APPEND_IDS) {   /* added later: optional when read-only */
+            st->has_ids = 0;
+            continue;
+        }
         if (rc == MDB_NOTFOUND)
             return hsadb_fail(HSADB_ERR_CORRUPT, "%s is not an hsadb store: no sub-database '%s'",
                               st->dir, db_name[i]);
@@ -691,6 +764,7 @@ int hsadb_store_open(const char *dir, unsigned flags, hsadb_store **out) {
     if (stat(dir, &sb) != 0) return hsadb_fail(errno, "%s: %s", dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) return hsadb_fail(ENOTDIR, "%s: not a directory", dir);
     if ((rc = initial_mapsize(dir, &mapsize))) return rc;
+    if ((flags & HSADB_STORE_RDONLY) && (rc = check_short(dir))) return rc;
     if ((rc = lockfile_reserve(dir))) return rc;
 
     st = calloc(1, sizeof *st + dlen + 1);
@@ -850,11 +924,74 @@ static int mem_lookup(hsadb_store *st, MDB_txn *txn, const char *name, size_t le
     return rec_load(st, &v, name, rec, g);
 }
 
+/*
+ * Writes on a damaged store. LMDB trusts its pages: deleting a record whose overflow page
+ * header was damaged frees pages that are not its own, and the next write crashed inside
+ * LMDB (an assertion, SIGSEGV, SIGBUS; a heap overflow under ASan: issue 35). So a store in
+ * which any check found damage refuses every later write (create, append, delete) through
+ * this handle, and each write first checks the structure it is about to touch:
+ *   - delete: every record of the memory (sizes, counts, overflow page headers; no hashing)
+ *     and LMDB's free list;
+ *   - append (writer_begin): the memory record (its checksum) and the tail record, which the
+ *     append replaces (its overflow run is freed), and the free list;
+ *   - create: the free list.
+ * Reads never write, so they go on (a damaged record itself is refused as CORRUPT).
+ */
+static int damaged_fail(const hsadb_store *st, const char *what) {
+    return hsadb_fail(HSADB_ERR_CORRUPT, "%s: store %s failed its integrity check (run `hsadb "
+                      "check`); writes are refused until it is restored from a snapshot or its "
+                      "sound memories are copied out", what, st->dir);
+}
+
+static int first_damage_fn(void *ctx, const struct hsadb_store_damage *d) {
+    char *buf = ctx;
+    char num[32] = "";
+    if (d->n != UINT64_MAX) snprintf(num, sizeof num, " %llu", (unsigned long long)d->n);
+    if (!buf[0])
+        snprintf(buf, 256, "%s%s%s%s record%s: %s", d->memory ? "memory '" : "",
+                 d->memory ? d->memory : "", d->memory ? "' " : "", d->db, num, d->what);
+    return 0;
+}
+
+static int check_run(hsadb_store *st, const char *name, int sums, hsadb_store_damage_fn fn,
+                     void *ctx, struct hsadb_store_check_result *out);
+static int check_freelist_only(hsadb_store *st, hsadb_store_damage_fn fn, void *ctx,
+                               struct hsadb_store_check_result *out);
+static int check_tail_only(hsadb_store *st, const char *name, hsadb_store_damage_fn fn,
+                           void *ctx, struct hsadb_store_check_result *out);
+
+/* Refuses a write on a damaged store; `scope`: 0 free list, 1 + memory name: its tail too
+ * (append), 2 + memory name: all of its records (delete). */
+static int write_guard(hsadb_store *st, int scope, const char *name, const char *what) {
+    struct hsadb_store_check_result res = { 0, 0 };
+    char first[256] = "";
+    int rc;
+    if (st->damaged) return damaged_fail(st, what);
+    if (scope == 2) rc = check_run(st, name, 0, first_damage_fn, first, &res);
+    else if (scope == 1) rc = check_tail_only(st, name, first_damage_fn, first, &res);
+    else rc = 0;
+    if (rc == 0 && res.n_damaged == 0) rc = check_freelist_only(st, first_damage_fn, first, &res);
+    if (rc) return rc;
+    if (res.n_damaged)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "%s: refused: %s; store %s is damaged (run `hsadb "
+                          "check`)", what, first, st->dir);
+    return 0;
+}
+
 struct create_ctx {
     const char *name;
     size_t len;
     struct hsadb_memory_rec rec;
+    uint8_t val[sizeof(struct hsadb_memory_rec) + STORE_SUM];
 };
+
+/* The "memories" value of rec under key k: the struct, then (format 3) its checksum. */
+static void rec_value(const hsadb_store *st, const MDB_val *k, const struct hsadb_memory_rec *rec,
+                      uint8_t buf[sizeof *rec + STORE_SUM], MDB_val *v) {
+    memcpy(buf, rec, sizeof *rec);
+    if (store_sum_bytes(st)) sum_put(DB_MEMORIES, k, buf, sizeof *rec);
+    *v = (MDB_val){ sizeof *rec + store_sum_bytes(st), buf };
+}
 
 /* Allocates the next memory id and inserts the record (MDB_NOOVERWRITE: EXISTS if taken). */
 static int create_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
@@ -877,7 +1014,7 @@ static int create_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if (id == UINT32_MAX) return hsadb_fail(HSADB_ERR_STORE, "memory ids exhausted");
     c->rec.id = id;
     k = (MDB_val){ c->len, (void *)c->name };
-    v = (MDB_val){ sizeof c->rec, &c->rec };
+    rec_value(st, &k, &c->rec, c->val, &v);
     rc = mdb_put(txn, st->dbi[DB_MEMORIES], &k, &v, MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST)
         return hsadb_fail(HSADB_ERR_EXISTS, "memory '%s' already exists", c->name);
@@ -901,6 +1038,8 @@ int hsadb_store_memory_create(hsadb_store *st, const char *name, struct hsadb_me
     if (!st || !rec) return hsadb_fail(HSADB_ERR_INVALID, "memory create: NULL argument");
     if ((rc = name_check(name, &c.len))) return rc;
     if ((rc = rec_geom(st, rec, name, HSADB_ERR_INVALID, &g))) return rc;
+    if (!(st->flags & HSADB_STORE_RDONLY) && (rc = write_guard(st, 0, name, "create memory")))
+        return rc;
     c.name = name;
     c.rec = *rec;
     c.rec.id = 0;
@@ -1015,7 +1154,7 @@ static int sweep_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if ((rc = mdb_cursor_open(txn, st->dbi[DB_MEMORIES], &cur))) return rc;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (v.mv_size != sizeof rec) {   /* unreadable memory record: do not sweep at all */
+        if (v.mv_size != sizeof rec + store_sum_bytes(st)) {   /* unreadable: do not sweep */
             mdb_cursor_close(cur);
             c->done = 1;
             return 0;
@@ -1037,6 +1176,7 @@ static int sweep_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if (c->n_live) qsort(c->live, c->n_live, sizeof *c->live, cmp_u32);
 
     for (i = 0; i < N_KEYED; i++) {
+        if (keyed_dbs[i] == DB_APPEND_IDS && !st->has_ids) continue;
         if ((rc = mdb_cursor_open(txn, st->dbi[keyed_dbs[i]], &cur))) return rc;
         for (next = 0; next <= UINT32_MAX; next = (uint64_t)id + 1) {
             k = key_mem(kb, (uint32_t)next);
@@ -1075,6 +1215,8 @@ int hsadb_store_memory_delete(hsadb_store *st, const char *name) {
     if (st->flags & HSADB_STORE_RDONLY)
         return hsadb_fail(HSADB_ERR_READONLY, "delete memory '%s': store is read-only", name);
     if ((rc = hsadb_store_memory_get(st, name, &rec))) return rc;
+    snprintf(what, sizeof what, "delete memory '%s'", name);
+    if ((rc = write_guard(st, 2, name, what))) return rc;
     if ((rc = memory_lock(st, rec.id, name))) return rc;
     c.name = name;
     c.id = rec.id;
@@ -1082,6 +1224,7 @@ int hsadb_store_memory_delete(hsadb_store *st, const char *name) {
     rc = store_write(st, del_rec_fn, &c, what, 4096);
     for (i = 0; rc == 0 && i < N_KEYED; i++) {
         c.db = keyed_dbs[i];
+        if (c.db == DB_APPEND_IDS && !st->has_ids) continue;
         do {
             rc = store_write(st, del_range_fn, &c, what, 4096);
         } while (rc == 0 && !c.done);
@@ -1174,8 +1317,8 @@ int hsadb_store_memory_bytes(hsadb_store *st, const char *name, uint64_t *out) {
     }
     read_end(st, txn);
     if (rc) return store_err(rc, name);
-    *out = sizeof rec + rec.n_chunks * (uint64_t)(g.lm + g.kv + g.chunk) +
-           rec.n_appends * (uint64_t)sizeof(struct hsadb_append_rec) + tail;
+    *out = sizeof rec + g.sum + rec.n_chunks * (uint64_t)(g.lm_val + g.kv_val + g.chunk_val) +
+           rec.n_appends * (uint64_t)(sizeof(struct hsadb_append_rec) + g.sum) + tail;
     return 0;
 }
 
@@ -1299,19 +1442,30 @@ static int chunk_range(const hsadb_store_reader *r, uint64_t chunk, const char *
     return 0;
 }
 
-/* Gets the value of key(id, chunk) in db and checks its size. */
-static int reader_get(hsadb_store_reader *r, int db, uint64_t n, size_t want, MDB_val *v) {
+/*
+ * Gets the value of key(id, chunk) in db and checks its size: `want` bytes and, from format 3,
+ * the checksum, which is verified unless verify is 0 (kv_read verifies what it read from the
+ * file instead of what the map holds). On success v->mv_size is `want`: the checksum is not
+ * part of what callers see.
+ */
+static int reader_get(hsadb_store_reader *r, int db, uint64_t n, size_t want, MDB_val *v,
+                      int verify) {
     uint8_t kb[12];
     MDB_val k = key_rec(kb, r->rec.id, n);
+    const size_t sum = store_sum_bytes(r->st);
     int rc = mdb_get(r->txn, r->st->dbi[db], &k, v);
     if (rc == MDB_NOTFOUND)
         return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': %s record %llu missing", r->name,
                           db_name[db], (unsigned long long)n);
     if (rc) return store_err(rc, db_name[db]);
-    if (v->mv_size != want)
+    if (v->mv_size != want + sum)
         return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': %s record %llu has %zu bytes, "
                           "expected %zu", r->name, db_name[db], (unsigned long long)n,
-                          v->mv_size, want);
+                          v->mv_size, want + sum);
+    if (verify && !sum_ok(r->st, db, &k, v))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': %s record %llu: checksum mismatch "
+                          "(damaged)", r->name, db_name[db], (unsigned long long)n);
+    v->mv_size = want;
     return 0;
 }
 
@@ -1352,10 +1506,13 @@ int hsadb_store_reader_landmarks(hsadb_store_reader *r, uint64_t first, uint64_t
             return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': landmarks record %llu missing",
                               r->name, (unsigned long long)(first + i));
         if (rc) return store_err(rc, "landmarks");
-        if (v.mv_size != r->g.lm + r->g.spill)
+        if (v.mv_size != r->g.lm_val)
             return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': landmarks record %llu has %zu "
                               "bytes, expected %zu", r->name, (unsigned long long)(first + i),
-                              v.mv_size, r->g.lm + r->g.spill);
+                              v.mv_size, r->g.lm_val);
+        if (!sum_ok(r->st, DB_LANDMARKS, &k, &v))
+            return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': landmarks record %llu: checksum "
+                              "mismatch (damaged)", r->name, (unsigned long long)(first + i));
         memcpy((uint8_t *)dst + i * r->g.lm, v.mv_data, r->g.lm);
     }
     return 0;
@@ -1366,7 +1523,7 @@ static int kv_spill_get(hsadb_store_reader *r, uint64_t chunk, uint8_t *dst) {
     MDB_val v;
     int rc;
     if (r->g.spill == 0) return 0;
-    if ((rc = reader_get(r, DB_LANDMARKS, chunk, r->g.lm + r->g.spill, &v))) return rc;
+    if ((rc = reader_get(r, DB_LANDMARKS, chunk, r->g.lm + r->g.spill, &v, 1))) return rc;
     memcpy(dst, (const uint8_t *)v.mv_data + r->g.lm, r->g.spill);
     return 0;
 }
@@ -1376,7 +1533,7 @@ int hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **kv
     int rc;
     if (!r || !kv) return hsadb_fail(HSADB_ERR_INVALID, "kv: NULL argument");
     if ((rc = chunk_range(r, chunk, "kv"))) return rc;
-    if ((rc = reader_get(r, DB_KV, chunk, r->g.kv - r->g.spill, &v))) return rc;
+    if ((rc = reader_get(r, DB_KV, chunk, r->g.kv - r->g.spill, &v, 1))) return rc;
     if (r->g.spill == 0) {
         *kv = v.mv_data;                              /* zero-copy: the value in the map */
     } else {
@@ -1443,7 +1600,7 @@ static int kv_read(hsadb_store_reader *r, uint64_t first, const uint64_t *list, 
         while (next < n && !rc && (mode != IO_URING || inflight < KV_QD)) {
             MDB_val v;
             uint8_t *out = (uint8_t *)dst + next * kvb;
-            if ((rc = reader_get(r, DB_KV, CHUNK(next), recb, &v))) break;
+            if ((rc = reader_get(r, DB_KV, CHUNK(next), recb, &v, 0))) break;
             if ((rc = kv_spill_get(r, CHUNK(next), out + recb))) break;  /* not in the read below */
             const ptrdiff_t off = (const char *)v.mv_data - (const char *)info.me_mapaddr;
             if (mode == IO_MAP || off < 0 || (size_t)off + recb > info.me_mapsize) {
@@ -1477,7 +1634,7 @@ static int kv_read(hsadb_store_reader *r, uint64_t first, const uint64_t *list, 
             if (res != (int)recb && !rc) {
                 /* a short read (rare, e.g. a signal) or an error: finish that one with pread */
                 MDB_val v;
-                if ((rc = reader_get(r, DB_KV, CHUNK(j), recb, &v)) == 0) {
+                if ((rc = reader_get(r, DB_KV, CHUNK(j), recb, &v, 0)) == 0) {
                     const ptrdiff_t off = (const char *)v.mv_data - (const char *)info.me_mapaddr;
                     if ((rc = pread_all(fd, (uint8_t *)dst + j * kvb, recb, (off_t)off)))
                         rc = hsadb_fail(HSADB_ERR_STORE, "kv batch: read of chunk %llu: %s",
@@ -1499,6 +1656,17 @@ static int kv_read(hsadb_store_reader *r, uint64_t first, const uint64_t *list, 
         }
         io_uring_queue_exit(&ring);
     }
+    /* format 3: each block's "kv" part as read must match the checksum its record ends with */
+    for (uint64_t j = 0; rc == 0 && store_sum_bytes(r->st) && j < n; j++) {
+        uint8_t kb[12];
+        MDB_val v, k = key_rec(kb, r->rec.id, CHUNK(j));
+        uint64_t s;
+        if ((rc = reader_get(r, DB_KV, CHUNK(j), recb, &v, 0))) break;
+        memcpy(&s, (const uint8_t *)v.mv_data + recb, STORE_SUM);
+        if (s != rec_sum(DB_KV, &k, (const uint8_t *)dst + j * kvb, recb))
+            rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': kv record %llu: checksum mismatch "
+                            "(damaged)", r->name, (unsigned long long)CHUNK(j));
+    }
 #undef CHUNK
     return rc;
 }
@@ -1518,7 +1686,7 @@ int hsadb_store_reader_chunk(hsadb_store_reader *r, uint64_t chunk,
     int rc;
     if (!r) return hsadb_fail(HSADB_ERR_INVALID, "chunk: NULL reader");
     if ((rc = chunk_range(r, chunk, "chunk"))) return rc;
-    if ((rc = reader_get(r, DB_CHUNKS, chunk, r->g.chunk, &v))) return rc;
+    if ((rc = reader_get(r, DB_CHUNKS, chunk, r->g.chunk, &v, 1))) return rc;
     if (meta) memcpy(meta, v.mv_data, sizeof *meta);
     if (bytes) *bytes = (const uint8_t *)v.mv_data + sizeof(struct hsadb_chunk_meta);
     return 0;
@@ -1537,8 +1705,11 @@ int hsadb_store_reader_tail(hsadb_store_reader *r, const void **p, size_t *len) 
         return 0;
     }
     if (rc) return store_err(rc, "tail");
+    if (!sum_ok(r->st, DB_TAILS, &k, &v))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': tail record: checksum mismatch "
+                          "(damaged)", r->name);
     *p = v.mv_data;
-    *len = v.mv_size;
+    *len = v.mv_size - store_sum_bytes(r->st);
     return 0;
 }
 
@@ -1551,7 +1722,7 @@ int hsadb_store_reader_append(hsadb_store_reader *r, uint64_t append_id,
         return hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s': no append %llu (it has %llu)",
                           r->name, (unsigned long long)append_id,
                           (unsigned long long)r->rec.n_appends);
-    if ((rc = reader_get(r, DB_APPENDS, append_id, sizeof *out, &v))) return rc;
+    if ((rc = reader_get(r, DB_APPENDS, append_id, sizeof *out, &v, 1))) return rc;
     memcpy(out, v.mv_data, sizeof *out);
     return 0;
 }
@@ -1577,6 +1748,11 @@ int hsadb_store_writer_begin(hsadb_store *st, const char *name, int64_t now,
     if ((rc = name_check(name, &len))) return rc;
     if (st->flags & HSADB_STORE_RDONLY)
         return hsadb_fail(HSADB_ERR_READONLY, "append to '%s': store is read-only", name);
+    {
+        char what[HSADB_NAME_MAX + 32];
+        snprintf(what, sizeof what, "append to '%s'", name);
+        if ((rc = write_guard(st, 1, name, what))) return rc;
+    }
     for (tries = 0;; tries++) {
         if ((rc = hsadb_store_memory_get(st, name, &r0))) return rc;
         if ((rc = memory_lock(st, r0.id, name))) return rc;
@@ -1600,7 +1776,7 @@ int hsadb_store_writer_begin(hsadb_store *st, const char *name, int64_t now,
     w->append_id = r1.n_appends + 1;
     w->append_start = r1.n_bytes;
     w->time_start = now;
-    w->stride = g.lm + g.kv + g.chunk;
+    w->stride = g.kv_val + g.lm_val + g.chunk_val;
     w->next_chunk = r1.n_chunks;
     w->chunk_size = r1.chunk_size;
     for (i = 0; i < DB_COUNT; i++) w->append_ok[i] = 1;
@@ -1650,13 +1826,17 @@ int hsadb_store_writer_put_chunk(hsadb_store_writer *w, const void *landmark, co
     }
     p = w->buf + w->n_staged * w->stride;
     memcpy(p, kv, w->g.kv - w->g.spill);
-    p += w->g.kv - w->g.spill;
-    memcpy(p, landmark, w->g.lm);
-    p += w->g.lm;
-    memcpy(p, (const uint8_t *)kv + w->g.kv - w->g.spill, w->g.spill);
-    p += w->g.spill;
-    memcpy(p, meta, sizeof *meta);
-    memcpy(p + sizeof *meta, bytes, w->chunk_size);
+    memcpy(p + w->g.kv_val, landmark, w->g.lm);
+    memcpy(p + w->g.kv_val + w->g.lm, (const uint8_t *)kv + w->g.kv - w->g.spill, w->g.spill);
+    memcpy(p + w->g.kv_val + w->g.lm_val, meta, sizeof *meta);
+    memcpy(p + w->g.kv_val + w->g.lm_val + sizeof *meta, bytes, w->chunk_size);
+    if (w->g.sum) {   /* format 3: the checksums, here on the appender's thread, not in the txn */
+        uint8_t kb[12];
+        const MDB_val k = key_rec(kb, w->rec.id, chunk);
+        sum_put(DB_KV, &k, p, w->g.kv - w->g.spill);
+        sum_put(DB_LANDMARKS, &k, p + w->g.kv_val, w->g.lm + w->g.spill);
+        sum_put(DB_CHUNKS, &k, p + w->g.kv_val + w->g.lm_val, w->g.chunk);
+    }
     w->n_staged++;
     w->next_chunk++;
     return 0;
@@ -1674,6 +1854,102 @@ static int put_seq(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, int *appen
     return mdb_put(txn, dbi, k, v, 0);
 }
 
+/* ---- append ids (idempotency keys) ------------------------------------------------------ */
+
+/*
+ * "append_ids": key(memory id) + the client's id bytes -> the append id (u64 LE, then the
+ * format-3 checksum). Written in each commit of an append that has an id, so it exists as soon
+ * as anything of that append does; a different append already holding the id is
+ * HSADB_ERR_EXISTS (the caller looked it up under the appender lock, so only another process
+ * without OFD locks can get there).
+ */
+static MDB_val key_id(uint8_t buf[4 + STORE_ID_MAX], uint32_t mem, const void *id, size_t len) {
+    put_be32(buf, mem);
+    memcpy(buf + 4, id, len);
+    return (MDB_val){ 4 + len, buf };
+}
+
+static int append_id_put(hsadb_store *st, MDB_txn *txn, hsadb_store_writer *w) {
+    uint8_t kb[4 + STORE_ID_MAX], vb[8 + STORE_SUM];
+    MDB_val k = key_id(kb, w->rec.id, w->id, w->id_len), v;
+    int rc;
+    if (!st->has_ids) return hsadb_fail(HSADB_ERR_STORE, "store %s has no append_ids", st->dir);
+    rc = mdb_get(txn, st->dbi[DB_APPEND_IDS], &k, &v);
+    if (rc == 0) {
+        uint64_t have;
+        if (v.mv_size < 8) return hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': append_ids record "
+                                             "of %zu bytes", w->name, v.mv_size);
+        memcpy(&have, v.mv_data, 8);
+        if (have == w->append_id) return 0;
+        return hsadb_fail(HSADB_ERR_EXISTS, "memory '%s': append id already names append %llu",
+                          w->name, (unsigned long long)have);
+    }
+    if (rc != MDB_NOTFOUND) return rc;
+    memcpy(vb, &w->append_id, 8);
+    if (w->g.sum) sum_put(DB_APPEND_IDS, &k, vb, 8);
+    v = (MDB_val){ 8 + w->g.sum, vb };
+    return mdb_put(txn, st->dbi[DB_APPEND_IDS], &k, &v, 0);
+}
+
+int hsadb_store_writer_set_id(hsadb_store_writer *w, const void *id, size_t len) {
+    if (!w || (len && !id)) return hsadb_fail(HSADB_ERR_INVALID, "append id: NULL argument");
+    if (len > STORE_ID_MAX)
+        return hsadb_fail(HSADB_ERR_INVALID, "append id of %zu bytes: at most %d", len, STORE_ID_MAX);
+    if (!w->st->has_ids)
+        return hsadb_fail(HSADB_ERR_READONLY, "store %s has no append_ids", w->st->dir);
+    memcpy(w->id, id, len);
+    w->id_len = len;
+    return 0;
+}
+
+int hsadb_store_append_id_find(hsadb_store *st, const char *name, const void *id, size_t len,
+                               uint64_t *append_id, struct hsadb_append_rec *rec) {
+    struct hsadb_memory_rec mrec;
+    uint8_t kb[4 + STORE_ID_MAX], ab[12];
+    MDB_txn *txn;
+    MDB_val k, v;
+    size_t nlen;
+    uint64_t aid = 0;
+    int rc;
+
+    if (!st || !id || !len) return hsadb_fail(HSADB_ERR_INVALID, "append id find: NULL argument");
+    if (len > STORE_ID_MAX)
+        return hsadb_fail(HSADB_ERR_INVALID, "append id of %zu bytes: at most %d", len, STORE_ID_MAX);
+    if ((rc = name_check(name, &nlen))) return rc;
+    if (!st->has_ids) return hsadb_fail(HSADB_ERR_NOTFOUND, "no append ids in this store");
+    if ((rc = read_begin(st, &txn))) return store_err(rc, "append id");
+    if ((rc = mem_lookup(st, txn, name, nlen, &mrec, NULL))) goto done;
+    k = key_id(kb, mrec.id, id, len);
+    rc = mdb_get(txn, st->dbi[DB_APPEND_IDS], &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        rc = hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s': no append with that id", name);
+        goto done;
+    }
+    if (rc) goto done;
+    if (v.mv_size != 8 + store_sum_bytes(st) || !sum_ok(st, DB_APPEND_IDS, &k, &v)) {
+        rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': append_ids record damaged", name);
+        goto done;
+    }
+    memcpy(&aid, v.mv_data, 8);
+    if (aid == 0 || aid > mrec.n_appends) {
+        rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': append id names append %llu of %llu",
+                        name, (unsigned long long)aid, (unsigned long long)mrec.n_appends);
+        goto done;
+    }
+    k = key_rec(ab, mrec.id, aid);
+    if ((rc = mdb_get(txn, st->dbi[DB_APPENDS], &k, &v))) goto done;
+    if (v.mv_size != sizeof *rec + store_sum_bytes(st) || !sum_ok(st, DB_APPENDS, &k, &v)) {
+        rc = hsadb_fail(HSADB_ERR_CORRUPT, "memory '%s': appends record %llu damaged", name,
+                        (unsigned long long)aid);
+        goto done;
+    }
+    if (rec) memcpy(rec, v.mv_data, sizeof *rec);
+    if (append_id) *append_id = aid;
+done:
+    read_end(st, txn);
+    return store_err(rc, "append id");
+}
+
 struct commit_ctx {
     hsadb_store_writer *w;
     const void *tail;
@@ -1684,6 +1960,8 @@ struct commit_ctx {
     const uint8_t *batch;          /* the chunks to write: n records of w->stride bytes */
     size_t n;
     struct hsadb_memory_rec rec;   /* out: the record as committed */
+    uint8_t aval[sizeof(struct hsadb_append_rec) + STORE_SUM];   /* stored values */
+    uint8_t rval[sizeof(struct hsadb_memory_rec) + STORE_SUM];
 };
 
 /*
@@ -1718,21 +1996,23 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
 
     for (i = 0, p = c->batch; i < c->n; i++, p += w->stride) {
         k = key_rec(kb, cur.id, cur.n_chunks + i);
-        const size_t recb = w->g.kv - w->g.spill;     /* staged layout: see put_chunk */
-        v = (MDB_val){ w->g.lm + w->g.spill, (void *)(p + recb) };
+        const size_t recb = w->g.kv_val;              /* staged layout: see put_chunk */
+        v = (MDB_val){ w->g.lm_val, (void *)(p + recb) };
         if ((rc = put_seq(txn, st->dbi[DB_LANDMARKS], &k, &v, &w->append_ok[DB_LANDMARKS])))
             return rc;
         v = (MDB_val){ recb, (void *)p };
         if ((rc = put_seq(txn, st->dbi[DB_KV], &k, &v, &w->append_ok[DB_KV]))) return rc;
-        v = (MDB_val){ w->g.chunk, (void *)(p + w->g.lm + w->g.kv) };
+        v = (MDB_val){ w->g.chunk_val, (void *)(p + w->g.kv_val + w->g.lm_val) };
         if ((rc = put_seq(txn, st->dbi[DB_CHUNKS], &k, &v, &w->append_ok[DB_CHUNKS])))
             return rc;
     }
 
     k = key_mem(tb, cur.id);
     if (c->tail_len) {
-        v = (MDB_val){ c->tail_len, (void *)c->tail };
-        if ((rc = mdb_put(txn, st->dbi[DB_TAILS], &k, &v, 0))) return rc;
+        v = (MDB_val){ c->tail_len + w->g.sum, NULL };
+        if ((rc = mdb_put(txn, st->dbi[DB_TAILS], &k, &v, MDB_RESERVE))) return rc;
+        memcpy(v.mv_data, c->tail, c->tail_len);
+        if (w->g.sum) sum_put(DB_TAILS, &k, v.mv_data, c->tail_len);
     } else if ((rc = mdb_del(txn, st->dbi[DB_TAILS], &k, NULL)) && rc != MDB_NOTFOUND) {
         return rc;
     }
@@ -1745,8 +2025,12 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     a.time_end = c->now;
     a.state = c->final ? 1 : 0;
     k = key_rec(kb, cur.id, w->append_id);   /* rewritten by each commit of the append */
-    v = (MDB_val){ sizeof a, &a };
+    memcpy(c->aval, &a, sizeof a);
+    if (w->g.sum) sum_put(DB_APPENDS, &k, c->aval, sizeof a);
+    v = (MDB_val){ sizeof a + w->g.sum, c->aval };
     if ((rc = mdb_put(txn, st->dbi[DB_APPENDS], &k, &v, 0))) return rc;
+
+    if (w->id_len && (rc = append_id_put(st, txn, w))) return rc;
 
     c->rec = cur;
     c->rec.n_chunks = cur.n_chunks + c->n;
@@ -1754,7 +2038,7 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     c->rec.n_appends = w->append_id;
     c->rec.updated = c->now;
     k = (MDB_val){ w->name_len, w->name };
-    v = (MDB_val){ sizeof c->rec, &c->rec };
+    rec_value(st, &k, &c->rec, c->rval, &v);
     return mdb_put(txn, st->dbi[DB_MEMORIES], &k, &v, 0);
 }
 
@@ -1856,12 +2140,19 @@ static int dest_prepare(const char *dest, int *created) {
     DIR *d;
     int rc = 0;
 
+    struct stat sb;
+
     *created = 0;
     if (mkdir(dest, 0755) == 0) {
         *created = 1;
         return 0;
     }
     if (errno != EEXIST) return hsadb_fail(errno, "snapshot: mkdir %s: %s", dest, strerror(errno));
+    /* A symbolic link planted where the copy goes (say inside a server's --snapshot-dir)
+     * would send the copy wherever it points: refuse it, do not follow it. */
+    if (lstat(dest, &sb) == 0 && S_ISLNK(sb.st_mode))
+        return hsadb_fail(HSADB_ERR_INVALID, "snapshot: %s is a symbolic link; refusing to "
+                          "follow it", dest);
     if (!(d = opendir(dest))) return hsadb_fail(errno, "snapshot: %s: %s", dest, strerror(errno));
     while ((de = readdir(d)))
         if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
@@ -1878,6 +2169,10 @@ static void dest_cleanup(const char *dest, int created) {
     snprintf(path, sizeof path, "%s/data.mdb", dest);
     unlink(path);
     snprintf(path, sizeof path, "%s/lock.mdb", dest);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/" STORE_SNAPSHOT_MARKER ".tmp", dest);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/" STORE_SNAPSHOT_MARKER, dest);
     unlink(path);
     if (created) rmdir(dest);
 }
@@ -1906,7 +2201,7 @@ struct copy_ctx {
     MDB_txn *stxn;          /* the source read txn: one view for the whole copy */
     int db;
     uint32_t id;
-    uint8_t start[12];      /* first key of the current batch (4 bytes: the id prefix) */
+    uint8_t start[4 + STORE_ID_MAX]; /* first key of the current batch (4 bytes: the id prefix) */
     size_t start_len;
     int done;
 };
@@ -1954,18 +2249,25 @@ out:
 struct head_ctx {
     MDB_val format, next_id;  /* source meta values (point into the source map) */
     MDB_val name, rec;        /* source memory key and record */
+    int stage;                /* 0: the meta keys; 1: the memory record (after its records) */
 };
 
-/* First destination txn: the meta keys and the memory record. */
+/*
+ * First destination txn: the meta keys; last one: the memory record. The record names the
+ * counts of records that exist, so it goes in only once they all do: a snapshot stopped
+ * part-way then holds orphans, never a memory with missing records (and no completion
+ * marker either, so restore refuses it).
+ */
 static int head_fn(hsadb_store *dst, MDB_txn *txn, void *ctx) {
     struct head_ctx *h = ctx;
     MDB_val k = key_str(KEY_FORMAT);
     int rc;
+    if (h->stage == 1) return mdb_put(txn, dst->dbi[DB_MEMORIES], &h->name, &h->rec, 0);
     if ((rc = mdb_put(txn, dst->dbi[DB_META], &k, &h->format, 0))) return rc;
     k = key_str(KEY_NEXT_ID);
     if (h->next_id.mv_size && (rc = mdb_put(txn, dst->dbi[DB_META], &k, &h->next_id, 0)))
         return rc;
-    return mdb_put(txn, dst->dbi[DB_MEMORIES], &h->name, &h->rec, 0);
+    return 0;
 }
 
 /*
@@ -1993,9 +2295,10 @@ static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const 
     if ((rc = mdb_get(txn, st->dbi[DB_META], &k, &h.next_id)) && rc != MDB_NOTFOUND) goto done;
     if (rc) h.next_id.mv_size = 0;
     h.name = (MDB_val){ len, (void *)name };
-    h.rec = (MDB_val){ sizeof rec, &rec };
+    if ((rc = mdb_get(txn, st->dbi[DB_MEMORIES], &h.name, &h.rec))) goto done;  /* verbatim */
 
     if ((rc = hsadb_store_open(dest, HSADB_STORE_NOSYNC, &dst))) goto done;
+    h.stage = 0;                       /* the meta keys first, the memory record last */
     if ((rc = store_write(dst, head_fn, &h, "snapshot", 4096))) goto done;
     memset(&c, 0, sizeof c);
     c.src = st;
@@ -2003,6 +2306,7 @@ static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const 
     c.id = rec.id;
     for (i = 0; i < N_KEYED; i++) {
         c.db = keyed_dbs[i];
+        if (c.db == DB_APPEND_IDS && !st->has_ids) continue;
         key_mem(c.start, rec.id);
         c.start_len = 4;
         do {
@@ -2010,6 +2314,8 @@ static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const 
         } while (rc == 0 && !c.done);
         if (rc) goto done;
     }
+    h.stage = 1;
+    if ((rc = store_write(dst, head_fn, &h, "snapshot", 4096))) goto done;
     rc = hsadb_store_sync(dst);
 done:
     hsadb_store_close(dst);
@@ -2017,12 +2323,156 @@ done:
     return store_err(rc, "snapshot");
 }
 
+/* ---- snapshot completion markers ------------------------------------------------------ */
+
+/*
+ * A snapshot is complete only once its marker file exists. The marker is written last,
+ * after data.mdb is on disk (fsync'd), through a temporary file that is fsync'd and renamed
+ * into place, and the directory is fsync'd: a snapshot killed at any point has no marker, or
+ * a marker that names data.mdb exactly as it was finished. Its text (docs/storage.md §7):
+ *
+ *   hsadb-snapshot 1
+ *   kind memory NAME        (or: kind database)
+ *   bytes N                 size of data.mdb
+ *   xxh3 HEX                XXH3-64 of data.mdb, 16 lowercase hex digits
+ *   end
+ */
+#define MARKER_MAX 1024
+
+/* Size and XXH3-64 of a file, read with pread in 1 MiB pieces; fsyncs it first if `sync`. */
+static int file_digest(const char *path, int sync, uint64_t *bytes, uint64_t *digest) {
+    const size_t piece = (size_t)1 << 20;
+    XXH3_state_t *xs = XXH3_createState();
+    uint8_t *buf = malloc(piece);
+    uint64_t off = 0;
+    int fd = -1, rc = 0;
+
+    if (!xs || !buf) {
+        rc = hsadb_fail(ENOMEM, "snapshot: out of memory");
+        goto done;
+    }
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+        rc = hsadb_fail(errno, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (sync && fsync(fd) != 0) {
+        rc = hsadb_fail(errno, "fsync %s: %s", path, strerror(errno));
+        goto done;
+    }
+    XXH3_64bits_reset(xs);
+    for (;;) {
+        ssize_t got = pread(fd, buf, piece, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            rc = hsadb_fail(errno, "read %s: %s", path, strerror(errno));
+            goto done;
+        }
+        if (got == 0) break;
+        XXH3_64bits_update(xs, buf, (size_t)got);
+        off += (uint64_t)got;
+    }
+    *bytes = off;
+    *digest = XXH3_64bits_digest(xs);
+done:
+    if (fd >= 0) close(fd);
+    free(buf);
+    XXH3_freeState(xs);
+    return rc;
+}
+
+/* Writes dest's completion marker (see above) for a finished copy of `memory` (NULL: all). */
+static int marker_write(const char *dest, const char *memory) {
+    char path[PATH_MAX], tmp[PATH_MAX], text[MARKER_MAX];
+    uint64_t bytes, digest;
+    int fd = -1, n, rc;
+
+    snprintf(path, sizeof path, "%s/data.mdb", dest);
+    if ((rc = file_digest(path, 1, &bytes, &digest))) return rc;
+    n = snprintf(text, sizeof text, "hsadb-snapshot 1\nkind %s%s\nbytes %" PRIu64 "\nxxh3 %016" PRIx64
+                 "\nend\n", memory ? "memory " : "database", memory ? memory : "", bytes, digest);
+    snprintf(tmp, sizeof tmp, "%s/" STORE_SNAPSHOT_MARKER ".tmp", dest);
+    snprintf(path, sizeof path, "%s/" STORE_SNAPSHOT_MARKER, dest);
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
+        return hsadb_fail(errno, "snapshot marker %s: %s", tmp, strerror(errno));
+    errno = 0;   /* a short write sets none */
+    if (write(fd, text, (size_t)n) != n || fsync(fd) != 0) {
+        rc = hsadb_fail(errno ? errno : EIO, "snapshot marker %s: %s", tmp, strerror(errno ? errno : EIO));
+        close(fd);
+        unlink(tmp);
+        return rc;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        rc = hsadb_fail(errno, "snapshot marker %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return rc;
+    }
+    if ((fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+        rc = fsync(fd) != 0 ? hsadb_fail(errno, "fsync %s: %s", dest, strerror(errno)) : 0;
+        close(fd);
+    }
+    return rc;
+}
+
+int hsadb_store_snapshot_verify(const char *dir, char *memory, size_t memory_cap) {
+    char path[PATH_MAX], text[MARKER_MAX + 1], kind[16], name[HSADB_NAME_MAX + 2];
+    uint64_t want_bytes, want_digest, bytes, digest;
+    struct stat sb;
+    ssize_t got;
+    int fd, rc, end = 0;
+
+    if (!dir || !*dir) return hsadb_fail(HSADB_ERR_INVALID, "snapshot verify: no directory");
+    if (strlen(dir) > PATH_MAX - 32) return hsadb_fail(ENAMETOOLONG, "snapshot: path too long");
+    if (stat(dir, &sb) != 0) return hsadb_fail(errno, "snapshot %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return hsadb_fail(ENOTDIR, "snapshot %s: not a directory", dir);
+    snprintf(path, sizeof path, "%s/" STORE_SNAPSHOT_MARKER, dir);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+        if (errno == ENOENT)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s is incomplete: it has no completion "
+                              "marker '" STORE_SNAPSHOT_MARKER "' (the snapshot was stopped "
+                              "part-way, or predates markers)", dir);
+        return hsadb_fail(errno, "%s: %s", path, strerror(errno));
+    }
+    got = read(fd, text, MARKER_MAX);
+    close(fd);
+    if (got < 0) return hsadb_fail(errno, "%s: %s", path, strerror(errno));
+    text[got] = 0;
+    name[0] = 0;
+    if (got == MARKER_MAX ||
+        sscanf(text, "hsadb-snapshot 1\nkind %15s", kind) != 1 ||
+        (strcmp(kind, "memory") == 0 &&
+         sscanf(text, "hsadb-snapshot 1\nkind memory %129s\nbytes %" SCNu64 "\nxxh3 %" SCNx64 "\nend%n",
+                name, &want_bytes, &want_digest, &end) != 3) ||
+        (strcmp(kind, "database") == 0 &&
+         sscanf(text, "hsadb-snapshot 1\nkind database\nbytes %" SCNu64 "\nxxh3 %" SCNx64 "\nend%n",
+                &want_bytes, &want_digest, &end) != 2) ||
+        (strcmp(kind, "memory") && strcmp(kind, "database")) || !end ||
+        (name[0] && !hsadb_memory_name_valid(name)))
+        return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s: completion marker '"
+                          STORE_SNAPSHOT_MARKER "' is malformed", dir);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if ((rc = file_digest(path, 0, &bytes, &digest))) {
+        if (rc == ENOENT)
+            return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s: data.mdb is missing", dir);
+        return rc;
+    }
+    if (bytes != want_bytes)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s: data.mdb has %" PRIu64 " bytes, the "
+                          "snapshot wrote %" PRIu64 " (cut short or changed)", dir, bytes, want_bytes);
+    if (digest != want_digest)
+        return hsadb_fail(HSADB_ERR_CORRUPT, "snapshot %s: data.mdb does not match its XXH3 "
+                          "digest (%016" PRIx64 ", the snapshot wrote %016" PRIx64 "): damaged",
+                          dir, digest, want_digest);
+    if (memory && memory_cap) snprintf(memory, memory_cap, "%s", name);
+    return 0;
+}
+
 /*
  * Snapshot of the whole env (memory == NULL: compacting mdb_env_copy2) or of one memory,
- * into dest_dir (created if missing; must be empty, else HSADB_ERR_EXISTS). On failure what
- * was written is removed again.
+ * into dest (created if missing; must be empty, else HSADB_ERR_EXISTS), then, if `mark`, its
+ * completion marker. On failure what was written is removed again.
  */
-int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir) {
+static int snapshot_into(hsadb_store *st, const char *memory, const char *dest_dir, int mark) {
     size_t len = 0;
     int created, rc;
 
@@ -2033,6 +2483,7 @@ int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_d
         return hsadb_fail(ENAMETOOLONG, "snapshot: path too long");
     if ((rc = dest_prepare(dest_dir, &created))) return rc;
     rc = memory ? snapshot_memory(st, memory, len, dest_dir) : snapshot_env(st, dest_dir);
+    if (rc == 0 && mark) rc = marker_write(dest_dir, memory);
     if (rc) {
         char detail[512];
         snprintf(detail, sizeof detail, "%s", hsadb_last_error());
@@ -2040,4 +2491,448 @@ int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_d
         hsadb_set_error("%s", detail);
     }
     return rc;
+}
+
+int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir) {
+    return snapshot_into(st, memory, dest_dir, 1);
+}
+
+int hsadb_store_copy(hsadb_store *st, const char *dest_dir) {
+    return snapshot_into(st, NULL, dest_dir, 0);
+}
+
+/* ---- check: walk records and report damage --------------------------------------------- */
+
+/*
+ * hsadb_store_check walks one memory's records (or every memory's, then LMDB's free list)
+ * inside ONE read transaction and reports each damaged record through fn:
+ *   - the memory record: size and geometry;
+ *   - landmarks, kv, chunks: exactly the keys (id, 0..n_chunks-1), each of its size, chunk
+ *     records self-consistent (byte_offset = chunk * S, append id in 1..n_appends);
+ *   - appends: exactly (id, 1..n_appends), tiling the stream (docs/storage.md, Invariants);
+ *   - the tail's size;
+ *   - every value that lives in LMDB overflow pages: the run's page header (page number,
+ *     overflow flag, page count, inside the file). LMDB trusts that header when it frees the
+ *     run, and a delete over a damaged one wrote out of bounds (issue 35);
+ *   - the free list (whole-database check): page numbers inside the file.
+ * Damage is counted and reported; the walk itself fails only on errors of its own (ENOMEM,
+ * an unreadable env) or when fn returns nonzero.
+ */
+struct check_walk {
+    hsadb_store              *st;
+    MDB_txn                  *txn;
+    hsadb_store_damage_fn     fn;
+    void                     *ctx;
+    MDB_envinfo               info;
+    const uint8_t            *base;          /* page 0 in the map (map_base), or NULL */
+    uint64_t                  n_damaged, n_records;
+    int                       stopped;       /* fn returned nonzero: its value */
+    int                       verify_sums;   /* hash every value (format 3), not just sizes */
+    /* the memory being walked */
+    const char               *name;
+    struct hsadb_memory_rec   rec;
+    struct geom               g;
+    uint64_t                  app_end, app_chunks; /* appends: where the last one ended */
+};
+
+static int damage(struct check_walk *w, const char *db, uint64_t n, uint64_t count,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Reports `count` damaged records (a gap of missing ones counts each) described by fmt. */
+static int damage(struct check_walk *w, const char *db, uint64_t n, uint64_t count,
+                  const char *fmt, ...) {
+    struct hsadb_store_damage d;
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    w->n_damaged += count;
+    w->st->damaged = 1;     /* from now on this handle refuses writes (write_guard) */
+    if (!w->fn || w->stopped) return w->stopped;
+    d.memory = w->name;
+    d.db = db;
+    d.n = n;
+    d.what = what;
+    w->stopped = w->fn(w->ctx, &d);
+    return w->stopped;
+}
+
+/*
+ * The address of page 0 in this process's map. mdb_env_info's me_mapaddr is not it (LMDB
+ * reports the meta page's recorded address, 0 without MDB_FIXEDMAP). A small value lives in
+ * a leaf page, which starts at the page-aligned address below it (the map is mmap'd, LMDB's
+ * page size is the system's) and names its own number in its header: base = page - pgno *
+ * psize. Page 0 there must be a meta page (magic 0xBEEFC0DE after its header). NULL if that
+ * does not hold.
+ */
+static const uint8_t *map_base(const hsadb_store *st, MDB_txn *txn) {
+    MDB_val k = key_str(KEY_FORMAT), v;
+    const size_t ps = st->psize;
+    const uint8_t *page, *base;
+    uint64_t pgno;
+    uint32_t magic;
+
+    if (ps == 0 || (long)ps != sysconf(_SC_PAGESIZE) || mdb_get(txn, st->dbi[DB_META], &k, &v))
+        return NULL;
+    page = (const uint8_t *)((uintptr_t)v.mv_data & ~(uintptr_t)(ps - 1));
+    memcpy(&pgno, page, 8);
+    if (pgno > (uint64_t)((uintptr_t)page / ps)) return NULL;
+    base = page - pgno * ps;
+    memcpy(&magic, base + STORE_OVPAGE_HDR, 4);
+    return magic == 0xBEEFC0DEu ? base : NULL;
+}
+
+/* NULL if v (of key k) is in a leaf page or heads a sound overflow run; else what is wrong.
+ * LMDB 0.9 page header: pgno u64 at 0, flags u16 at 10 (P_OVERFLOW 0x04), pages u32 at 12. */
+static const char *ovpage_bad(const struct check_walk *w, const MDB_val *k, const MDB_val *v) {
+    const size_t ps = w->st->psize;
+    const size_t nodemax = (((ps - STORE_OVPAGE_HDR) / 2) & ~(size_t)1) - 2;
+    const uint8_t *base = w->base, *p = (const uint8_t *)v->mv_data - STORE_OVPAGE_HDR;
+    uint64_t pgno;
+    uint16_t flags;
+    uint32_t pages;
+
+    if (8 + k->mv_size + v->mv_size <= nodemax) return NULL;   /* stored inside a leaf page */
+    if ((uintptr_t)p % ps != 0) return "value not at an overflow page";
+    memcpy(&pgno, p, 8);
+    memcpy(&flags, p + 10, 2);
+    memcpy(&pages, p + 12, 4);
+    if (base && (p < base || pgno != (uint64_t)(p - base) / ps))
+        return "overflow page header: wrong page number";
+    if (!(flags & 0x04)) return "overflow page header: not marked overflow";
+    if (pages != (v->mv_size + STORE_OVPAGE_HDR + ps - 1) / ps)
+        return "overflow page header: wrong page count";
+    if (pgno + pages > (uint64_t)w->info.me_last_pgno + 1) return "overflow run beyond the file";
+    return NULL;
+}
+
+/* Checks one value of a keyed database (key number n) beyond its key; reports damage. */
+static int check_value(struct check_walk *w, int db, uint64_t n, const MDB_val *k, const MDB_val *v) {
+    const struct geom *g = &w->g;
+    size_t want = 0;
+    const char *bad;
+
+    switch (db) {
+    case DB_LANDMARKS: want = g->lm_val; break;
+    case DB_KV:        want = g->kv_val; break;
+    case DB_CHUNKS:    want = g->chunk_val; break;
+    case DB_APPENDS:   want = sizeof(struct hsadb_append_rec) + g->sum; break;
+    }
+    if (v->mv_size != want)
+        return damage(w, db_name[db], n, 1, "%zu bytes, expected %zu", v->mv_size, want);
+    if ((bad = ovpage_bad(w, k, v))) return damage(w, db_name[db], n, 1, "%s", bad);
+    if (w->verify_sums && !sum_ok(w->st, db, k, v))
+        return damage(w, db_name[db], n, 1, "checksum mismatch");
+    if (db == DB_CHUNKS) {
+        struct hsadb_chunk_meta cm;
+        memcpy(&cm, v->mv_data, sizeof cm);
+        if (cm.byte_offset != n * w->rec.chunk_size)
+            return damage(w, db_name[db], n, 1, "byte_offset %" PRIu64 ", expected %" PRIu64,
+                          cm.byte_offset, n * w->rec.chunk_size);
+        if (cm.append_id == 0 || cm.append_id > w->rec.n_appends)
+            return damage(w, db_name[db], n, 1, "append id %" PRIu64 " outside 1..%" PRIu64,
+                          cm.append_id, w->rec.n_appends);
+    }
+    if (db == DB_APPENDS) {
+        struct hsadb_append_rec a;
+        memcpy(&a, v->mv_data, sizeof a);
+        if (a.start_offset != w->app_end || a.bytes > w->rec.n_bytes - a.start_offset ||
+            a.state > 1)
+            return damage(w, db_name[db], n, 1, "start %" PRIu64 " bytes %" PRIu64 " state %u: "
+                          "does not follow the append before it (which ended at %" PRIu64 ")",
+                          a.start_offset, a.bytes, a.state, w->app_end);
+        w->app_end = a.start_offset + a.bytes;
+        w->app_chunks += a.chunks;
+    }
+    return 0;
+}
+
+/* Walks the records of memory w->rec.id in db: keys first..first+count-1 exactly. */
+static int check_keyed(struct check_walk *w, int db, uint64_t first, uint64_t count) {
+    uint8_t kb[12];
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint64_t expect = first, n;
+    int rc;
+
+    if ((rc = mdb_cursor_open(w->txn, w->st->dbi[db], &cur))) return store_err(rc, "check");
+    k = key_mem(kb, w->rec.id);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && !w->stopped;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 4 || get_be32(k.mv_data) != w->rec.id) break;
+        w->n_records++;
+        if (k.mv_size != 12) {
+            damage(w, db_name[db], UINT64_MAX, 1, "key of %zu bytes", k.mv_size);
+            continue;
+        }
+        n = get_be64((const uint8_t *)k.mv_data + 4);
+        if (n < expect || n >= first + count) {
+            damage(w, db_name[db], n, 1, "record outside %" PRIu64 "..%" PRIu64 " (the memory "
+                   "record's count)", first, first + count - 1);
+            continue;
+        }
+        if (n > expect)
+            damage(w, db_name[db], expect, n - expect, "records %" PRIu64 "..%" PRIu64 " missing",
+                   expect, n - 1);
+        expect = n + 1;
+        check_value(w, db, n, &k, &v);
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND)   /* LMDB itself found the pages damaged */
+        return damage(w, db_name[db], expect, 1, "LMDB: %s", mdb_strerror(rc));
+    if (!w->stopped && expect < first + count)
+        damage(w, db_name[db], expect, first + count - expect, "records %" PRIu64 "..%" PRIu64
+               " missing", expect, first + count - 1);
+    return 0;
+}
+
+/* The memory's append ids: each names one of its appends (and, format 3, its checksum). */
+static void check_ids(struct check_walk *w) {
+    uint8_t kb[4];
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t aid;
+    int rc;
+    if (mdb_cursor_open(w->txn, w->st->dbi[DB_APPEND_IDS], &cur)) return;
+    k = key_mem(kb, w->rec.id);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && !w->stopped;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 4 || get_be32(k.mv_data) != w->rec.id) break;
+        w->n_records++;
+        if (k.mv_size < 5 || k.mv_size > 4 + STORE_ID_MAX || v.mv_size != 8 + w->g.sum) {
+            damage(w, "append_ids", UINT64_MAX, 1, "key of %zu bytes, value of %zu", k.mv_size,
+                   v.mv_size);
+            continue;
+        }
+        memcpy(&aid, v.mv_data, 8);
+        if (w->verify_sums && !sum_ok(w->st, DB_APPEND_IDS, &k, &v))
+            damage(w, "append_ids", aid, 1, "checksum mismatch");
+        else if (aid == 0 || aid > w->rec.n_appends)
+            damage(w, "append_ids", aid, 1, "names append %" PRIu64 " of %" PRIu64, aid,
+                   w->rec.n_appends);
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND) damage(w, "append_ids", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+}
+
+/* Checks memory `name` (key k, value v of "memories"). */
+static int check_memory(struct check_walk *w, const MDB_val *k, const MDB_val *v) {
+    static const int chunk_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS };
+    uint8_t kb[4];
+    MDB_val tk, tv;
+    const char *bad;
+    int i, rc;
+
+    w->n_records++;
+    if ((bad = ovpage_bad(w, k, v))) return damage(w, "memories", UINT64_MAX, 1, "%s", bad);
+    if (v->mv_size != sizeof w->rec + store_sum_bytes(w->st))
+        return damage(w, "memories", UINT64_MAX, 1, "%zu bytes, expected %zu", v->mv_size,
+                      sizeof w->rec + store_sum_bytes(w->st));
+    if (!sum_ok(w->st, DB_MEMORIES, k, v))
+        return damage(w, "memories", UINT64_MAX, 1, "checksum mismatch");
+    memcpy(&w->rec, v->mv_data, sizeof w->rec);
+    if (rec_geom(w->st, &w->rec, w->name, HSADB_ERR_CORRUPT, &w->g))
+        return damage(w, "memories", UINT64_MAX, 1, "%s", hsadb_last_error());
+    if (w->rec.n_chunks > w->rec.n_bytes / w->rec.chunk_size)
+        return damage(w, "memories", UINT64_MAX, 1, "%" PRIu64 " chunks but %" PRIu64 " bytes",
+                      w->rec.n_chunks, w->rec.n_bytes);
+    for (i = 0; i < 3 && !w->stopped; i++)
+        if ((rc = check_keyed(w, chunk_dbs[i], 0, w->rec.n_chunks))) return rc;
+    w->app_end = 0;
+    w->app_chunks = 0;
+    const uint64_t before = w->n_damaged;
+    if (!w->stopped && (rc = check_keyed(w, DB_APPENDS, 1, w->rec.n_appends))) return rc;
+    /* the sum over the appends means something only when each of them was sound */
+    if (!w->stopped && w->n_damaged == before && w->rec.n_appends && (w->app_end != w->rec.n_bytes ||
+                                            w->app_chunks != w->rec.n_chunks))
+        damage(w, "appends", w->rec.n_appends, 1, "the appends end at byte %" PRIu64 " with %"
+               PRIu64 " chunks, the memory record says %" PRIu64 " and %" PRIu64, w->app_end,
+               w->app_chunks, w->rec.n_bytes, w->rec.n_chunks);
+    if (!w->stopped && w->st->has_ids) check_ids(w);
+    tk = key_mem(kb, w->rec.id);
+    rc = mdb_get(w->txn, w->st->dbi[DB_TAILS], &tk, &tv);
+    if (rc == 0) {
+        w->n_records++;
+        if (tv.mv_size > STORE_VALUE_MAX || tv.mv_size < w->g.sum)
+            damage(w, "tails", UINT64_MAX, 1, "%zu bytes", tv.mv_size);
+        else if ((bad = ovpage_bad(w, &tk, &tv)))
+            damage(w, "tails", UINT64_MAX, 1, "%s", bad);
+        else if (w->verify_sums && !sum_ok(w->st, DB_TAILS, &tk, &tv))
+            damage(w, "tails", UINT64_MAX, 1, "checksum mismatch");
+    } else if (rc != MDB_NOTFOUND) {
+        damage(w, "tails", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+    }
+    return 0;
+}
+
+/* LMDB's free list (database 0): each value is a list of page numbers, count first. */
+static int check_freelist(struct check_walk *w) {
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+
+    if ((rc = mdb_cursor_open(w->txn, 0, &cur))) return store_err(rc, "check free list");
+    w->name = NULL;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !w->stopped;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint64_t cnt, pg, txnid = 0, i;
+        if (k.mv_size == 8) memcpy(&txnid, k.mv_data, 8);
+        w->n_records++;
+        if (k.mv_size != 8 || v.mv_size < 8 || v.mv_size % 8) {
+            damage(w, "free list", txnid, 1, "entry of %zu/%zu bytes", k.mv_size, v.mv_size);
+            continue;
+        }
+        memcpy(&cnt, v.mv_data, 8);
+        if (cnt != v.mv_size / 8 - 1) {
+            damage(w, "free list", txnid, 1, "count %" PRIu64 " for %zu bytes", cnt, v.mv_size);
+            continue;
+        }
+        for (i = 1; i <= cnt; i++) {
+            memcpy(&pg, (const uint8_t *)v.mv_data + 8 * i, 8);
+            if (pg < 2 || pg > (uint64_t)w->info.me_last_pgno) {
+                damage(w, "free list", txnid, 1, "page %" PRIu64 " outside 2..%zu", pg,
+                       w->info.me_last_pgno);
+                break;
+            }
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND) damage(w, "free list", 0, 1, "LMDB: %s", mdb_strerror(rc));
+    return 0;
+}
+
+/* The walk behind hsadb_store_check; sums = 0 checks structure only (what a write relies on). */
+static int check_run(hsadb_store *st, const char *name, int sums, hsadb_store_damage_fn fn,
+                     void *ctx, struct hsadb_store_check_result *out) {
+    char kname[HSADB_NAME_MAX + 1];
+    struct check_walk w;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    size_t len = 0;
+    int rc;
+
+    if (!st) return hsadb_fail(HSADB_ERR_INVALID, "check: NULL store");
+    if (name && (rc = name_check(name, &len))) return rc;
+    memset(&w, 0, sizeof w);
+    w.st = st;
+    w.fn = fn;
+    w.ctx = ctx;
+    w.verify_sums = sums;
+    if ((rc = read_begin(st, &w.txn))) return store_err(rc, "check");
+    /* me_last_pgno is as of the latest commit, which bounds this view's pages too */
+    if ((rc = mdb_env_info(st->env, &w.info))) goto done;
+    w.base = map_base(st, w.txn);
+    if (name) {
+        k = (MDB_val){ len, (void *)name };
+        rc = mdb_get(w.txn, st->dbi[DB_MEMORIES], &k, &v);
+        if (rc == MDB_NOTFOUND) {
+            rc = hsadb_fail(HSADB_ERR_NOTFOUND, "no memory named '%s'", name);
+            goto done;
+        }
+        if (rc) {
+            w.name = name;
+            damage(&w, "memories", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+            rc = 0;
+            goto done;
+        }
+        w.name = name;
+        rc = check_memory(&w, &k, &v);
+        goto done;
+    }
+    if ((rc = mdb_cursor_open(w.txn, st->dbi[DB_MEMORIES], &cur))) goto done;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !w.stopped;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size == 0 || k.mv_size > HSADB_NAME_MAX) {
+            w.name = NULL;
+            damage(&w, "memories", UINT64_MAX, 1, "name of %zu bytes", k.mv_size);
+            continue;
+        }
+        memcpy(kname, k.mv_data, k.mv_size);
+        kname[k.mv_size] = 0;
+        w.name = kname;
+        if ((rc = check_memory(&w, &k, &v))) goto done;
+    }
+    w.name = NULL;
+    if (rc && rc != MDB_NOTFOUND) damage(&w, "memories", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+    rc = 0;
+    if (!w.stopped) rc = check_freelist(&w);
+done:
+    if (cur) mdb_cursor_close(cur);
+    read_end(st, w.txn);
+    if (rc) return store_err(rc, "check");
+    if (out) {
+        out->n_damaged = w.n_damaged;
+        out->n_records = w.n_records;
+    }
+    return w.stopped;
+}
+
+int hsadb_store_check(hsadb_store *st, const char *name, hsadb_store_damage_fn fn, void *ctx,
+                      struct hsadb_store_check_result *out) {
+    return check_run(st, name, 1, fn, ctx, out);
+}
+
+/* The free list alone (write_guard). */
+static int check_freelist_only(hsadb_store *st, hsadb_store_damage_fn fn, void *ctx,
+                               struct hsadb_store_check_result *out) {
+    struct check_walk w;
+    int rc;
+    memset(&w, 0, sizeof w);
+    w.st = st;
+    w.fn = fn;
+    w.ctx = ctx;
+    if ((rc = read_begin(st, &w.txn))) return store_err(rc, "check");
+    if ((rc = mdb_env_info(st->env, &w.info)) == 0) rc = check_freelist(&w);
+    read_end(st, w.txn);
+    if (rc) return store_err(rc, "check");
+    out->n_records += w.n_records;
+    out->n_damaged += w.n_damaged;
+    return 0;
+}
+
+/* Memory `name`'s record and tail record alone (write_guard before an append). */
+static int check_tail_only(hsadb_store *st, const char *name, hsadb_store_damage_fn fn,
+                           void *ctx, struct hsadb_store_check_result *out) {
+    struct check_walk w;
+    uint8_t kb[4];
+    MDB_val k, v, tk, tv;
+    const char *bad;
+    int rc;
+    memset(&w, 0, sizeof w);
+    w.st = st;
+    w.fn = fn;
+    w.ctx = ctx;
+    w.name = name;
+    w.verify_sums = 1;
+    if ((rc = read_begin(st, &w.txn))) return store_err(rc, "check");
+    if ((rc = mdb_env_info(st->env, &w.info))) goto done;
+    w.base = map_base(st, w.txn);
+    k = key_str(name);
+    if ((rc = mdb_get(w.txn, st->dbi[DB_MEMORIES], &k, &v))) {
+        if (rc == MDB_NOTFOUND) rc = 0;   /* writer_begin reports it */
+        else damage(&w, "memories", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc)), rc = 0;
+        goto done;
+    }
+    if (v.mv_size != sizeof w.rec + store_sum_bytes(st) || !sum_ok(st, DB_MEMORIES, &k, &v)) {
+        damage(&w, "memories", UINT64_MAX, 1, "size or checksum wrong");
+        goto done;
+    }
+    memcpy(&w.rec, v.mv_data, sizeof w.rec);
+    tk = key_mem(kb, w.rec.id);
+    rc = mdb_get(w.txn, st->dbi[DB_TAILS], &tk, &tv);
+    if (rc == MDB_NOTFOUND) {
+        rc = 0;
+    } else if (rc) {
+        damage(&w, "tails", UINT64_MAX, 1, "LMDB: %s", mdb_strerror(rc));
+        rc = 0;
+    } else if ((bad = ovpage_bad(&w, &tk, &tv))) {
+        damage(&w, "tails", UINT64_MAX, 1, "%s", bad);
+    }
+done:
+    read_end(st, w.txn);
+    if (rc) return store_err(rc, "check");
+    out->n_records += w.n_records;
+    out->n_damaged += w.n_damaged;
+    return 0;
 }

@@ -14,6 +14,7 @@
  *   "chunks"     key(memory_id, chunk)            -> struct hsadb_chunk_meta + the chunk's S bytes
  *   "tails"      key(memory_id)                   -> tail blob (opaque here; the engine's format)
  *   "appends"    key(memory_id, append_id)        -> struct hsadb_append_rec
+ *   "append_ids" key(memory_id) + client id bytes -> u64 LE append id (idempotency keys)
  *
  *   key(memory_id, n) = 4-byte big-endian memory id then 8-byte big-endian n, so that LMDB's
  *   byte order is numeric order and a memory's records are contiguous (MDB_APPEND-friendly).
@@ -41,7 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HSADB_STORE_FORMAT 2u  /* 2: the K/V spill (above); format-1 stores still open */
+#define HSADB_STORE_FORMAT 3u  /* 2: the K/V spill (above); 3: every value ends with its
+                                  XXH3-64 checksum. Format-1 and -2 stores still open */
 #define HSADB_NAME_MAX 128
 
 enum hsadb_kv_dtype { HSADB_KV_BF16 = 0, HSADB_KV_F32 = 1 };
@@ -186,6 +188,15 @@ int  hsadb_store_writer_commit(hsadb_store_writer *w, const void *tail, size_t t
 int  hsadb_store_writer_seal(hsadb_store_writer *w);
 int  hsadb_store_writer_commit_sealed(hsadb_store_writer *w, const void *tail, size_t tail_len,
                                       uint64_t n_bytes, uint64_t append_bytes, int final);
+/* Idempotency ids ("append_ids": key(memory_id) + id bytes -> append id). set_id gives this
+ * append a client-chosen id of 1..HSADB_STORE_APPEND_ID_MAX bytes: every commit of the append
+ * records it in the same transaction (HSADB_ERR_EXISTS if another append holds it).
+ * append_id_find looks an id up: its append id and append record, HSADB_ERR_NOTFOUND if no
+ * committed append has it. */
+#define HSADB_STORE_APPEND_ID_MAX 64
+int hsadb_store_writer_set_id(hsadb_store_writer *w, const void *id, size_t len);
+int hsadb_store_append_id_find(hsadb_store *st, const char *name, const void *id, size_t len,
+                               uint64_t *append_id, struct hsadb_append_rec *rec);
 /* Number of chunks staged and not yet committed (or sealed). */
 size_t hsadb_store_writer_staged(const hsadb_store_writer *w);
 /* Timing of the calling thread's last write transaction (diagnostics: HSADB_APPEND_TRACE):
@@ -201,5 +212,38 @@ void hsadb_store_writer_end(hsadb_store_writer *w);
  * one memory (a new env with that memory's records as of one read transaction) into
  * dest_dir (created if missing; must be empty). */
 int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir);
+/* A snapshot is complete once its marker file "hsadb-snapshot" exists: written last, after
+ * data.mdb is fsync'd, through a renamed temporary file, naming data.mdb's size and XXH3-64
+ * digest (docs/storage.md §7). hsadb_store_snapshot_verify checks that the marker exists and
+ * parses and that data.mdb matches it: HSADB_ERR_CORRUPT ("incomplete", "cut short",
+ * "damaged") otherwise, errno values for unreadable files. `memory` (may be NULL) receives
+ * the memory's name for a one-memory snapshot, "" for a whole-database one. */
+int hsadb_store_snapshot_verify(const char *dir, char *memory, size_t memory_cap);
+/* The compacting whole-env copy of a snapshot, without a marker (restore's copy). */
+int hsadb_store_copy(hsadb_store *st, const char *dest_dir);
+
+/* ---- check ---- */
+
+/* One damaged record, as hsadb_store_check reports it. Strings are valid during the call. */
+struct hsadb_store_damage {
+    const char *memory;   /* the memory it belongs to; NULL for the free list or a bad name */
+    const char *db;       /* "memories", "landmarks", "kv", "chunks", "tails", "appends",
+                             "free list" */
+    uint64_t    n;        /* chunk or append number (free list: txn id); UINT64_MAX: none */
+    const char *what;     /* what is wrong, one line */
+};
+typedef int (*hsadb_store_damage_fn)(void *ctx, const struct hsadb_store_damage *d);
+struct hsadb_store_check_result {
+    uint64_t n_records;   /* records walked */
+    uint64_t n_damaged;   /* damaged (a run of missing records counts each) */
+};
+/* Walks memory `name` (NULL: every memory, then LMDB's free list) in one read transaction
+ * and calls fn (may be NULL) for each damaged record: sizes, the exact key ranges the
+ * memory record names, chunk and append records' consistency, LMDB overflow page headers,
+ * and (format 3) each record's checksum. Returns 0 when the walk completed, whatever it
+ * found (*out counts it), fn's nonzero value if fn stopped it, or an error
+ * (HSADB_ERR_NOTFOUND for an unknown memory, ENOMEM, ...). */
+int hsadb_store_check(hsadb_store *st, const char *name, hsadb_store_damage_fn fn, void *ctx,
+                      struct hsadb_store_check_result *out);
 
 #endif /* HSADB_STORE_H */

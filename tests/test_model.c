@@ -28,6 +28,21 @@ static int patch(unsigned char *b, size_t n, const char *from, const char *to) {
     return 0;
 }
 
+/* A copy of config text with `"key": <number>` set to value (malloc'd; the key must exist). */
+static char *set_key(const char *cfg, const char *key, const char *value) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *k = strstr(cfg, pat);
+    if (!k) return strdup(cfg);
+    const char *v = k + strlen(pat);
+    while (*v == ' ') v++;
+    const char *e = v;
+    while ((*e >= '0' && *e <= '9') || *e == '.' || *e == '-' || *e == 'e') e++;
+    char *out = malloc(strlen(cfg) + strlen(value) + 1);
+    sprintf(out, "%.*s%s%s", (int)(v - cfg), cfg, value, e);
+    return out;
+}
+
 /* Load dir with the given config and weights; expect failure `want` mentioning `needle`. */
 static void expect(const char *what, const char *cfg, const unsigned char *st, size_t stn, int want, const char *needle) {
     hsadb_model *m = NULL;
@@ -85,6 +100,38 @@ int main(void) {
     strcpy(c2, cfg);
     if ((k = strstr(c2, "\"intermediate_size\": 128"))) memcpy(k, "\"intermediate_size\": 256", 24);
     expect("config/weights disagree", c2, st, sn, HSADB_ERR_BAD_MODEL, "mlp.gate.weight: shape [128,64], expected [256,64]");
+
+    /* Bounds (issue 35): every dimension has a ceiling and the products that size weights and
+     * buffers are checked; a huge chunk_topk used to load and then overflow every query's stack. */
+    const struct { const char *key, *value, *needle; } bounds[] = {
+        {"chunk_topk", "1000000", "\"chunk_topk\" = 1000000 exceeds"},
+        {"chunk_topk", "4097", "\"chunk_topk\" = 4097 exceeds"},
+        {"hidden_size", "999999", "\"hidden_size\" = 999999 exceeds"},
+        {"num_lower_layers", "100000", "\"num_lower_layers\" = 100000 exceeds"},
+        {"sliding_window", "999999999", "\"sliding_window\" = 999999999 exceeds"},
+        {"vocab_size", "1048576", "vocab_size x hidden_size"},   /* 2^20 x 64: fine alone ... */
+    };
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+        char *c3 = set_key(cfg, bounds[i].key, bounds[i].value);
+        if (i == 5) {                       /* ... but not with hidden_size 65536: 2^36 values */
+            char *c4 = set_key(c3, "hidden_size", "65536");
+            free(c3);
+            c3 = c4;
+        }
+        char what[96];
+        snprintf(what, sizeof what, "config %s = %s", bounds[i].key, bounds[i].value);
+        expect(what, c3, st, sn, HSADB_ERR_BAD_MODEL, bounds[i].needle);
+        free(c3);
+    }
+    {   /* the largest chunk_topk allowed loads (it sizes no tensor) */
+        char *c3 = set_key(cfg, "chunk_topk", "4096");
+        write_file("config.json", (const unsigned char *)c3, strlen(c3));
+        write_file("model.safetensors", st, sn);
+        int rc = hsadb_model_open(dir, &m);
+        CHECK(rc == 0, "config chunk_topk = 4096 loads: %s", rc ? hsadb_last_error() : "ok");
+        hsadb_model_close(m);
+        free(c3);
+    }
 
     CHECK(hsadb_model_open("/nonexistent/model", &m) == HSADB_ERR_BAD_MODEL && strstr(hsadb_last_error(), "config.json"),
           "missing directory: %s", hsadb_last_error());

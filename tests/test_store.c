@@ -381,7 +381,9 @@ static void test_memories(void) {
         CHECK(rc == 0, "wrote 5 chunks to alpha");
     }
     rc = hsadb_store_memory_bytes(st, "alpha", &nb);
-    CHECK(rc == 0 && nb == 96 + 5 * (32 + 8192 + 24 + 64) + 48 + sizeof(struct tailblob),
+    /* format 3: each of the 5 * 3 chunk records, the memory, append and tail records ends
+     * with an 8-byte checksum */
+    CHECK(rc == 0 && nb == 96 + 5 * (32 + 8192 + 24 + 64) + 48 + sizeof(struct tailblob) + 8 * (15 + 3),
           "memory_bytes(alpha) = %" PRIu64, nb);
     rc = hsadb_store_memory_delete(st, "big");
     CHECK(rc == 0, "delete big (rc %d %s)", rc, why(rc));
@@ -501,7 +503,7 @@ static void test_write_read(void) {
         hsadb_store_reader_end(r);
     }
     rc = hsadb_store_memory_bytes(st, "m16", &nb);
-    CHECK(rc == 0 && nb == 96 + 15 * (32 + 8192 + 24 + 64) + 2 * 48 + sizeof(struct tailblob),
+    CHECK(rc == 0 && nb == 96 + 15 * (32 + 8192 + 24 + 64) + 2 * 48 + sizeof(struct tailblob) + 8 * (45 + 4),
           "memory_bytes(m16) = %" PRIu64, nb);
     ok = 1;
     for (i = 0; i < 200 && ok; i++) {
@@ -551,8 +553,8 @@ static void test_kv_pages(void) {
     struct sizes z = sizes_of(&m);
     struct scratch s;
     scratch_init(&s, z);
-    printf("# 2d. K/V record layout (format 1 and %u)\n", HSADB_STORE_FORMAT);
-    static const unsigned formats[] = { 1, HSADB_STORE_FORMAT };
+    printf("# 2d. K/V record layout (formats 1, 2 and %u)\n", HSADB_STORE_FORMAT);
+    static const unsigned formats[] = { 1, 2, HSADB_STORE_FORMAT };
     for (size_t fi = 0; fi < sizeof formats / sizeof formats[0]; fi++) {
         const unsigned fmt = formats[fi];
         char dir[512], name[32];

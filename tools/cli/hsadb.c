@@ -72,6 +72,7 @@ enum opt_id {
     OPT_LISTEN, OPT_KEYS, OPT_INSECURE_NO_AUTH, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SNAPSHOT_DIR,
     OPT_WORKERS, OPT_HASH_KEY,
     OPT_READ_ONLY, OPT_ALLOW_FORGET, OPT_KEY, OPT_META,
+    OPT_APPEND_ID,
 };
 
 typedef struct optdef {
@@ -127,6 +128,7 @@ struct cli {
     const char    *key;
     hsadb_meta_pair metas[HSADB_META_MAX_PAIRS];   /* append --meta KEY=VALUE */
     int            n_metas;
+    const char    *append_id;       /* append --id */
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -169,8 +171,28 @@ static const char *g_cmdname = "hsadb";
  * hsadb_last_error(), followed by the CLI's context in parentheses when the library's detail
  * does not already name it (or alone when the library gave none). Call it right after the
  * failing call, before any other hsadb call. Returns the exit code for rc. */
+/* Writes one error line: `text` with control bytes escaped (a path or name holding a
+ * newline cannot split the line or forge another), then a newline. */
+static void put_line(const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == '\n')
+            fputs("\\n", stderr);
+        else if (*p == '\t')
+            fputs("\\t", stderr);
+        else if (*p == '\r')
+            fputs("\\r", stderr);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(stderr, "\\x%02x", *p);
+        else
+            fputc(*p, stderr);
+    }
+    fputc('\n', stderr);
+}
+
 static int fail(int rc, const char *ctxfmt, ...)
 {
+    char line[2048];
     char detail[1024], ctx[512] = "";
     snprintf(detail, sizeof detail, "%s", hsadb_last_error());
     if (ctxfmt) {
@@ -181,23 +203,25 @@ static int fail(int rc, const char *ctxfmt, ...)
     }
     const char *name = hsadb_strerror(rc);
     if (!detail[0])
-        fprintf(stderr, "hsadb: %s: %s: %s\n", g_cmdname, name, ctx[0] ? ctx : "(no detail)");
+        snprintf(line, sizeof line, "hsadb: %s: %s: %s", g_cmdname, name, ctx[0] ? ctx : "(no detail)");
     else if (ctx[0] && !strstr(detail, ctx))
-        fprintf(stderr, "hsadb: %s: %s: %s (%s)\n", g_cmdname, name, detail, ctx);
+        snprintf(line, sizeof line, "hsadb: %s: %s: %s (%s)", g_cmdname, name, detail, ctx);
     else
-        fprintf(stderr, "hsadb: %s: %s: %s\n", g_cmdname, name, detail);
+        snprintf(line, sizeof line, "hsadb: %s: %s: %s", g_cmdname, name, detail);
+    put_line(line);
     return exit_code_for(rc);
 }
 
 /* A failure found by the CLI itself (not a library call): rc names the class. */
 static int fail_cli(int rc, const char *fmt, ...)
 {
-    char msg[1024];
+    char msg[1024], line[1400];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "hsadb: %s: %s: %s\n", g_cmdname, hsadb_strerror(rc), msg);
+    snprintf(line, sizeof line, "hsadb: %s: %s: %s", g_cmdname, hsadb_strerror(rc), msg);
+    put_line(line);
     return exit_code_for(rc);
 }
 
@@ -208,11 +232,13 @@ static int usage_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    char line[1400];
     if (strcmp(g_cmdname, "hsadb") == 0)
-        fprintf(stderr, "hsadb: usage error: %s (see hsadb --help)\n", msg);
+        snprintf(line, sizeof line, "hsadb: usage error: %s (see hsadb --help)", msg);
     else
-        fprintf(stderr, "hsadb: %s: usage error: %s (see hsadb %s --help)\n", g_cmdname, msg,
-                g_cmdname);
+        snprintf(line, sizeof line, "hsadb: %s: usage error: %s (see hsadb %s --help)", g_cmdname, msg,
+                 g_cmdname);
+    put_line(line);
     return EXIT_USAGE;
 }
 
@@ -577,6 +603,32 @@ static int cmd_stats(cli *c)
     return ec;
 }
 
+/* append --id ID when an append with that id was committed already: its result. */
+static void print_replayed(const cli *c, const char *name, const hsadb_append_result *r)
+{
+    if (c->json) {
+        jw w;
+        jw_init(&w, stdout);
+        jw_begin_obj(&w);
+        jw_key(&w, "memory");        jw_str(&w, name);
+        jw_key(&w, "append_id");     jw_uint(&w, r->append_id);
+        jw_key(&w, "bytes");         jw_uint(&w, r->bytes);
+        jw_key(&w, "chunks");        jw_uint(&w, r->chunks);
+        jw_key(&w, "total_chunks");  jw_uint(&w, r->total_chunks);
+        jw_key(&w, "total_bytes");   jw_uint(&w, r->total_bytes);
+        jw_key(&w, "seconds");       jw_double(&w, r->seconds);
+        jw_key(&w, "id");            jw_str(&w, c->append_id);
+        jw_key(&w, "replayed");      jw_bool(&w, 1);
+        jw_key(&w, "complete");      jw_bool(&w, r->complete);
+        jw_end_obj(&w);
+        jw_end(&w);
+    } else if (!c->quiet) {
+        printf("append #%" PRIu64 " of '%s' already has id '%s': %" PRIu64 " bytes, %" PRIu64
+               " chunks%s; nothing appended now\n", r->append_id, name, c->append_id, r->bytes,
+               r->chunks, r->complete ? "" : " (it was interrupted: only these bytes were kept)");
+    }
+}
+
 static int cmd_append(cli *c)
 {
     const char *name = c->args[0];
@@ -624,11 +676,16 @@ static int cmd_append(cli *c)
         ec = fail(rc, "memory '%s'", name);
         goto out;
     }
-    rc = hsadb_appender_open(db, name, &a);
-    if (rc == 0 && c->n_metas)
+    hsadb_append_result first;
+    rc = hsadb_appender_open_id(db, name, c->append_id, &a, &first);
+    if (rc == 0 && a && c->n_metas)
         rc = hsadb_appender_set_meta(a, c->metas, (size_t)c->n_metas);
     if (rc) {
         ec = fail(rc, "memory '%s'", name);
+        goto out;
+    }
+    if (!a) {      /* --id of an append already committed: its result, nothing appended */
+        print_replayed(c, name, &first);
         goto out;
     }
     buf = malloc(READ_PIECE);
@@ -716,6 +773,8 @@ static int cmd_append(cli *c)
         jw_key(&w, "total_bytes");   jw_uint(&w, r.total_bytes);
         jw_key(&w, "seconds");       jw_double(&w, r.seconds);
         jw_key(&w, "tokens_per_s");  jw_double(&w, tps);
+        jw_key(&w, "id");            jw_str(&w, c->append_id);
+        jw_key(&w, "replayed");      jw_bool(&w, 0);
         jw_end_obj(&w);
         jw_end(&w);
     } else if (!c->quiet) {
@@ -1071,6 +1130,89 @@ out:
     return ec;
 }
 
+/* `check`: the damaged records, one line each (or one JSON object each), then a summary. */
+#define CHECK_LINES_MAX 1000  /* damaged records listed; the count covers all of them */
+
+typedef struct check_out {
+    const cli *c;
+    jw        *w;
+    uint64_t   listed;
+} check_out;
+
+static int check_print(void *ctx, const hsadb_damage *d)
+{
+    check_out *o = ctx;
+    if (o->listed++ >= CHECK_LINES_MAX)
+        return 0;
+    if (o->w) {
+        jw_begin_obj(o->w);
+        jw_key(o->w, "memory"); jw_str(o->w, d->memory);
+        jw_key(o->w, "record"); jw_str(o->w, d->record);
+        jw_key(o->w, "n");
+        if (d->n == UINT64_MAX)
+            jw_str(o->w, NULL);
+        else
+            jw_uint(o->w, d->n);
+        jw_key(o->w, "what");   jw_str(o->w, d->what);
+        jw_end_obj(o->w);
+        return 0;
+    }
+    if (d->n == UINT64_MAX)
+        printf("damaged: %s%s%s%s record: %s\n", d->memory ? "memory '" : "",
+               d->memory ? d->memory : "", d->memory ? "' " : "", d->record, d->what);
+    else
+        printf("damaged: %s%s%s%s record %" PRIu64 ": %s\n", d->memory ? "memory '" : "",
+               d->memory ? d->memory : "", d->memory ? "' " : "", d->record, d->n, d->what);
+    return 0;
+}
+
+static int cmd_check(cli *c)
+{
+    const char *name = c->nargs > 0 ? c->args[0] : NULL;
+    hsadb_check_result res = {0, 0};
+    hsadb_db *db = NULL;
+    int ec;
+    if (name && (ec = check_name(name)))
+        return ec;
+    if ((ec = open_db(c, NULL, DB_READ, &db)))
+        return ec;
+    jw w;
+    check_out o = {c, c->json ? &w : NULL, 0};
+    if (c->json) {
+        jw_init(&w, stdout);
+        jw_begin_obj(&w);
+        jw_key(&w, "db");     jw_str(&w, c->db);
+        jw_key(&w, "memory"); jw_str(&w, name);
+        jw_key(&w, "damage");
+        jw_begin_arr(&w);
+    }
+    int rc = hsadb_check(db, name, check_print, &o, &res);
+    if (c->json) {
+        jw_end_arr(&w);
+        jw_key(&w, "n_records"); jw_uint(&w, res.n_records);
+        jw_key(&w, "n_damaged"); jw_uint(&w, res.n_damaged);
+        jw_key(&w, "ok");        jw_bool(&w, rc == 0 && res.n_damaged == 0);
+        jw_end_obj(&w);
+        jw_end(&w);
+    }
+    if (rc) {
+        ec = fail(rc, name ? "memory '%s'" : "database '%s'", name ? name : c->db);
+    } else if (res.n_damaged) {
+        if (!c->json && o.listed > CHECK_LINES_MAX)
+            printf("... %" PRIu64 " more damaged records not listed\n", o.listed - CHECK_LINES_MAX);
+        ec = fail_cli(HSADB_ERR_CORRUPT, "%s: %" PRIu64 " damaged record%s of %" PRIu64 " checked",
+                      name ? name : c->db, res.n_damaged, res.n_damaged == 1 ? "" : "s",
+                      res.n_records);
+    } else {
+        if (!c->json && !c->quiet)
+            printf("%s: %" PRIu64 " records checked, no damage found\n", name ? name : c->db,
+                   res.n_records);
+        ec = EXIT_OK;
+    }
+    hsadb_db_close(db);
+    return ec;
+}
+
 static int cmd_restore(cli *c)
 {
     const char *snap = c->args[0], *dest = c->args[1];
@@ -1319,8 +1461,10 @@ out:
 
 /* ---- command table and help ------------------------------------------------------------ */
 
-static const optdef append_opts[] = { { "progress", 0, 0, OPT_PROGRESS }, { "meta", 0, 1, OPT_META },
-                                      { NULL, 0, 0, 0 } };
+static const optdef append_opts[] = {
+    { "progress", 0, 0, OPT_PROGRESS }, { "meta", 0, 1, OPT_META }, { "id", 0, 1, OPT_APPEND_ID },
+    { NULL, 0, 0, 0 },
+};
 static const optdef query_opts[] = {
     { "max-tokens", 0, 1, OPT_MAX_TOKENS }, { "temperature", 0, 1, OPT_TEMPERATURE },
     { "top-p", 0, 1, OPT_TOP_P },           { "seed", 0, 1, OPT_SEED },
@@ -1373,7 +1517,10 @@ static const command commands[] = {
       "Options:\n"
       "  --progress        draw progress on stderr even when it is not a terminal\n"
       "  --meta KEY=VALUE  store a metadata pair with this append (repeatable, at most 16;\n"
-      "                    keys 1..64 bytes of [A-Za-z0-9._-]; see `hsadb meta`)\n" },
+      "                    keys 1..64 bytes of [A-Za-z0-9._-]; see `hsadb meta`)\n"
+      "  --id ID           idempotency id (1..64 bytes): if an append of this memory with ID\n"
+      "                    was committed (whole, or a prefix before it failed), print its\n"
+      "                    result and append nothing; a retry never duplicates data\n" },
     { "query", cmd_query, 2, -1, query_opts, "query NAME QUESTION...",
       "ask a question; stream the answer, then the evidence",
       "Runs the model over <query> QUESTION <answer> continuing the memory's stream (the\n"
@@ -1422,9 +1569,19 @@ static const command commands[] = {
       "\n"
       "Options:\n"
       "  --memory NAME     copy only this memory\n" },
+    { "check", cmd_check, 0, 1, no_opts, "check [NAME]",
+      "check a memory (or the whole database) for damaged records",
+      "Walks every record of memory NAME (without NAME: of every memory, and LMDB's free\n"
+      "list) and lists each damaged one: a record missing or extra for the counts the memory\n"
+      "record names, a value of the wrong size or inconsistent content, a damaged LMDB\n"
+      "overflow page header, a record whose checksum does not match (format 3). Exit 0 when\n"
+      "nothing is damaged, 6 when something is. Read-only; the model is not needed.\n" },
     { "restore", cmd_restore, 2, 2, restore_opts, "restore SNAPSHOT DEST",
       "restore a snapshot into a new database directory",
       "Restores SNAPSHOT into the new database directory DEST (must not exist or be empty).\n"
+      "The snapshot must be complete (its marker file hsadb-snapshot names data.mdb's size and\n"
+      "digest) and every memory in it sound (as `check` finds): exit 6 and nothing written\n"
+      "otherwise.\n"
       "Every memory in the snapshot must be bound to the configured model (exit 5 and nothing\n"
       "written otherwise). If no model is configured (no --model, no HSADB_MODEL) and the\n"
       "default model does not load, the check is skipped with a note; a model given\n"
@@ -1562,6 +1719,7 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_HELP:        c->help = 1; break;
     case OPT_VERSION:     c->version = 1; break;
     case OPT_PROGRESS:    c->progress = 1; break;
+    case OPT_APPEND_ID:   c->append_id = v; break;
     case OPT_MAX_TOKENS:  rc = parse_int(shown, v, 1, 1 << 20, &c->max_tokens); break;
     case OPT_TEMPERATURE: rc = parse_double(shown, v, 0, 100, &c->temperature); break;
     case OPT_TOP_P:       rc = parse_double(shown, v, 0, 1, &c->top_p); break;
