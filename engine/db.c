@@ -293,17 +293,22 @@ unlock:
 
 /* ---- snapshot / restore ----------------------------------------------------------------- */
 
+/* A one-memory copy takes its appends' metadata too (same id), before the copy is sealed. */
+static int copy_append_meta(hsadb_store *src, const char *dest_dir, void *ctx) {
+    hsadb_store *dst = NULL;
+    int rc = hsadb_store_open(dest_dir, 0, &dst);
+    if (rc == 0) rc = hsadb_append_meta_copy(src, dst, *(const uint32_t *)ctx);
+    hsadb_store_close(dst);
+    return rc;
+}
+
 int hsadb_snapshot(hsadb_db *db, const char *memory, const char *dest_dir) {
     hsadb_clear_error();
     uint32_t id = 0;
     int rc = memory ? hsadb_store_memory_id(db->store, memory, &id) : 0;
-    if (rc == 0) rc = hsadb_store_snapshot(db->store, memory, dest_dir);
-    if (rc == 0 && memory) {   /* a one-memory copy: its appends' metadata too (same id) */
-        hsadb_store *dst = NULL;
-        rc = hsadb_store_open(dest_dir, 0, &dst);
-        if (rc == 0) rc = hsadb_append_meta_copy(db->store, dst, id);
-        hsadb_store_close(dst);
-    }
+    if (rc == 0)
+        rc = memory ? hsadb_store_snapshot_with(db->store, memory, dest_dir, copy_append_meta, &id)
+                    : hsadb_store_snapshot(db->store, NULL, dest_dir);
     return rc;
 }
 

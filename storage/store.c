@@ -2472,7 +2472,8 @@ int hsadb_store_snapshot_verify(const char *dir, char *memory, size_t memory_cap
  * into dest (created if missing; must be empty, else HSADB_ERR_EXISTS), then, if `mark`, its
  * completion marker. On failure what was written is removed again.
  */
-static int snapshot_into(hsadb_store *st, const char *memory, const char *dest_dir, int mark) {
+static int snapshot_into(hsadb_store *st, const char *memory, const char *dest_dir, int mark,
+                         hsadb_store_snapshot_extra_fn extra, void *ctx) {
     size_t len = 0;
     int created, rc;
 
@@ -2483,6 +2484,7 @@ static int snapshot_into(hsadb_store *st, const char *memory, const char *dest_d
         return hsadb_fail(ENAMETOOLONG, "snapshot: path too long");
     if ((rc = dest_prepare(dest_dir, &created))) return rc;
     rc = memory ? snapshot_memory(st, memory, len, dest_dir) : snapshot_env(st, dest_dir);
+    if (rc == 0 && extra) rc = extra(st, dest_dir, ctx);   /* before the marker: it seals data.mdb */
     if (rc == 0 && mark) rc = marker_write(dest_dir, memory);
     if (rc) {
         char detail[512];
@@ -2494,11 +2496,16 @@ static int snapshot_into(hsadb_store *st, const char *memory, const char *dest_d
 }
 
 int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir) {
-    return snapshot_into(st, memory, dest_dir, 1);
+    return snapshot_into(st, memory, dest_dir, 1, NULL, NULL);
+}
+
+int hsadb_store_snapshot_with(hsadb_store *st, const char *memory, const char *dest_dir,
+                              hsadb_store_snapshot_extra_fn extra, void *ctx) {
+    return snapshot_into(st, memory, dest_dir, 1, extra, ctx);
 }
 
 int hsadb_store_copy(hsadb_store *st, const char *dest_dir) {
-    return snapshot_into(st, NULL, dest_dir, 0);
+    return snapshot_into(st, NULL, dest_dir, 0, NULL, NULL);
 }
 
 /* ---- check: walk records and report damage --------------------------------------------- */

@@ -212,6 +212,12 @@ void hsadb_store_writer_end(hsadb_store_writer *w);
  * one memory (a new env with that memory's records as of one read transaction) into
  * dest_dir (created if missing; must be empty). */
 int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_dir);
+/* The same, with `extra` run on the finished copy before its completion marker is written
+ * (what the engine keeps beside the records, e.g. append metadata: the marker then seals it
+ * too). An error from extra fails the snapshot and removes what was written. */
+typedef int (*hsadb_store_snapshot_extra_fn)(hsadb_store *src, const char *dest_dir, void *ctx);
+int hsadb_store_snapshot_with(hsadb_store *st, const char *memory, const char *dest_dir,
+                              hsadb_store_snapshot_extra_fn extra, void *ctx);
 /* A snapshot is complete once its marker file "hsadb-snapshot" exists: written last, after
  * data.mdb is fsync'd, through a renamed temporary file, naming data.mdb's size and XXH3-64
  * digest (docs/storage.md §7). hsadb_store_snapshot_verify checks that the marker exists and
