@@ -83,6 +83,24 @@ void rpc_call_note(rpc_call *c, const char *fmt, ...) __attribute__((format(prin
 int  rpc_memory_lock(rpc_call *c, const char *name);
 void rpc_memory_unlock(rpc_call *c, const char *name);
 
+/* ---- the plaintext listener (listener.c) ---------------------------------------------- */
+
+typedef struct rpc_listener rpc_listener;
+typedef struct grpc_server grpc_server;
+
+/* Bind and listen on "HOST:PORT", "[V6]:PORT" or "unix:PATH" (a stale socket file at PATH
+ * is replaced; anything else there is an error). *port: the bound TCP port (0 for unix).
+ * At most max_connections connections are open at once (accepted but silent ones
+ * included); a connection that sends nothing for handshake_seconds is closed. Errors: an
+ * errno value or HSADB_ERR_INVALID, with err set. Nothing is accepted before _start. */
+int  rpc_listener_open(const char *listen_addr, int max_connections, double handshake_seconds,
+                       rpc_listener **out, int *port, char *err, size_t errn);
+/* Start the accept thread: connections go to server (started) as insecure channels. */
+int  rpc_listener_start(rpc_listener *l, grpc_server *server);
+/* Stop accepting, close the listening sockets (and unlink the unix socket), drop the
+ * connections not yet handed over, free l. Connections gRPC holds stay its own. NULL: no-op. */
+void rpc_listener_close(rpc_listener *l);
+
 /* ---- method tables (memory_service.c, health_service.c) -------------------------------- */
 
 enum rpc_kind { RPC_UNARY = 0, RPC_CLIENT_STREAM = 1, RPC_SERVER_STREAM = 2 };

@@ -27,12 +27,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #define RPC_ARMED      8             /* request_call kept outstanding */
 #define RPC_MAX_MSG    (4 << 20)     /* receive and send limit per message */
 #define RPC_MAX_ROUTES 32
+#define RPC_MAX_CONNECTIONS 1024     /* default of max_connections */
+#define RPC_FD_RESERVE 64            /* descriptors kept for the store, gRPC and logs */
+#define RPC_MAX_STREAMS_PER_CONNECTION 100   /* HTTP/2 concurrent streams of one connection */
 
 enum tag_kind { TAG_NEW = 1, TAG_OP, TAG_CLOSE, TAG_SHUTDOWN };
 
@@ -79,6 +83,7 @@ struct hsadb_server {
     hsadb_server_options  o;
     char                 *listen, *snapshot_dir;
     grpc_server          *server;
+    rpc_listener         *listener;         /* plaintext: our own accept loop */
     grpc_completion_queue *cq;
     pthread_t             cq_thread;
     int                   cq_started;
@@ -704,6 +709,7 @@ static void server_free(hsadb_server *s)
 {
     if (!s)
         return;
+    rpc_listener_close(s->listener);
     if (s->server)
         grpc_server_destroy(s->server);
     if (s->cq)
@@ -722,6 +728,21 @@ static void server_free(hsadb_server *s)
     pthread_mutex_destroy(&s->lock_mu);
     pthread_cond_destroy(&s->lock_cv);
     free(s);
+}
+
+/* Raise the soft open-file limit to the hard one; return the soft limit now in force. */
+static long raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = rl;
+        want.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl.rlim_cur = rl.rlim_max;
+    }
+    return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1 << 30) ? (1 << 30) : (long)rl.rlim_cur;
 }
 
 int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_server **out)
@@ -748,6 +769,19 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
         s->o.workers = 16;
     if (s->o.grace_seconds <= 0)
         s->o.grace_seconds = 10;
+    if (s->o.handshake_seconds <= 0)
+        s->o.handshake_seconds = 10;
+    long fd_limit = raise_fd_limit();
+    if (s->o.max_connections <= 0)
+        s->o.max_connections = RPC_MAX_CONNECTIONS;
+    if (s->o.max_connections > fd_limit - RPC_FD_RESERVE) {
+        if (fd_limit - RPC_FD_RESERVE < 1) {
+            rc = set_err(EMFILE, "the open-file limit (%ld) leaves no descriptors for "
+                         "connections: raise it (ulimit -n) above %d", fd_limit, RPC_FD_RESERVE);
+            goto fail;
+        }
+        s->o.max_connections = (int)(fd_limit - RPC_FD_RESERVE);
+    }
     if (!s->listen || (s->o.snapshot_dir && !s->snapshot_dir)) {
         rc = set_err(ENOMEM, "out of memory");
         goto fail;
@@ -777,19 +811,34 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
         goto fail;
     }
 
+    if (!s->o.tls_cert) {
+        char err[512];
+        if ((rc = rpc_listener_open(s->listen, s->o.max_connections, s->o.handshake_seconds,
+                                    &s->listener, &s->port, err, sizeof err))) {
+            set_err(rc, "%s", err);
+            goto fail;
+        }
+    }
+
     grpc_init();
-    grpc_arg args[2] = {
+    grpc_arg args[4] = {
         { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
           .value.integer = RPC_MAX_MSG },
         { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
           .value.integer = RPC_MAX_MSG },
+        { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONCURRENT_STREAMS,
+          .value.integer = RPC_MAX_STREAMS_PER_CONNECTION },
+        { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+          .value.integer = (int)(s->o.handshake_seconds * 1000) },
     };
-    grpc_channel_args ca = { 2, args };
+    grpc_channel_args ca = { 4, args };
     s->cq = grpc_completion_queue_create_for_next(NULL);
     s->server = grpc_server_create(&ca, NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
-    grpc_server_credentials *creds;
-    if (s->o.tls_cert) {
+    grpc_server_credentials *creds = NULL;
+    if (!s->o.tls_cert) {
+        /* plaintext: the listener bound the address; it hands connections over */
+    } else {
         char *cert = read_file(s->o.tls_cert, "TLS certificate");
         char *key = cert ? read_file(s->o.tls_key, "TLS key") : NULL;
         if (!cert || !key) {
@@ -803,20 +852,22 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
         creds = grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
         free(cert);
         free(key);
-    } else {
-        creds = grpc_insecure_server_credentials_create();
-    }
-    s->port = creds ? grpc_server_add_http2_port(s->server, s->listen, creds) : 0;
-    if (creds)
-        grpc_server_credentials_release(creds);
-    if (s->port <= 0) {
-        rc = set_err(HSADB_ERR_INVALID, "cannot listen on %s%s", s->listen,
-                     creds ? " (address in use or invalid)" : " (bad TLS certificate or key)");
-        grpc_server_destroy(s->server);
-        s->server = NULL;
-        goto fail_grpc;
+        s->port = creds ? grpc_server_add_http2_port(s->server, s->listen, creds) : 0;
+        if (creds)
+            grpc_server_credentials_release(creds);
+        if (s->port <= 0) {
+            rc = set_err(HSADB_ERR_INVALID, "cannot listen on %s%s", s->listen,
+                         creds ? " (address in use or invalid)" : " (bad TLS certificate or key)");
+            grpc_server_destroy(s->server);
+            s->server = NULL;
+            goto fail_grpc;
+        }
     }
     grpc_server_start(s->server);
+    if (s->listener && (rc = rpc_listener_start(s->listener, s->server))) {
+        set_err(rc, "cannot start the listener thread");
+        goto fail_started;
+    }
     s->workers = calloc((size_t)s->o.workers, sizeof *s->workers);
     if (!s->workers) {
         rc = set_err(ENOMEM, "out of memory");
@@ -866,6 +917,8 @@ void hsadb_server_stop(hsadb_server *s)
 {
     if (!s)
         return;
+    rpc_listener_close(s->listener);       /* no new connections */
+    s->listener = NULL;
     s->t_shutdown = (rpc_tag){ TAG_SHUTDOWN, NULL };
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
     if (!s->cq_started) {

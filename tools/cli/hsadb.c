@@ -69,6 +69,7 @@ enum opt_id {
     OPT_NO_EVIDENCE, OPT_K, OPT_OFFSET, OPT_LENGTH, OPT_YES, OPT_MEMORY, OPT_NO_CHECK,
     OPT_LISTEN, OPT_KEYS, OPT_INSECURE_NO_AUTH, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SNAPSHOT_DIR,
     OPT_WORKERS, OPT_HASH_KEY,
+    OPT_MAX_CONNECTIONS, OPT_HANDSHAKE_TIMEOUT,
 };
 
 typedef struct optdef {
@@ -118,6 +119,8 @@ struct cli {
     int            no_check;
     const char    *listen, *keys, *tls_cert, *tls_key, *snapshot_dir, *hash_key;
     int            insecure_no_auth, workers;
+    int            max_connections;
+    double         handshake_timeout;
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -1161,6 +1164,8 @@ static int cmd_serve(cli *c)
     o.snapshot_dir = c->snapshot_dir;
     o.model = m;
     o.workers = c->workers;
+    o.max_connections = c->max_connections;
+    o.handshake_seconds = c->handshake_timeout;
     o.log = !c->quiet;
     int rc = hsadb_server_start(db, &o, &srv);
     if (rc) {
@@ -1169,8 +1174,11 @@ static int cmd_serve(cli *c)
     }
     char addr[300];
     const char *colon = strrchr(o.listen, ':');
-    snprintf(addr, sizeof addr, "%.*s:%d", colon ? (int)(colon - o.listen) : (int)strlen(o.listen),
-             o.listen, hsadb_server_port(srv));
+    if (strncmp(o.listen, "unix:", 5) == 0)     /* no port: the path is the address */
+        snprintf(addr, sizeof addr, "%s", o.listen);
+    else
+        snprintf(addr, sizeof addr, "%.*s:%d", colon ? (int)(colon - o.listen) : (int)strlen(o.listen),
+                 o.listen, hsadb_server_port(srv));
     if (c->json) {
         jw w;
         jw_init(&w, stdout);
@@ -1226,7 +1234,10 @@ static const optdef serve_opts[] = {
     { "insecure-no-auth", 0, 0, OPT_INSECURE_NO_AUTH },
     { "tls-cert", 0, 1, OPT_TLS_CERT },     { "tls-key", 0, 1, OPT_TLS_KEY },
     { "snapshot-dir", 0, 1, OPT_SNAPSHOT_DIR }, { "workers", 0, 1, OPT_WORKERS },
-    { "hash-key", 0, 1, OPT_HASH_KEY },     { NULL, 0, 0, 0 },
+    { "hash-key", 0, 1, OPT_HASH_KEY },
+    { "max-connections", 0, 1, OPT_MAX_CONNECTIONS },
+    { "handshake-timeout", 0, 1, OPT_HANDSHAKE_TIMEOUT },
+    { NULL, 0, 0, 0 },
 };
 static const optdef no_opts[] = { { NULL, 0, 0, 0 } };
 
@@ -1332,7 +1343,13 @@ static const command commands[] = {
       "  --tls-key FILE      PEM private key\n"
       "  --snapshot-dir DIR  existing server-side directory for Snapshot/Restore (default:\n"
       "                      disabled)\n"
-      "  --workers N         calls handled at once (default 16)\n" },
+      "  --workers N         calls handled at once (default 16)\n"
+      "\n"
+      "Limits (docs/rpc.md; the open-file soft limit is raised to the hard limit at start):\n"
+      "  --max-connections N       client connections open at once (default 1024, lowered\n"
+      "                            to the open-file limit less 64); more are refused\n"
+      "  --handshake-timeout SECS  a new connection that sends nothing this long is closed\n"
+      "                            (default 10)\n" },
     { "help", NULL, 0, 1, no_opts, "help [COMMAND]", "show help for hsadb or one command", "" },
 };
 
@@ -1441,6 +1458,8 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_SNAPSHOT_DIR: c->snapshot_dir = v; break;
     case OPT_WORKERS:     rc = parse_int(shown, v, 1, 1024, &c->workers); break;
     case OPT_HASH_KEY:    c->hash_key = v; break;
+    case OPT_MAX_CONNECTIONS: rc = parse_int(shown, v, 1, 1 << 20, &c->max_connections); break;
+    case OPT_HANDSHAKE_TIMEOUT: rc = parse_double(shown, v, 0.001, 3600, &c->handshake_timeout); break;
     }
     return rc;
 }

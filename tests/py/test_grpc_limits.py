@@ -1,0 +1,140 @@
+"""Denial-of-service, limit and shutdown cases of `hsadb serve` (issue 35, docs/rpc.md
+"Limits"): the real binary on loopback, Debian's grpcio as client, raw sockets for floods.
+Every loop is bounded and every server is stopped by the test."""
+import os
+import resource
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import grpc
+import pytest
+
+from conftest import BINARY, MODEL, clean_env, rand_bytes
+from grpc_util import CHANNEL_OPTS, Server, bearer, gen_stubs, pieces
+
+pb, pbg, hpb, hpbg = gen_stubs()
+T = 30  # seconds per RPC unless a test says otherwise
+
+
+def code_of(fn, *a, **kw):
+    with pytest.raises(grpc.RpcError) as e:
+        r = fn(*a, **kw)
+        if hasattr(r, "__iter__") and not isinstance(r, (bytes, pb.QueryResponse)):
+            list(r)
+    return e.value.code()
+
+
+def flood(port, n):
+    """Open up to n raw TCP connections that never send a byte; return the sockets."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            break
+        socks.append(s)
+    return socks
+
+
+def low_nofile(n):
+    def f():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return f
+
+
+def fresh_call(s, timeout=10):
+    """A new connection and a real call on it (health, then a Memory call). A local
+    subchannel pool: grpcio would otherwise reuse another channel's connection."""
+    ch = grpc.insecure_channel(s.addr, options=CHANNEL_OPTS + [("grpc.use_local_subchannel_pool", 1)])
+    try:
+        grpc.channel_ready_future(ch).result(timeout=timeout)
+        assert hpbg.HealthStub(ch).Check(hpb.HealthCheckRequest(), timeout=timeout).status == \
+            hpb.HealthCheckResponse.SERVING
+        pbg.MemoryStub(ch).ListMemories(pb.ListMemoriesRequest(), timeout=timeout)
+    finally:
+        ch.close()
+
+
+# ---- 1. connection floods ----------------------------------------------------------------
+
+def test_descriptor_exhaustion_then_server_accepts_again(tmp_path):
+    """More raw connections than the server has descriptors (ulimit -n 128 for the server):
+    a tenant already connected keeps working during the flood, and once the flood closes a
+    new connection gets served. (gRPC 1.51's own listener stopped accepting for good.)"""
+    with Server(tmp_path / "db", preexec_fn=low_nofile(128)) as s:
+        tenant = s.channel()
+        m = pbg.MemoryStub(tenant)
+        m.CreateMemory(pb.CreateMemoryRequest(name="a"), timeout=T)
+        socks = flood(s.port, 1200)
+        try:
+            assert len(socks) > 128
+            time.sleep(3)  # the server has tried to accept them all
+            t0 = time.time()
+            m.GetMemory(pb.GetMemoryRequest(name="a"), timeout=5)
+            m.Append(pieces("a", b"during the flood"), timeout=5)
+            assert time.time() - t0 < 5
+        finally:
+            for x in socks:
+                x.close()
+        fresh_call(s)
+        # twice: the server recovers every time, not once
+        socks = flood(s.port, 1200)
+        time.sleep(2)
+        for x in socks:
+            x.close()
+        fresh_call(s)
+
+
+def test_connection_cap_and_silent_connections_are_dropped(tmp_path):
+    """--max-connections caps open connections; silent ones are closed after
+    --handshake-timeout, so a new tenant gets in within its deadline while the flood's
+    sockets are still held open by the attacker."""
+    with Server(tmp_path / "db", args=["--max-connections", "20",
+                                       "--handshake-timeout", "1"]) as s:
+        tenant = pbg.MemoryStub(s.channel())
+        socks = flood(s.port, 60)
+        try:
+            t0 = time.time()
+            tenant.ListMemories(pb.ListMemoriesRequest(), timeout=5)
+            assert time.time() - t0 < 5
+            fresh_call(s, timeout=10)
+            # the server closed every silent socket: each reads EOF (or a reset)
+            time.sleep(1.5)
+            closed = 0
+            for x in socks:
+                x.settimeout(0.5)
+                try:
+                    closed += x.recv(1) == b""
+                except (ConnectionResetError, socket.timeout):
+                    closed += 1
+            assert closed == len(socks)
+        finally:
+            for x in socks:
+                x.close()
+
+
+def test_unix_socket_address_is_printed(tmp_path):
+    path = tmp_path / "hsadb.sock"
+    p = subprocess.Popen([str(BINARY), "--db", str(tmp_path / "db"), "--model", str(MODEL),
+                          "serve", "--listen", f"unix:{path}"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=clean_env())
+    try:
+        line = p.stdout.readline().decode().strip()
+        assert line == f"listening on unix:{path}", line
+        ch = grpc.insecure_channel(f"unix:{path}")
+        grpc.channel_ready_future(ch).result(timeout=10)
+        assert hpbg.HealthStub(ch).Check(hpb.HealthCheckRequest(), timeout=10).status == \
+            hpb.HealthCheckResponse.SERVING
+        ch.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+        p.stdout.close()
+        p.stderr.close()
+    assert not path.exists()
