@@ -59,6 +59,12 @@ typedef struct hsadb_server_options {
                                      the open-file limit]; further ones are refused */
     double      handshake_seconds;/* a new connection that sends nothing this long is
                                      closed [10] */
+    double      first_message_seconds; /* a call whose first request message has not
+                                     arrived this long after a worker took it ends with
+                                     DEADLINE_EXCEEDED [10] */
+    int         max_streams_per_key;   /* with keys: calls (streams) of one API key queued
+                                     or running at once; more get RESOURCE_EXHAUSTED at
+                                     once [workers / 2, at least 1] */
 } hsadb_server_options;
 
 /* Start serving db (borrowed). On success *out is running and listening. */

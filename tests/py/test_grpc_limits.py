@@ -138,3 +138,78 @@ def test_unix_socket_address_is_printed(tmp_path):
         p.stdout.close()
         p.stderr.close()
     assert not path.exists()
+
+
+# ---- 2. idle streams of one valid key ----------------------------------------------------
+
+def hash_key(k):
+    p = subprocess.run([str(BINARY), "serve", "--hash-key", k], capture_output=True, check=True,
+                       env=clean_env())
+    return p.stdout.decode().strip()
+
+
+def keyed_server(tmp_path, args):
+    lines = [f"{hash_key('mallory')} read *", f"{hash_key('alice')} write *"]
+    (tmp_path / "keys").write_text("\n".join(lines) + "\n")
+    return Server(tmp_path / "db", args=["--keys", tmp_path / "keys", *args])
+
+
+def idle_appends(m, key, n, release, timeout=T):
+    """n Append streams that send no message until `release` is set."""
+    def silent():
+        release.wait(20)
+        return
+        yield  # a generator that yields nothing
+    return [m.Append.future(silent(), metadata=bearer(key), timeout=timeout) for _ in range(n)]
+
+
+def test_idle_streams_of_one_key_do_not_stall_other_tenants(tmp_path):
+    """A read-only key opens more silent Append streams than there are workers: the ones
+    over its limit get RESOURCE_EXHAUSTED at once, the others DEADLINE_EXCEEDED after the
+    first-message timeout, and another key's calls finish within their deadline meanwhile."""
+    with keyed_server(tmp_path, ["--workers", "4", "--first-message-timeout", "3"]) as s:
+        m = pbg.MemoryStub(s.channel())
+        m.CreateMemory(pb.CreateMemoryRequest(name="a"), metadata=bearer("alice"), timeout=T)
+        release = threading.Event()
+        t0 = time.time()
+        futs = idle_appends(m, "mallory", 8, release)
+        try:
+            time.sleep(0.5)
+            for _ in range(3):  # well-behaved tenant: every call within its 2 s deadline
+                m.GetMemory(pb.GetMemoryRequest(name="a"), metadata=bearer("alice"), timeout=2)
+                m.Append(pieces("a", b"x" * 300), metadata=bearer("alice"), timeout=2)
+                m.Search(pb.SearchRequest(memory="a", question="x", k=1),
+                         metadata=bearer("alice"), timeout=2)
+            codes = []
+            for f in futs:
+                with pytest.raises(grpc.RpcError) as e:
+                    f.result(timeout=15)
+                codes.append(e.value.code())
+        finally:
+            release.set()
+        # default limit: workers / 2 = 2 streams of one key
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 6, codes
+        assert codes.count(grpc.StatusCode.DEADLINE_EXCEEDED) == 2, codes
+        assert time.time() - t0 < 10
+        assert "first-message-timeout" in s.log()
+
+
+def test_first_message_timeout_frees_a_full_pool(tmp_path):
+    """With the per-key limit as large as the pool, silent streams hold every worker until
+    the first-message timeout; then other calls run."""
+    with keyed_server(tmp_path, ["--workers", "2", "--max-streams-per-key", "2",
+                                 "--first-message-timeout", "1.5"]) as s:
+        m = pbg.MemoryStub(s.channel())
+        release = threading.Event()
+        futs = idle_appends(m, "mallory", 2, release)
+        try:
+            time.sleep(0.3)
+            t0 = time.time()
+            m.ListMemories(pb.ListMemoriesRequest(), metadata=bearer("alice"), timeout=6)
+            assert time.time() - t0 < 4
+            for f in futs:
+                with pytest.raises(grpc.RpcError) as e:
+                    f.result(timeout=10)
+                assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            release.set()

@@ -69,7 +69,8 @@ enum opt_id {
     OPT_NO_EVIDENCE, OPT_K, OPT_OFFSET, OPT_LENGTH, OPT_YES, OPT_MEMORY, OPT_NO_CHECK,
     OPT_LISTEN, OPT_KEYS, OPT_INSECURE_NO_AUTH, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SNAPSHOT_DIR,
     OPT_WORKERS, OPT_HASH_KEY,
-    OPT_MAX_CONNECTIONS, OPT_HANDSHAKE_TIMEOUT,
+    OPT_MAX_CONNECTIONS, OPT_HANDSHAKE_TIMEOUT, OPT_FIRST_MESSAGE_TIMEOUT,
+    OPT_MAX_STREAMS_PER_KEY,
 };
 
 typedef struct optdef {
@@ -119,8 +120,8 @@ struct cli {
     int            no_check;
     const char    *listen, *keys, *tls_cert, *tls_key, *snapshot_dir, *hash_key;
     int            insecure_no_auth, workers;
-    int            max_connections;
-    double         handshake_timeout;
+    int            max_connections, max_streams_per_key;
+    double         handshake_timeout, first_message_timeout;
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -1166,6 +1167,8 @@ static int cmd_serve(cli *c)
     o.workers = c->workers;
     o.max_connections = c->max_connections;
     o.handshake_seconds = c->handshake_timeout;
+    o.first_message_seconds = c->first_message_timeout;
+    o.max_streams_per_key = c->max_streams_per_key;
     o.log = !c->quiet;
     int rc = hsadb_server_start(db, &o, &srv);
     if (rc) {
@@ -1237,6 +1240,8 @@ static const optdef serve_opts[] = {
     { "hash-key", 0, 1, OPT_HASH_KEY },
     { "max-connections", 0, 1, OPT_MAX_CONNECTIONS },
     { "handshake-timeout", 0, 1, OPT_HANDSHAKE_TIMEOUT },
+    { "first-message-timeout", 0, 1, OPT_FIRST_MESSAGE_TIMEOUT },
+    { "max-streams-per-key", 0, 1, OPT_MAX_STREAMS_PER_KEY },
     { NULL, 0, 0, 0 },
 };
 static const optdef no_opts[] = { { NULL, 0, 0, 0 } };
@@ -1349,7 +1354,12 @@ static const command commands[] = {
       "  --max-connections N       client connections open at once (default 1024, lowered\n"
       "                            to the open-file limit less 64); more are refused\n"
       "  --handshake-timeout SECS  a new connection that sends nothing this long is closed\n"
-      "                            (default 10)\n" },
+      "                            (default 10)\n"
+      "  --first-message-timeout SECS  a call whose first request message has not come\n"
+      "                            this long after a worker took it: DEADLINE_EXCEEDED\n"
+      "                            (default 10)\n"
+      "  --max-streams-per-key N   with --keys: calls of one key queued or running at once;\n"
+      "                            more get RESOURCE_EXHAUSTED (default workers/2, >= 1)\n" },
     { "help", NULL, 0, 1, no_opts, "help [COMMAND]", "show help for hsadb or one command", "" },
 };
 
@@ -1460,6 +1470,8 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_HASH_KEY:    c->hash_key = v; break;
     case OPT_MAX_CONNECTIONS: rc = parse_int(shown, v, 1, 1 << 20, &c->max_connections); break;
     case OPT_HANDSHAKE_TIMEOUT: rc = parse_double(shown, v, 0.001, 3600, &c->handshake_timeout); break;
+    case OPT_FIRST_MESSAGE_TIMEOUT: rc = parse_double(shown, v, 0.001, 3600, &c->first_message_timeout); break;
+    case OPT_MAX_STREAMS_PER_KEY: rc = parse_int(shown, v, 1, 1 << 20, &c->max_streams_per_key); break;
     }
     return rc;
 }
