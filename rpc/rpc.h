@@ -63,6 +63,11 @@ int  rpc_call_read(rpc_call *c, const ProtobufCMessageDescriptor *d, ProtobufCMe
 int  rpc_call_write(rpc_call *c, const ProtobufCMessage *m);
 /* 1 once the client cancelled, the deadline passed or the server cancels all calls. */
 int  rpc_call_cancelled(rpc_call *c);
+/* rpc_call_cancelled as an hsadb_cancel_fn (ctx: the rpc_call), for long engine work. */
+int  rpc_call_cancel_fn(void *call);
+/* The status for a call whose work was cancelled: DEADLINE_EXCEEDED if its deadline has
+ * passed, else CANCELLED; the detail is set to `what`. */
+int  rpc_call_stopped(rpc_call *c, const char *what);
 /* Set the status detail and return code (for `return rpc_call_status(c, ...)`). */
 int  rpc_call_status(rpc_call *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -109,6 +109,7 @@ struct hsadb_server {
     pthread_t             health_thread;
     int                   health_started;
     int                   stopping, shutdown_done;
+    int                   cancelling;       /* the grace period is over: calls stop */
     int                   active;           /* calls queued or in a handler */
     rpc_tag               t_shutdown;
     /* per-memory locks */
@@ -293,12 +294,27 @@ int rpc_call_write(rpc_call *c, const ProtobufCMessage *m)
     return ok ? 0 : -1;
 }
 
+static int deadline_passed(const rpc_call *c)
+{
+    gpr_timespec d = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
+    return gpr_time_cmp(d, gpr_now(GPR_CLOCK_MONOTONIC)) <= 0;
+}
+
 int rpc_call_cancelled(rpc_call *c)
 {
     pthread_mutex_lock(&c->mu);
     int r = c->closed && c->cancelled;
     pthread_mutex_unlock(&c->mu);
-    return r;
+    return r || __atomic_load_n(&c->srv->cancelling, __ATOMIC_ACQUIRE) || deadline_passed(c);
+}
+
+int rpc_call_cancel_fn(void *call) { return rpc_call_cancelled(call); }
+
+int rpc_call_stopped(rpc_call *c, const char *what)
+{
+    if (deadline_passed(c))
+        return rpc_call_status(c, RPC_DEADLINE_EXCEEDED, "deadline exceeded: %s", what);
+    return rpc_call_status(c, RPC_CANCELLED, "cancelled: %s", what);
 }
 
 int rpc_call_status(rpc_call *c, int code, const char *fmt, ...)
@@ -857,6 +873,10 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
         s->o.grace_seconds = 10;
     if (s->o.handshake_seconds <= 0)
         s->o.handshake_seconds = 10;
+    if (s->o.max_message_bytes <= 0)
+        s->o.max_message_bytes = RPC_MAX_MSG;
+    if (s->o.max_question_bytes <= 0)
+        s->o.max_question_bytes = 65536;
     if (s->o.first_message_seconds <= 0)
         s->o.first_message_seconds = 10;
     if (s->o.max_streams_per_key <= 0)
@@ -917,9 +937,9 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
     grpc_init();
     grpc_arg args[4] = {
         { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-          .value.integer = RPC_MAX_MSG },
+          .value.integer = s->o.max_message_bytes },
         { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-          .value.integer = RPC_MAX_MSG },
+          .value.integer = RPC_MAX_MSG },       /* replies are bounded (pages, k) */
         { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONCURRENT_STREAMS,
           .value.integer = RPC_MAX_STREAMS_PER_CONNECTION },
         { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
@@ -1034,6 +1054,8 @@ void hsadb_server_stop(hsadb_server *s)
         r = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     int done = s->shutdown_done;
     pthread_mutex_unlock(&s->mu);
+    if (!done)
+        __atomic_store_n(&s->cancelling, 1, __ATOMIC_RELEASE);
     if (!done) {
         grpc_server_cancel_all_calls(s->server);
         pthread_mutex_lock(&s->mu);

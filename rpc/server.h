@@ -65,6 +65,10 @@ typedef struct hsadb_server_options {
     int         max_streams_per_key;   /* with keys: calls (streams) of one API key queued
                                      or running at once; more get RESOURCE_EXHAUSTED at
                                      once [workers / 2, at least 1] */
+    int         max_message_bytes;     /* one request message; larger: RESOURCE_EXHAUSTED
+                                     [4 MiB] */
+    int         max_question_bytes;    /* Query and Search questions; longer:
+                                     INVALID_ARGUMENT [65536] */
 } hsadb_server_options;
 
 /* Start serving db (borrowed). On success *out is running and listening. */

@@ -213,3 +213,88 @@ def test_first_message_timeout_frees_a_full_pool(tmp_path):
                 assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         finally:
             release.set()
+
+
+# ---- 3. deadlines, cancellation and SIGTERM during long work -------------------------------
+
+BIG = 4 * 1024 * 1024 - 1024  # one Append message just under the 4 MiB limit
+
+
+def test_big_append_past_its_deadline_stops_and_frees_the_memory(tmp_path):
+    """One ~4 MiB Append message with a 1 s deadline: DEADLINE_EXCEEDED, and within ~2 s the
+    server has stopped working on it (the next Append on the same memory, which waits for
+    the memory's append lock, succeeds). What stays is the committed prefix: a multiple of
+    256 bytes, shorter than the message."""
+    with Server(tmp_path / "db") as s:
+        m = pbg.MemoryStub(s.channel())
+        m.CreateMemory(pb.CreateMemoryRequest(name="m"), timeout=T)
+        data = rand_bytes(BIG, 35)
+        t0 = time.time()
+        assert code_of(m.Append, iter([pb.AppendRequest(memory="m", data=data)]), timeout=1) == \
+            grpc.StatusCode.DEADLINE_EXCEEDED
+        r = m.Append(pieces("m", b"after"), timeout=3)
+        assert time.time() - t0 < 3.5, time.time() - t0
+        kept = r.total_bytes - 5
+        assert kept % 256 == 0 and kept < BIG, kept
+        # the server says what it kept
+        assert f"kept={kept}" in s.log(), s.log()
+
+
+def test_sigterm_with_a_long_append_in_flight_stops_within_the_grace(tmp_path):
+    s = Server(tmp_path / "db", args=["--grace", "1"]).start()
+    try:
+        m = pbg.MemoryStub(s.channel())
+        m.CreateMemory(pb.CreateMemoryRequest(name="m"), timeout=T)
+        fut = m.Append.future(iter([pb.AppendRequest(memory="m", data=rand_bytes(BIG, 7))]),
+                              timeout=60)
+        time.sleep(1)
+        assert not fut.done()
+        t0 = time.time()
+        s.proc.send_signal(signal.SIGTERM)
+        rc = s.proc.wait(timeout=15)
+        took = time.time() - t0
+    finally:
+        s.stop()
+    assert rc == 0, s.log()
+    assert took < 1 + 1.5, took
+    with pytest.raises(grpc.RpcError):
+        fut.result(timeout=5)
+
+
+def test_long_question_is_bounded_by_its_deadline(tmp_path):
+    """A 64 KiB question (the default limit) to Search and Query with a 1 s deadline: either
+    an answer or DEADLINE_EXCEEDED, and the only worker is free again at once."""
+    with Server(tmp_path / "db", args=["--workers", "1"]) as s:
+        m = pbg.MemoryStub(s.channel())
+        m.CreateMemory(pb.CreateMemoryRequest(name="m"), timeout=T)
+        m.Append(pieces("m", rand_bytes(4096, 1)), timeout=T)
+        q = "why " * (65536 // 4)
+        for call in (lambda: m.Search(pb.SearchRequest(memory="m", question=q, k=2), timeout=1),
+                     lambda: list(m.Query(pb.QueryRequest(memory="m", question=q, max_tokens=4),
+                                          timeout=1))):
+            try:
+                call()
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+            t0 = time.time()
+            m.GetMemory(pb.GetMemoryRequest(name="m"), timeout=1.5)
+            assert time.time() - t0 < 1.5
+        assert code_of(m.Search, pb.SearchRequest(memory="m", question=q + "x", k=2),
+                       timeout=T) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_message_and_question_limits_are_options(tmp_path):
+    with Server(tmp_path / "db", args=["--max-message-bytes", "65536",
+                                       "--max-question-bytes", "100"]) as s:
+        m = pbg.MemoryStub(s.channel())
+        m.CreateMemory(pb.CreateMemoryRequest(name="m"), timeout=T)
+        assert code_of(m.Append, iter([pb.AppendRequest(memory="m", data=b"x" * 70000)]),
+                       timeout=T) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert m.Append(pieces("m", b"x" * 60000), timeout=T).total_bytes == 60000
+        assert code_of(m.Search, pb.SearchRequest(memory="m", question="q" * 101, k=1),
+                       timeout=T) == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as e:
+            list(m.Query(pb.QueryRequest(memory="m", question="q" * 101), timeout=T))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "--max-question-bytes" in e.value.details()
+        assert m.Search(pb.SearchRequest(memory="m", question="q" * 100, k=1), timeout=T).hits

@@ -70,7 +70,7 @@ enum opt_id {
     OPT_LISTEN, OPT_KEYS, OPT_INSECURE_NO_AUTH, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SNAPSHOT_DIR,
     OPT_WORKERS, OPT_HASH_KEY,
     OPT_MAX_CONNECTIONS, OPT_HANDSHAKE_TIMEOUT, OPT_FIRST_MESSAGE_TIMEOUT,
-    OPT_MAX_STREAMS_PER_KEY,
+    OPT_MAX_STREAMS_PER_KEY, OPT_MAX_MESSAGE_BYTES, OPT_MAX_QUESTION_BYTES, OPT_GRACE,
 };
 
 typedef struct optdef {
@@ -120,8 +120,8 @@ struct cli {
     int            no_check;
     const char    *listen, *keys, *tls_cert, *tls_key, *snapshot_dir, *hash_key;
     int            insecure_no_auth, workers;
-    int            max_connections, max_streams_per_key;
-    double         handshake_timeout, first_message_timeout;
+    int            max_connections, max_streams_per_key, max_message_bytes, max_question_bytes;
+    double         handshake_timeout, first_message_timeout, grace;
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -1169,6 +1169,9 @@ static int cmd_serve(cli *c)
     o.handshake_seconds = c->handshake_timeout;
     o.first_message_seconds = c->first_message_timeout;
     o.max_streams_per_key = c->max_streams_per_key;
+    o.max_message_bytes = c->max_message_bytes;
+    o.max_question_bytes = c->max_question_bytes;
+    o.grace_seconds = c->grace;
     o.log = !c->quiet;
     int rc = hsadb_server_start(db, &o, &srv);
     if (rc) {
@@ -1206,7 +1209,8 @@ static int cmd_serve(cli *c)
     signal(SIGINT, SIG_DFL);   /* a second signal ends the process at once */
     signal(SIGTERM, SIG_DFL);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    note(c, "%s: shutting down (calls in flight get 10 s)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    note(c, "%s: shutting down (calls in flight get %g s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+         c->grace > 0 ? c->grace : 10.0);
     hsadb_server_stop(srv);
     note(c, "stopped");
     ec = EXIT_OK;
@@ -1242,6 +1246,9 @@ static const optdef serve_opts[] = {
     { "handshake-timeout", 0, 1, OPT_HANDSHAKE_TIMEOUT },
     { "first-message-timeout", 0, 1, OPT_FIRST_MESSAGE_TIMEOUT },
     { "max-streams-per-key", 0, 1, OPT_MAX_STREAMS_PER_KEY },
+    { "max-message-bytes", 0, 1, OPT_MAX_MESSAGE_BYTES },
+    { "max-question-bytes", 0, 1, OPT_MAX_QUESTION_BYTES },
+    { "grace", 0, 1, OPT_GRACE },
     { NULL, 0, 0, 0 },
 };
 static const optdef no_opts[] = { { NULL, 0, 0, 0 } };
@@ -1335,7 +1342,8 @@ static const command commands[] = {
       "standard grpc.health.v1.Health. Prints `listening on ADDR:PORT` on stdout once ready\n"
       "(with --json one object), then one line per call on stderr (not with --quiet).\n"
       "SIGINT or SIGTERM stops it gracefully: no new calls, calls in flight get 10 s to\n"
-      "finish, then they are cancelled (an unfinished append is rolled back); exit 0.\n"
+      "finish (--grace), then they are cancelled within a block of work (an unfinished\n"
+      "append keeps only the batches it had committed); exit 0.\n"
       "Without --keys it serves only a loopback address unless --insecure-no-auth is given.\n"
       "\n"
       "Options:\n"
@@ -1359,7 +1367,13 @@ static const command commands[] = {
       "                            this long after a worker took it: DEADLINE_EXCEEDED\n"
       "                            (default 10)\n"
       "  --max-streams-per-key N   with --keys: calls of one key queued or running at once;\n"
-      "                            more get RESOURCE_EXHAUSTED (default workers/2, >= 1)\n" },
+      "                            more get RESOURCE_EXHAUSTED (default workers/2, >= 1)\n"
+      "  --max-message-bytes N     one request message; larger: RESOURCE_EXHAUSTED\n"
+      "                            (default 4194304)\n"
+      "  --max-question-bytes N    Query/Search question; longer: INVALID_ARGUMENT\n"
+      "                            (default 65536)\n"
+      "  --grace SECS              shutdown: time calls in flight get before they are\n"
+      "                            cancelled (default 10)\n" },
     { "help", NULL, 0, 1, no_opts, "help [COMMAND]", "show help for hsadb or one command", "" },
 };
 
@@ -1472,6 +1486,9 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_HANDSHAKE_TIMEOUT: rc = parse_double(shown, v, 0.001, 3600, &c->handshake_timeout); break;
     case OPT_FIRST_MESSAGE_TIMEOUT: rc = parse_double(shown, v, 0.001, 3600, &c->first_message_timeout); break;
     case OPT_MAX_STREAMS_PER_KEY: rc = parse_int(shown, v, 1, 1 << 20, &c->max_streams_per_key); break;
+    case OPT_MAX_MESSAGE_BYTES: rc = parse_int(shown, v, 1024, 1 << 30, &c->max_message_bytes); break;
+    case OPT_MAX_QUESTION_BYTES: rc = parse_int(shown, v, 1, 1 << 30, &c->max_question_bytes); break;
+    case OPT_GRACE:       rc = parse_double(shown, v, 0.001, 3600, &c->grace); break;
     }
     return rc;
 }
