@@ -298,3 +298,46 @@ def test_message_and_question_limits_are_options(tmp_path):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "--max-question-bytes" in e.value.details()
         assert m.Search(pb.SearchRequest(memory="m", question="q" * 100, k=1), timeout=T).hits
+
+
+# ---- 4. SIGTERM right after start-up -----------------------------------------------------
+
+def handles_sigterm(pid):
+    """True once serve has installed its SIGTERM handler (SigCgt). (SigBlk would not do:
+    glibc blocks every signal for a moment in each pthread_create.)"""
+    bit = 1 << (signal.SIGTERM - 1)
+    try:
+        # after exec only: python blocks every signal in the child between fork and exec
+        if os.readlink(f"/proc/{pid}/exe") != str(BINARY.resolve()):
+            return False
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("SigCgt:") and int(line.split()[1], 16) & bit
+                       for line in f)
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("delay", [0, 0.005, 0.02, 0.05, 0.1])
+def test_sigterm_right_after_start_up_stops_cleanly(tmp_path, delay):
+    """SIGTERM as soon as serve has taken charge of the signal, at several points of the
+    start-up (model load, database open, gRPC start): exit 0, not death by the signal
+    (which happened when a thread that did not block it, e.g. OpenBLAS's pool started
+    before main(), took it)."""
+    p = subprocess.Popen([str(BINARY), "--db", str(tmp_path / "db"), "--model", str(MODEL),
+                          "serve", "--listen", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=clean_env())
+    try:
+        t_end = time.time() + 10
+        while not handles_sigterm(p.pid) and p.poll() is None and time.time() < t_end:
+            pass
+        assert handles_sigterm(p.pid)
+        time.sleep(delay)
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=30)
+        err = p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+    assert rc == 0, (rc, err)

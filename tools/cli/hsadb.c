@@ -248,6 +248,19 @@ static void catch_signals(void)
 
 static int interrupted_exit(void) { return 128 + (g_signal ? (int)g_signal : SIGINT); }
 
+/* serve: SIGINT/SIGTERM wake the main thread through a pipe. */
+static int g_serve_pipe[2] = { -1, -1 };
+
+static void on_serve_signal(int sig)
+{
+    int e = errno;
+    g_signal = sig;
+    unsigned char b = (unsigned char)sig;
+    ssize_t w = write(g_serve_pipe[1], &b, 1);
+    (void)w;
+    errno = e;
+}
+
 /* ---- small helpers --------------------------------------------------------------------- */
 
 
@@ -1141,6 +1154,20 @@ static int cmd_serve(cli *c)
         printf("%s\n", hex);
         return EXIT_OK;
     }
+    /* SIGINT/SIGTERM are caught before anything else starts, by a handler that writes to a
+     * pipe the main thread reads once the server runs. Not a blocked mask + sigwait: threads
+     * exist before main() (OpenBLAS starts its pool in a library constructor), and a
+     * thread that does not block the signal takes it and dies by its default action; a
+     * handler is process-wide. A signal during start-up stops the server cleanly. */
+    if (pipe2(g_serve_pipe, O_CLOEXEC) != 0)
+        return fail_cli(errno, "pipe: %s", strerror(errno));
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_serve_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     hsadb_model *m = NULL;
     hsadb_db *db = NULL;
     hsadb_server *srv = NULL;
@@ -1149,12 +1176,6 @@ static int cmd_serve(cli *c)
         return ec;
     if ((ec = open_db(c, m, DB_CREATE, &db)))
         goto out;
-    /* Signals go to this thread only (sigwait below); the server's threads inherit the mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     hsadb_server_options o;
     memset(&o, 0, sizeof o);
     o.listen = c->listen ? c->listen : "127.0.0.1:50051";
@@ -1203,12 +1224,12 @@ static int cmd_serve(cli *c)
         note(c, "no --keys: every client may do everything");
     else if (!c->tls_cert && !hsadb_server_is_loopback(o.listen))
         note(c, "API keys travel in clear text without --tls-cert/--tls-key");
-    int sig = 0;
-    sigwait(&set, &sig);
-    g_signal = sig;
+    unsigned char b = 0;
+    while (read(g_serve_pipe[0], &b, 1) < 0 && errno == EINTR)
+        ;
+    int sig = g_signal;
     signal(SIGINT, SIG_DFL);   /* a second signal ends the process at once */
     signal(SIGTERM, SIG_DFL);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     note(c, "%s: shutting down (calls in flight get %g s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
          c->grace > 0 ? c->grace : 10.0);
     hsadb_server_stop(srv);
