@@ -41,7 +41,9 @@ typedef struct rpc_keys {
 } rpc_keys;
 
 /* Parse a keys file: one grant per line, `<hex sha256> <read|write|admin> <name-or-glob>`;
- * '#' starts a comment; blank lines are skipped. On error, err names the line. */
+ * '#' starts a comment; blank lines are skipped. At most 1 MiB is read (any readable file:
+ * a pipe works, /dev/zero is refused as too large); NUL bytes are refused. On error, err
+ * names the line. */
 int  rpc_keys_load(const char *path, rpc_keys **out, char *err, size_t errn);
 void rpc_keys_free(rpc_keys *k);
 /* The key whose hash matches the bearer token, or NULL. */

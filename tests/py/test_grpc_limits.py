@@ -341,3 +341,22 @@ def test_sigterm_right_after_start_up_stops_cleanly(tmp_path, delay):
             p.wait()
         p.stderr.close()
     assert rc == 0, (rc, err)
+
+
+# ---- 5. minor --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content", [None, b"\0" * 100, b"x" * (1 << 20) + b"\n"],
+                         ids=["dev-zero", "nul-bytes", "over-1MiB"])
+def test_keys_file_is_read_bounded(tmp_path, content):
+    """--keys /dev/zero (and a binary or oversized file) stops start-up with a clear error
+    instead of reading forever."""
+    path = "/dev/zero"
+    if content is not None:
+        path = tmp_path / "keys"
+        path.write_bytes(content)
+    p = subprocess.run([str(BINARY), "--db", str(tmp_path / "db"), "--model", str(MODEL),
+                        "serve", "--listen", "127.0.0.1:0", "--keys", str(path)],
+                       capture_output=True, timeout=20, env=clean_env())
+    assert p.returncode == 2, p
+    err = p.stderr.decode()
+    assert "not a keys file" in err and str(path) in err, err
