@@ -949,10 +949,8 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
     s->cq = grpc_completion_queue_create_for_next(NULL);
     s->server = grpc_server_create(&ca, NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
-    grpc_server_credentials *creds = NULL;
-    if (!s->o.tls_cert) {
-        /* plaintext: the listener bound the address; it hands connections over */
-    } else {
+    if (s->o.tls_cert) {            /* plaintext: the listener hands connections over */
+        grpc_server_credentials *creds;
         char *cert = read_file(s->o.tls_cert, "TLS certificate");
         char *key = cert ? read_file(s->o.tls_key, "TLS key") : NULL;
         if (!cert || !key) {
