@@ -53,6 +53,8 @@ struct hsadb_appender {
     uint8_t               *blob;          /* encoded tail */
     size_t                 blob_cap;
     int                    failed;        /* an error happened: only abort is allowed */
+    hsadb_cancel_fn        cancel;        /* polled before each block (NULL: never) */
+    void                  *cancel_ctx;
 
     /* the committer thread; mu guards the fields below it */
     pthread_t              th;
@@ -305,6 +307,10 @@ int hsadb_appender_write(hsadb_appender *a, const void *bytes, size_t n) {
         memcpy(a->in + a->n_in, p, take);
         a->n_in += (int)take, p += take, n -= take;
         if (a->n_in < a->block) break;
+        if (a->cancel && a->cancel(a->cancel_ctx)) {
+            rc = hsadb_fail(HSADB_ERR_CANCELLED, "append cancelled");
+            goto fail;
+        }
         if ((rc = process_block(a))) goto fail;
         if (hsadb_store_writer_staged(a->w) >= COMMIT_CHUNKS ||
             (hsadb_store_writer_staged(a->w) && hsadb_seconds() - a->last_commit >= COMMIT_SECONDS))
@@ -314,6 +320,10 @@ int hsadb_appender_write(hsadb_appender *a, const void *bytes, size_t n) {
 fail:
     a->failed = 1;
     return rc;
+}
+
+void hsadb_appender_set_cancel(hsadb_appender *a, hsadb_cancel_fn cancel, void *ctx) {
+    a->cancel = cancel, a->cancel_ctx = ctx;
 }
 
 void hsadb_appender_progress(const hsadb_appender *a, hsadb_append_result *o) {

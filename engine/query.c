@@ -223,9 +223,10 @@ static int feed(qsession *q, const int *tokens, int n) {
     return 0;
 }
 
-/* Feed a prompt of any length in blocks. */
-static int feed_all(qsession *q, const int *tokens, int n) {
+/* Feed a prompt of any length in blocks; cancel (optional) is polled before each. */
+static int feed_all(qsession *q, const int *tokens, int n, hsadb_cancel_fn cancel, void *ctx) {
     for (int i = 0; i < n; i += HSADB_BLOCK) {
+        if (cancel && cancel(ctx)) return hsadb_fail(HSADB_ERR_CANCELLED, "cancelled in the prompt");
         int rc = feed(q, tokens + i, n - i < HSADB_BLOCK ? n - i : HSADB_BLOCK);
         if (rc) return rc;
     }
@@ -348,7 +349,7 @@ int hsadb_query(hsadb_db *db, const char *name, const char *question, size_t qle
     hsadb_answer *a = &box->pub;
     a->text = text;
     a->stop = 1;
-    if ((rc = feed_all(&q, prompt, n_prompt))) goto done;
+    if ((rc = feed_all(&q, prompt, n_prompt, o.cancel, o.cancel_ctx))) goto done;
     double t1 = hsadb_seconds();
     a->prompt_seconds = t1 - t0;
     for (;;) {
@@ -444,6 +445,11 @@ typedef struct hits_box {
 
 int hsadb_search(hsadb_db *db, const char *name, const char *question, size_t qlen, int k,
                  hsadb_hits **out) {
+    return hsadb_search_cancellable(db, name, question, qlen, k, NULL, NULL, out);
+}
+
+int hsadb_search_cancellable(hsadb_db *db, const char *name, const char *question, size_t qlen,
+                             int k, hsadb_cancel_fn cancel, void *ctx, hsadb_hits **out) {
     qsession q;
     int rc, n_prompt = 0, *prompt = NULL;
     float *scores = NULL, *acc = NULL;
@@ -458,7 +464,7 @@ int hsadb_search(hsadb_db *db, const char *name, const char *question, size_t ql
     const int G = c->n_groups, Hm = c->n_mem_heads, dr = c->retr_dim;
     rc = ENOMEM;
     if (!(prompt = prompt_tokens(question, qlen, &n_prompt))) goto done;
-    if ((rc = feed_all(&q, prompt, n_prompt))) goto done;
+    if ((rc = feed_all(&q, prompt, n_prompt, cancel, ctx))) goto done;
     const int64_t pos = q.tail.pos - 1;                 /* position of <answer> */
     const int64_t ne = pos / c->chunk, nb = ne < (int64_t)q.rec.n_chunks ? ne : (int64_t)q.rec.n_chunks;
     rc = ENOMEM;

@@ -159,6 +159,11 @@ int hsadb_memory_read(hsadb_db *db, const char *name, uint64_t offset, void *buf
 
 typedef struct hsadb_appender hsadb_appender;
 
+/* Cancellation callback of long work (appends, the prompt phase of queries and searches):
+ * polled between blocks of 256 tokens (well under a second of CPU work each); nonzero stops
+ * the work with HSADB_ERR_CANCELLED. */
+typedef int (*hsadb_cancel_fn)(void *ctx);
+
 typedef struct hsadb_append_result {
     uint64_t append_id;     /* id of this append within the memory (1, 2, ...) */
     uint64_t bytes;         /* bytes accepted by this append */
@@ -183,6 +188,11 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out);
  * counters consistent. On failure the appender keeps nothing uncommitted and must be
  * released with hsadb_appender_abort(). */
 int hsadb_appender_write(hsadb_appender *a, const void *bytes, size_t n);
+
+/* Poll cancel(ctx) during hsadb_appender_write (NULL: never). When it returns nonzero the
+ * write stops with HSADB_ERR_CANCELLED and the appender can only be aborted: batches
+ * committed before stay in the memory (a prefix of this append, see above). */
+void hsadb_appender_set_cancel(hsadb_appender *a, hsadb_cancel_fn cancel, void *ctx);
 
 /* Progress so far (may be called between writes, e.g. for a progress bar). */
 void hsadb_appender_progress(const hsadb_appender *a, hsadb_append_result *out);
@@ -287,6 +297,9 @@ typedef struct hsadb_query_options {
     int            evidence_k;  /* chunks listed per layer; 0 = 8 */
     hsadb_piece_fn on_piece;    /* optional */
     void          *ctx;
+    hsadb_cancel_fn cancel;     /* optional: polled during the prompt phase; nonzero ends
+                                   the query with HSADB_ERR_CANCELLED */
+    void          *cancel_ctx;
 } hsadb_query_options;
 
 /* Ask a question about a memory: runs the model over `<query> question <answer>` continuing
@@ -307,6 +320,9 @@ typedef struct hsadb_hits {
 
 int  hsadb_search(hsadb_db *db, const char *name, const char *question, size_t qlen, int k,
                   hsadb_hits **out);
+/* hsadb_search that polls cancel(ctx) during the prompt phase (HSADB_ERR_CANCELLED). */
+int  hsadb_search_cancellable(hsadb_db *db, const char *name, const char *question, size_t qlen,
+                              int k, hsadb_cancel_fn cancel, void *ctx, hsadb_hits **out);
 void hsadb_hits_free(hsadb_hits *h);
 
 /* ---- snapshot and restore -------------------------------------------------------------- */

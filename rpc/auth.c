@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define RPC_KEYS_MAX (1 << 20)   /* bytes: a keys file is a few lines per key */
+
 static int parse_role(const char *s)
 {
     if (strcmp(s, "read") == 0)  return RPC_ROLE_READ;
@@ -65,7 +67,10 @@ static int add_grant(rpc_keys *k, const char *hash, int role, const char *patter
     return 0;
 }
 
-int rpc_keys_load(const char *path, rpc_keys **out, char *err, size_t errn)
+/* Read at most RPC_KEYS_MAX bytes of path (a regular file, a pipe: anything readable) into
+ * a NUL-terminated buffer. A larger or binary file is an error (/dev/zero must not read
+ * forever). */
+static int read_keys_file(const char *path, char **out, char *err, size_t errn)
 {
     *out = NULL;
     FILE *f = fopen(path, "r");
@@ -74,22 +79,65 @@ int rpc_keys_load(const char *path, rpc_keys **out, char *err, size_t errn)
         snprintf(err, errn, "keys file '%s': %s", path, strerror(e));
         return e == ENOENT ? HSADB_ERR_NOTFOUND : e;
     }
+    char *buf = malloc(RPC_KEYS_MAX + 2);
+    if (!buf) {
+        fclose(f);
+        snprintf(err, errn, "keys file '%s': out of memory", path);
+        return ENOMEM;
+    }
+    size_t n = fread(buf, 1, RPC_KEYS_MAX + 1, f);
+    int bad = ferror(f), e = errno;
+    fclose(f);
+    int rc = 0;
+    if (bad) {
+        snprintf(err, errn, "keys file '%s': %s", path, strerror(e));
+        rc = e ? e : EIO;
+    } else if (n > RPC_KEYS_MAX) {
+        snprintf(err, errn, "keys file '%s' is larger than %d bytes: not a keys file", path,
+                 RPC_KEYS_MAX);
+        rc = HSADB_ERR_INVALID;
+    } else if (memchr(buf, 0, n)) {
+        snprintf(err, errn, "keys file '%s' holds NUL bytes: not a keys file", path);
+        rc = HSADB_ERR_INVALID;
+    }
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = 0;
+    *out = buf;
+    return 0;
+}
+
+int rpc_keys_load(const char *path, rpc_keys **out, char *err, size_t errn)
+{
+    *out = NULL;
+    char *text = NULL;
+    int rc = read_keys_file(path, &text, err, errn);
+    if (rc)
+        return rc;
     rpc_keys *k = calloc(1, sizeof *k);
-    int rc = k ? 0 : ENOMEM;
-    char line[1024];
+    rc = k ? 0 : ENOMEM;
     int lineno = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
+    char *next = text;
+    while (rc == 0 && next) {
+        char *line = next;
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        else if (!*line)
+            break;
         lineno++;
         char *hash_s = NULL, *role_s = NULL, *pat = NULL, *extra = NULL, *save = NULL;
         char *hashpos = strchr(line, '#');
         if (hashpos)
             *hashpos = 0;
-        hash_s = strtok_r(line, " \t\r\n", &save);
+        hash_s = strtok_r(line, " \t\r", &save);
         if (!hash_s)
             continue;
-        role_s = strtok_r(NULL, " \t\r\n", &save);
-        pat = role_s ? strtok_r(NULL, " \t\r\n", &save) : NULL;
-        extra = pat ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+        role_s = strtok_r(NULL, " \t\r", &save);
+        pat = role_s ? strtok_r(NULL, " \t\r", &save) : NULL;
+        extra = pat ? strtok_r(NULL, " \t\r", &save) : NULL;
         int role = role_s ? parse_role(role_s) : 0;
         int hex_ok = strlen(hash_s) == 64;
         for (size_t i = 0; hex_ok && i < 64; i++) {
@@ -106,7 +154,7 @@ int rpc_keys_load(const char *path, rpc_keys **out, char *err, size_t errn)
         if (rc)
             snprintf(err, errn, "keys file '%s': out of memory", path);
     }
-    fclose(f);
+    free(text);
     if (rc == 0 && k->n == 0) {
         snprintf(err, errn, "keys file '%s' holds no keys", path);
         rc = HSADB_ERR_INVALID;

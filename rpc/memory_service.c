@@ -18,7 +18,6 @@
 #define MAX_SEARCH_K   1024
 #define MAX_EVIDENCE_K 256
 #define MAX_TOKENS     65536
-#define MAX_QUESTION   65536          /* bytes */
 
 static const char *kv_name(int d) { return d == 0 ? "bf16" : d == 1 ? "f32" : "?"; }
 
@@ -163,6 +162,7 @@ static int h_append(rpc_call *c, const ProtobufCMessage *unused)
 {
     Hsadb__V1__AppendRequest *r = NULL;
     hsadb_appender *ap = NULL;
+    hsadb_memory_info before, after;
     char name[129] = "";
     int locked = 0, code = RPC_OK, rc;
     int got = rpc_call_read(c, &hsadb__v1__append_request__descriptor, (ProtobufCMessage **)&r);
@@ -183,13 +183,18 @@ static int h_append(rpc_call *c, const ProtobufCMessage *unused)
         goto out;
     }
     locked = 1;
-    if ((rc = hsadb_appender_open(rpc_call_db(c), name, &ap))) {
+    if ((rc = hsadb_memory_stat(rpc_call_db(c), name, &before)) ||
+        (rc = hsadb_appender_open(rpc_call_db(c), name, &ap))) {
         code = rpc_call_fail(c, rc, name);
         goto out;
     }
+    /* a cancel, the deadline or the end of the shutdown grace stops the write within one
+     * block of work; the batches committed until then stay (reported below) */
+    hsadb_appender_set_cancel(ap, rpc_call_cancel_fn, c);
     for (;;) {
         if (r->data.len && (rc = hsadb_appender_write(ap, r->data.data, r->data.len))) {
-            code = rpc_call_fail(c, rc, name);
+            code = rc == HSADB_ERR_CANCELLED ? rpc_call_stopped(c, "append stopped")
+                                             : rpc_call_fail(c, rc, name);
             goto out;
         }
         protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -233,7 +238,11 @@ out:
         hsadb_append_result p;
         hsadb_appender_progress(ap, &p);
         hsadb_appender_abort(ap);
-        rpc_call_note(c, "aborted_after=%llu", (unsigned long long)p.bytes);
+        /* what stays: the batches committed before the stop (we still hold the memory) */
+        unsigned long long kept = 0;
+        if (hsadb_memory_stat(rpc_call_db(c), name, &after) == 0)
+            kept = after.n_bytes - before.n_bytes;
+        rpc_call_note(c, "aborted_after=%llu kept=%llu", (unsigned long long)p.bytes, kept);
     }
     if (locked)
         rpc_memory_unlock(c, name);
@@ -281,8 +290,10 @@ static int check_question(rpc_call *c, const char *memory, const char *question)
     int code;
     if ((code = check_name(c, "memory name", memory)) || (code = rpc_call_allow(c, RPC_ROLE_READ, memory)))
         return code;
-    if (strlen(question) > MAX_QUESTION)
-        return rpc_call_status(c, RPC_INVALID_ARGUMENT, "question longer than %d bytes", MAX_QUESTION);
+    int max = rpc_call_options(c)->max_question_bytes;
+    if (strlen(question) > (size_t)max)
+        return rpc_call_status(c, RPC_INVALID_ARGUMENT, "question longer than %d bytes "
+                               "(--max-question-bytes)", max);
     return 0;
 }
 
@@ -303,14 +314,15 @@ static int h_query(rpc_call *c, const ProtobufCMessage *msg)
     piece_ctx pc = { c, 0, 0 };
     hsadb_query_options o = { .max_tokens = r->max_tokens, .temperature = r->temperature,
                               .top_p = r->top_p, .seed = r->seed, .evidence_k = r->evidence_k,
-                              .on_piece = on_piece, .ctx = &pc };
+                              .on_piece = on_piece, .ctx = &pc,
+                              .cancel = rpc_call_cancel_fn, .cancel_ctx = c };
     hsadb_answer *a = NULL;
     rpc_call_note(c, "memory=%s", r->memory);
     int rc = hsadb_query(rpc_call_db(c), r->memory, r->question, strlen(r->question), &o, &a);
     if (pc.failed || rc == HSADB_ERR_CANCELLED || (a && a->stop == 2)) {
         rpc_call_note(c, "pieces=%llu stopped=cancelled", (unsigned long long)pc.pieces);
         hsadb_answer_free(a);
-        return rpc_call_status(c, RPC_CANCELLED, "query cancelled");
+        return rpc_call_stopped(c, "query stopped");
     }
     if (rc)
         return rpc_call_fail(c, rc, r->memory);
@@ -371,8 +383,11 @@ static int h_search(rpc_call *c, const ProtobufCMessage *msg)
     if (r->k < 0 || r->k > MAX_SEARCH_K)
         return rpc_call_status(c, RPC_INVALID_ARGUMENT, "k must be in 0..%d", MAX_SEARCH_K);
     hsadb_hits *h = NULL;
-    int rc = hsadb_search(rpc_call_db(c), r->memory, r->question, strlen(r->question),
-                          r->k ? r->k : 8, &h);
+    int rc = hsadb_search_cancellable(rpc_call_db(c), r->memory, r->question,
+                                      strlen(r->question), r->k ? r->k : 8,
+                                      rpc_call_cancel_fn, c, &h);
+    if (rc == HSADB_ERR_CANCELLED)
+        return rpc_call_stopped(c, "search stopped");
     if (rc)
         return rpc_call_fail(c, rc, r->memory);
     Hsadb__V1__Chunk *chunks = calloc(h->n + 1, sizeof *chunks);

@@ -41,7 +41,9 @@ typedef struct rpc_keys {
 } rpc_keys;
 
 /* Parse a keys file: one grant per line, `<hex sha256> <read|write|admin> <name-or-glob>`;
- * '#' starts a comment; blank lines are skipped. On error, err names the line. */
+ * '#' starts a comment; blank lines are skipped. At most 1 MiB is read (any readable file:
+ * a pipe works, /dev/zero is refused as too large); NUL bytes are refused. On error, err
+ * names the line. */
 int  rpc_keys_load(const char *path, rpc_keys **out, char *err, size_t errn);
 void rpc_keys_free(rpc_keys *k);
 /* The key whose hash matches the bearer token, or NULL. */
@@ -63,6 +65,11 @@ int  rpc_call_read(rpc_call *c, const ProtobufCMessageDescriptor *d, ProtobufCMe
 int  rpc_call_write(rpc_call *c, const ProtobufCMessage *m);
 /* 1 once the client cancelled, the deadline passed or the server cancels all calls. */
 int  rpc_call_cancelled(rpc_call *c);
+/* rpc_call_cancelled as an hsadb_cancel_fn (ctx: the rpc_call), for long engine work. */
+int  rpc_call_cancel_fn(void *call);
+/* The status for a call whose work was cancelled: DEADLINE_EXCEEDED if its deadline has
+ * passed, else CANCELLED; the detail is set to `what`. */
+int  rpc_call_stopped(rpc_call *c, const char *what);
 /* Set the status detail and return code (for `return rpc_call_status(c, ...)`). */
 int  rpc_call_status(rpc_call *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -82,6 +89,24 @@ void rpc_call_note(rpc_call *c, const char *fmt, ...) __attribute__((format(prin
  * 0 = held, -1 = the call was cancelled while waiting. */
 int  rpc_memory_lock(rpc_call *c, const char *name);
 void rpc_memory_unlock(rpc_call *c, const char *name);
+
+/* ---- the plaintext listener (listener.c) ---------------------------------------------- */
+
+typedef struct rpc_listener rpc_listener;
+typedef struct grpc_server grpc_server;
+
+/* Bind and listen on "HOST:PORT", "[V6]:PORT" or "unix:PATH" (a stale socket file at PATH
+ * is replaced; anything else there is an error). *port: the bound TCP port (0 for unix).
+ * At most max_connections connections are open at once (accepted but silent ones
+ * included); a connection that sends nothing for handshake_seconds is closed. Errors: an
+ * errno value or HSADB_ERR_INVALID, with err set. Nothing is accepted before _start. */
+int  rpc_listener_open(const char *listen_addr, int max_connections, double handshake_seconds,
+                       rpc_listener **out, int *port, char *err, size_t errn);
+/* Start the accept thread: connections go to server (started) as insecure channels. */
+int  rpc_listener_start(rpc_listener *l, grpc_server *server);
+/* Stop accepting, close the listening sockets (and unlink the unix socket), drop the
+ * connections not yet handed over, free l. Connections gRPC holds stay its own. NULL: no-op. */
+void rpc_listener_close(rpc_listener *l);
 
 /* ---- method tables (memory_service.c, health_service.c) -------------------------------- */
 

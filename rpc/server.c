@@ -27,12 +27,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #define RPC_ARMED      8             /* request_call kept outstanding */
 #define RPC_MAX_MSG    (4 << 20)     /* receive and send limit per message */
 #define RPC_MAX_ROUTES 32
+#define RPC_MAX_CONNECTIONS 1024     /* default of max_connections */
+#define RPC_FD_RESERVE 64            /* descriptors kept for the store, gRPC and logs */
+#define RPC_MAX_STREAMS_PER_CONNECTION 100   /* HTTP/2 concurrent streams of one connection */
 
 enum tag_kind { TAG_NEW = 1, TAG_OP, TAG_CLOSE, TAG_SHUTDOWN };
 
@@ -65,6 +69,11 @@ struct rpc_call {
     int                 op_done, op_ok, closed, close_started;
     int                 cancelled;      /* written by RECV_CLOSE_ON_SERVER */
     int                 md_sent;
+    int                 got_first;      /* a request message has arrived */
+    int                 refused;        /* decided at dispatch: answer `code` at once */
+    int                 code;           /* refused: its status; else a status forced by
+                                           the server (first-message timeout) or 0 */
+    long                key_slot;       /* index of the key counted in key_calls, or -1 */
     grpc_byte_buffer   *recv;
     const route        *r;
     const rpc_key      *key;
@@ -79,6 +88,7 @@ struct hsadb_server {
     hsadb_server_options  o;
     char                 *listen, *snapshot_dir;
     grpc_server          *server;
+    rpc_listener         *listener;         /* plaintext: our own accept loop */
     grpc_completion_queue *cq;
     pthread_t             cq_thread;
     int                   cq_started;
@@ -92,11 +102,14 @@ struct hsadb_server {
     pthread_mutex_t       mu;
     pthread_cond_t        cv;
     rpc_call             *q_head, *q_tail;  /* calls waiting for a worker */
-    rpc_call             *h_head, *h_tail;  /* health checks: their own worker, so that a
-                                               pool busy with long calls still answers */
+    rpc_call             *h_head, *h_tail;  /* health checks and calls refused at dispatch:
+                                               their own worker, so that a pool busy with
+                                               long calls still answers them */
+    int                  *key_calls;        /* [keys->n] calls of each key queued or running */
     pthread_t             health_thread;
     int                   health_started;
     int                   stopping, shutdown_done;
+    int                   cancelling;       /* the grace period is over: calls stop */
     int                   active;           /* calls queued or in a handler */
     rpc_tag               t_shutdown;
     /* per-memory locks */
@@ -171,6 +184,27 @@ static int wait_op(rpc_call *c)
     return ok;
 }
 
+/* wait_op for at most `seconds`: -1 if the batch has not completed by then. */
+static int wait_op_for(rpc_call *c, double seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double t = ts.tv_nsec * 1e-9 + seconds;
+    ts.tv_sec += (time_t)t;
+    ts.tv_nsec = (long)((t - (double)(time_t)t) * 1e9);
+    pthread_mutex_lock(&c->mu);
+    int r = 0;
+    while (!c->op_done && r != ETIMEDOUT)
+        r = pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    int ok = -1;
+    if (c->op_done) {
+        c->op_done = 0;
+        ok = c->op_ok;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
 /* Start a batch on the main tag and wait for it. Adds SEND_INITIAL_METADATA the first time
  * a send happens. Returns 1 if the batch succeeded. */
 static int run_batch(rpc_call *c, grpc_op *ops, size_t n, int is_send)
@@ -198,8 +232,30 @@ int rpc_call_read(rpc_call *c, const ProtobufCMessageDescriptor *d, ProtobufCMes
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &c->recv;
     c->recv = NULL;
-    if (!run_batch(c, &op, 1, 0))
-        return -1;
+    if (c->got_first) {
+        if (!run_batch(c, &op, 1, 0))
+            return -1;
+    } else {
+        /* the first message: a client that opens a call and sends nothing must not hold
+         * a worker longer than first_message_seconds */
+        if (grpc_call_start_batch(c->call, &op, 1, &c->t_op, NULL) != GRPC_CALL_OK)
+            return -1;
+        int ok = wait_op_for(c, c->srv->o.first_message_seconds);
+        if (ok < 0) {
+            c->code = rpc_call_status(c, RPC_DEADLINE_EXCEEDED, "no request message within "
+                                      "%g s (--first-message-timeout)",
+                                      c->srv->o.first_message_seconds);
+            grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, c->detail, NULL);
+            wait_op(c);
+            if (c->recv)
+                grpc_byte_buffer_destroy(c->recv);
+            c->recv = NULL;
+            return -1;
+        }
+        if (!ok)
+            return -1;
+        c->got_first = 1;
+    }
     if (!c->recv) {
         /* NULL is either a clean half-close or a failed call (cancel, deadline, too large):
          * only the first ends a stream that may be committed. */
@@ -238,16 +294,33 @@ int rpc_call_write(rpc_call *c, const ProtobufCMessage *m)
     return ok ? 0 : -1;
 }
 
+static int deadline_passed(const rpc_call *c)
+{
+    gpr_timespec d = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
+    return gpr_time_cmp(d, gpr_now(GPR_CLOCK_MONOTONIC)) <= 0;
+}
+
 int rpc_call_cancelled(rpc_call *c)
 {
     pthread_mutex_lock(&c->mu);
     int r = c->closed && c->cancelled;
     pthread_mutex_unlock(&c->mu);
-    return r;
+    return r || __atomic_load_n(&c->srv->cancelling, __ATOMIC_ACQUIRE) || deadline_passed(c);
+}
+
+int rpc_call_cancel_fn(void *call) { return rpc_call_cancelled(call); }
+
+int rpc_call_stopped(rpc_call *c, const char *what)
+{
+    if (deadline_passed(c))
+        return rpc_call_status(c, RPC_DEADLINE_EXCEEDED, "deadline exceeded: %s", what);
+    return rpc_call_status(c, RPC_CANCELLED, "cancelled: %s", what);
 }
 
 int rpc_call_status(rpc_call *c, int code, const char *fmt, ...)
 {
+    if (c->code)                    /* the server already ended the call: keep its reason */
+        return code;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->detail, sizeof c->detail, fmt, ap);
@@ -405,6 +478,7 @@ static rpc_call *call_new(hsadb_server *s)
     c->t_new = (rpc_tag){ TAG_NEW, c };
     c->t_op = (rpc_tag){ TAG_OP, c };
     c->t_close = (rpc_tag){ TAG_CLOSE, c };
+    c->key_slot = -1;
     return c;
 }
 
@@ -491,17 +565,10 @@ static void handle(rpc_call *c)
     if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) == GRPC_CALL_OK)
         c->close_started = 1;
 
-    for (size_t i = 0; i < s->n_routes; i++)
-        if (grpc_slice_str_cmp(c->details.method, s->routes[i].path) == 0) {
-            c->r = &s->routes[i];
-            break;
-        }
-    if (!c->r) {
-        code = rpc_call_status(c, RPC_UNIMPLEMENTED, "unknown method");
+    if (c->refused) {               /* unknown method, bad key, key over its limit */
+        code = c->code;
         goto finish;
     }
-    if (s->keys && c->r->svc->needs_key && (code = authenticate(c)) != RPC_OK)
-        goto finish;
     if (c->r->m->kind != RPC_CLIENT_STREAM) {
         int got = rpc_call_read(c, c->r->m->input, &req);
         if (got == 0)
@@ -515,6 +582,8 @@ static void handle(rpc_call *c)
             goto finish;
     }
     code = c->r->m->fn(c, req);
+    if (c->code)                    /* the server ended the call (first-message timeout) */
+        code = c->code;
 finish:
     if (req)
         protobuf_c_message_free_unpacked(req, NULL);
@@ -528,14 +597,17 @@ finish:
     if (s->o.log) {
         char *method = grpc_slice_to_c_string(c->details.method);
         fprintf(stderr, "hsadb: rpc: %s %s%s%s%s (%.3f s)%s\n", method,
-                c->cancelled ? "CANCELLED by client" : status_name(code),
+                c->cancelled && !c->code ? "CANCELLED by client" : status_name(code),
                 c->detail[0] && code ? ": " : "", code ? c->detail : "",
                 c->notes, mono_now() - c->t0, "");
         gpr_free(method);
     }
+    long slot = c->key_slot;
     call_free(c);
     pthread_mutex_lock(&s->mu);
     s->active--;
+    if (slot >= 0)
+        s->key_calls[slot]--;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
@@ -579,6 +651,40 @@ static int is_health(const rpc_call *c)
            memcmp(GRPC_SLICE_START_PTR(c->details.method), prefix, n) == 0;
 }
 
+/* On the CQ thread, before a call is queued: find its method, check its key and count it
+ * against the key's limit (called with s->mu held). A call refused here never takes a
+ * pool worker: the health worker answers it. Returns 1 if it goes to the health worker. */
+static int admit(hsadb_server *s, rpc_call *c)
+{
+    for (size_t i = 0; i < s->n_routes; i++)
+        if (grpc_slice_str_cmp(c->details.method, s->routes[i].path) == 0) {
+            c->r = &s->routes[i];
+            break;
+        }
+    if (!c->r) {
+        c->refused = 1;
+        c->code = rpc_call_status(c, RPC_UNIMPLEMENTED, "unknown method");
+        return 1;
+    }
+    if (!s->keys || !c->r->svc->needs_key)
+        return is_health(c);
+    if ((c->code = authenticate(c)) != RPC_OK) {
+        c->refused = 1;
+        return 1;
+    }
+    long k = c->key - s->keys->keys;
+    if (s->key_calls[k] >= s->o.max_streams_per_key) {
+        c->refused = 1;
+        c->code = rpc_call_status(c, RPC_RESOURCE_EXHAUSTED, "this API key has %d calls in "
+                                  "progress or waiting, its limit (--max-streams-per-key)",
+                                  s->key_calls[k]);
+        return 1;
+    }
+    s->key_calls[k]++;
+    c->key_slot = k;
+    return 0;
+}
+
 static void *cq_main(void *arg)
 {
     hsadb_server *s = arg;
@@ -600,7 +706,7 @@ static void *cq_main(void *arg)
             pthread_mutex_lock(&s->mu);
             int stopping = s->shutdown_done;
             rpc_call **head = &s->q_head, **tail = &s->q_tail;
-            if (is_health(c)) {
+            if (admit(s, c)) {
                 head = &s->h_head;
                 tail = &s->h_tail;
             }
@@ -704,6 +810,7 @@ static void server_free(hsadb_server *s)
 {
     if (!s)
         return;
+    rpc_listener_close(s->listener);
     if (s->server)
         grpc_server_destroy(s->server);
     if (s->cq)
@@ -715,6 +822,7 @@ static void server_free(hsadb_server *s)
         s->locks = n;
     }
     free(s->workers);
+    free(s->key_calls);
     free(s->listen);
     free(s->snapshot_dir);
     pthread_mutex_destroy(&s->mu);
@@ -722,6 +830,21 @@ static void server_free(hsadb_server *s)
     pthread_mutex_destroy(&s->lock_mu);
     pthread_cond_destroy(&s->lock_cv);
     free(s);
+}
+
+/* Raise the soft open-file limit to the hard one; return the soft limit now in force. */
+static long raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = rl;
+        want.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl.rlim_cur = rl.rlim_max;
+    }
+    return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1 << 30) ? (1 << 30) : (long)rl.rlim_cur;
 }
 
 int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_server **out)
@@ -748,6 +871,27 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
         s->o.workers = 16;
     if (s->o.grace_seconds <= 0)
         s->o.grace_seconds = 10;
+    if (s->o.handshake_seconds <= 0)
+        s->o.handshake_seconds = 10;
+    if (s->o.max_message_bytes <= 0)
+        s->o.max_message_bytes = RPC_MAX_MSG;
+    if (s->o.max_question_bytes <= 0)
+        s->o.max_question_bytes = 65536;
+    if (s->o.first_message_seconds <= 0)
+        s->o.first_message_seconds = 10;
+    if (s->o.max_streams_per_key <= 0)
+        s->o.max_streams_per_key = s->o.workers / 2 > 0 ? s->o.workers / 2 : 1;
+    long fd_limit = raise_fd_limit();
+    if (s->o.max_connections <= 0)
+        s->o.max_connections = RPC_MAX_CONNECTIONS;
+    if (s->o.max_connections > fd_limit - RPC_FD_RESERVE) {
+        if (fd_limit - RPC_FD_RESERVE < 1) {
+            rc = set_err(EMFILE, "the open-file limit (%ld) leaves no descriptors for "
+                         "connections: raise it (ulimit -n) above %d", fd_limit, RPC_FD_RESERVE);
+            goto fail;
+        }
+        s->o.max_connections = (int)(fd_limit - RPC_FD_RESERVE);
+    }
     if (!s->listen || (s->o.snapshot_dir && !s->snapshot_dir)) {
         rc = set_err(ENOMEM, "out of memory");
         goto fail;
@@ -759,6 +903,10 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
         char err[512];
         if ((rc = rpc_keys_load(opts->keys_file, &s->keys, err, sizeof err))) {
             set_err(rc, "%s", err);
+            goto fail;
+        }
+        if (!(s->key_calls = calloc(s->keys->n, sizeof *s->key_calls))) {
+            rc = set_err(ENOMEM, "out of memory");
             goto fail;
         }
     } else if (!hsadb_server_is_loopback(s->listen) && !s->o.insecure_no_auth) {
@@ -777,19 +925,32 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
         goto fail;
     }
 
+    if (!s->o.tls_cert) {
+        char err[512];
+        if ((rc = rpc_listener_open(s->listen, s->o.max_connections, s->o.handshake_seconds,
+                                    &s->listener, &s->port, err, sizeof err))) {
+            set_err(rc, "%s", err);
+            goto fail;
+        }
+    }
+
     grpc_init();
-    grpc_arg args[2] = {
+    grpc_arg args[4] = {
         { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-          .value.integer = RPC_MAX_MSG },
+          .value.integer = s->o.max_message_bytes },
         { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-          .value.integer = RPC_MAX_MSG },
+          .value.integer = RPC_MAX_MSG },       /* replies are bounded (pages, k) */
+        { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONCURRENT_STREAMS,
+          .value.integer = RPC_MAX_STREAMS_PER_CONNECTION },
+        { .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+          .value.integer = (int)(s->o.handshake_seconds * 1000) },
     };
-    grpc_channel_args ca = { 2, args };
+    grpc_channel_args ca = { 4, args };
     s->cq = grpc_completion_queue_create_for_next(NULL);
     s->server = grpc_server_create(&ca, NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
-    grpc_server_credentials *creds;
-    if (s->o.tls_cert) {
+    if (s->o.tls_cert) {            /* plaintext: the listener hands connections over */
+        grpc_server_credentials *creds;
         char *cert = read_file(s->o.tls_cert, "TLS certificate");
         char *key = cert ? read_file(s->o.tls_key, "TLS key") : NULL;
         if (!cert || !key) {
@@ -803,20 +964,22 @@ int hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_ser
         creds = grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
         free(cert);
         free(key);
-    } else {
-        creds = grpc_insecure_server_credentials_create();
-    }
-    s->port = creds ? grpc_server_add_http2_port(s->server, s->listen, creds) : 0;
-    if (creds)
-        grpc_server_credentials_release(creds);
-    if (s->port <= 0) {
-        rc = set_err(HSADB_ERR_INVALID, "cannot listen on %s%s", s->listen,
-                     creds ? " (address in use or invalid)" : " (bad TLS certificate or key)");
-        grpc_server_destroy(s->server);
-        s->server = NULL;
-        goto fail_grpc;
+        s->port = creds ? grpc_server_add_http2_port(s->server, s->listen, creds) : 0;
+        if (creds)
+            grpc_server_credentials_release(creds);
+        if (s->port <= 0) {
+            rc = set_err(HSADB_ERR_INVALID, "cannot listen on %s%s", s->listen,
+                         creds ? " (address in use or invalid)" : " (bad TLS certificate or key)");
+            grpc_server_destroy(s->server);
+            s->server = NULL;
+            goto fail_grpc;
+        }
     }
     grpc_server_start(s->server);
+    if (s->listener && (rc = rpc_listener_start(s->listener, s->server))) {
+        set_err(rc, "cannot start the listener thread");
+        goto fail_started;
+    }
     s->workers = calloc((size_t)s->o.workers, sizeof *s->workers);
     if (!s->workers) {
         rc = set_err(ENOMEM, "out of memory");
@@ -866,6 +1029,8 @@ void hsadb_server_stop(hsadb_server *s)
 {
     if (!s)
         return;
+    rpc_listener_close(s->listener);       /* no new connections */
+    s->listener = NULL;
     s->t_shutdown = (rpc_tag){ TAG_SHUTDOWN, NULL };
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
     if (!s->cq_started) {
@@ -887,6 +1052,8 @@ void hsadb_server_stop(hsadb_server *s)
         r = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     int done = s->shutdown_done;
     pthread_mutex_unlock(&s->mu);
+    if (!done)
+        __atomic_store_n(&s->cancelling, 1, __ATOMIC_RELEASE);
     if (!done) {
         grpc_server_cancel_all_calls(s->server);
         pthread_mutex_lock(&s->mu);

@@ -20,7 +20,13 @@
  *     shutdown) is aborted with hsadb_appender_abort: only batches already committed stay.
  *   - Errors follow the library's convention: 0, a negative HSADB_ERR_* code or an errno
  *     value; hsadb_server_last_error() holds a one-line detail of a start-up failure.
- *   - No exit(), no signal handling: the caller decides when to stop.
+ *   - No exit(), no signal handling: the caller decides when to stop. Start raises the
+ *     process's RLIMIT_NOFILE soft limit to its hard limit (descriptors are connections).
+ *   - Plaintext addresses (TCP and unix:PATH) are accepted by the server's own thread
+ *     (rpc/listener.c): at most max_connections are open, silent ones are closed after
+ *     handshake_seconds, and running out of descriptors pauses accepting instead of ending
+ *     it. With TLS, gRPC's own listener accepts: the connection limit does not apply there
+ *     (gRPC 1.51 hands only insecure connections over), the handshake timeout does.
  *   - The protobuf-c service descriptors are checked against the server's dispatch table at
  *     start: a mismatch (the .proto changed, the table did not) fails start with
  *     HSADB_ERR_INVALID.
@@ -48,12 +54,27 @@ typedef struct hsadb_server_options {
     double      grace_seconds;    /* shutdown: time in-flight calls get before they are
                                      cancelled; 0 = 10 */
     int         log;              /* 1: one line per call on stderr */
+    /* Limits (docs/rpc.md, "Limits"). 0 = the default in brackets. */
+    int         max_connections;  /* client connections open at once [1024, lowered to fit
+                                     the open-file limit]; further ones are refused */
+    double      handshake_seconds;/* a new connection that sends nothing this long is
+                                     closed [10] */
+    double      first_message_seconds; /* a call whose first request message has not
+                                     arrived this long after a worker took it ends with
+                                     DEADLINE_EXCEEDED [10] */
+    int         max_streams_per_key;   /* with keys: calls (streams) of one API key queued
+                                     or running at once; more get RESOURCE_EXHAUSTED at
+                                     once [workers / 2, at least 1] */
+    int         max_message_bytes;     /* one request message; larger: RESOURCE_EXHAUSTED
+                                     [4 MiB] */
+    int         max_question_bytes;    /* Query and Search questions; longer:
+                                     INVALID_ARGUMENT [65536] */
 } hsadb_server_options;
 
 /* Start serving db (borrowed). On success *out is running and listening. */
 int  hsadb_server_start(hsadb_db *db, const hsadb_server_options *opts, hsadb_server **out);
 
-/* The bound TCP port (the chosen one when the address asked for port 0). */
+/* The bound TCP port (the chosen one when the address asked for port 0); 0 for unix:PATH. */
 int  hsadb_server_port(const hsadb_server *s);
 
 /* Graceful stop: no new calls; in-flight calls get grace_seconds to finish, then they are

@@ -51,8 +51,9 @@ CHANNEL_OPTS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message
 class Server:
     """One `hsadb serve` process on 127.0.0.1:<ephemeral>."""
 
-    def __init__(self, db, args=(), model=MODEL, log=None):
+    def __init__(self, db, args=(), model=MODEL, log=None, preexec_fn=None):
         self.db = Path(db)
+        self.preexec_fn = preexec_fn  # run in the child before exec (e.g. a lower ulimit -n)
         self.args = list(map(str, args))
         self.model = model
         self.log_path = Path(log) if log else self.db.parent / f"serve-{os.getpid()}-{id(self)}.log"
@@ -64,7 +65,8 @@ class Server:
         cmd = [str(BINARY), "--db", str(self.db), "--model", str(self.model), "serve",
                "--listen", "127.0.0.1:0", *self.args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file,
-                                     stdin=subprocess.DEVNULL, env=clean_env())
+                                     stdin=subprocess.DEVNULL, env=clean_env(),
+                                     preexec_fn=self.preexec_fn)
         deadline = time.time() + timeout
         line = b""
         while time.time() < deadline and not line.endswith(b"\n"):

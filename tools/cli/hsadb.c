@@ -73,6 +73,8 @@ enum opt_id {
     OPT_WORKERS, OPT_HASH_KEY,
     OPT_READ_ONLY, OPT_ALLOW_FORGET, OPT_KEY, OPT_META,
     OPT_APPEND_ID,
+    OPT_MAX_CONNECTIONS, OPT_HANDSHAKE_TIMEOUT, OPT_FIRST_MESSAGE_TIMEOUT,
+    OPT_MAX_STREAMS_PER_KEY, OPT_MAX_MESSAGE_BYTES, OPT_MAX_QUESTION_BYTES, OPT_GRACE,
 };
 
 typedef struct optdef {
@@ -129,6 +131,8 @@ struct cli {
     hsadb_meta_pair metas[HSADB_META_MAX_PAIRS];   /* append --meta KEY=VALUE */
     int            n_metas;
     const char    *append_id;       /* append --id */
+    int            max_connections, max_streams_per_key, max_message_bytes, max_question_bytes;
+    double         handshake_timeout, first_message_timeout, grace;
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -278,6 +282,19 @@ static void catch_signals(void)
 }
 
 static int interrupted_exit(void) { return 128 + (g_signal ? (int)g_signal : SIGINT); }
+
+/* serve: SIGINT/SIGTERM wake the main thread through a pipe. */
+static int g_serve_pipe[2] = { -1, -1 };
+
+static void on_serve_signal(int sig)
+{
+    int e = errno;
+    g_signal = sig;
+    unsigned char b = (unsigned char)sig;
+    ssize_t w = write(g_serve_pipe[1], &b, 1);
+    (void)w;
+    errno = e;
+}
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
@@ -1290,6 +1307,20 @@ static int cmd_serve(cli *c)
         printf("%s\n", hex);
         return EXIT_OK;
     }
+    /* SIGINT/SIGTERM are caught before anything else starts, by a handler that writes to a
+     * pipe the main thread reads once the server runs. Not a blocked mask + sigwait: threads
+     * exist before main() (OpenBLAS starts its pool in a library constructor), and a
+     * thread that does not block the signal takes it and dies by its default action; a
+     * handler is process-wide. A signal during start-up stops the server cleanly. */
+    if (pipe2(g_serve_pipe, O_CLOEXEC) != 0)
+        return fail_cli(errno, "pipe: %s", strerror(errno));
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_serve_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     hsadb_model *m = NULL;
     hsadb_db *db = NULL;
     hsadb_server *srv = NULL;
@@ -1298,12 +1329,6 @@ static int cmd_serve(cli *c)
         return ec;
     if ((ec = open_db(c, m, DB_CREATE, &db)))
         goto out;
-    /* Signals go to this thread only (sigwait below); the server's threads inherit the mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     hsadb_server_options o;
     memset(&o, 0, sizeof o);
     o.listen = c->listen ? c->listen : "127.0.0.1:50051";
@@ -1314,6 +1339,13 @@ static int cmd_serve(cli *c)
     o.snapshot_dir = c->snapshot_dir;
     o.model = m;
     o.workers = c->workers;
+    o.max_connections = c->max_connections;
+    o.handshake_seconds = c->handshake_timeout;
+    o.first_message_seconds = c->first_message_timeout;
+    o.max_streams_per_key = c->max_streams_per_key;
+    o.max_message_bytes = c->max_message_bytes;
+    o.max_question_bytes = c->max_question_bytes;
+    o.grace_seconds = c->grace;
     o.log = !c->quiet;
     int rc = hsadb_server_start(db, &o, &srv);
     if (rc) {
@@ -1322,8 +1354,11 @@ static int cmd_serve(cli *c)
     }
     char addr[300];
     const char *colon = strrchr(o.listen, ':');
-    snprintf(addr, sizeof addr, "%.*s:%d", colon ? (int)(colon - o.listen) : (int)strlen(o.listen),
-             o.listen, hsadb_server_port(srv));
+    if (strncmp(o.listen, "unix:", 5) == 0)     /* no port: the path is the address */
+        snprintf(addr, sizeof addr, "%s", o.listen);
+    else
+        snprintf(addr, sizeof addr, "%.*s:%d", colon ? (int)(colon - o.listen) : (int)strlen(o.listen),
+                 o.listen, hsadb_server_port(srv));
     if (c->json) {
         jw w;
         jw_init(&w, stdout);
@@ -1342,13 +1377,14 @@ static int cmd_serve(cli *c)
         note(c, "no --keys: every client may do everything");
     else if (!c->tls_cert && !hsadb_server_is_loopback(o.listen))
         note(c, "API keys travel in clear text without --tls-cert/--tls-key");
-    int sig = 0;
-    sigwait(&set, &sig);
-    g_signal = sig;
+    unsigned char b = 0;
+    while (read(g_serve_pipe[0], &b, 1) < 0 && errno == EINTR)
+        ;
+    int sig = g_signal;
     signal(SIGINT, SIG_DFL);   /* a second signal ends the process at once */
     signal(SIGTERM, SIG_DFL);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    note(c, "%s: shutting down (calls in flight get 10 s)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    note(c, "%s: shutting down (calls in flight get %g s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+         c->grace > 0 ? c->grace : 10.0);
     hsadb_server_stop(srv);
     note(c, "stopped");
     ec = EXIT_OK;
@@ -1483,7 +1519,15 @@ static const optdef serve_opts[] = {
     { "insecure-no-auth", 0, 0, OPT_INSECURE_NO_AUTH },
     { "tls-cert", 0, 1, OPT_TLS_CERT },     { "tls-key", 0, 1, OPT_TLS_KEY },
     { "snapshot-dir", 0, 1, OPT_SNAPSHOT_DIR }, { "workers", 0, 1, OPT_WORKERS },
-    { "hash-key", 0, 1, OPT_HASH_KEY },     { NULL, 0, 0, 0 },
+    { "hash-key", 0, 1, OPT_HASH_KEY },
+    { "max-connections", 0, 1, OPT_MAX_CONNECTIONS },
+    { "handshake-timeout", 0, 1, OPT_HANDSHAKE_TIMEOUT },
+    { "first-message-timeout", 0, 1, OPT_FIRST_MESSAGE_TIMEOUT },
+    { "max-streams-per-key", 0, 1, OPT_MAX_STREAMS_PER_KEY },
+    { "max-message-bytes", 0, 1, OPT_MAX_MESSAGE_BYTES },
+    { "max-question-bytes", 0, 1, OPT_MAX_QUESTION_BYTES },
+    { "grace", 0, 1, OPT_GRACE },
+    { NULL, 0, 0, 0 },
 };
 static const optdef mcp_opts[] = {
     { "memory", 0, 1, OPT_MEMORY },         { "read-only", 0, 0, OPT_READ_ONLY },
@@ -1596,7 +1640,8 @@ static const command commands[] = {
       "standard grpc.health.v1.Health. Prints `listening on ADDR:PORT` on stdout once ready\n"
       "(with --json one object), then one line per call on stderr (not with --quiet).\n"
       "SIGINT or SIGTERM stops it gracefully: no new calls, calls in flight get 10 s to\n"
-      "finish, then they are cancelled (an unfinished append is rolled back); exit 0.\n"
+      "finish (--grace), then they are cancelled within a block of work (an unfinished\n"
+      "append keeps only the batches it had committed); exit 0.\n"
       "Without --keys it serves only a loopback address unless --insecure-no-auth is given.\n"
       "\n"
       "Options:\n"
@@ -1609,7 +1654,24 @@ static const command commands[] = {
       "  --tls-key FILE      PEM private key\n"
       "  --snapshot-dir DIR  existing server-side directory for Snapshot/Restore (default:\n"
       "                      disabled)\n"
-      "  --workers N         calls handled at once (default 16)\n" },
+      "  --workers N         calls handled at once (default 16)\n"
+      "\n"
+      "Limits (docs/rpc.md; the open-file soft limit is raised to the hard limit at start):\n"
+      "  --max-connections N       client connections open at once (default 1024, lowered\n"
+      "                            to the open-file limit less 64); more are refused\n"
+      "  --handshake-timeout SECS  a new connection that sends nothing this long is closed\n"
+      "                            (default 10)\n"
+      "  --first-message-timeout SECS  a call whose first request message has not come\n"
+      "                            this long after a worker took it: DEADLINE_EXCEEDED\n"
+      "                            (default 10)\n"
+      "  --max-streams-per-key N   with --keys: calls of one key queued or running at once;\n"
+      "                            more get RESOURCE_EXHAUSTED (default workers/2, >= 1)\n"
+      "  --max-message-bytes N     one request message; larger: RESOURCE_EXHAUSTED\n"
+      "                            (default 4194304)\n"
+      "  --max-question-bytes N    Query/Search question; longer: INVALID_ARGUMENT\n"
+      "                            (default 65536)\n"
+      "  --grace SECS              shutdown: time calls in flight get before they are\n"
+      "                            cancelled (default 10)\n" },
     { "meta", cmd_meta, 2, 2, no_opts, "meta NAME APPEND_ID",
       "show the metadata pairs stored with one append",
       "Prints the pairs given with `append --meta` (or an API's set_meta) for append APPEND_ID\n"
@@ -1753,6 +1815,13 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
         c->metas[c->n_metas++] = (hsadb_meta_pair){ v, eq + 1 };
         break;
     }
+    case OPT_MAX_CONNECTIONS: rc = parse_int(shown, v, 1, 1 << 20, &c->max_connections); break;
+    case OPT_HANDSHAKE_TIMEOUT: rc = parse_double(shown, v, 0.001, 3600, &c->handshake_timeout); break;
+    case OPT_FIRST_MESSAGE_TIMEOUT: rc = parse_double(shown, v, 0.001, 3600, &c->first_message_timeout); break;
+    case OPT_MAX_STREAMS_PER_KEY: rc = parse_int(shown, v, 1, 1 << 20, &c->max_streams_per_key); break;
+    case OPT_MAX_MESSAGE_BYTES: rc = parse_int(shown, v, 1024, 1 << 30, &c->max_message_bytes); break;
+    case OPT_MAX_QUESTION_BYTES: rc = parse_int(shown, v, 1, 1 << 30, &c->max_question_bytes); break;
+    case OPT_GRACE:       rc = parse_double(shown, v, 0.001, 3600, &c->grace); break;
     }
     return rc;
 }
