@@ -8,6 +8,7 @@
  * DIR/cases.txt, written by gen_reference.mjs from Hugging Face tokenizers (npm binding):
  *   t NAME            the following cases use DIR/NAME.json
  *   c HEX IDS...      input bytes (hex, "-" when empty) and the reference's ids ("-" when none)
+ *   n HEX IDS...      the same for an input whose decode the reference changes (NFC, prefix space)
  * DIR/classes.txt (optional): "LO HI K" lines, the reference's class of code points LO..HI.
  * Every case must encode to exactly its ids and decode back to its bytes. Then the error paths
  * and output-buffer contract are checked on tokenizers written here.
@@ -61,7 +62,8 @@ static long run_cases(const char *dir) {
             CHECK(rc == 0, "open %s: %s (%s)", path, hsadb_strerror(rc), hsadb_last_error());
             continue;
         }
-        if (line[0] != 'c' || !tok) continue;
+        if ((line[0] != 'c' && line[0] != 'n') || !tok) continue;
+        int round_trip = line[0] == 'c';   /* 'n': NFC changes this input, so no round trip */
         char *hex = line + 2, *ids = strchr(hex, ' ');
         if (!ids) { CHECK(0, "cases.txt:%ld: malformed", lineno); continue; }
         *ids++ = 0;
@@ -100,8 +102,9 @@ static long run_cases(const char *dir) {
         }
         size_t blen = 0;
         rc = hsadb_tokenizer_decode(tok, got, n, back, bcap, &blen);
-        CHECK(rc == 0 && blen == len && memcmp(back, bytes, len) == 0, "%s line %ld: decode(encode(x)) != x", name,
-              lineno);
+        if (round_trip)
+            CHECK(rc == 0 && blen == len && memcmp(back, bytes, len) == 0, "%s line %ld: decode(encode(x)) != x",
+                  name, lineno);
     }
     hsadb_tokenizer_close(tok);
     free(line), free(bytes), free(back), free(want), free(got);
