@@ -8,6 +8,8 @@ PKGS=(
   liblmdb-dev lmdb-utils liburing-dev libopenblas-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev protobuf-compiler protobuf-compiler-grpc
   python3-grpcio python3-protobuf python3-pytest python3-numpy python3-torch
+  # tokenizer/: tokenizer.json (jansson), Unicode categories + NFC (utf8proc), hashing (xxhash)
+  libjansson-dev libutf8proc-dev libxxhash-dev
 )
 
 missing=()
