@@ -5,7 +5,9 @@
  *
  * Splits CORPUS into documents of about DOC_BYTES (default 16384, cut after a newline), encodes
  * them with THREADS threads (default 1; one handle each, documents dealt round-robin), three
- * times, and prints the best MB/s (MB = 10^6 bytes), the token count and an FNV-1a hash of all
+ * times, and prints the best MB/s (MB = 10^6 bytes) of wall time and of CPU time (user + system,
+ * all threads: the figure that the machine's other load does not change), the token count and an
+ * FNV-1a hash of all
  * ids in document order — tests/tokenizer/bench_reference.mjs prints the same for the reference.
  */
 #include <errno.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "bpe.h"
@@ -32,6 +35,13 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_seconds(void) {   /* user + system time of the whole process */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
 static void *work(void *arg) {
@@ -87,8 +97,9 @@ int main(int argc, char **argv) {
         docs[n_docs++] = (struct doc){off, end - off, 0, 0};
         off = end;
     }
-    double best = 1e30;
+    double best = 1e30, best_cpu = 1e30;
     for (int rep = 0; rep < 3; rep++) {
+        double c0 = cpu_seconds();
         pthread_t  th[64];
         struct job jobs[64];
         double     t0 = now();
@@ -97,7 +108,8 @@ int main(int argc, char **argv) {
             pthread_create(&th[k], NULL, work, &jobs[k]);
         }
         for (int k = 0; k < threads; k++) pthread_join(th[k], NULL);
-        double dt = now() - t0;
+        double dt = now() - t0, dc = cpu_seconds() - c0;
+        if (dc < best_cpu) best_cpu = dc;
         for (int k = 0; k < threads; k++)
             if (jobs[k].rc) return fprintf(stderr, "encode: %s (%s)\n", hsadb_strerror(jobs[k].rc), hsadb_last_error()), 1;
         if (dt < best) best = dt;
@@ -105,10 +117,10 @@ int main(int argc, char **argv) {
     size_t   n_ids = 0;
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t d = 0; d < n_docs; d++) n_ids += docs[d].n_ids, h = (h ^ docs[d].hash) * 0x100000001b3ull;
-    printf("hsadb C: %zu bytes, %zu documents, %d thread(s): %.1f MB/s (best of 3, %.3f s), %zu ids, "
-           "%.2f bytes/id, hash %016llx\n",
-           size, n_docs, threads, (double)size / best / 1e6, best, n_ids, (double)size / (double)n_ids,
-           (unsigned long long)h);
+    printf("hsadb C: %zu bytes, %zu documents, %d thread(s): %.1f MB/s (best of 3, %.3f s), %.1f MB per CPU "
+           "second, %zu ids, %.2f bytes/id, hash %016llx\n",
+           size, n_docs, threads, (double)size / best / 1e6, best, (double)size / best_cpu / 1e6, n_ids,
+           (double)size / (double)n_ids, (unsigned long long)h);
     free(docs);
     free(text);
     return 0;

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -489,8 +490,12 @@ static void bpe_piece(struct enc *e, const uint8_t *s, size_t len) {
             return;
         }
     }
+    if (len > INT32_MAX) {   /* symbol links are 32-bit */
+        e->err = hsadb_fail(HSADB_ERR_INVALID, "a pre-token of %zu bytes (the limit is 2 GiB)", len);
+        return;
+    }
     if (scratch_reserve(t, len)) {
-        e->err = ENOMEM;
+        e->err = hsadb_fail(ENOMEM, "out of memory for a pre-token of %zu bytes", len);
         return;
     }
     struct symbol *sym = t->sym;
