@@ -255,6 +255,8 @@ static void test_contract(void) {
                              MERGES), "end with ByteLevel");
     expect_refused(make_json(BL, ",\"unk_token\":\"<unk>\"", "", "null", BL, MERGES), "<unk>");
     expect_refused("{\"model\":{\"type\":\"WordPiece\",\"vocab\":{}}}", "WordPiece");
+    rc = hsadb_tokenizer_open("tests", &t);   /* a directory */
+    CHECK(rc == EISDIR && !t, "open of a directory: %d (%s)", rc, hsadb_last_error());
     rc = hsadb_tokenizer_open("/nonexistent/tokenizer.json", &t);
     CHECK(rc == ENOENT && !t, "open of a missing file: %d", rc);
     CHECK(strstr(hsadb_last_error(), "/nonexistent/tokenizer.json"), "missing file named: %s", hsadb_last_error());

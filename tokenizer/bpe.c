@@ -839,7 +839,7 @@ static const char *type_of(const json_t *o) {
     return s ? s : "(no type)";
 }
 
-/* A member that must be absent, null, false, or (when empty_ok) "" — the refused options. */
+/* A member that must be absent, null, false or "": how the refused options read when unused. */
 static int unset(const json_t *o, const char *key) {
     const json_t *v = json_object_get(o, key);
     return !v || json_is_null(v) || json_is_false(v) || (json_is_string(v) && !*json_string_value(v));
@@ -1190,12 +1190,14 @@ int hsadb_tokenizer_open(const char *path, hsadb_tokenizer **out) {
             }
             text = p;
         }
+        errno = 0;
         size_t r = fread(text + len, 1, cap - len, f);
         len += r;
         if (r == 0) break;
     }
     if (ferror(f)) {
-        rc = hsadb_fail(EIO, "%s: read error", path);
+        int e = errno ? errno : EIO;
+        rc = hsadb_fail(e, "%s: %s", path, strerror(e));
         goto done;
     }
     rc = hsadb_tokenizer_open_json(text, len, out);
