@@ -98,15 +98,15 @@ const CL100K = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N
 const byteLevel = (prefix, regex) => ({ type: 'ByteLevel', add_prefix_space: prefix, trim_offsets: true, use_regex: regex });
 const split = (pattern, behavior, invert = false) => ({ type: 'Split', pattern, behavior, invert });
 const addedTok = (id, content, special, normalized) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized, special });
-function tokenizerJson({ vocab, merges }, { pre, normalizer = null, added = [], pairs = true, ignoreMerges = false }) {
-  let id = Object.keys(vocab).length;
+function tokenizerJson({ vocab, merges }, { pre, normalizer = null, added = [], pairs = true, ignoreMerges = false, unk = null, fuse = false }) {
+  let id = Math.max(...Object.values(vocab)) + 1;
   return {
     version: '1.0', truncation: null, padding: null,
     added_tokens: added.map(([content, special, normalized]) => addedTok(id++, content, special, normalized)),
     normalizer, pre_tokenizer: pre, post_processor: null, decoder: byteLevel(true, true),
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
-      fuse_unk: false, byte_fallback: false, ignore_merges: ignoreMerges, vocab,
+      type: 'BPE', dropout: null, unk_token: unk, continuing_subword_prefix: null, end_of_word_suffix: null,
+      fuse_unk: fuse, byte_fallback: false, ignore_merges: ignoreMerges, vocab,
       merges: pairs ? merges : merges.map(([a, b]) => `${a} ${b}`),
     },
   };
@@ -227,6 +227,13 @@ fs.writeFileSync(corpusFile, corpus(small ? 3e6 : 8e6));
 const merges = train(corpusFile);
 fs.unlinkSync(corpusFile);
 const v4k = truncate(merges, 4096), v8k = truncate(merges, 8192);
+// a vocabulary without the tokens of bytes >= 0x80 (ids keep their holes), plus <unk>: what the
+// BPE model does with bytes it lacks (unk, fused or not, or dropped without unk_token)
+const ascii = (tok) => [...tok].every((c) => BYTE_CP.indexOf(c.codePointAt(0)) < 0x80);
+const vAscii = { vocab: {}, merges: [] };
+for (const [t, i] of Object.entries(v4k.vocab)) if (ascii(t)) vAscii.vocab[t] = i;
+vAscii.merges = v4k.merges.filter(([a, b]) => a in vAscii.vocab && b in vAscii.vocab && a + b in vAscii.vocab);
+vAscii.vocab['<unk>'] = 4096;
 console.log(`trained: ${merges.length} merges; kept ${v4k.merges.length} (4,096 tokens) and ${v8k.merges.length} (8,192 tokens)`);
 
 const SPECIALS = [['<|endoftext|>', true, false], ['<bos>', true, false], ['<eos>', true, false], ['<query>', true, false],
@@ -238,6 +245,9 @@ const variants = [
   { name: 'nfc_4k', v: v4k, pre: byteLevel(false, true), normalizer: { type: 'NFC' }, added: [['<|endoftext|>', true, false], ['hsadb café', false, true]] },
 ];
 if (!small) variants.push(
+  { name: 'unk_fused', v: vAscii, pre: byteLevel(false, true), unk: '<unk>', fuse: true },
+  { name: 'unk_single', v: vAscii, pre: byteLevel(false, true), unk: '<unk>', fuse: false },
+  { name: 'unk_none', v: vAscii, pre: { type: 'Sequence', pretokenizers: [split({ Regex: CL100K }, 'Isolated'), byteLevel(false, false)] } },
   { name: 'gpt2_8k_prefix', v: v8k, pre: byteLevel(true, true), pairs: false, added: [['<|endoftext|>', true, false]] },
   { name: 'cl100k_8k', v: v8k, pre: { type: 'Sequence', pretokenizers: [split({ Regex: CL100K }, 'Isolated'), byteLevel(false, false)] },
     added: SPECIALS, rule: true },
