@@ -11,6 +11,7 @@ PKGS=(
   libjansson-dev   # JSON of the MCP server (tools/mcp/)
   python3-venv     # tests/pyclient: `pip install ./clients/python` into a venv
   libxxhash-dev   # XXH3: snapshot digests and per-record checksums (storage/store.c)
+  libutf8proc-dev   # tokenizer/: Unicode categories and NFC of the BPE pre-tokenizer
 )
 
 missing=()
