@@ -38,6 +38,12 @@
 extern "C" {
 #endif
 
+/* libhsadb.so is built with hidden symbols: what this header declares, and only that, is
+ * exported (the pragma gives every declaration below default visibility). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define HSADB_VERSION_STRING "0.1.0"
 
 /* ---- errors ---------------------------------------------------------------------------- */
@@ -271,6 +277,10 @@ int hsadb_snapshot(hsadb_db *db, const char *memory, const char *dest_dir);
  * be empty). If model is not NULL, every memory in the snapshot must be bound to it
  * (HSADB_ERR_MODEL_MISMATCH otherwise, and nothing is written). */
 int hsadb_restore(const char *snapshot_dir, const char *dest_dir, const hsadb_model *model);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

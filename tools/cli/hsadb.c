@@ -1350,7 +1350,8 @@ static const char *global_help =
     "Global options (anywhere on the line):\n"
     "  --db DIR          database directory (default: $HSADB_DB, else ./hsadb-data)\n"
     "  --model DIR       model directory: config.json + model.safetensors\n"
-    "                    (default: $HSADB_MODEL, else ./models/hsadb-small)\n"
+    "                    (default: $HSADB_MODEL, else ./models/hsadb-small, else the\n"
+    "                    installed PREFIX/share/hsadb/models/hsadb-small)\n"
     "  --device D        auto|cpu|cuda (default auto: CUDA if present, else CPU)\n"
     "  --threads N       CPU threads for the forward pass (default 0 = all cores)\n"
     "  --json            print one JSON object on stdout instead of text\n"
@@ -1506,6 +1507,30 @@ static int parse_args(cli *c, int argc, char **argv)
     return 0;
 }
 
+/* The model used when neither --model nor $HSADB_MODEL names one: ./models/hsadb-small when
+ * it exists (a source checkout), else the installed default model, share/hsadb/models/
+ * hsadb-small under the prefix this executable is installed in (found from /proc/self/exe, so
+ * a moved prefix works too). When neither exists, ./models/hsadb-small (the error names it). */
+static const char *default_model_dir(void)
+{
+    static char path[PATH_MAX];
+    struct stat st;
+    if (stat("./models/hsadb-small", &st) == 0)
+        return "./models/hsadb-small";
+#ifdef HSADB_MODEL_FROM_BINDIR
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = n > 0 ? (exe[n] = 0, strrchr(exe, '/')) : NULL;
+    if (slash) {
+        *slash = 0;
+        int w = snprintf(path, sizeof path, "%s/%s", exe, HSADB_MODEL_FROM_BINDIR);
+        if (w > 0 && (size_t)w < sizeof path && stat(path, &st) == 0)
+            return path;
+    }
+#endif
+    return "./models/hsadb-small";
+}
+
 int main(int argc, char **argv)
 {
     cli c;
@@ -1516,7 +1541,7 @@ int main(int argc, char **argv)
         c.model = env_model;
         c.model_explicit = 1;
     } else {
-        c.model = "./models/hsadb-small";
+        c.model = default_model_dir();
     }
     c.args = calloc((size_t)argc + 1, sizeof *c.args);
     if (!c.args)
