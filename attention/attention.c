@@ -69,7 +69,7 @@ static float scores(const float *q, const kv_seq *s, int n, int dh, float scale,
         v8 sj = hsum8x8(a) * sv;
         if (m == 8) {
             store8(sc + j, sj);
-            vmx = (v8)_mm256_max_ps((__m256)vmx, (__m256)sj);
+            vmx = max8(vmx, sj);
         } else {
             for (int r = 0; r < m; r++) sc[j + r] = sj[r], mx = sj[r] > mx ? sj[r] : mx;
         }
