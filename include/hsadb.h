@@ -179,10 +179,11 @@ typedef struct hsadb_append_result {
 int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out);
 
 /* Feed bytes (any size, any number of calls; memory use does not grow with the input).
- * Bytes are processed in blocks of 256 and committed in batches (every 256 chunks or every
- * second): if the process dies, every batch committed so far survives and the memory holds a
- * prefix of this append's bytes whose length is a multiple of 256, with records, tail and
- * counters consistent. On failure the appender keeps nothing uncommitted and must be
+ * Bytes are processed in blocks (256 bytes on the CPU, 16,384 on a GPU) and committed in
+ * batches (every 2,048 chunks, or after a block that ends a second since the last commit):
+ * if the process dies, every batch committed so far survives and the memory holds a prefix
+ * of this append's bytes whose length is a multiple of the block size, with records, tail
+ * and counters consistent. On failure the appender keeps nothing uncommitted and must be
  * released with hsadb_appender_abort(). */
 int hsadb_appender_write(hsadb_appender *a, const void *bytes, size_t n);
 

@@ -83,7 +83,7 @@ void rpc_call_note(rpc_call *c, const char *fmt, ...) __attribute__((format(prin
 int  rpc_memory_lock(rpc_call *c, const char *name);
 void rpc_memory_unlock(rpc_call *c, const char *name);
 
-/* ---- method tables (memory_service.c, health_service.c) -------------------------------- */
+/* ---- method tables (memory_service.c: hsadb.v1.Memory and grpc.health.v1.Health) ------- */
 
 enum rpc_kind { RPC_UNARY = 0, RPC_CLIENT_STREAM = 1, RPC_SERVER_STREAM = 2 };
 

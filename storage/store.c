@@ -1349,7 +1349,7 @@ int hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **kv
 
 /* ---- bulk K/V reads (the GPU memory tier) ------------------------------------------------ */
 
-#define KV_QD 64    /* reads in flight: the win of io_uring is the queue depth (notes §3.3) */
+#define KV_QD 64    /* reads in flight: io_uring's win is the queue depth (one thread, 64 I/Os) */
 
 enum { IO_MAP, IO_PREAD, IO_URING };
 

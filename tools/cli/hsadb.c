@@ -1355,8 +1355,9 @@ static const char *global_help =
     "  --device D        auto|cpu|cuda (default auto: CUDA if present, else CPU)\n"
     "  --threads N       CPU threads for the forward pass (default 0 = all cores)\n"
     "  --json            print one JSON object on stdout instead of text\n"
-    "  --nosync          fast mode: commits are not flushed one by one; a power loss may\n"
-    "                    drop the last commits (integrity is kept; a crash loses nothing)\n"
+    "  --nosync          fast mode: commits are not flushed one by one; a crash of hsadb\n"
+    "                    loses nothing, but an OS crash or power loss may drop the last\n"
+    "                    commits or, on ext4, damage the file: for data you can re-append\n"
     "  -q, --quiet       no progress, notes or summaries of action commands\n"
     "  -h, --help        help (hsadb COMMAND --help for one command)\n"
     "  -V, --version     print the version\n";
