@@ -19,6 +19,8 @@ int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out
     hsadb_clear_error();
     if (!path || !*path) return hsadb_fail(HSADB_ERR_INVALID, "no database directory given");
     if (!opts) opts = &dflt;
+    if (opts->kv_dtype != HSADB_KV_DTYPE_BF16 && opts->kv_dtype != HSADB_KV_DTYPE_F32)
+        return hsadb_fail(HSADB_ERR_INVALID, "kv_dtype %d: not HSADB_KV_DTYPE_BF16 or _F32", opts->kv_dtype);
     /* Admin-only handles (no model) never run the network: they need no device. */
     const int device = opts->model ? hsadb_device_resolve(opts->device) : HSADB_DEVICE_CPU;
     if (device < 0) return device;
@@ -34,6 +36,7 @@ int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out
     db->model = opts->model;
     db->flags = opts->flags;
     db->threads = opts->threads;
+    db->kv_dtype = opts->kv_dtype == HSADB_KV_DTYPE_F32 ? HSADB_KV_F32 : HSADB_KV_BF16;
     db->device = device;
     pthread_mutex_init(&db->lock, NULL);
     *out = db;
@@ -82,15 +85,13 @@ int hsadb_memory_create(hsadb_db *db, const char *name) {
     if (db->flags & HSADB_DB_RDONLY) return hsadb_fail(HSADB_ERR_READONLY, "database opened read-only");
     const hsadb_config *c = &db->model->c;
     struct hsadb_memory_rec rec = {
-        .kv_dtype = HSADB_KV_BF16,
+        .kv_dtype = (uint32_t)db->kv_dtype,
         .chunk_size = (uint32_t)c->chunk,
         .mem_heads = (uint32_t)c->n_mem_heads,
         .head_dim = (uint32_t)c->head_dim,
         .retrieval_dim = (uint32_t)c->retr_dim,
         .created = hsadb_now(),
     };
-    const char *dt = getenv("HSADB_KV_DTYPE");     /* "f32": exact (test) memories */
-    if (dt && strcmp(dt, "f32") == 0) rec.kv_dtype = HSADB_KV_F32;
     rec.updated = rec.created;
     memcpy(rec.fingerprint, db->model->fingerprint, 32);
     return hsadb_store_memory_create(db->store, name, &rec);

@@ -116,7 +116,12 @@ typedef struct hsadb_db_options {
                                  (list, stat, delete, snapshot) */
     int device;               /* hsadb_device; AUTO = CUDA if present, else CPU */
     int threads;              /* CPU threads for the forward pass; 0 = all cores */
+    int kv_dtype;             /* K/V values of the memories this handle creates: HSADB_KV_DTYPE_BF16
+                                 (0, the default) or HSADB_KV_DTYPE_F32 (exact, twice the size;
+                                 for tests that compare against fp32 references) */
 } hsadb_db_options;
+
+enum hsadb_kv_dtype_option { HSADB_KV_DTYPE_BF16 = 0, HSADB_KV_DTYPE_F32 = 1 };
 
 /* Open (or with HSADB_DB_CREATE create) the database directory `path`. opts may be NULL
  * (defaults: create, durable, no model). */
@@ -139,7 +144,7 @@ typedef struct hsadb_memory_info {
     uint64_t store_bytes;     /* bytes of records on disk for this memory (approximate) */
     int64_t  created;         /* unix time */
     int64_t  updated;         /* unix time of the last committed append */
-    int      kv_dtype;        /* 0 = bf16, 1 = f32 */
+    int      kv_dtype;        /* HSADB_KV_DTYPE_BF16 (0) or HSADB_KV_DTYPE_F32 (1) */
 } hsadb_memory_info;
 
 /* Create an empty memory bound to the db's model. HSADB_ERR_EXISTS if the name is taken. */
