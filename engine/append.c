@@ -160,7 +160,7 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
     a->append_id = hsadb_store_writer_append_id(a->w);
     a->start_bytes = a->rec.n_bytes;
     const double t_run = hsadb_seconds();
-    if ((rc = hsadb_run_init_dev(&a->run, m, 0, db->device))) goto fail;
+    if ((rc = hsadb_run_init_dev(&a->run, m, 0, db->device, &db->opts))) goto fail;
     const double t_buf = hsadb_seconds();
     a->block = a->run.max_rows;
     const int B = a->block, nc = B / S + 1;

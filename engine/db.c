@@ -21,6 +21,10 @@ int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out
     if (!opts) opts = &dflt;
     if (opts->kv_dtype != HSADB_KV_DTYPE_BF16 && opts->kv_dtype != HSADB_KV_DTYPE_F32)
         return hsadb_fail(HSADB_ERR_INVALID, "kv_dtype %d: not HSADB_KV_DTYPE_BF16 or _F32", opts->kv_dtype);
+    if (opts->gpu_gemm < HSADB_GPU_GEMM_BF16 || opts->gpu_gemm > HSADB_GPU_GEMM_FP32 || opts->gpu_kv_chunks < 0 ||
+        (opts->gpu_flags & ~(unsigned)(HSADB_GPU_NO_GRAPHS | HSADB_GPU_TILE_ATTENTION)))
+        return hsadb_fail(HSADB_ERR_INVALID, "GPU options: gpu_gemm %d, gpu_kv_chunks %lld, gpu_flags 0x%x out of range",
+                          opts->gpu_gemm, (long long)opts->gpu_kv_chunks, opts->gpu_flags);
     /* Admin-only handles (no model) never run the network: they need no device. */
     const int device = opts->model ? hsadb_device_resolve(opts->device) : HSADB_DEVICE_CPU;
     if (device < 0) return device;
@@ -37,6 +41,7 @@ int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out
     db->flags = opts->flags;
     db->threads = opts->threads;
     db->kv_dtype = opts->kv_dtype == HSADB_KV_DTYPE_F32 ? HSADB_KV_F32 : HSADB_KV_BF16;
+    db->opts = *opts;
     db->device = device;
     pthread_mutex_init(&db->lock, NULL);
     *out = db;
@@ -239,7 +244,7 @@ int hsadb_db_landmarks(hsadb_db *db, hsadb_store_reader *r, const struct hsadb_m
         if (!(c = calloc(1, sizeof *c))) { pthread_mutex_unlock(&db->lock); return ENOMEM; }
         c->memory_id = rec->id;
         hsadb_index_init(&c->index, (int)rec->mem_heads, (int)rec->retrieval_dim);
-        if ((rc = hsadb_tier_open(db->device, &db->model->c, &c->tier))) {
+        if ((rc = hsadb_tier_open(db->device, &db->model->c, db->opts.gpu_kv_chunks, &c->tier))) {
             hsadb_index_free(&c->index);
             free(c);
             pthread_mutex_unlock(&db->lock);

@@ -119,9 +119,27 @@ typedef struct hsadb_db_options {
     int kv_dtype;             /* K/V values of the memories this handle creates: HSADB_KV_DTYPE_BF16
                                  (0, the default) or HSADB_KV_DTYPE_F32 (exact, twice the size;
                                  for tests that compare against fp32 references) */
+    /* The CUDA engine (device CUDA); zeros are the defaults (docs/gpu-engine.md). */
+    int64_t  gpu_kv_chunks;   /* K/V chunk slots kept on the GPU per memory; beyond them the
+                                 slots become a block cache. 0 = what the device's free memory
+                                 holds less a reserve */
+    int      gpu_gemm;        /* hsadb_gpu_gemm: GEMM precision */
+    unsigned gpu_flags;       /* hsadb_gpu_flags */
 } hsadb_db_options;
 
 enum hsadb_kv_dtype_option { HSADB_KV_DTYPE_BF16 = 0, HSADB_KV_DTYPE_F32 = 1 };
+
+enum hsadb_gpu_gemm {
+    HSADB_GPU_GEMM_BF16 = 0, /* bf16 operands, fp32 accumulate (the default) */
+    HSADB_GPU_GEMM_TF32 = 1, /* fp32 operands on TF32 tensor cores */
+    HSADB_GPU_GEMM_FP32 = 2, /* plain fp32 */
+};
+
+enum hsadb_gpu_flags {
+    HSADB_GPU_NO_GRAPHS      = 1 << 0, /* decode steps as plain launches, not CUDA graphs */
+    HSADB_GPU_TILE_ATTENTION = 1 << 1, /* window attention on CUDA cores, not tensor cores
+                                          (bf16 GEMM mode) */
+};
 
 /* Open (or with HSADB_DB_CREATE create) the database directory `path`. opts may be NULL
  * (defaults: create, durable, no model). */

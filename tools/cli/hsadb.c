@@ -348,6 +348,44 @@ static int load_model(cli *c, hsadb_model **m)
 
 enum { DB_READ = 0, DB_WRITE = 1, DB_CREATE = 2 };
 
+/* The CUDA engine's settings from the documented environment variables (docs/gpu-engine.md)
+ * onto the db options: HSADB_GPU_KV_CHUNKS=N, HSADB_CUDA_GEMM=bf16|tf32|fp32,
+ * HSADB_CUDA_ATTN=tile, HSADB_CUDA_GRAPHS=0. The library itself reads no environment. */
+static int gpu_env_options(hsadb_db_options *o)
+{
+    const char *kv = getenv("HSADB_GPU_KV_CHUNKS"), *gemm = getenv("HSADB_CUDA_GEMM");
+    const char *attn = getenv("HSADB_CUDA_ATTN"), *graphs = getenv("HSADB_CUDA_GRAPHS");
+    if (kv && *kv) {
+        char *end;
+        long long n = strtoll(kv, &end, 10);
+        if (*end || n < 1)
+            return usage_error("HSADB_GPU_KV_CHUNKS='%s': not a positive number of chunks", kv);
+        o->gpu_kv_chunks = n;
+    }
+    if (gemm && *gemm) {
+        if (strcmp(gemm, "bf16") == 0)
+            o->gpu_gemm = HSADB_GPU_GEMM_BF16;
+        else if (strcmp(gemm, "tf32") == 0)
+            o->gpu_gemm = HSADB_GPU_GEMM_TF32;
+        else if (strcmp(gemm, "fp32") == 0)
+            o->gpu_gemm = HSADB_GPU_GEMM_FP32;
+        else
+            return usage_error("HSADB_CUDA_GEMM='%s': expected bf16, tf32 or fp32", gemm);
+    }
+    if (attn && *attn) {
+        if (strcmp(attn, "tile") != 0)
+            return usage_error("HSADB_CUDA_ATTN='%s': expected tile", attn);
+        o->gpu_flags |= HSADB_GPU_TILE_ATTENTION;
+    }
+    if (graphs && *graphs) {
+        if (strcmp(graphs, "0") != 0 && strcmp(graphs, "1") != 0)
+            return usage_error("HSADB_CUDA_GRAPHS='%s': expected 0 or 1", graphs);
+        if (*graphs == '0')
+            o->gpu_flags |= HSADB_GPU_NO_GRAPHS;
+    }
+    return 0;
+}
+
 static int open_db(cli *c, const hsadb_model *m, int mode, hsadb_db **db)
 {
     hsadb_db_options o;
@@ -359,7 +397,10 @@ static int open_db(cli *c, const hsadb_model *m, int mode, hsadb_db **db)
     o.model = m;
     o.device = c->device;
     o.threads = c->threads;
-    int rc = hsadb_db_open(c->db, &o, db);
+    int rc = gpu_env_options(&o);
+    if (rc)
+        return rc;
+    rc = hsadb_db_open(c->db, &o, db);
     if (rc)
         return fail(rc, "database '%s'", c->db);
     return 0;
