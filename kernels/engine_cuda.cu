@@ -46,7 +46,8 @@ extern "C" int hsadb_cuda_available(void) {
 /* Page-locked host buffers. Pinning is slow (the pages are locked one by one: an append's
  * ~40 MB of them cost tens of ms per appender), so freed buffers are kept for the next
  * allocation of the process: up to POOL_N buffers, POOL_BYTES in all; an allocation takes the
- * smallest kept buffer that fits and is at most twice its size. Each buffer carries its size in a 64-byte header (64-byte aligned data). */
+ * smallest kept buffer that fits and is at most twice its size. Each buffer carries its size
+ * in a 64-byte header (64-byte aligned data). */
 #define POOL_N 16
 #define POOL_BYTES ((size_t)512 << 20)
 #define POOL_HDR 64
