@@ -106,6 +106,8 @@ enum hsadb_db_flags {
                                  not keep write order (ext4 included) may damage the file:
                                  use it for data you can re-append (docs/storage.md). */
     HSADB_DB_CREATE = 1 << 2, /* create the directory if it does not exist */
+    HSADB_DB_TRACE_APPEND = 1 << 3, /* diagnostics: appends print one line per commit on stderr
+                                       (forward + staging, waiting, puts, mdb_txn_commit) */
 };
 
 enum hsadb_device { HSADB_DEVICE_AUTO = 0, HSADB_DEVICE_CPU = 1, HSADB_DEVICE_CUDA = 2 };

@@ -348,11 +348,15 @@ static int load_model(cli *c, hsadb_model **m)
 
 enum { DB_READ = 0, DB_WRITE = 1, DB_CREATE = 2 };
 
-/* The CUDA engine's settings from the documented environment variables (docs/gpu-engine.md)
+/* The db options the documented environment variables set (docs/cli.md, docs/gpu-engine.md)
  * onto the db options: HSADB_GPU_KV_CHUNKS=N, HSADB_CUDA_GEMM=bf16|tf32|fp32,
- * HSADB_CUDA_ATTN=tile, HSADB_CUDA_GRAPHS=0. The library itself reads no environment. */
-static int gpu_env_options(hsadb_db_options *o)
+ * HSADB_CUDA_ATTN=tile, HSADB_CUDA_GRAPHS=0; and HSADB_APPEND_TRACE=1 (HSADB_DB_TRACE_APPEND).
+ * The library itself reads no environment. */
+static int env_db_options(hsadb_db_options *o)
 {
+    const char *trace = getenv("HSADB_APPEND_TRACE");
+    if (trace && strcmp(trace, "1") == 0)
+        o->flags |= HSADB_DB_TRACE_APPEND;
     const char *kv = getenv("HSADB_GPU_KV_CHUNKS"), *gemm = getenv("HSADB_CUDA_GEMM");
     const char *attn = getenv("HSADB_CUDA_ATTN"), *graphs = getenv("HSADB_CUDA_GRAPHS");
     if (kv && *kv) {
@@ -397,7 +401,7 @@ static int open_db(cli *c, const hsadb_model *m, int mode, hsadb_db **db)
     o.model = m;
     o.device = c->device;
     o.threads = c->threads;
-    int rc = gpu_env_options(&o);
+    int rc = env_db_options(&o);
     if (rc)
         return rc;
     rc = hsadb_db_open(c->db, &o, db);
