@@ -348,8 +348,8 @@ static int load_model(cli *c, hsadb_model **m)
 
 enum { DB_READ = 0, DB_WRITE = 1, DB_CREATE = 2 };
 
-/* The db options the documented environment variables set (docs/cli.md, docs/gpu-engine.md)
- * onto the db options: HSADB_GPU_KV_CHUNKS=N, HSADB_CUDA_GEMM=bf16|tf32|fp32,
+/* The db options that documented environment variables set (docs/cli.md, docs/gpu-engine.md):
+ * HSADB_GPU_KV_CHUNKS=N, HSADB_CUDA_GEMM=bf16|tf32|fp32,
  * HSADB_CUDA_ATTN=tile, HSADB_CUDA_GRAPHS=0; and HSADB_APPEND_TRACE=1 (HSADB_DB_TRACE_APPEND).
  * The library itself reads no environment. */
 static int env_db_options(hsadb_db_options *o)
