@@ -7,7 +7,8 @@
  * (kept in registers, two accumulator sets by key parity). The sequence is described by a
  * kv_seq: row j of it at base + ((r0 + j) mod cap) * ld, so a ring buffer is walked in place. A query's result depends only on its query and its sequence: not on how the
  * sequence is laid out in the ring, nor on which other rows the caller computes.
- * AVX2 + FMA (util/vec.h, -march=x86-64-v3); head dims other than 16, 32 and 64 take slower
+ * 8-wide vectors of util/vec.h (AVX2 + FMA with -march=x86-64-v3, else its portable path);
+ * head dims other than 16, 32 and 64 take slower
  * generic loops.
  */
 #include "attention.h"
@@ -69,7 +70,7 @@ static float scores(const float *q, const kv_seq *s, int n, int dh, float scale,
         v8 sj = hsum8x8(a) * sv;
         if (m == 8) {
             store8(sc + j, sj);
-            vmx = (v8)_mm256_max_ps((__m256)vmx, (__m256)sj);
+            vmx = max8(vmx, sj);
         } else {
             for (int r = 0; r < m; r++) sc[j + r] = sj[r], mx = sj[r] > mx ? sj[r] : mx;
         }

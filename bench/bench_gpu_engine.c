@@ -14,7 +14,7 @@
  *   - the first query on the memory (its landmarks and K/V go into the GPU memory tier), then
  *     the best of 3: prompt ms (tail context + question), ms per generated token, search ms;
  *   - the same queries through the block cache (a memory larger than the device): the K/V
- *     slots limited to --cache-frac of the chunks (HSADB_GPU_KV_CHUNKS; default 1/8, 0 = off),
+ *     slots limited to --cache-frac of the chunks (option gpu_kv_chunks; default 1/8, 0 = off),
  *     so that selected blocks are fetched from the store; a second table.
  */
 #include <stdio.h>
@@ -61,6 +61,20 @@ static int append_all(hsadb_db *db, const uint8_t *data, size_t n, double *sec) 
     return rc;
 }
 
+/* The GEMM precision and window attention from the variables the CLI reads (docs/gpu-engine.md):
+ * HSADB_CUDA_GEMM=bf16|tf32|fp32, HSADB_CUDA_ATTN=tile, HSADB_CUDA_GRAPHS=0. */
+static int gpu_env(hsadb_db_options *o) {
+    const char *g = getenv("HSADB_CUDA_GEMM"), *a = getenv("HSADB_CUDA_ATTN"), *gr = getenv("HSADB_CUDA_GRAPHS");
+    if (g && *g) {
+        if (!strcmp(g, "tf32")) o->gpu_gemm = HSADB_GPU_GEMM_TF32;
+        else if (!strcmp(g, "fp32")) o->gpu_gemm = HSADB_GPU_GEMM_FP32;
+        else if (strcmp(g, "bf16")) { fprintf(stderr, "HSADB_CUDA_GEMM='%s': bf16, tf32 or fp32\n", g); return 2; }
+    }
+    if (a && !strcmp(a, "tile")) o->gpu_flags |= HSADB_GPU_TILE_ATTENTION;
+    if (gr && !strcmp(gr, "0")) o->gpu_flags |= HSADB_GPU_NO_GRAPHS;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *base = "/tmp/hsadb-gbench";
     long sizes[8] = {1048576, 16777216};
@@ -84,6 +98,8 @@ int main(int argc, char **argv) {
         } else model_dir = argv[i];
     }
     if (!model_dir) { fprintf(stderr, "usage: bench_gpu_engine MODEL_DIR [options] (--help)\n"); return 2; }
+    hsadb_db_options gpu = {0};
+    if (gpu_env(&gpu)) return 2;
     hsadb_model *m;
     if (hsadb_model_open(model_dir, &m)) { fprintf(stderr, "model: %s\n", hsadb_last_error()); return 1; }
     const hsadb_config *c = &m->c;
@@ -96,7 +112,8 @@ int main(int argc, char **argv) {
         snprintf(dir, sizeof dir, "%s-warmup", base);
         bench_rm_rf(dir);
         hsadb_db *db;
-        hsadb_db_options o = {.flags = HSADB_DB_CREATE | HSADB_DB_NOSYNC, .model = m, .device = device};
+        hsadb_db_options o = gpu;
+        o.flags = HSADB_DB_CREATE | HSADB_DB_NOSYNC, o.model = m, o.device = device;
         const size_t n = 65536;
         uint8_t *data = malloc(n);
         double sec;
@@ -128,7 +145,8 @@ int main(int argc, char **argv) {
             snprintf(dir, sizeof dir, "%s-%zu-%d", base, n, mode);
             bench_rm_rf(dir);
             hsadb_db *db;
-            hsadb_db_options o = {.flags = HSADB_DB_CREATE | (mode ? HSADB_DB_NOSYNC : 0), .model = m, .device = device};
+            hsadb_db_options o = gpu;
+            o.flags = HSADB_DB_CREATE | (mode ? HSADB_DB_NOSYNC : 0), o.model = m, o.device = device;
             double sec;
             if (hsadb_db_open(dir, &o, &db) || hsadb_memory_create(db, "bench") || append_all(db, data, n, &sec)) {
                 fprintf(stderr, "append: %s\n", hsadb_last_error());
@@ -152,15 +170,13 @@ int main(int argc, char **argv) {
                 if (cache_frac > 0 && device == HSADB_DEVICE_CUDA) {
                     /* again through a block cache of cache_frac of the chunks */
                     const long slots = (long)(cache_frac * (double)(n / (size_t)c->chunk));
-                    char env[32];
                     double cc, cp, ct;
                     int cn = 0;
                     hsadb_db_close(db);
-                    snprintf(env, sizeof env, "%ld", slots);
-                    setenv("HSADB_GPU_KV_CHUNKS", env, 1);
+                    o.gpu_kv_chunks = slots;
                     int crc = hsadb_db_open(dir, &o, &db);
                     if (!crc) crc = query_times(db, max_tokens, &cc, &cp, &ct, &cn);
-                    unsetenv("HSADB_GPU_KV_CHUNKS");
+                    o.gpu_kv_chunks = 0;
                     if (crc) { fprintf(stderr, "query (cache): %s\n", hsadb_last_error()); return 1; }
                     snprintf(cache_rows[si], sizeof cache_rows[si], "| %zu | %ld of %zu | %.2f | %.1f | %.3f | %d |", n,
                              slots, n / (size_t)c->chunk, cc, cp, ct, cn);

@@ -153,17 +153,14 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
     a->db = db, a->m = m;
     a->start_time = hsadb_now();
     a->t0 = a->last_commit = hsadb_seconds();
-    {
-        const char *tr = getenv("HSADB_APPEND_TRACE");
-        a->trace = tr && *tr == '1';
-    }
+    a->trace = (db->flags & HSADB_DB_TRACE_APPEND) != 0;
     if ((rc = hsadb_store_writer_begin(db->store, name, a->start_time, &a->w, &a->rec))) goto fail;
     if ((rc = hsadb_db_check_memory(db, name, &a->rec))) goto fail;
     a->append_id = hsadb_store_writer_append_id(a->w);
     a->start_bytes = a->rec.n_bytes;
     if ((rc = hsadb_meta_clear_stale(db, a->rec.id, a->append_id))) goto fail;
     const double t_run = hsadb_seconds();
-    if ((rc = hsadb_run_init_dev(&a->run, m, 0, db->device))) goto fail;
+    if ((rc = hsadb_run_init_dev(&a->run, m, 0, db->device, &db->opts))) goto fail;
     const double t_buf = hsadb_seconds();
     a->block = a->run.max_rows;
     const int B = a->block, nc = B / S + 1;

@@ -20,6 +20,12 @@ int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out
     hsadb_clear_error();
     if (!path || !*path) return hsadb_fail(HSADB_ERR_INVALID, "no database directory given");
     if (!opts) opts = &dflt;
+    if (opts->kv_dtype != HSADB_KV_DTYPE_BF16 && opts->kv_dtype != HSADB_KV_DTYPE_F32)
+        return hsadb_fail(HSADB_ERR_INVALID, "kv_dtype %d: not HSADB_KV_DTYPE_BF16 or _F32", opts->kv_dtype);
+    if (opts->gpu_gemm < HSADB_GPU_GEMM_BF16 || opts->gpu_gemm > HSADB_GPU_GEMM_FP32 || opts->gpu_kv_chunks < 0 ||
+        (opts->gpu_flags & ~(unsigned)(HSADB_GPU_NO_GRAPHS | HSADB_GPU_TILE_ATTENTION)))
+        return hsadb_fail(HSADB_ERR_INVALID, "GPU options: gpu_gemm %d, gpu_kv_chunks %lld, gpu_flags 0x%x out of range",
+                          opts->gpu_gemm, (long long)opts->gpu_kv_chunks, opts->gpu_flags);
     /* Admin-only handles (no model) never run the network: they need no device. */
     const int device = opts->model ? hsadb_device_resolve(opts->device) : HSADB_DEVICE_CPU;
     if (device < 0) return device;
@@ -35,6 +41,8 @@ int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out
     db->model = opts->model;
     db->flags = opts->flags;
     db->threads = opts->threads;
+    db->kv_dtype = opts->kv_dtype == HSADB_KV_DTYPE_F32 ? HSADB_KV_F32 : HSADB_KV_BF16;
+    db->opts = *opts;
     db->device = device;
     pthread_mutex_init(&db->lock, NULL);
     *out = db;
@@ -83,15 +91,13 @@ int hsadb_memory_create(hsadb_db *db, const char *name) {
     if (db->flags & HSADB_DB_RDONLY) return hsadb_fail(HSADB_ERR_READONLY, "database opened read-only");
     const hsadb_config *c = &db->model->c;
     struct hsadb_memory_rec rec = {
-        .kv_dtype = HSADB_KV_BF16,
+        .kv_dtype = (uint32_t)db->kv_dtype,
         .chunk_size = (uint32_t)c->chunk,
         .mem_heads = (uint32_t)c->n_mem_heads,
         .head_dim = (uint32_t)c->head_dim,
         .retrieval_dim = (uint32_t)c->retr_dim,
         .created = hsadb_now(),
     };
-    const char *dt = getenv("HSADB_KV_DTYPE");     /* "f32": exact (test) memories */
-    if (dt && strcmp(dt, "f32") == 0) rec.kv_dtype = HSADB_KV_F32;
     rec.updated = rec.created;
     memcpy(rec.fingerprint, db->model->fingerprint, 32);
     return hsadb_store_memory_create(db->store, name, &rec);
@@ -243,7 +249,7 @@ int hsadb_db_landmarks(hsadb_db *db, hsadb_store_reader *r, const struct hsadb_m
         if (!(c = calloc(1, sizeof *c))) { pthread_mutex_unlock(&db->lock); return ENOMEM; }
         c->memory_id = rec->id;
         hsadb_index_init(&c->index, (int)rec->mem_heads, (int)rec->retrieval_dim);
-        if ((rc = hsadb_tier_open(db->device, &db->model->c, &c->tier))) {
+        if ((rc = hsadb_tier_open(db->device, &db->model->c, db->opts.gpu_kv_chunks, &c->tier))) {
             hsadb_index_free(&c->index);
             free(c);
             pthread_mutex_unlock(&db->lock);

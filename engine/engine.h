@@ -32,6 +32,8 @@ struct hsadb_db {
     const hsadb_model *model;          /* borrowed; NULL for admin-only use */
     unsigned           flags;
     int                threads;
+    int                kv_dtype;       /* enum hsadb_kv_dtype of the memories it creates */
+    hsadb_db_options   opts;           /* as given to hsadb_db_open (the GPU settings) */
     int                device;         /* resolved backend: HSADB_DEVICE_CPU or _CUDA */
     pthread_mutex_t    lock;           /* guards `caches` */
     hsadb_lmk_cache   *caches;

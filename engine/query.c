@@ -127,7 +127,7 @@ static int session_open(qsession *q, hsadb_db *db, const char *name) {
     q->db = db, q->m = m, q->name = name;
     if ((rc = hsadb_store_reader_begin(db->store, name, &q->r, &q->rec))) goto fail;
     if ((rc = hsadb_db_check_memory(db, name, &q->rec))) goto fail;
-    if ((rc = hsadb_run_init_dev(&q->run, m, B, db->device))) goto fail;
+    if ((rc = hsadb_run_init_dev(&q->run, m, B, db->device, &db->opts))) goto fail;
     rc = ENOMEM;
     if (hsadb_swa_state_init(&q->lower, m, c->n_lower, B, 0) ||
         hsadb_tail_init(&q->tail, m) || hsadb_index_init(&q->extra, Hm, c->retr_dim))

@@ -38,6 +38,12 @@
 extern "C" {
 #endif
 
+/* libhsadb.so is built with hidden symbols: what this header declares, and only that, is
+ * exported (the pragma gives every declaration below default visibility). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define HSADB_VERSION_STRING "0.1.0"
 
 /* ---- errors ---------------------------------------------------------------------------- */
@@ -100,6 +106,8 @@ enum hsadb_db_flags {
                                  not keep write order (ext4 included) may damage the file:
                                  use it for data you can re-append (docs/storage.md). */
     HSADB_DB_CREATE = 1 << 2, /* create the directory if it does not exist */
+    HSADB_DB_TRACE_APPEND = 1 << 3, /* diagnostics: appends print one line per commit on stderr
+                                       (forward + staging, waiting, puts, mdb_txn_commit) */
 };
 
 enum hsadb_device { HSADB_DEVICE_AUTO = 0, HSADB_DEVICE_CPU = 1, HSADB_DEVICE_CUDA = 2 };
@@ -110,7 +118,30 @@ typedef struct hsadb_db_options {
                                  (list, stat, delete, snapshot) */
     int device;               /* hsadb_device; AUTO = CUDA if present, else CPU */
     int threads;              /* CPU threads for the forward pass; 0 = all cores */
+    int kv_dtype;             /* K/V values of the memories this handle creates: HSADB_KV_DTYPE_BF16
+                                 (0, the default) or HSADB_KV_DTYPE_F32 (exact, twice the size;
+                                 for tests that compare against fp32 references) */
+    /* The CUDA engine (device CUDA); zeros are the defaults (docs/gpu-engine.md). */
+    int64_t  gpu_kv_chunks;   /* K/V chunk slots kept on the GPU per memory; beyond them the
+                                 slots become a block cache. 0 = what the device's free memory
+                                 holds less a reserve */
+    int      gpu_gemm;        /* hsadb_gpu_gemm: GEMM precision */
+    unsigned gpu_flags;       /* hsadb_gpu_flags */
 } hsadb_db_options;
+
+enum hsadb_kv_dtype_option { HSADB_KV_DTYPE_BF16 = 0, HSADB_KV_DTYPE_F32 = 1 };
+
+enum hsadb_gpu_gemm {
+    HSADB_GPU_GEMM_BF16 = 0, /* bf16 operands, fp32 accumulate (the default) */
+    HSADB_GPU_GEMM_TF32 = 1, /* fp32 operands on TF32 tensor cores */
+    HSADB_GPU_GEMM_FP32 = 2, /* plain fp32 */
+};
+
+enum hsadb_gpu_flags {
+    HSADB_GPU_NO_GRAPHS      = 1 << 0, /* decode steps as plain launches, not CUDA graphs */
+    HSADB_GPU_TILE_ATTENTION = 1 << 1, /* window attention on CUDA cores, not tensor cores
+                                          (bf16 GEMM mode) */
+};
 
 /* Open (or with HSADB_DB_CREATE create) the database directory `path`. opts may be NULL
  * (defaults: create, durable, no model). */
@@ -133,7 +164,7 @@ typedef struct hsadb_memory_info {
     uint64_t store_bytes;     /* bytes of records on disk for this memory (approximate) */
     int64_t  created;         /* unix time */
     int64_t  updated;         /* unix time of the last committed append */
-    int      kv_dtype;        /* 0 = bf16, 1 = f32 */
+    int      kv_dtype;        /* HSADB_KV_DTYPE_BF16 (0) or HSADB_KV_DTYPE_F32 (1) */
 } hsadb_memory_info;
 
 /* Create an empty memory bound to the db's model. HSADB_ERR_EXISTS if the name is taken. */
@@ -182,10 +213,11 @@ typedef struct hsadb_append_result {
 int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out);
 
 /* Feed bytes (any size, any number of calls; memory use does not grow with the input).
- * Bytes are processed in blocks of 256 and committed in batches (every 256 chunks or every
- * second): if the process dies, every batch committed so far survives and the memory holds a
- * prefix of this append's bytes whose length is a multiple of 256, with records, tail and
- * counters consistent. On failure the appender keeps nothing uncommitted and must be
+ * Bytes are processed in blocks (256 bytes on the CPU, 16,384 on a GPU) and committed in
+ * batches (every 2,048 chunks, or after a block that ends a second since the last commit):
+ * if the process dies, every batch committed so far survives and the memory holds a prefix
+ * of this append's bytes whose length is a multiple of the block size, with records, tail
+ * and counters consistent. On failure the appender keeps nothing uncommitted and must be
  * released with hsadb_appender_abort(). */
 int hsadb_appender_write(hsadb_appender *a, const void *bytes, size_t n);
 
@@ -367,6 +399,10 @@ typedef struct hsadb_check_result {
  * nonzero value if it stopped the walk, or an error (HSADB_ERR_NOTFOUND: no such memory). */
 int hsadb_check(hsadb_db *db, const char *memory, hsadb_damage_fn fn, void *ctx,
                 hsadb_check_result *out);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

@@ -46,24 +46,20 @@ extern "C" int hsadb_cuda_available(void) {
 /* Page-locked host buffers. Pinning is slow (the pages are locked one by one: an append's
  * ~40 MB of them cost tens of ms per appender), so freed buffers are kept for the next
  * allocation of the process: up to POOL_N buffers, POOL_BYTES in all; an allocation takes the
- * smallest kept buffer that fits and is at most twice its size. HSADB_PINNED_POOL=0 turns the
- * pool off. Each buffer carries its size in a 64-byte header (64-byte aligned data). */
+ * smallest kept buffer that fits and is at most twice its size. Each buffer carries its size
+ * in a 64-byte header (64-byte aligned data). */
 #define POOL_N 16
 #define POOL_BYTES ((size_t)512 << 20)
 #define POOL_HDR 64
 static pthread_mutex_t g_plock = PTHREAD_MUTEX_INITIALIZER;
 static struct { void *p; size_t n; } g_pool[POOL_N];
-static int g_npool = -1;              /* -1: HSADB_PINNED_POOL not read yet; -2: off */
+static int g_npool = 0;
 static size_t g_pool_bytes;
 
 extern "C" void *hsadb_cuda_host_alloc(size_t bytes) {
     const size_t want = bytes ? bytes : 1;
     void *p = NULL;
     pthread_mutex_lock(&g_plock);
-    if (g_npool == -1) {
-        const char *e = getenv("HSADB_PINNED_POOL");
-        g_npool = e && *e == '0' ? -2 : 0;
-    }
     int best = -1;
     for (int i = 0; i < g_npool; i++)
         if (g_pool[i].n >= want && g_pool[i].n <= 2 * want && (best < 0 || g_pool[i].n < g_pool[best].n)) best = i;
@@ -84,7 +80,7 @@ extern "C" void hsadb_cuda_host_free(void *q) {
     void *p = (char *)q - POOL_HDR;
     const size_t n = *(size_t *)p;
     pthread_mutex_lock(&g_plock);
-    const int keep = g_npool >= 0 && g_npool < POOL_N && g_pool_bytes + n <= POOL_BYTES;
+    const int keep = g_npool < POOL_N && g_pool_bytes + n <= POOL_BYTES;
     if (keep) g_pool[g_npool].p = p, g_pool[g_npool].n = n, g_npool++, g_pool_bytes += n;
     pthread_mutex_unlock(&g_plock);
     if (!keep) cudaFreeHost(p);
@@ -162,8 +158,8 @@ struct hsadb_cuda_run {
     int                 max_rows, rows_cap, max_nc;
     cudaStream_t        st;
     cublasHandle_t      blas;
-    int                 gemm_mode;    /* GEMM_FP32 | GEMM_TF32 | GEMM_BF16 (HSADB_CUDA_GEMM) */
-    int                 attn_mma;     /* window attention on tensor cores in bf16 mode (HSADB_CUDA_ATTN) */
+    int                 gemm_mode;    /* GEMM_FP32 | GEMM_TF32 | GEMM_BF16 (option gpu_gemm) */
+    int                 attn_mma;     /* window attention on tensor cores in bf16 mode (not HSADB_GPU_TILE_ATTENTION) */
     dev_weights        *wt;
     uint16_t           *xh;           /* [rows_cap][max(D, H*dh, F)] bf16 GEMM input (GEMM_BF16) */
     /* device scratch, rows_cap rows unless stated */
@@ -182,7 +178,7 @@ struct hsadb_cuda_run {
     void     *topk_ws;
     size_t    tile_smem_max;      /* dynamic shared memory the tiled attention may take */
     int       tile_smem_set;
-    /* decode steps as CUDA graphs (HSADB_CUDA_GRAPHS=0: plain launches) */
+    /* decode steps as CUDA graphs (HSADB_GPU_NO_GRAPHS: plain launches) */
     int       graphs;
     const int64_t *dpos;          /* while capturing: d_pos, which the kernels then read */
     int64_t  *d_pos, *h_pos;      /* the step's position: device / page-locked */
@@ -261,7 +257,7 @@ extern "C" void hsadb_cuda_run_free(hsadb_cuda_run *c) {
     free(c);
 }
 
-extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, int max_rows) {
+extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, int max_rows, int gemm, unsigned flags) {
     const hsadb_config *cf = &m->c;
     *out = NULL;
     if (!hsadb_cuda_available()) return hsadb_fail(HSADB_ERR_NODEVICE, "no CUDA device is usable");
@@ -355,22 +351,16 @@ extern "C" int hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, i
             rc = hsadb_fail(HSADB_ERR_NODEVICE, "cuBLAS workspace");
             goto fail;
         }
-        const char *eg = getenv("HSADB_CUDA_GRAPHS");
-        c->graphs = !(eg && *eg == '0');
+        c->graphs = !(flags & HSADB_GPU_NO_GRAPHS);
     }
-    /* GEMM precision, HSADB_CUDA_GEMM: bf16 (default: weights and the activations entering a
-     * GEMM rounded to bf16, fp32 accumulate and output), tf32 (fp32 operands on TF32 tensor
-     * cores, 10-bit mantissa) or fp32; HSADB_CUDA_FP32=1 is fp32 too. The agreement tests run
-     * all three against the CPU. */
+    /* GEMM precision (gemm, hsadb_gpu_gemm): bf16 (default: weights and the activations
+     * entering a GEMM rounded to bf16, fp32 accumulate and output), tf32 (fp32 operands on TF32
+     * tensor cores, 10-bit mantissa) or fp32. The agreement tests run all three against the CPU. */
     {
-        const char *eg = getenv("HSADB_CUDA_GEMM"), *e32 = getenv("HSADB_CUDA_FP32");
-        c->gemm_mode = GEMM_BF16;
-        if (eg && !strcmp(eg, "tf32")) c->gemm_mode = GEMM_TF32;
-        if ((eg && !strcmp(eg, "fp32")) || (e32 && *e32 == '1')) c->gemm_mode = GEMM_FP32;
+        c->gemm_mode = gemm == HSADB_GPU_GEMM_TF32 ? GEMM_TF32 : gemm == HSADB_GPU_GEMM_FP32 ? GEMM_FP32 : GEMM_BF16;
         cublasSetMathMode(c->blas, c->gemm_mode == GEMM_FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH);
-        /* HSADB_CUDA_ATTN=tile keeps the window layers on the CUDA-core tiled kernel in bf16 mode */
-        const char *ea = getenv("HSADB_CUDA_ATTN");
-        c->attn_mma = !(ea && !strcmp(ea, "tile"));
+        /* HSADB_GPU_TILE_ATTENTION keeps the window layers on the CUDA-core tiled kernel in bf16 mode */
+        c->attn_mma = !(flags & HSADB_GPU_TILE_ATTENTION);
     }
     {
         double inv[64];
@@ -1235,16 +1225,15 @@ extern "C" int hsadb_cuda_append_forward(hsadb_cuda_run *c, hsadb_swa_state *s, 
 
 static size_t tier_per(const hsadb_tier *g) { return (size_t)g->S * g->Hm * g->dh; }   /* K (or V) elements */
 
-extern "C" int hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh, int K) {
+extern "C" int hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh, int K, int64_t kv_chunks) {
     hsadb_tier *g = (hsadb_tier *)calloc(1, sizeof *g);
     if (!g) return ENOMEM;
     g->Hm = Hm, g->dr = dr, g->S = S, g->dh = dh;
     /* a piece of rows needs every chunk of one row at once: at least twice that */
     g->min_slots = 2 * (int64_t)Hm * K;
     const size_t chunk_bytes = 2 * tier_per(g) * 2;
-    const char *e = getenv("HSADB_GPU_KV_CHUNKS");
     size_t fr = 0, tot = 0;
-    if (e && *e) g->kv_max = strtoll(e, NULL, 10);
+    if (kv_chunks > 0) g->kv_max = kv_chunks;
     else if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) {
         /* K/V may take the device's free memory less a reserve for runs (scratch, weights) */
         const size_t reserve = tot / 10 > ((size_t)4 << 30) ? tot / 10 : ((size_t)4 << 30);

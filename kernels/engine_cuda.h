@@ -39,10 +39,11 @@ typedef struct hsadb_cuda_swa hsadb_cuda_swa;
 /* 1 if a CUDA device is usable in this process. */
 int  hsadb_cuda_available(void);
 
-int  hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, int max_rows);
+/* gemm: hsadb_gpu_gemm; flags: hsadb_gpu_flags (hsadb_db_options' gpu_gemm, gpu_flags). */
+int  hsadb_cuda_run_init(hsadb_cuda_run **out, const hsadb_model *m, int max_rows, int gemm, unsigned flags);
 void hsadb_cuda_run_free(hsadb_cuda_run *c);
 /* Page-locked host memory; NULL on failure. Freed buffers are kept for later allocations of the
- * process (bounded pool; HSADB_PINNED_POOL=0: off), since pinning is slow. */
+ * process (bounded pool), since pinning is slow. */
 void *hsadb_cuda_host_alloc(size_t bytes);
 void  hsadb_cuda_host_free(void *p);
 
@@ -62,7 +63,8 @@ void hsadb_cuda_swa_free(hsadb_cuda_swa *d);
 int  hsadb_cuda_swa_pull(hsadb_swa_state *s);
 
 /* The memory tier. lmk [n][Hm*dr] and kv [n][2][S][Hm*dh] as stored (bf16). */
-int  hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh, int K);
+/* kv_chunks > 0: at most that many chunks' K/V on the device; 0: free memory less a reserve. */
+int  hsadb_cuda_mem_init(hsadb_tier **out, int Hm, int dr, int S, int dh, int K, int64_t kv_chunks);
 int  hsadb_cuda_mem_push(hsadb_tier *g, const uint16_t *lmk, const uint16_t *kv, int64_t n);
 int64_t hsadb_cuda_mem_count(const hsadb_tier *g);
 int64_t hsadb_cuda_mem_kv_room(const hsadb_tier *g);   /* see hsadb_tier_kv_room */

@@ -2,7 +2,7 @@
  * kernels/hsa.cu — HSA attention forward (see kernels.h): tensor cores for G = 16, dh = 64
  * (v2: hsa_mma.cuh, one warp per token; v3: hsa_v3.cuh, a CTA per 32-token tile staging each
  * distinct chunk once; v4: the same with a decoupled ring; v5: v4 on 16-token tiles of 16 warps,
- * one token per warp; HSADB_HSA_KERNEL=v2|v3|v4|v5 picks, read once, default v5: fastest on
+ * one token per warp; hsadb_cuda_hsa_set_kernel picks (tests, benchmarks), default v5: fastest on
  * random picks, within 5% of the best on shared ones, bench/NOTES.md);
  * otherwise CUDA
  * cores, any G = H/Hm (below).
@@ -119,22 +119,10 @@ hsa_fwd_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kmem
 }
 
 /* Tensor-core kernel choice: hsadb_cuda_hsa_set_kernel(2..5) if called (tests, benchmarks;
- * 0 = back to the environment), else HSADB_HSA_KERNEL (v2 | v3 | v4 | v5, read on the first
- * call), else v5. K > V3_KMAX always runs v2. */
+ * 0 = back to the default), else v5. K > V3_KMAX always runs v2. */
 static int hsa_kernel_forced;
 extern "C" void hsadb_cuda_hsa_set_kernel(int version) { hsa_kernel_forced = version >= 2 && version <= 5 ? version : 0; }
-static int hsa_kernel_version(void) {
-    static int from_env;
-    if (hsa_kernel_forced) return hsa_kernel_forced;
-    if (!from_env) {
-        const char *e = getenv("HSADB_HSA_KERNEL");
-        from_env = 5;
-        if (e && (!strcmp(e, "v2") || !strcmp(e, "2"))) from_env = 2;
-        if (e && (!strcmp(e, "v3") || !strcmp(e, "3"))) from_env = 3;
-        if (e && (!strcmp(e, "v4") || !strcmp(e, "4"))) from_env = 4;
-    }
-    return from_env;
-}
+static int hsa_kernel_version(void) { return hsa_kernel_forced ? hsa_kernel_forced : 5; }
 
 /* v3 (coupled ring), v4 (decoupled ring), v5 (decoupled, 16-token tiles of 16 warps): one
  * kernel template (hsa_v3.cuh) */

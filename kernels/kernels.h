@@ -51,8 +51,8 @@ int    hsadb_cuda_topk_rows(const float *scores, int rows, int64_t cols, int64_t
  * G = 16 with dh = 64 runs on tensor cores: kernel v5 by default (hsa_v3.cuh: a CTA per 16-token
  * tile, 16 warps, each distinct chunk of the tile staged once in a decoupled ring; K <= 32); v4
  * (32-token tiles of 8 warps), v3 (v4 with a coupled ring) or v2 (hsa_mma.cuh, one warp per
- * token; also any K > 32) with HSADB_HSA_KERNEL=v4, v3 or v2 in the environment (read on the
- * first call); see hsadb_cuda_hsa_set_kernel. */
+ * token; also any K > 32) when hsadb_cuda_hsa_set_kernel(4, 3 or 2) picks them (tests and
+ * benchmarks). */
 int hsadb_cuda_hsa_fwd(const uint16_t *q, const uint16_t *kmem, const uint16_t *vmem,
                        const int32_t *idx, const float *w, int T, int H, int Hm, int dh, int S,
                        int K, float *out, hsadb_stream_t stream);

@@ -58,12 +58,13 @@ int64_t hsadb_run_graph_launches(const hsadb_run *r) {
     return 0;
 }
 
-int hsadb_tier_open(int device, const hsadb_config *c, hsadb_tier **out) {
+int hsadb_tier_open(int device, const hsadb_config *c, int64_t kv_chunks, hsadb_tier **out) {
     *out = NULL;
 #ifdef HSADB_HAVE_CUDA
-    if (device == HSADB_DEVICE_CUDA) return hsadb_cuda_mem_init(out, c->n_mem_heads, c->retr_dim, c->chunk, c->head_dim, c->topk);
+    if (device == HSADB_DEVICE_CUDA)
+        return hsadb_cuda_mem_init(out, c->n_mem_heads, c->retr_dim, c->chunk, c->head_dim, c->topk, kv_chunks);
 #endif
-    (void)device, (void)c;
+    (void)device, (void)c, (void)kv_chunks;
     return 0;
 }
 
@@ -111,7 +112,7 @@ void hsadb_tier_close(hsadb_tier *t) {
 #define CPU_BLOCK 256      /* rows per block on the CPU: the scratch stays in cache */
 #define CUDA_BLOCK 16384   /* rows per block on the GPU: enough work per launch */
 
-int hsadb_run_init_dev(hsadb_run *r, const hsadb_model *m, int max_rows, int device) {
+int hsadb_run_init_dev(hsadb_run *r, const hsadb_model *m, int max_rows, int device, const hsadb_db_options *o) {
     const int dev = hsadb_device_resolve(device);
     if (dev < 0) return dev;
     if (dev == HSADB_DEVICE_CPU) return hsadb_run_init(r, m, max_rows > 0 ? max_rows : CPU_BLOCK);
@@ -121,8 +122,9 @@ int hsadb_run_init_dev(hsadb_run *r, const hsadb_model *m, int max_rows, int dev
     r->device = HSADB_DEVICE_CUDA;
     r->max_rows = max_rows > 0 ? max_rows : CUDA_BLOCK;
     r->rows_cap = r->max_rows;
-    return hsadb_cuda_run_init(&r->cu, m, r->max_rows);
+    return hsadb_cuda_run_init(&r->cu, m, r->max_rows, o ? o->gpu_gemm : 0, o ? o->gpu_flags : 0);
 #else
+    (void)o;
     return hsadb_fail(HSADB_ERR_NODEVICE, "this build has no CUDA backend");
 #endif
 }

@@ -68,9 +68,10 @@ typedef struct hsadb_run {
  * host-side arguments (callers never branch on the backend). device: HSADB_DEVICE_CPU,
  * HSADB_DEVICE_CUDA (HSADB_ERR_NODEVICE if no GPU or a build without CUDA) or HSADB_DEVICE_AUTO
  * (CUDA when a GPU is present). max_rows 0 = the backend's preferred block (CPU 256 rows, CUDA
- * 16384); read r->max_rows afterwards. hsadb_run_init is the CPU backend with max_rows. */
+ * 16384); read r->max_rows afterwards. o (borrowed for the call; NULL = defaults): the CUDA
+ * backend's gpu_gemm and gpu_flags. hsadb_run_init is the CPU backend with max_rows. */
 int  hsadb_run_init(hsadb_run *r, const hsadb_model *m, int max_rows);
-int  hsadb_run_init_dev(hsadb_run *r, const hsadb_model *m, int max_rows, int device);
+int  hsadb_run_init_dev(hsadb_run *r, const hsadb_model *m, int max_rows, int device, const hsadb_db_options *o);
 void hsadb_run_free(hsadb_run *r);
 /* Which backend HSADB_DEVICE_AUTO resolves to in this process (CUDA if a GPU is usable). */
 int  hsadb_device_resolve(int device);
@@ -132,8 +133,8 @@ typedef struct hsadb_memview {
  * gives NULL, and the rest accept NULL.
  *
  * Landmarks are always all on the device. K/V blocks are too while they fit in the tier's K/V
- * budget (device memory less a reserve, or HSADB_GPU_KV_CHUNKS chunks when that variable is
- * set at open); past it the K/V slots become a block cache: blocks a query selects and does
+ * budget (device memory less a reserve, or kv_chunks chunks when that is > 0: the db's
+ * gpu_kv_chunks option); past it the K/V slots become a block cache: blocks a query selects and does
  * not find are read from the store through the memview's kv_records callback, in batches,
  * into pinned buffers and copied to free or least recently used slots.
  *
@@ -142,7 +143,7 @@ typedef struct hsadb_memview {
  * for the call. kv_room: how many more chunks' K/V blocks a push takes (INT64_MAX when
  * unbounded, 0 on the CPU). HSADB_ERR_NODEVICE when the landmarks do not fit on the device. */
 typedef struct hsadb_tier hsadb_tier;
-int     hsadb_tier_open(int device, const hsadb_config *c, hsadb_tier **out);
+int     hsadb_tier_open(int device, const hsadb_config *c, int64_t kv_chunks, hsadb_tier **out);
 int     hsadb_tier_push(hsadb_tier *t, const uint16_t *lmk, const uint16_t *kv, int64_t n);
 int64_t hsadb_tier_kv_room(const hsadb_tier *t);
 int64_t hsadb_tier_count(const hsadb_tier *t);

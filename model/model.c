@@ -1,8 +1,10 @@
 /*
  * model/model.c — load and validate config.json + model.safetensors.
  *
- * The weights file is memory-mapped, hashed (SHA-256: the model's fingerprint, which binds
- * memories to it), its JSON header parsed, and every tensor the config implies is looked
+ * The weights file is memory-mapped, hashed (SHA-256 through libcrypto: the model's fingerprint,
+ * which binds memories to it), its JSON header parsed (jansson: model files are untrusted input,
+ * so a maintained parser reads them; duplicate keys are rejected), and every tensor the config
+ * implies is looked
  * up by name, checked for shape and dtype, and converted into one fp32 arena. Anything
  * wrong is reported as HSADB_ERR_BAD_MODEL with the file, key or tensor named.
  */
@@ -17,7 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "json.h"
+#include <jansson.h>
+
 #include "util.h"
 
 /* ---- config.json ---------------------------------------------------------------------- */
@@ -37,18 +40,20 @@
 #define CFG_VOCAB_MAX    (1 << 20)
 #define CFG_ELEMS_MAX    ((uint64_t)1 << 32) /* one weight tensor or one per-run buffer */
 
-static int cfg_int(const hsadb_json *root, const char *key, int *out, int required, int dflt) {
-    hsadb_json *j = hsadb_json_get(root, key);
+/* An integer (or boolean: 0/1) member; a size must lie in [0, 1e9]. */
+static int cfg_int(const json_t *root, const char *key, int *out, int required, int dflt) {
+    json_t *j = json_object_get(root, key);
     if (!j) {
         if (required) return hsadb_fail(HSADB_ERR_BAD_MODEL, "config.json: missing key \"%s\"", key);
         *out = dflt;
         return 0;
     }
-    if (j->type != JSON_NUMBER && j->type != JSON_BOOL)
+    if (!json_is_number(j) && !json_is_boolean(j))
         return hsadb_fail(HSADB_ERR_BAD_MODEL, "config.json: \"%s\" must be a number", key);
-    if (j->number != (double)(int)j->number || j->number < 0 || j->number > 1e9)
-        return hsadb_fail(HSADB_ERR_BAD_MODEL, "config.json: \"%s\" = %g is not a valid size", key, j->number);
-    *out = (int)j->number;
+    double v = json_is_boolean(j) ? (json_is_true(j) ? 1 : 0) : json_number_value(j);
+    if (v != (double)(int)v || v < 0 || v > 1e9)
+        return hsadb_fail(HSADB_ERR_BAD_MODEL, "config.json: \"%s\" = %g is not a valid size", key, v);
+    *out = (int)v;
     return 0;
 }
 
@@ -87,13 +92,18 @@ static int cfg_bounds(const hsadb_config *c) {
     return 0;
 }
 
+/* A float member, or dflt when absent or not a number. */
+static float cfg_float(const json_t *root, const char *key, float dflt) {
+    json_t *j = json_object_get(root, key);
+    return json_is_number(j) ? (float)json_number_value(j) : dflt;
+}
+
 static int parse_config(const char *text, size_t len, hsadb_config *c) {
-    const char *err;
-    size_t pos;
-    hsadb_json *root = hsadb_json_parse(text, len, &err, &pos);
-    if (!root) return hsadb_fail(HSADB_ERR_BAD_MODEL, "config.json: %s at byte %zu", err, pos);
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) return hsadb_fail(HSADB_ERR_BAD_MODEL, "config.json: %s at byte %d", jerr.text, jerr.position);
     int rc = HSADB_ERR_BAD_MODEL;
-    if (root->type != JSON_OBJECT) { hsadb_set_error("config.json: not a JSON object"); goto done; }
+    if (!json_is_object(root)) { hsadb_set_error("config.json: not a JSON object"); goto done; }
     struct { const char *key; int *dst; int required, dflt; } ints[] = {
         {"vocab_size", &c->vocab, 1, 0},           {"hidden_size", &c->dim, 1, 0},
         {"intermediate_size", &c->hidden, 1, 0},   {"num_attention_heads", &c->n_heads, 1, 0},
@@ -107,13 +117,14 @@ static int parse_config(const char *text, size_t len, hsadb_config *c) {
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if ((rc = cfg_int(root, ints[i].key, ints[i].dst, ints[i].required, ints[i].dflt))) goto done;
     rc = HSADB_ERR_BAD_MODEL;
-    hsadb_json *j;
-    c->rope_theta = (j = hsadb_json_get(root, "rope_theta")) && j->type == JSON_NUMBER ? (float)j->number : 10000.f;
-    c->eps = (j = hsadb_json_get(root, "rms_norm_eps")) && j->type == JSON_NUMBER ? (float)j->number : 1e-6f;
+    c->rope_theta = cfg_float(root, "rope_theta", 10000.f);
+    c->eps = cfg_float(root, "rms_norm_eps", 1e-6f);
     c->bypass = 0;
-    if ((j = hsadb_json_get(root, "hsa_residual"))) {
-        if (j->type == JSON_STRING && strcmp(j->string, "bypass") == 0) c->bypass = 1;
-        else if (!(j->type == JSON_STRING && strcmp(j->string, "standard") == 0)) {
+    json_t *j;
+    if ((j = json_object_get(root, "hsa_residual"))) {
+        const char *v = json_string_value(j);   /* NULL unless a string */
+        if (v && strcmp(v, "bypass") == 0) c->bypass = 1;
+        else if (!(v && strcmp(v, "standard") == 0)) {
             hsadb_set_error("config.json: \"hsa_residual\" must be \"standard\" or \"bypass\"");
             goto done;
         }
@@ -134,14 +145,14 @@ static int parse_config(const char *text, size_t len, hsadb_config *c) {
     rc = HSADB_ERR_BAD_MODEL;
     rc = 0;
 done:
-    hsadb_json_free(root);
+    json_decref(root);
     return rc;
 }
 
 /* ---- safetensors ---------------------------------------------------------------------- */
 
 typedef struct st_file {
-    hsadb_json    *header;
+    json_t        *header;   /* the JSON header (an object), owned */
     const uint8_t *data;     /* start of the data section */
     size_t         data_len;
 } st_file;
@@ -153,14 +164,15 @@ static int st_open(const uint8_t *buf, size_t len, st_file *f) {
     if (hlen > len - 8 || hlen > (100u << 20))
         return hsadb_fail(HSADB_ERR_BAD_MODEL, "model.safetensors: header length %llu exceeds the file",
                           (unsigned long long)hlen);
-    const char *err;
-    size_t pos;
-    f->header = hsadb_json_parse((const char *)buf + 8, hlen, &err, &pos);
-    if (!f->header || f->header->type != JSON_OBJECT) {
-        const char *why = f->header ? "not a JSON object" : err;
-        hsadb_json_free(f->header);
+    json_error_t jerr;
+    f->header = json_loadb((const char *)buf + 8, hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!f->header)
+        return hsadb_fail(HSADB_ERR_BAD_MODEL, "model.safetensors: bad header: %s at byte %d", jerr.text,
+                          jerr.position);
+    if (!json_is_object(f->header)) {
+        json_decref(f->header);
         f->header = NULL;
-        return hsadb_fail(HSADB_ERR_BAD_MODEL, "model.safetensors: bad header: %s", why);
+        return hsadb_fail(HSADB_ERR_BAD_MODEL, "model.safetensors: bad header: not a JSON object");
     }
     f->data = buf + 8 + hlen;
     f->data_len = len - 8 - hlen;
@@ -169,20 +181,23 @@ static int st_open(const uint8_t *buf, size_t len, st_file *f) {
 
 /* Find tensor `name`, check it has exactly the given shape, convert it to fp32 into dst. */
 static int st_load(const st_file *f, const char *name, int ndim, const int64_t *shape, float *dst) {
-    hsadb_json *t = hsadb_json_get(f->header, name);
+    json_t *t = json_object_get(f->header, name);
     if (!t) return hsadb_fail(HSADB_ERR_BAD_MODEL, "model.safetensors: missing tensor %s", name);
-    hsadb_json *dt = hsadb_json_get(t, "dtype"), *sh = hsadb_json_get(t, "shape"),
-               *off = hsadb_json_get(t, "data_offsets");
-    if (!dt || dt->type != JSON_STRING || !sh || sh->type != JSON_ARRAY || !off ||
-        off->type != JSON_ARRAY || off->n != 2)
+    json_t *sh = json_object_get(t, "shape"), *off = json_object_get(t, "data_offsets");
+    const char *dt = json_string_value(json_object_get(t, "dtype"));
+    if (!dt || !json_is_array(sh) || !json_is_array(off) || json_array_size(off) != 2 ||
+        !json_is_integer(json_array_get(off, 0)) || !json_is_integer(json_array_get(off, 1)))
         return hsadb_fail(HSADB_ERR_BAD_MODEL, "tensor %s: malformed header entry", name);
     /* shape check; both shapes are formatted for the message */
     char got[128] = "", want[128] = "";
     size_t n = 1, gl = 0, wl = 0;
-    int ok = (int)sh->n == ndim, i = 0;
-    for (hsadb_json *e = sh->child; e && gl < sizeof got - 24; e = e->next, i++) {
-        gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", i ? "," : "", (long long)e->number);
-        if (i < ndim && (int64_t)e->number != shape[i]) ok = 0;
+    int ok = (int)json_array_size(sh) == ndim, i = 0;
+    for (; i < (int)json_array_size(sh) && gl < sizeof got - 24; i++) {
+        json_t *e = json_array_get(sh, (size_t)i);
+        if (!json_is_integer(e)) return hsadb_fail(HSADB_ERR_BAD_MODEL, "tensor %s: shape holds a non-integer", name);
+        long long d = (long long)json_integer_value(e);
+        gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", i ? "," : "", d);
+        if (i < ndim && d != shape[i]) ok = 0;
     }
     for (i = 0; i < ndim; i++) {
         wl += (size_t)snprintf(want + wl, sizeof want - wl, "%s%lld", i ? "," : "", (long long)shape[i]);
@@ -190,17 +205,18 @@ static int st_load(const st_file *f, const char *name, int ndim, const int64_t *
     }
     if (!ok) return hsadb_fail(HSADB_ERR_BAD_MODEL, "tensor %s: shape [%s], expected [%s]", name, got, want);
     size_t esize;
-    if (strcmp(dt->string, "F32") == 0) esize = 4;
-    else if (strcmp(dt->string, "BF16") == 0 || strcmp(dt->string, "F16") == 0) esize = 2;
-    else return hsadb_fail(HSADB_ERR_BAD_MODEL, "tensor %s: dtype %s not supported (F32, BF16, F16)", name, dt->string);
-    double b0 = off->child->number, b1 = off->child->next->number;
-    if (b0 < 0 || b1 < b0 || b1 > (double)f->data_len || (size_t)(b1 - b0) != n * esize)
-        return hsadb_fail(HSADB_ERR_BAD_MODEL, "tensor %s: data_offsets [%.0f,%.0f] do not fit %zu x %s in a %zu-byte data section",
-                          name, b0, b1, n, dt->string, f->data_len);
+    if (strcmp(dt, "F32") == 0) esize = 4;
+    else if (strcmp(dt, "BF16") == 0 || strcmp(dt, "F16") == 0) esize = 2;
+    else return hsadb_fail(HSADB_ERR_BAD_MODEL, "tensor %s: dtype %s not supported (F32, BF16, F16)", name, dt);
+    long long b0 = (long long)json_integer_value(json_array_get(off, 0)),
+              b1 = (long long)json_integer_value(json_array_get(off, 1));
+    if (b0 < 0 || b1 < b0 || (unsigned long long)b1 > f->data_len || (size_t)(b1 - b0) != n * esize)
+        return hsadb_fail(HSADB_ERR_BAD_MODEL, "tensor %s: data_offsets [%lld,%lld] do not fit %zu x %s in a %zu-byte data section",
+                          name, b0, b1, n, dt, f->data_len);
     const uint8_t *src = f->data + (size_t)b0;
     if (esize == 4) {
         memcpy(dst, src, n * 4);
-    } else if (dt->string[0] == 'B') {
+    } else if (dt[0] == 'B') {
         for (size_t i = 0; i < n; i++) dst[i] = hsadb_bf16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
     } else {
         for (size_t i = 0; i < n; i++) {
@@ -336,16 +352,13 @@ int hsadb_model_load(const char *config_json, size_t config_len, const uint8_t *
     L = (loader){.f = &f, .arena = m->arena};
     take_all(&L, c, &m->w);                 /* loading pass */
     if ((rc = L.rc)) goto fail;
-    hsadb_sha256 h;
-    hsadb_sha256_init(&h);
-    hsadb_sha256_update(&h, st, st_len);
-    hsadb_sha256_final(&h, m->fingerprint);
+    if ((rc = hsadb_sha256(st, st_len, m->fingerprint))) goto fail;
     hsadb_hex(m->fingerprint, 32, m->fingerprint_hex);
-    hsadb_json_free(f.header);
+    json_decref(f.header);
     *out = m;
     return 0;
 fail:
-    hsadb_json_free(f.header);
+    json_decref(f.header);
     model_free(m);
     return rc;
 }

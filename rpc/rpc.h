@@ -108,7 +108,7 @@ int  rpc_listener_start(rpc_listener *l, grpc_server *server);
  * connections not yet handed over, free l. Connections gRPC holds stay its own. NULL: no-op. */
 void rpc_listener_close(rpc_listener *l);
 
-/* ---- method tables (memory_service.c, health_service.c) -------------------------------- */
+/* ---- method tables (memory_service.c: hsadb.v1.Memory and grpc.health.v1.Health) ------- */
 
 enum rpc_kind { RPC_UNARY = 0, RPC_CLIENT_STREAM = 1, RPC_SERVER_STREAM = 2 };
 

@@ -84,7 +84,8 @@ void hsadb_server_stop(hsadb_server *s);
 /* Detail of the last hsadb_server_start failure in this thread ("" if none). */
 const char *hsadb_server_last_error(void);
 
-/* The keys-file form of an API key: hex SHA-256 of its bytes (out: 65 bytes). */
+/* The keys-file form of an API key: hex SHA-256 of its bytes (out: 65 bytes; "" if libcrypto
+ * fails, which matches no grant). */
 void hsadb_server_hash_key(const char *key, char out[65]);
 
 /* 1 if the host part of "ADDR:PORT" is a loopback address (127.x, ::1, localhost). */

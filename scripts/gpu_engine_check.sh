@@ -24,7 +24,7 @@ if [ "${1:-}" = "--prepare" ]; then
   cp build-cuda/hsadb build-cuda/test_gpu_engine build-cuda/test_gpu_kernels build-cuda/bench_gpu_engine build-cuda/libhsadb_cuda.so .carry/gpu/
   # the Debian libraries the binaries link that the GPU machine (Ubuntu 24.04) lacks
   ldd build-cuda/hsadb build-cuda/bench_gpu_engine | awk '{print $3}' |
-    grep -E 'lmdb|openblas|gfortran|quadmath|uring|absl|grpc|gpr|upb|address_sorting|cares|re2|protobuf-c' |
+    grep -E 'lmdb|openblas|gfortran|quadmath|uring|absl|grpc|gpr|upb|address_sorting|cares|re2|protobuf-c|jansson' |
     sort -u | xargs -I{} cp -L {} .carry/gpu/lib/
   (cd .carry/gpu && tar cJf lib.txz lib && rm -rf lib)
   du -sh .carry/gpu

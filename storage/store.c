@@ -750,7 +750,6 @@ int hsadb_store_open(const char *dir, unsigned flags, hsadb_store **out) {
     struct stat sb;
     size_t dlen, mapsize;
     unsigned envflags;
-    const char *lk;
     int rc, dead;
 
     if (!out) return hsadb_fail(HSADB_ERR_INVALID, "store open: out is NULL");
@@ -797,10 +796,9 @@ int hsadb_store_open(const char *dir, unsigned flags, hsadb_store **out) {
     if ((rc = store_init(st))) goto fail;
 
     /* Cross-process appender locks: OFD byte locks on data.mdb (LMDB's own fd, so no fd of
-     * ours can drop LMDB's POSIX locks). HSADB_STORE_APPEND_LOCK=0 turns them off (tests of
-     * the commit-time check use that). */
-    lk = getenv("HSADB_STORE_APPEND_LOCK");
-    if (!(flags & HSADB_STORE_RDONLY) && !(lk && strcmp(lk, "0") == 0) &&
+     * ours can drop LMDB's POSIX locks). Only HSADB_STORE_NO_APPEND_LOCK (tests of the
+     * commit-time check) turns them off. */
+    if (!(flags & (HSADB_STORE_RDONLY | HSADB_STORE_NO_APPEND_LOCK)) &&
         mdb_env_get_fd(st->env, &st->lock_fd) != 0)
         st->lock_fd = -1;
     *out = st;
@@ -1553,7 +1551,7 @@ int hsadb_store_reader_kv(hsadb_store_reader *r, uint64_t chunk, const void **kv
 
 /* ---- bulk K/V reads (the GPU memory tier) ------------------------------------------------ */
 
-#define KV_QD 64    /* reads in flight: the win of io_uring is the queue depth (notes §3.3) */
+#define KV_QD 64    /* reads in flight: io_uring's win is the queue depth (one thread, 64 I/Os) */
 
 enum { IO_MAP, IO_PREAD, IO_URING };
 

@@ -89,6 +89,10 @@ enum hsadb_store_flags {
     HSADB_STORE_RDONLY = 1 << 0,
     HSADB_STORE_NOSYNC = 1 << 1, /* MDB_NOSYNC (no WRITEMAP); hsadb_store_sync() flushes */
     HSADB_STORE_CREATE = 1 << 2, /* mkdir the directory if missing */
+    HSADB_STORE_NO_APPEND_LOCK = 1 << 3, /* tests only: no cross-process appender lock, so the
+                                            commit-time check can be tested; nothing outside
+                                            this internal API (no option, no environment
+                                            variable) sets it */
 };
 
 /* Open the environment in `dir`. Checks the "format" key (HSADB_ERR_VERSION if newer,

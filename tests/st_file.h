@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include <jansson.h>
+
 #include "test_util.h"
 
 /* A whole file in memory (NULL if unreadable). */
@@ -29,18 +30,17 @@ static inline unsigned char *slurp(const char *path, size_t *len) {
 static inline const void *st_tensor(const unsigned char *buf, size_t len, const char *name, size_t *n) {
     unsigned long long hl = 0;
     for (int i = 7; i >= 0; i--) hl = hl << 8 | buf[i];
-    const char *err;
-    size_t pos;
-    hsadb_json *h = hsadb_json_parse((const char *)buf + 8, hl, &err, &pos);
+    json_t *h = json_loadb((const char *)buf + 8, hl, 0, NULL);
     if (!h) return NULL;
-    hsadb_json *t = hsadb_json_get(h, name), *off = t ? hsadb_json_get(t, "data_offsets") : NULL;
+    json_t *off = json_object_get(json_object_get(h, name), "data_offsets");
     const void *p = NULL;
-    if (off && off->n == 2) {
-        size_t b0 = (size_t)off->child->number, b1 = (size_t)off->child->next->number;
+    if (json_array_size(off) == 2) {
+        size_t b0 = (size_t)json_integer_value(json_array_get(off, 0)),
+               b1 = (size_t)json_integer_value(json_array_get(off, 1));
         *n = (b1 - b0) / 4;
         p = buf + 8 + hl + b0;
     }
-    hsadb_json_free(h);
+    json_decref(h);
     (void)len;
     return p;
 }

@@ -76,16 +76,20 @@ int main(void) {
     hsadb_model *m, *other;
     hsadb_db *db;
     if (!tu_tmpdir(dir, sizeof dir, "test-engine")) return 1;
-    setenv("HSADB_KV_DTYPE", "f32", 1);
     CHECK(hsadb_model_open("tests/data/tiny", &m) == 0, "load tiny model");
     CHECK(hsadb_model_open("tests/data/tiny-bypass", &other) == 0, "load second model");
-    hsadb_db_options o = {.flags = HSADB_DB_CREATE, .model = m, .threads = 2};
+    hsadb_db_options o = {.flags = HSADB_DB_CREATE, .model = m, .threads = 2, .kv_dtype = HSADB_KV_DTYPE_F32};
+    CHECK(hsadb_db_open(dir, &(hsadb_db_options){.kv_dtype = 7}, &db) == HSADB_ERR_INVALID && db == NULL,
+          "kv_dtype 7 -> INVALID: %s", hsadb_last_error());
     int rc = hsadb_db_open(dir, &o, &db);
     CHECK(rc == 0, "open db %s (%s)", dir, hsadb_last_error());
     if (rc) return tu_summary();
 
     CHECK(hsadb_memory_create(db, "pieces") == 0, "create pieces");
     CHECK(hsadb_memory_create(db, "one") == 0, "create one");
+    hsadb_memory_info one;
+    CHECK(hsadb_memory_stat(db, "one", &one) == 0 && one.kv_dtype == HSADB_KV_DTYPE_F32,
+          "kv_dtype option: memory created with f32 K/V (%d)", one.kv_dtype);
     CHECK(hsadb_memory_create(db, "one") == HSADB_ERR_EXISTS, "duplicate -> EXISTS");
     CHECK(hsadb_memory_create(db, "bad name!") == HSADB_ERR_INVALID, "bad name -> INVALID");
     CHECK(hsadb_memory_create(db, "") == HSADB_ERR_INVALID, "empty name -> INVALID");

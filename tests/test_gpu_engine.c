@@ -94,14 +94,16 @@ static int kv_raw(void *ctx, const uint64_t *chunks, int n, uint16_t *dst) {
     return 0;
 }
 
-/* mode: the GPU's GEMM precision (HSADB_CUDA_GEMM): 0 fp32, 1 tf32 (fp32 operands on TF32
+/* mode: the GPU's GEMM precision (option gpu_gemm): 0 fp32, 1 tf32 (fp32 operands on TF32
  * tensor cores, unit roundoff 2^-11), 2 bf16 (the default: weights and GEMM inputs rounded to
  * bf16, unit roundoff 2^-8, on blocks of 64+ rows). The tolerances follow the precision; bf16's
  * are about 5x what the H200 measured (x_mid 1.9e-3, logits 6.4e-3, HSA weights 8.4e-3;
  * chunk choices 95–96% identical: near-tied landmark scores flip under bf16 rounding; greedy
  * tokens 99.5–99.7%). */
-static void stages(const hsadb_model *m, int mode) {
+static void stages(const hsadb_model *m, int mode, unsigned gpu_flags) {
     static const char *const names[] = {"fp32", "tf32", "bf16"};
+    static const int gemms[] = {HSADB_GPU_GEMM_FP32, HSADB_GPU_GEMM_TF32, HSADB_GPU_GEMM_BF16};
+    const hsadb_db_options go = {.gpu_gemm = gemms[mode], .gpu_flags = gpu_flags};
     const int fp32 = mode == 0, bf16 = mode == 2;
     const double tol_x = fp32 ? 1e-4 : bf16 ? 1e-2 : 3e-3;
     const hsadb_config *c = &m->c;
@@ -119,16 +121,14 @@ static void stages(const hsadb_model *m, int mode) {
     int32_t *ic = malloc((size_t)T * G * Hm * K * 4), *ig = malloc((size_t)T * G * Hm * K * 4);
     float *wc = malloc((size_t)T * G * Hm * K * 4), *wg = malloc((size_t)T * G * Hm * K * 4);
     make_stream(tok, bytes, T);
-    const char *ea = getenv("HSADB_CUDA_ATTN");
     printf("# stream of %d tokens, %d chunks; GPU GEMMs in %s; window attention %s\n", T, C, names[mode],
-           bf16 && !(ea && !strcmp(ea, "tile")) ? "on tensor cores (bf16 operands)" : "on CUDA cores (fp32)");
-    setenv("HSADB_CUDA_GEMM", names[mode], 1);
+           bf16 && !(gpu_flags & HSADB_GPU_TILE_ATTENTION) ? "on tensor cores (bf16 operands)" : "on CUDA cores (fp32)");
 
     hsadb_run rc_, rg_;
     hsadb_swa_state lc_s, lg_s;
-    int rc = hsadb_run_init_dev(&rc_, m, 256, HSADB_DEVICE_CPU);
+    int rc = hsadb_run_init_dev(&rc_, m, 256, HSADB_DEVICE_CPU, NULL);
     CHECK(rc == 0, "CPU run");
-    rc = hsadb_run_init_dev(&rg_, m, 2048, HSADB_DEVICE_CUDA);
+    rc = hsadb_run_init_dev(&rg_, m, 2048, HSADB_DEVICE_CUDA, &go);
     CHECK(rc == 0 && rg_.cu, "CUDA run (%s)", rc ? hsadb_last_error() : "ok");
     if (rc) goto out;
 
@@ -188,7 +188,7 @@ static void stages(const hsadb_model *m, int mode) {
     hsadb_index_push(&ix, l32, base);
     hsadb_index_push(&ex, l32 + base * ln, C - base);
     hsadb_tier *tier = NULL;
-    rc = hsadb_tier_open(HSADB_DEVICE_CUDA, c, &tier);
+    rc = hsadb_tier_open(HSADB_DEVICE_CUDA, c, 0, &tier);
     if (!rc) rc = hsadb_tier_push(tier, lg, kvg, base);
     CHECK(rc == 0 && hsadb_tier_count(tier) == base, "memory tier holds %lld chunks", (long long)hsadb_tier_count(tier));
     recs R = {kvg, S, Hm, dh};
@@ -229,12 +229,8 @@ static void stages(const hsadb_model *m, int mode) {
     /* 3b. the same on a tier whose K/V slots hold 2 rows' worth of chunks (a block cache):
      *     the same kernels over the same bf16 blocks, so bit-identical results */
     {
-        char slots[16];
-        snprintf(slots, sizeof slots, "%d", 2 * Hm * K);
-        setenv("HSADB_GPU_KV_CHUNKS", slots, 1);
         hsadb_tier *small = NULL;
-        int rc2 = hsadb_tier_open(HSADB_DEVICE_CUDA, c, &small);
-        unsetenv("HSADB_GPU_KV_CHUNKS");
+        int rc2 = hsadb_tier_open(HSADB_DEVICE_CUDA, c, 2 * Hm * K, &small);
         if (!rc2) rc2 = hsadb_tier_push(small, lg, kvg, base);   /* takes the first 2*Hm*K blocks */
         hsadb_memview mvs = {&ix, base, &ex, kv_recs, &R, small, kv_raw};
         hsadb_swa_state us;
@@ -267,11 +263,11 @@ static void stages(const hsadb_model *m, int mode) {
     {
         hsadb_run ra, rb;
         const int N = 200, p0 = T - N;
-        setenv("HSADB_CUDA_GRAPHS", "0", 1);
-        int rc2 = hsadb_run_init_dev(&rb, m, 64, HSADB_DEVICE_CUDA);
-        unsetenv("HSADB_CUDA_GRAPHS");
+        hsadb_db_options plain = go;
+        plain.gpu_flags |= HSADB_GPU_NO_GRAPHS;
+        int rc2 = hsadb_run_init_dev(&rb, m, 64, HSADB_DEVICE_CUDA, &plain);
         const int have_b = rc2 == 0;
-        if (!rc2) rc2 = hsadb_run_init_dev(&ra, m, 64, HSADB_DEVICE_CUDA);
+        if (!rc2) rc2 = hsadb_run_init_dev(&ra, m, 64, HSADB_DEVICE_CUDA, &go);
         const int have_a = have_b && rc2 == 0;
         hsadb_swa_state la, lb, ua, ub;
         hsadb_swa_state_init(&la, m, c->n_lower, 64, p0), hsadb_swa_state_init(&lb, m, c->n_lower, 64, p0);
@@ -407,11 +403,10 @@ static void api(hsadb_model *m) {
     CHECK(rc == 0 && strcmp(ax.text, ac.text) == 0, "GPU-appended memory answers '%s' on the CPU", ax.text);
     /* the same memory on the GPU through a block cache of 40 chunks' K/V (of ~650): the
      * blocks the query selects are fetched from the store */
-    setenv("HSADB_GPU_KV_CHUNKS", "40", 1);
+    og.gpu_kv_chunks = 40;
     rc = hsadb_db_open(dgpu, &og, &db);
     if (!rc) rc = ask(db, q, &ax);
     hsadb_db_close(db);
-    unsetenv("HSADB_GPU_KV_CHUNKS");
     CHECK(rc == 0 && strcmp(ax.text, ag.text) == 0 && ax.top_chunk == ag.top_chunk,
           "through a 40-chunk block cache: answer '%s', top chunk %llu (%s)", ax.text, (unsigned long long)ax.top_chunk,
           rc ? hsadb_last_error() : "same as resident");
@@ -432,14 +427,11 @@ int main(void) {
     int rc = hsadb_model_open(dir, &m);
     CHECK(rc == 0, "load %s (%s)", dir, rc ? hsadb_last_error() : "ok");
     if (rc) return tu_summary();
-    stages(m, 0);
-    stages(m, 1);
-    stages(m, 2);
-    setenv("HSADB_CUDA_ATTN", "tile", 1);   /* bf16 GEMMs with the CUDA-core window attention */
-    stages(m, 2);
-    unsetenv("HSADB_CUDA_ATTN");
-    unsetenv("HSADB_CUDA_GEMM");   /* the default (bf16) from here on */
-    api(m);
+    stages(m, 0, 0);
+    stages(m, 1, 0);
+    stages(m, 2, 0);
+    stages(m, 2, HSADB_GPU_TILE_ATTENTION);   /* bf16 GEMMs with the CUDA-core window attention */
+    api(m);   /* the default options (bf16) */
     hsadb_model_close(m);
     return tu_summary();
 }

@@ -67,6 +67,12 @@ int main(void) {
     hsadb_model_get_info(m, &info);
     CHECK(info.hidden_size == 64 && info.chunk_size == 64 && strlen(info.fingerprint) == 64, "info: D=%d, fingerprint %.12s…",
           info.hidden_size, info.fingerprint);
+    /* The fingerprint is the SHA-256 of the weights file, as coreutils' sha256sum computes it. */
+    char want[65] = "";
+    FILE *p = popen("sha256sum tests/data/tiny/model.safetensors", "r");
+    CHECK(p && fscanf(p, "%64s", want) == 1 && strcmp(want, info.fingerprint) == 0, "fingerprint %s = sha256sum %s",
+          info.fingerprint, want);
+    if (p) pclose(p);
     hsadb_model_close(m);
 
     unsigned char *b = malloc(sn);
@@ -92,6 +98,11 @@ int main(void) {
     if (k) memcpy(k, "\"hidden_sizX\"", 13);
     expect("config without hidden_size", c2, st, sn, HSADB_ERR_BAD_MODEL, "missing key \"hidden_size\"");
     expect("config not JSON", "{\"vocab_size\": 264,", st, sn, HSADB_ERR_BAD_MODEL, "config.json");
+    expect("config not JSON: where", "{\"vocab_size\": 264,", st, sn, HSADB_ERR_BAD_MODEL, "at byte");
+    free(c2);
+    c2 = malloc(cn + 32);
+    snprintf(c2, cn + 32, "{\"chunk_size\": 64, %s", strchr(cfg, '{') + 1);
+    expect("duplicate key", c2, st, sn, HSADB_ERR_BAD_MODEL, "duplicate object key");
     strcpy(c2, cfg);
     if ((k = strstr(c2, "\"sliding_window\": 96"))) memcpy(k, "\"sliding_window\": 32", 20);
     expect("window smaller than chunk", c2, st, sn, HSADB_ERR_BAD_MODEL, "sliding_window must be >= chunk_size");

@@ -987,8 +987,7 @@ static void test_busy(void) {
         struct hsadb_memory_rec cr;
         uint64_t cn;
         int crc;
-        setenv("HSADB_STORE_APPEND_LOCK", "0", 1);
-        crc = hsadb_store_open(dir, 0, &cs);
+        crc = hsadb_store_open(dir, HSADB_STORE_NO_APPEND_LOCK, &cs);
         if (crc == 0) crc = hsadb_store_writer_begin(cs, "m", 1, &cw, &cr);
         cn = cr.n_chunks;
         if (crc == 0) crc = append_batch(cw, &cn, cr.n_bytes, z, 4, 3, &s, 1);
@@ -998,7 +997,7 @@ static void test_busy(void) {
     }
     waitpid(pid, &status, 0);
     CHECK(rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-          "with HSADB_STORE_APPEND_LOCK=0 another process appended 3 chunks to m");
+          "with HSADB_STORE_NO_APPEND_LOCK another process appended 3 chunks to m");
     rc = append_batch(w1, &n, 0, z, 4, 1, &s, 0);
     CHECK(rc == HSADB_ERR_BUSY && strstr(hsadb_last_error(), "memory m was modified by another writer"),
           "the first writer's next commit -> BUSY: %s", hsadb_last_error());
@@ -1435,7 +1434,6 @@ out:
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     unsetenv("HSADB_STORE_MAPSIZE");
-    unsetenv("HSADB_STORE_APPEND_LOCK");
     if (!tu_tmpdir(g_root, sizeof g_root, "store")) {
         perror("mkdtemp");
         return 1;

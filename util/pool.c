@@ -3,7 +3,12 @@
 
 #include <cblas.h>
 #include <errno.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -52,7 +57,7 @@ static void wait_change(hsadb_pool *p, _Atomic unsigned *w, unsigned old) {
     for (int i = 0;; i++) {
         if (atomic_load_explicit(w, memory_order_acquire) != old) return;
         if (i < 1024) {
-            _mm_pause();
+            cpu_relax();
             continue;
         }
         sched_yield();

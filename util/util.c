@@ -1,9 +1,12 @@
-/* util/util.c — error detail, time, hex. */
+/* util/util.c — error detail, time, hex, SHA-256. */
 #include "util.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
+
+#include <openssl/evp.h>
 
 #include "hsadb.h"
 
@@ -65,4 +68,11 @@ void hsadb_hex(const uint8_t *bytes, size_t n, char *out) {
         out[2 * i + 1] = digits[bytes[i] & 15];
     }
     out[2 * n] = 0;
+}
+
+int hsadb_sha256(const void *data, size_t n, uint8_t out[32]) {
+    unsigned int len = 0;
+    if (EVP_Digest(data, n, out, &len, EVP_sha256(), NULL) != 1 || len != 32)
+        return hsadb_fail(ENOMEM, "libcrypto: SHA-256 failed");
+    return 0;
 }

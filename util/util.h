@@ -3,7 +3,7 @@
  *
  *   hsadb_set_error(fmt, ...)   record a one-line detail for hsadb_last_error() (thread-local)
  *   bf16 <-> f32                round-to-nearest-even conversion, NaN kept NaN
- *   hsadb_sha256_*              SHA-256 (model fingerprints)
+ *   hsadb_sha256()              SHA-256 through libcrypto (model fingerprints, API-key hashes)
  *   hsadb_now()                 unix seconds; hsadb_seconds() monotonic seconds
  */
 #ifndef HSADB_UTIL_H
@@ -34,16 +34,9 @@ static inline uint16_t hsadb_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-typedef struct hsadb_sha256 {
-    uint32_t h[8];
-    uint64_t len;
-    uint8_t  buf[64];
-    size_t   nbuf;
-} hsadb_sha256;
-
-void hsadb_sha256_init(hsadb_sha256 *s);
-void hsadb_sha256_update(hsadb_sha256 *s, const void *data, size_t n);
-void hsadb_sha256_final(hsadb_sha256 *s, uint8_t out[32]);
+/* out = SHA-256 of data[0..n) (OpenSSL's EVP_Digest). Returns 0, or ENOMEM when libcrypto
+ * fails (it allocates a digest context), with the detail in hsadb_last_error(). */
+int  hsadb_sha256(const void *data, size_t n, uint8_t out[32]);
 void hsadb_hex(const uint8_t *bytes, size_t n, char *out /* 2n+1 */);
 
 int64_t hsadb_now(void);

@@ -122,6 +122,24 @@ def test_env_defaults(tmp_path):
     assert [m["name"] for m in json.loads(p.stdout)["memories"]] == ["e"]
 
 
+def test_gpu_env_checked(tmp_path):
+    """The CUDA variables the CLI maps onto the db options: a bad value is a usage error that
+    names the variable and writes nothing; a good one is accepted on the CPU too."""
+    from conftest import BINARY, MODEL, clean_env
+    import subprocess
+    base = [str(BINARY), "--db", str(tmp_path / "db"), "--model", str(MODEL), "--device", "cpu"]
+    for var, val in [("HSADB_CUDA_GEMM", "fp16"), ("HSADB_GPU_KV_CHUNKS", "-3"),
+                     ("HSADB_CUDA_ATTN", "mma"), ("HSADB_CUDA_GRAPHS", "off")]:
+        p = subprocess.run(base + ["create", "g"], env=clean_env({var: val}), capture_output=True)
+        assert p.returncode == 2 and var.encode() in p.stderr, (var, p.returncode, p.stderr)
+        assert not (tmp_path / "db").exists() or b"g " not in subprocess.run(
+            base + ["list"], env=clean_env(), capture_output=True).stdout
+    ok = {"HSADB_CUDA_GEMM": "tf32", "HSADB_GPU_KV_CHUNKS": "40", "HSADB_CUDA_ATTN": "tile",
+          "HSADB_CUDA_GRAPHS": "0"}
+    p = subprocess.run(base + ["create", "g"], env=clean_env(ok), capture_output=True)
+    assert p.returncode == 0, p.stderr
+
+
 def test_delete(h):
     h("create", "keep")
     h("create", "gone")

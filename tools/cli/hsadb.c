@@ -400,6 +400,48 @@ static int load_model(cli *c, hsadb_model **m)
 
 enum { DB_READ = 0, DB_WRITE = 1, DB_CREATE = 2 };
 
+/* The db options that documented environment variables set (docs/cli.md, docs/gpu-engine.md):
+ * HSADB_GPU_KV_CHUNKS=N, HSADB_CUDA_GEMM=bf16|tf32|fp32,
+ * HSADB_CUDA_ATTN=tile, HSADB_CUDA_GRAPHS=0; and HSADB_APPEND_TRACE=1 (HSADB_DB_TRACE_APPEND).
+ * The library itself reads no environment. */
+static int env_db_options(hsadb_db_options *o)
+{
+    const char *trace = getenv("HSADB_APPEND_TRACE");
+    if (trace && strcmp(trace, "1") == 0)
+        o->flags |= HSADB_DB_TRACE_APPEND;
+    const char *kv = getenv("HSADB_GPU_KV_CHUNKS"), *gemm = getenv("HSADB_CUDA_GEMM");
+    const char *attn = getenv("HSADB_CUDA_ATTN"), *graphs = getenv("HSADB_CUDA_GRAPHS");
+    if (kv && *kv) {
+        char *end;
+        long long n = strtoll(kv, &end, 10);
+        if (*end || n < 1)
+            return usage_error("HSADB_GPU_KV_CHUNKS='%s': not a positive number of chunks", kv);
+        o->gpu_kv_chunks = n;
+    }
+    if (gemm && *gemm) {
+        if (strcmp(gemm, "bf16") == 0)
+            o->gpu_gemm = HSADB_GPU_GEMM_BF16;
+        else if (strcmp(gemm, "tf32") == 0)
+            o->gpu_gemm = HSADB_GPU_GEMM_TF32;
+        else if (strcmp(gemm, "fp32") == 0)
+            o->gpu_gemm = HSADB_GPU_GEMM_FP32;
+        else
+            return usage_error("HSADB_CUDA_GEMM='%s': expected bf16, tf32 or fp32", gemm);
+    }
+    if (attn && *attn) {
+        if (strcmp(attn, "tile") != 0)
+            return usage_error("HSADB_CUDA_ATTN='%s': expected tile", attn);
+        o->gpu_flags |= HSADB_GPU_TILE_ATTENTION;
+    }
+    if (graphs && *graphs) {
+        if (strcmp(graphs, "0") != 0 && strcmp(graphs, "1") != 0)
+            return usage_error("HSADB_CUDA_GRAPHS='%s': expected 0 or 1", graphs);
+        if (*graphs == '0')
+            o->gpu_flags |= HSADB_GPU_NO_GRAPHS;
+    }
+    return 0;
+}
+
 static int open_db(cli *c, const hsadb_model *m, int mode, hsadb_db **db)
 {
     hsadb_db_options o;
@@ -411,7 +453,10 @@ static int open_db(cli *c, const hsadb_model *m, int mode, hsadb_db **db)
     o.model = m;
     o.device = c->device;
     o.threads = c->threads;
-    int rc = hsadb_db_open(c->db, &o, db);
+    int rc = env_db_options(&o);
+    if (rc)
+        return rc;
+    rc = hsadb_db_open(c->db, &o, db);
     if (rc)
         return fail(rc, "database '%s'", c->db);
     return 0;
@@ -1710,12 +1755,14 @@ static const char *global_help =
     "Global options (anywhere on the line):\n"
     "  --db DIR          database directory (default: $HSADB_DB, else ./hsadb-data)\n"
     "  --model DIR       model directory: config.json + model.safetensors\n"
-    "                    (default: $HSADB_MODEL, else ./models/hsadb-small)\n"
+    "                    (default: $HSADB_MODEL, else ./models/hsadb-small, else the\n"
+    "                    installed PREFIX/share/hsadb/models/hsadb-small)\n"
     "  --device D        auto|cpu|cuda (default auto: CUDA if present, else CPU)\n"
     "  --threads N       CPU threads for the forward pass (default 0 = all cores)\n"
     "  --json            print one JSON object on stdout instead of text\n"
-    "  --nosync          fast mode: commits are not flushed one by one; a power loss may\n"
-    "                    drop the last commits (integrity is kept; a crash loses nothing)\n"
+    "  --nosync          fast mode: commits are not flushed one by one; a crash of hsadb\n"
+    "                    loses nothing, but an OS crash or power loss may drop the last\n"
+    "                    commits or, on ext4, damage the file: for data you can re-append\n"
     "  -q, --quiet       no progress, notes or summaries of action commands\n"
     "  -h, --help        help (hsadb COMMAND --help for one command)\n"
     "  -V, --version     print the version\n";
@@ -1887,6 +1934,30 @@ static int parse_args(cli *c, int argc, char **argv)
     return 0;
 }
 
+/* The model used when neither --model nor $HSADB_MODEL names one: ./models/hsadb-small when
+ * it exists (a source checkout), else the installed default model, share/hsadb/models/
+ * hsadb-small under the prefix this executable is installed in (found from /proc/self/exe, so
+ * a moved prefix works too). When neither exists, ./models/hsadb-small (the error names it). */
+static const char *default_model_dir(void)
+{
+    static char path[PATH_MAX];
+    struct stat st;
+    if (stat("./models/hsadb-small", &st) == 0)
+        return "./models/hsadb-small";
+#ifdef HSADB_MODEL_FROM_BINDIR
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = n > 0 ? (exe[n] = 0, strrchr(exe, '/')) : NULL;
+    if (slash) {
+        *slash = 0;
+        int w = snprintf(path, sizeof path, "%s/%s", exe, HSADB_MODEL_FROM_BINDIR);
+        if (w > 0 && (size_t)w < sizeof path && stat(path, &st) == 0)
+            return path;
+    }
+#endif
+    return "./models/hsadb-small";
+}
+
 int main(int argc, char **argv)
 {
     cli c;
@@ -1897,7 +1968,7 @@ int main(int argc, char **argv)
         c.model = env_model;
         c.model_explicit = 1;
     } else {
-        c.model = "./models/hsadb-small";
+        c.model = default_model_dir();
     }
     c.args = calloc((size_t)argc + 1, sizeof *c.args);
     c.memories = calloc((size_t)argc + 1, sizeof *c.memories);
