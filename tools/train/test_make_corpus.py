@@ -89,6 +89,14 @@ def test_gcide_entry(tmp_path):
         "This principle (if one may so abuse the word) shoots rapidly into popularity. --Froude.\n"]
 
 
+def test_gcide_old_notation():
+    e = "Gruff  (gr[u^]f), a. [D. grof.] Rough. \"They cry['e]d.\" --Chaucer. [1913 Webster\n"
+    assert M.clean_dict_entry(e) == "Gruff  (gru\u0306f), a. [D. grof.] Rough. \"They crye\u0301d.\" --Chaucer."
+    assert M.to_unicode(M.clean_dict_entry("[ae]on, caf['e] [Obs.]")) == "\u00e6on, caf\u00e9 [Obs.]\n"
+    assert M.to_ascii(M.clean_dict_entry("caf['e]")) == "cafe\n"
+    assert M.clean_dict_entry("Jambolana, n. A tree.\n   [1913 Webster] Jambool\n") == "Jambolana, n. A tree."
+
+
 def test_foldoc_tags():
     assert M.clean_dict_entry("ADT\n\n   <programming> A kind of {data abstraction}.\n") == \
         "ADT\n(programming) A kind of data abstraction."
