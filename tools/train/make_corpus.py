@@ -969,7 +969,10 @@ def main(argv=None):
             return 2
         # a document is left out when its first 300 characters occur in the excluded corpus (the
         # machine's packages may have changed since it was made, so its gather is not redone)
-        docs = excluded(gather(len(train) + int(2 * a.max_mb * 1e6), log=log, v2=v2, clean=clean,
+        # every group's cap must lie beyond what the excluded corpus took of it: v1's corpus is its
+        # --max-mb; v2's shares are caps that its text does not fill, so twice its size is asked
+        want = (2 if v2 else 1) * len(train) + int(2 * a.max_mb * 1e6)
+        docs = excluded(gather(want, log=log, v2=v2, clean=clean,
                                owners=owners, stats=stats), train)
         random.Random(4321).shuffle(docs)  # every source group in its share, not the first groups only
         out, total = [], 0
