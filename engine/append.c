@@ -157,6 +157,8 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
     }
     if ((rc = hsadb_store_writer_begin(db->store, name, a->start_time, &a->w, &a->rec))) goto fail;
     if ((rc = hsadb_db_check_memory(db, name, &a->rec))) goto fail;
+    /* a memory written before the lexical index (or by another version of it) gets it now */
+    if (!(db->flags & HSADB_DB_NO_LEXICAL) && (rc = hsadb_lexical_catch_up(a->w, NULL, NULL))) goto fail;
     a->append_id = hsadb_store_writer_append_id(a->w);
     a->start_bytes = a->rec.n_bytes;
     const double t_run = hsadb_seconds();

@@ -8,6 +8,9 @@ PKGS=(
   liblmdb-dev lmdb-utils liburing-dev libopenblas-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev protobuf-compiler protobuf-compiler-grpc
   python3-grpcio python3-protobuf python3-pytest python3-numpy python3-torch
+  # the lexical index: Snowball's English stemmer (libstemmer-dev); bench/bench_lexical.py
+  # compares it with SQLite FTS5 through python3's sqlite3 module (in python3 itself)
+  libstemmer-dev
 )
 
 missing=()

@@ -35,6 +35,7 @@
 #include <lmdb.h>
 
 #include "hsadb.h"
+#include "lexidx.h"
 #include "util.h"
 
 /* The record structs are the on-disk format: pin their layout. */
@@ -71,14 +72,17 @@ _Static_assert(offsetof(struct hsadb_append_rec, state) == 40, "hsadb_append_rec
 
 /* ---- the sub-databases ----------------------------------------------------------------- */
 
-enum { DB_META, DB_MEMORIES, DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_TAILS, DB_APPENDS, DB_COUNT };
+enum { DB_META, DB_MEMORIES, DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_TAILS, DB_APPENDS,
+       DB_LEX, /* the lexical index (lexidx.h) */
+       DB_COUNT };
 
 static const char *const db_name[DB_COUNT] = {
     "meta", "memories", "landmarks", "kv", "chunks", "tails", "appends",
+    "lex",
 };
 
 /* The databases keyed by memory id (key prefix = 4-byte big-endian id). */
-static const int keyed_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_APPENDS, DB_TAILS };
+static const int keyed_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_APPENDS, DB_TAILS, DB_LEX };
 #define N_KEYED ((int)(sizeof keyed_dbs / sizeof keyed_dbs[0]))
 
 #define KEY_FORMAT  "format"
@@ -113,6 +117,7 @@ struct hsadb_store {
     size_t            n_pool;
     int               lock_fd;            /* data.mdb fd for OFD appender locks, -1: none */
     int               broken;             /* a remap failed: the env has no map any more */
+    int               no_lex;             /* read-only store made before the "lex" database */
     uint32_t          format;             /* the store's format (meta 'format') */
     size_t            psize;              /* LMDB page size of the env */
     char              dir[];              /* the directory, NUL-terminated */
@@ -150,6 +155,7 @@ struct hsadb_store_writer {
     uint8_t                 *sbuf;
     size_t                   n_sealed, scap;
     int                      append_ok[DB_COUNT]; /* MDB_APPEND still worth trying */
+    hsadb_lexidx_writer     *lex;         /* scratch of the lexical index's commit hook */
 };
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -591,6 +597,10 @@ static int init_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
 
     for (i = 0; i < DB_COUNT; i++) {
         rc = mdb_dbi_open(txn, db_name[i], dbflags, &st->dbi[i]);
+        if (rc == MDB_NOTFOUND && i == DB_LEX) {   /* lexical index: a store made before it */
+            st->no_lex = 1;
+            continue;
+        }
         if (rc == MDB_NOTFOUND)
             return hsadb_fail(HSADB_ERR_CORRUPT, "%s is not an hsadb store: no sub-database '%s'",
                               st->dir, db_name[i]);
@@ -1557,6 +1567,10 @@ int hsadb_store_writer_begin(hsadb_store *st, const char *name, int64_t now,
     w->next_chunk = r1.n_chunks;
     w->chunk_size = r1.chunk_size;
     for (i = 0; i < DB_COUNT; i++) w->append_ok[i] = 1;
+    if ((rc = hsadb_lexidx_writer_open(&w->lex))) {
+        free(w);
+        goto fail;
+    }
     if (rec) *rec = r1;
     *out = w;
     return 0;
@@ -1681,6 +1695,13 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
         if ((rc = put_seq(txn, st->dbi[DB_CHUNKS], &k, &v, &w->append_ok[DB_CHUNKS])))
             return rc;
     }
+    /* ---- lexical index hook: the units these chunks complete, in this same txn (lexidx.h) */
+    if (w->lex && !(st->flags & HSADB_STORE_NOLEX)) {
+        const hsadb_lexidx_txn lt = { txn, st->dbi[DB_CHUNKS], st->dbi[DB_LEX], cur.id,
+                                      cur.chunk_size, cur.n_chunks + c->n };
+        if ((rc = hsadb_lexidx_update(w->lex, &lt, 0, NULL, NULL))) return rc;
+    }
+    /* ---- end of the lexical index hook */
 
     k = key_mem(tb, cur.id);
     if (c->tail_len) {
@@ -1797,6 +1818,7 @@ int hsadb_store_writer_commit_sealed(hsadb_store_writer *w, const void *tail, si
 void hsadb_store_writer_end(hsadb_store_writer *w) {
     if (!w) return;
     memory_unlock(w->st, w->rec.id);
+    hsadb_lexidx_writer_close(w->lex);
     free(w->buf), free(w->sbuf);
     free(w);
 }
@@ -1859,7 +1881,8 @@ struct copy_ctx {
     MDB_txn *stxn;          /* the source read txn: one view for the whole copy */
     int db;
     uint32_t id;
-    uint8_t start[12];      /* first key of the current batch (4 bytes: the id prefix) */
+    uint8_t start[512];     /* first key of the current batch (4 bytes: the id prefix); LMDB
+                               keys are at most 511 bytes (the lexical index's are longer than 12) */
     size_t start_len;
     int done;
 };
@@ -1955,6 +1978,7 @@ static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const 
     c.stxn = txn;
     c.id = rec.id;
     for (i = 0; i < N_KEYED; i++) {
+        if (keyed_dbs[i] == DB_LEX && st->no_lex) continue;   /* made before the lexical index */
         c.db = keyed_dbs[i];
         key_mem(c.start, rec.id);
         c.start_len = 4;
@@ -1993,4 +2017,48 @@ int hsadb_store_snapshot(hsadb_store *st, const char *memory, const char *dest_d
         hsadb_set_error("%s", detail);
     }
     return rc;
+}
+
+/* ---- the lexical index's access to transactions (lexidx.h) ------------------------------ */
+
+int hsadb_store_reader_lex(hsadb_store_reader *r, hsadb_lexidx_txn *out) {
+    if (!r || !out) return hsadb_fail(HSADB_ERR_INVALID, "reader lex: NULL argument");
+    if (r->st->no_lex)
+        return hsadb_fail(HSADB_ERR_NOTFOUND, "store %s has no lexical index (made by an older build; "
+                          "open it writable once)", r->st->dir);
+    *out = (hsadb_lexidx_txn){ r->txn, r->st->dbi[DB_CHUNKS], r->st->dbi[DB_LEX], r->rec.id,
+                               r->rec.chunk_size, r->rec.n_chunks };
+    return 0;
+}
+
+struct lex_ctx {
+    hsadb_store_writer *w;
+    hsadb_store_lex_fn fn;
+    void *ctx;
+};
+
+/* One write txn for a lexical-index step: the memory must still be as the writer last saw it. */
+static int lex_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
+    struct lex_ctx *c = ctx;
+    hsadb_store_writer *w = c->w;
+    struct hsadb_memory_rec cur;
+    int rc = mem_lookup(st, txn, w->name, w->name_len, &cur, NULL);
+    if (rc == HSADB_ERR_NOTFOUND || (rc == 0 && cur.id != w->rec.id))
+        return hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s' was deleted", w->name);
+    if (rc) return rc;
+    if (cur.n_chunks != w->rec.n_chunks || cur.n_appends != w->rec.n_appends)
+        return hsadb_fail(HSADB_ERR_BUSY, "memory %s was modified by another writer", w->name);
+    const hsadb_lexidx_txn lt = { txn, st->dbi[DB_CHUNKS], st->dbi[DB_LEX], cur.id, cur.chunk_size,
+                                  cur.n_chunks };
+    return c->fn(&lt, w->lex, c->ctx);
+}
+
+int hsadb_store_writer_lex(hsadb_store_writer *w, hsadb_store_lex_fn fn, void *ctx) {
+    char what[HSADB_NAME_MAX + 48];
+    if (!w || !fn) return hsadb_fail(HSADB_ERR_INVALID, "writer lex: NULL argument");
+    if (w->n_staged || w->n_sealed)
+        return hsadb_fail(HSADB_ERR_INVALID, "memory '%s': lexical index step with chunks staged", w->name);
+    struct lex_ctx c = { w, fn, ctx };
+    snprintf(what, sizeof what, "lexical index of memory '%s'", w->name);
+    return store_write(w->st, lex_fn, &c, what, (size_t)16 << 20);
 }
