@@ -495,7 +495,7 @@ int hsadb_lexidx_verify(hsadb_lexidx_writer *w, const hsadb_lexidx_txn *t, int *
     if (rc && rc != MDB_NOTFOUND) return rc;
     rc = 0;
     const uint64_t target = hsadb_lexidx_units(t->n_chunks);
-    if (m.version != HSADB_LEX_VERSION && !(m.version == 0 && target == 0)) {
+    if (m.version != HSADB_LEX_VERSION && m.version != 0) {     /* 0: no index yet (n_units 0) */
         snprintf(why, n, "index version %u, this build writes %u", m.version, HSADB_LEX_VERSION);
         return 0;
     }

@@ -71,7 +71,7 @@ enum opt_id {
     OPT_WORKERS, OPT_HASH_KEY,
     /* search and reindex (the lexical index) */
     OPT_MODE, OPT_CONTEXT, OPT_PASSAGE, OPT_K1, OPT_B, OPT_FIRST_APPEND, OPT_LAST_APPEND, OPT_AS_OF,
-    OPT_SINCE, OPT_UNTIL, OPT_CHECK,
+    OPT_SINCE, OPT_UNTIL, OPT_CHECK, OPT_NO_LEXICAL,
 };
 
 typedef struct optdef {
@@ -86,7 +86,8 @@ static const optdef global_opts[] = {
     { "device", 0, 1, OPT_DEVICE },   { "threads", 0, 1, OPT_THREADS },
     { "json", 0, 0, OPT_JSON },       { "nosync", 0, 0, OPT_NOSYNC },
     { "quiet", 'q', 0, OPT_QUIET },   { "help", 'h', 0, OPT_HELP },
-    { "version", 'V', 0, OPT_VERSION }, { NULL, 0, 0, 0 },
+    { "version", 'V', 0, OPT_VERSION }, { "no-lexical-index", 0, 0, OPT_NO_LEXICAL },
+    { NULL, 0, 0, 0 },
 };
 
 typedef struct cli cli;
@@ -122,7 +123,7 @@ struct cli {
     const char    *listen, *keys, *tls_cert, *tls_key, *snapshot_dir, *hash_key;
     int            insecure_no_auth, workers;
     /* search and reindex */
-    int            mode, context, passage, check, b_set;
+    int            mode, context, passage, check, b_set, no_lexical;
     double         k1, b;
     uint64_t       first_append, last_append, as_of;
     int64_t        since, until;
@@ -363,7 +364,8 @@ static int open_db(cli *c, const hsadb_model *m, int mode, hsadb_db **db)
     if (mode == DB_READ)
         o.flags = HSADB_DB_RDONLY;
     else
-        o.flags = (mode == DB_CREATE ? HSADB_DB_CREATE : 0) | (c->nosync ? HSADB_DB_NOSYNC : 0);
+        o.flags = (mode == DB_CREATE ? HSADB_DB_CREATE : 0) | (c->nosync ? HSADB_DB_NOSYNC : 0) |
+                  (c->no_lexical ? HSADB_DB_NO_LEXICAL : 0);
     o.model = m;
     o.device = c->device;
     o.threads = c->threads;
@@ -967,8 +969,7 @@ out:
 static int reindex_progress(void *ctx, uint64_t done, uint64_t total)
 {
     progress *pg = ctx;
-    progress_update(pg, done * 256, done, 0);
-    (void)total;
+    progress_update(pg, done * 256, done, done >= total);   /* the last step always draws */
     return g_signal != 0;
 }
 
@@ -1511,6 +1512,8 @@ static const char *global_help =
     "  --nosync          fast mode: commits are not flushed one by one; a power loss may\n"
     "                    drop the last commits (integrity is kept; a crash loses nothing)\n"
     "  -q, --quiet       no progress, notes or summaries of action commands\n"
+    "  --no-lexical-index  appends leave the lexical index behind (benchmarks); the\n"
+    "                    next append or hsadb reindex catches up\n"
     "  -h, --help        help (hsadb COMMAND --help for one command)\n"
     "  -V, --version     print the version\n";
 
@@ -1614,6 +1617,7 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_SINCE:       rc = parse_u64(shown, v, INT64_MAX, &u); c->since = (int64_t)u; break;
     case OPT_UNTIL:       rc = parse_u64(shown, v, INT64_MAX, &u); c->until = (int64_t)u; break;
     case OPT_CHECK:       c->check = 1; break;
+    case OPT_NO_LEXICAL:  c->no_lexical = 1; break;
     }
     return rc;
 }
