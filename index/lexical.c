@@ -166,7 +166,8 @@ static int scan_ident(hsadb_lex_tok *t, const uint8_t *text, size_t n, size_t i,
                     seg = i;
                 }
             }
-            if (wlen + 4 <= HSADB_LEX_WHOLE_MAX) wlen += utf8_put(t->whole + wlen, fold(c));
+            const size_t fl = utf8_put(t->whole + wlen, fold(c));  /* the buffer has 8 bytes spare */
+            if (wlen + fl <= HSADB_LEX_WHOLE_MAX) wlen += fl;
             else whole_ok = 0;
             prev = c;
             i += l;
@@ -180,7 +181,8 @@ static int scan_ident(hsadb_lex_tok *t, const uint8_t *text, size_t n, size_t i,
         uint32_t c2;
         utf8_get(text + i + l, n - i - l, &c2);
         if (cls(c2) != C_WORD) break;
-        if (wlen + 4 <= HSADB_LEX_WHOLE_MAX) wlen += utf8_put(t->whole + wlen, c);
+        const size_t jl = utf8_put(t->whole + wlen, c);
+        if (wlen + jl <= HSADB_LEX_WHOLE_MAX) wlen += jl;
         else whole_ok = 0;
         i += l;
         seg = i;
@@ -195,7 +197,9 @@ static int scan_ident(hsadb_lex_tok *t, const uint8_t *text, size_t n, size_t i,
         for (size_t j = pbeg[p]; j < pend[p];) {
             size_t l = utf8_get(text + j, pend[p] - j, &c);
             if (!(c < 0x80 && c >= '0' && c <= '9')) letters = 1;
-            if (len + 4 <= HSADB_LEX_PART_MAX) len += utf8_put(t->part + len, fold(c));
+            const size_t fl = utf8_put(t->part + len, fold(c));    /* the buffer has 8 bytes spare */
+            if (len + fl <= HSADB_LEX_PART_MAX) len += fl;
+            else break;
             j += l;
         }
         if ((rc = emit_part(t, len, letters, start, emit, ctx))) return rc;   /* the token's start */
