@@ -170,7 +170,7 @@ static long qterm_find(const search *s, const char *t, size_t len, uint32_t h) {
 }
 
 /* Emit of the question's terms: distinct terms with their counts. */
-static int add_qterm(void *ctx, const char *t, size_t len, size_t start) {
+static int add_qterm(void *ctx, const char *t, size_t len, size_t start, int whole) {
     search *s = ctx;
     const uint32_t h = hash32(t, len);
     long i = qterm_find(s, t, len, h);
@@ -192,10 +192,10 @@ static int add_qterm(void *ctx, const char *t, size_t len, size_t start) {
 }
 
 /* Emit of a live unit's terms: its length, and the tf of question terms. */
-static int count_live(void *ctx, const char *t, size_t len, size_t start) {
+static int count_live(void *ctx, const char *t, size_t len, size_t start, int whole) {
     search *s = ctx;
     const uint64_t u = s->live[s->cur_live];
-    if (s->dl[u] < UINT16_MAX) s->dl[u]++;
+    if (!whole && s->dl[u] < UINT16_MAX) s->dl[u]++;       /* as the index counts */
     long i = qterm_find(s, t, len, hash32(t, len));
     if (i >= 0) s->live_tf[s->cur_live * s->nq + (size_t)i]++;
     return 0;

@@ -131,9 +131,9 @@ static int emit_part(hsadb_lex_tok *t, size_t len, int letters, size_t start, hs
         const sb_symbol *s = sb_stemmer_stem(t->stem, (const sb_symbol *)t->part, (int)len);
         if (!s) return ENOMEM;
         const int sl = sb_stemmer_length(t->stem);
-        if (sl > 0) return emit(ctx, (const char *)s, (size_t)sl, start);
+        if (sl > 0) return emit(ctx, (const char *)s, (size_t)sl, start, 0);
     }
-    return emit(ctx, t->part, len, start);
+    return emit(ctx, t->part, len, start, 0);
 }
 
 /*
@@ -190,7 +190,7 @@ static int scan_ident(hsadb_lex_tok *t, const uint8_t *text, size_t n, size_t i,
     }
     *next = i;
     if (start < from || start >= to) return 0;
-    if (np > 1 && whole_ok && (rc = emit(ctx, t->whole, wlen, start))) return rc;
+    if (np > 1 && whole_ok && (rc = emit(ctx, t->whole, wlen, start, 1))) return rc;
     for (size_t p = 0; p < np; p++) {
         size_t len = 0;
         int letters = 0;
@@ -224,7 +224,7 @@ int hsadb_lex_terms(hsadb_lex_tok *t, const uint8_t *text, size_t n, size_t from
         }
         if (k == C_CJK && i >= from) {
             char buf[4];
-            if ((rc = emit(ctx, buf, utf8_put(buf, c), i))) return rc;
+            if ((rc = emit(ctx, buf, utf8_put(buf, c), i, 0))) return rc;
         }
         i += l;
     }

@@ -40,9 +40,11 @@ typedef struct hsadb_lex_tok hsadb_lex_tok;
 int  hsadb_lex_tok_open(hsadb_lex_tok **out);
 void hsadb_lex_tok_close(hsadb_lex_tok *t);                 /* NULL is a no-op */
 
-/* Called for each term: `term` (not NUL-terminated, valid during the call), its length, and
- * the offset in text of the first byte of the token it came from. Nonzero stops the scan. */
-typedef int (*hsadb_lex_emit_fn)(void *ctx, const char *term, size_t len, size_t start);
+/* Called for each term: `term` (not NUL-terminated, valid during the call), its length, the
+ * offset in text of the first byte of the token it came from, and whole = 1 for the whole of a
+ * split identifier (BM25 does not count those in a passage's length: its words are counted as
+ * parts already). Nonzero stops the scan. */
+typedef int (*hsadb_lex_emit_fn)(void *ctx, const char *term, size_t len, size_t start, int whole);
 
 /* The terms of text[0..n) whose token starts at an offset in [from, to). Bytes outside
  * [from, to) are context: a token that began before `from` (text before it is given as

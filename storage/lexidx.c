@@ -144,12 +144,12 @@ static int rehash(hsadb_lexidx_writer *w) {
 }
 
 /* The term table's emit: one more occurrence of term in the unit where `start` lies. */
-static int collect(void *ctx, const char *term, size_t len, size_t start) {
+static int collect(void *ctx, const char *term, size_t len, size_t start, int whole) {
     hsadb_lexidx_writer *w = ctx;
     const uint32_t unit = (uint32_t)(w->unit0 + (start - w->from) / w->unit_bytes);
     const size_t rel = (start - w->from) / w->unit_bytes;
     int rc;
-    if (w->dl[rel] < UINT16_MAX) w->dl[rel]++;
+    if (!whole && w->dl[rel] < UINT16_MAX) w->dl[rel]++;   /* length: words, not wholes */
     if (2 * (w->n_ents + 1) > w->table_cap && (rc = rehash(w))) return rc;
     const uint32_t h = fnv1a(term, len);
     size_t j = h & (w->table_cap - 1);

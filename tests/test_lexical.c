@@ -23,9 +23,9 @@
 
 struct terms { char buf[4096]; size_t n; };
 
-static int add_term(void *ctx, const char *t, size_t len, size_t start) {
+static int add_term(void *ctx, const char *t, size_t len, size_t start, int whole) {
     struct terms *T = ctx;
-    (void)start;
+    (void)start, (void)whole;
     if (T->n + len + 2 >= sizeof T->buf) return 1;
     if (T->n) T->buf[T->n++] = '|';
     memcpy(T->buf + T->n, t, len);
