@@ -138,14 +138,22 @@ def fts_search(con, q, k):
     return (time.perf_counter() - t0) * 1e3, [(w * UNIT, w * UNIT + WIN) for w in wins]
 
 
-def hsadb_search(bench, db, name, qfile, mode, k, model=None):
-    cmd = [str(bench), "search", str(db), name, str(qfile), mode, str(k)] + ([str(model)] if model else [])
+def hsadb_search(bench, db, name, qfile, mode, k, model=None, passage=512):
+    cmd = [str(bench), "search", str(db), name, str(qfile), mode, str(k), str(model or "-"), str(passage)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     res = []
     for line in out.splitlines():
-        ms, spans = line.split("\t")
-        res.append((float(ms), [tuple(map(int, s.split("-"))) for s in spans.split(",") if s]))
+        ms, cpu, spans = line.split("\t")
+        res.append((float(ms), [tuple(map(int, s.split("-"))) for s in spans.split(",") if s], float(cpu)))
     return res
+
+
+def lat(xs):
+    """p50/p99 of wall and of CPU time (hsadb) in ms."""
+    r = {"p50": pct([x[0] for x in xs], 50), "p99": pct([x[0] for x in xs], 99)}
+    if len(xs[0]) > 2:
+        r.update(cpu_p50=pct([x[2] for x in xs], 50), cpu_p99=pct([x[2] for x in xs], 99))
+    return r
 
 
 def recall(results, data, qs):
@@ -165,6 +173,7 @@ def main():
     ap.add_argument("--model", default=str(REPO / "models" / "hsadb-small"))
     ap.add_argument("--model-mb", type=int, default=1)
     ap.add_argument("--skip-model", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="keep the stores and FTS5 databases of an earlier run")
     a = ap.parse_args()
     d = Path(a.dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -182,23 +191,32 @@ def main():
         res = {"text_bytes": len(data)}
         for idx in (False, True):
             db = d / f"db-{s}m-{'idx' if idx else 'noidx'}"
-            subprocess.run(["rm", "-rf", str(db)], check=True)
-            log(f"{s} MB: store-level build {'with' if idx else 'without'} the index")
-            b = json.loads(subprocess.run([a.bench, "build", str(db), str(corpora[s])] + ([] if idx else ["--no-index"]),
-                                          capture_output=True, text=True, check=True).stdout)
+            done = d / f"build-{s}m-{'idx' if idx else 'noidx'}.json"    # --reuse: an earlier run's
+            if not (a.reuse and done.exists() and db.exists()):
+                subprocess.run(["rm", "-rf", str(db)], check=True)
+                log(f"{s} MB: store-level build {'with' if idx else 'without'} the index")
+                done.write_text(subprocess.run([a.bench, "build", str(db), str(corpora[s])] + ([] if idx else ["--no-index"]),
+                                               capture_output=True, text=True, check=True).stdout)
+            b = json.loads(done.read_text())
             res["build_s_" + ("idx" if idx else "noidx")] = b["seconds"]
+            res["build_cpu_s_" + ("idx" if idx else "noidx")] = b["cpu_seconds"]
         db = d / f"db-{s}m-idx"
         res["index_bytes"] = lex_bytes(db)
-        log(f"{s} MB: FTS5 build")
-        con, fts_s, fts_bytes = fts_build(d / f"fts-{s}m.sqlite", data)
+        fdone = d / f"fts-{s}m.json"
+        if a.reuse and fdone.exists():
+            con = sqlite3.connect(d / f"fts-{s}m.sqlite")
+            fts_s, fts_bytes = json.loads(fdone.read_text())
+        else:
+            log(f"{s} MB: FTS5 build")
+            con, fts_s, fts_bytes = fts_build(d / f"fts-{s}m.sqlite", data)
+            fdone.write_text(json.dumps([fts_s, fts_bytes]))
         res["fts_build_s"], res["fts_bytes"] = fts_s, fts_bytes
         log(f"{s} MB: searches")
         hs = hsadb_search(a.bench, db, "bench", qfile, "lexical", 10)
         hs = hsadb_search(a.bench, db, "bench", qfile, "lexical", 10)      # warm
         fs = [fts_search(con, q, 10) for q in qfile.read_text().splitlines()]
-        fs = [fts_search(con, q, 10) for q in qfile.read_text().splitlines()]
-        res["hsadb_ms"] = {"p50": pct([x[0] for x in hs], 50), "p99": pct([x[0] for x in hs], 99)}
-        res["fts_ms"] = {"p50": pct([x[0] for x in fs], 50), "p99": pct([x[0] for x in fs], 99)}
+        res["hsadb_ms"] = lat(hs)
+        res["fts_ms"] = lat(fs)
         res["recall_lexical"] = recall(hs[: len(qs)], data, qs)
         res["recall_fts5"] = recall(fs[: len(qs)], data, qs)
         out[f"{s}MB"] = res
@@ -222,9 +240,9 @@ def main():
         qfile = d / f"qm-{s}m.txt"
         qfile.write_text("".join(q["q"] + "\n" for q in qs))
         for mode in ("lexical", "model", "hybrid"):
-            hs = hsadb_search(a.bench, d / f"model-{s}m-idx", "m", qfile, mode, 10, a.model)
-            res[mode] = {"recall": recall(hs, data, qs), "p50_ms": pct([x[0] for x in hs], 50),
-                         "p99_ms": pct([x[0] for x in hs], 99)}
+            for passage in (256, 512, 1024):
+                hs = hsadb_search(a.bench, d / f"model-{s}m-idx", "m", qfile, mode, 10, a.model, passage)
+                res[f"{mode}_{passage}"] = {"recall": recall(hs, data, qs), "ms": lat(hs)}
         out[f"model_{s}MB"] = res
         log(json.dumps(res))
     print(json.dumps(out, indent=1))

@@ -151,6 +151,10 @@ typedef struct search {
     float                  *lex, *wtf, *mod;
     uint32_t               *touched;
     uint32_t               *cand;        /* windows with a lexical score */
+    uint8_t                *dl_loaded;   /* per 'L' block: its lengths are in dl */
+    struct tlist           *terms;       /* question terms with postings, rarest first */
+    size_t                  n_terms;
+    double                  avg_w;       /* mean passage length in terms */
     float                  *chunk_p;
 } search;
 
@@ -379,81 +383,180 @@ static size_t top_list(const float *sc, uint64_t N, const uint32_t *cand, size_t
 
 /* ---- lexical scoring ---- */
 
-static int score_lexical(search *s, size_t *n_cand) {
-    hsadb_lex_posting *pl = NULL;
-    size_t npl = 0, cpl = 0, nc = 0;
+/* The term count of unit u: indexed units' come from the 'L' records, loaded by block on first
+ * use (units that are live or not allowed keep what live_units / the filters set). */
+static int unit_dl(search *s, uint64_t u, double *out) {
+    if (u < s->n_idx && !s->dl_loaded[u / HSADB_LEX_LEN_BLOCK]) {
+        const uint64_t b0 = u / HSADB_LEX_LEN_BLOCK * HSADB_LEX_LEN_BLOCK;
+        const uint64_t n = s->n_idx - b0 < HSADB_LEX_LEN_BLOCK ? s->n_idx - b0 : HSADB_LEX_LEN_BLOCK;
+        uint16_t tmp[HSADB_LEX_LEN_BLOCK];
+        int rc = hsadb_lexidx_lengths(&s->lt, b0, n, tmp - b0);
+        if (rc) return rc;
+        for (uint64_t x = b0; x < b0 + n; x++)
+            if (!s->ust || s->ust[x] == 1) s->dl[x] = tmp[x - b0];
+        s->dl_loaded[u / HSADB_LEX_LEN_BLOCK] = 1;
+    }
+    *out = s->dl[u];
+    return 0;
+}
+
+static int window_dl(search *s, uint64_t w, double *out) {
+    double sum = 0, d;
+    int rc;
+    for (uint64_t u = w; u < w + s->W && u < s->U; u++) {
+        if ((rc = unit_dl(s, u, &d))) return rc;
+        sum += d;
+    }
+    *out = sum;
+    return 0;
+}
+
+/* A question term's postings (index and live units, ascending) and its BM25 weight. */
+typedef struct tlist {
+    hsadb_lex_posting *pl;
+    size_t             n;
+    double             idf;   /* idf x occurrences in the question */
+    double             ub;    /* the most it adds to a window: idf (k1 + 1) */
+} tlist;
+
+static int by_idf(const void *a, const void *b) {
+    const tlist *x = a, *y = b;
+    return (x->idf < y->idf) - (x->idf > y->idf);
+}
+
+/* tf of the term in window w (units w .. w+W-1), by binary search in its postings. */
+static uint32_t window_tf(const search *s, const tlist *t, uint64_t w) {
+    size_t lo = 0, hi = t->n;
+    uint32_t tf = 0;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (t->pl[mid].unit < w) lo = mid + 1;
+        else hi = mid;
+    }
+    for (; lo < t->n && t->pl[lo].unit < w + s->W; lo++) tf += t->pl[lo].tf;
+    return tf;
+}
+
+/* The M-th best score among the candidates so far (0 if fewer). */
+static float kth_score(search *s, size_t nc, size_t m, wscore *scratch) {
+    if (nc < m) return 0;
+    size_t n = top_list(s->lex, s->N, s->cand, nc, m, scratch);
+    return n == m ? scratch[m - 1].s : 0;
+}
+
+/*
+ * BM25 of every window that holds a question term, term at a time, rarest first (MaxScore):
+ * once the terms left could add less to a window than the M-th best score so far, no window
+ * outside the candidates can reach the top M, and the remaining (frequent) terms only update
+ * the candidates, by binary search in their postings. The top M (and every candidate's score)
+ * are exact. The postings stay in s->terms for the exact score of other windows (hits).
+ */
+static int score_lexical(search *s, size_t m, size_t *n_cand) {
+    size_t nc = 0;
     int rc = 0;
     const double k1 = s->o.bm25_k1, b = s->o.bm25_b;
     double total_terms = s->live_terms_open;
     {
-        struct hsadb_lex_meta m;
-        if (s->n_idx && (rc = hsadb_lexidx_meta_get(&s->lt, &m)) == 0) total_terms += (double)m.n_terms;
-        if (rc) return rc;
+        struct hsadb_lex_meta meta;
+        if (s->n_idx && (rc = hsadb_lexidx_meta_get(&s->lt, &meta))) return rc;
+        if (s->n_idx) total_terms += (double)meta.n_terms;
     }
-    const double avg_w = s->U ? (double)s->W * total_terms / (double)s->U : 1.0;
-    for (size_t q = 0; q < s->nq; q++) {
+    s->avg_w = s->U ? (double)s->W * total_terms / (double)s->U : 1.0;
+    if (!(s->terms = calloc(s->nq + 1, sizeof *s->terms))) return hsadb_fail(ENOMEM, "search: out of memory");
+    for (size_t q = 0; q < s->nq; q++) {              /* postings, df and idf of each term */
         const qterm *qt = &s->qt[q];
-        npl = 0;
-        if (s->n_idx && (rc = hsadb_lexidx_postings(&s->lt, s->qa + qt->off, qt->len, s->n_idx, &pl, &npl, &cpl)))
-            goto out;
-        if (s->ust) {                                   /* drop units that are not wholly allowed */
-            size_t j = 0;
-            for (size_t i = 0; i < npl; i++)
-                if (s->ust[pl[i].unit] == 1) pl[j++] = pl[i];
-            npl = j;
+        tlist *t = &s->terms[s->n_terms];
+        size_t cap = 0;
+        if (s->n_idx && (rc = hsadb_lexidx_postings(&s->lt, s->qa + qt->off, qt->len, s->n_idx, &t->pl, &t->n, &cap)))
+            return rc;
+        s->n_terms++;                                  /* owns t->pl from here on */
+        if (s->ust) {                                  /* units not wholly allowed are live */
+            size_t k = 0;
+            for (size_t i = 0; i < t->n; i++)
+                if (s->ust[t->pl[i].unit] == 1) t->pl[k++] = t->pl[i];
+            t->n = k;
         }
         int sorted = 1;
         for (size_t i = 0; i < s->n_live; i++) {
             const uint32_t tf = s->live_tf[i * s->nq + q];
             if (!tf) continue;
-            if (npl == cpl) {
-                size_t c = cpl ? 2 * cpl : 64;
-                hsadb_lex_posting *p = realloc(pl, c * sizeof *p);
-                if (!p) { rc = hsadb_fail(ENOMEM, "search: out of memory"); goto out; }
-                pl = p, cpl = c;
+            if (t->n == cap) {
+                size_t c = cap ? 2 * cap : 64;
+                hsadb_lex_posting *p = realloc(t->pl, c * sizeof *p);
+                if (!p) return hsadb_fail(ENOMEM, "search: out of memory");
+                t->pl = p, cap = c;
             }
-            if (npl && pl[npl - 1].unit > s->live[i]) sorted = 0;
-            pl[npl++] = (hsadb_lex_posting){ (uint32_t)s->live[i], tf };
+            if (t->n && t->pl[t->n - 1].unit > s->live[i]) sorted = 0;
+            t->pl[t->n++] = (hsadb_lex_posting){ (uint32_t)s->live[i], tf };
         }
-        if (!sorted) {                                  /* insertion of the few live units */
-            for (size_t i = 1; i < npl; i++) {
-                hsadb_lex_posting x = pl[i];
+        if (!sorted)                                   /* the few partly allowed units */
+            for (size_t i = 1; i < t->n; i++) {
+                hsadb_lex_posting x = t->pl[i];
                 size_t j = i;
-                while (j > 0 && pl[j - 1].unit > x.unit) pl[j] = pl[j - 1], j--;
-                pl[j] = x;
+                while (j > 0 && t->pl[j - 1].unit > x.unit) t->pl[j] = t->pl[j - 1], j--;
+                t->pl[j] = x;
             }
-        }
-        if (npl == 0) continue;
-        /* windows holding the term: df, and tf per window */
-        uint64_t df = 0, covered = 0;   /* windows [0, covered) counted */
-        size_t nt = 0;
-        for (size_t i = 0; i < npl; i++) {
-            const uint64_t u = pl[i].unit;
+        uint64_t df = 0, covered = 0;                  /* windows holding the term */
+        for (size_t i = 0; i < t->n; i++) {
+            const uint64_t u = t->pl[i].unit;
             const uint64_t lo = u + 1 >= s->W ? u + 1 - s->W : 0, hi = u < s->N - 1 ? u : s->N - 1;
             if (lo > hi) continue;
             const uint64_t from = lo > covered ? lo : covered;
             if (hi + 1 > from) df += hi + 1 - from;
             if (hi + 1 > covered) covered = hi + 1;
+        }
+        t->idf = df ? hsadb_bm25_idf((double)s->N, (double)df) * qt->qtf : 0;
+        t->ub = t->idf * (k1 + 1.0);
+    }
+    qsort(s->terms, s->n_terms, sizeof *s->terms, by_idf);
+    double left = 0;
+    for (size_t q = 0; q < s->n_terms; q++) left += s->terms[q].ub;
+    wscore *scratch = malloc((m + 1) * sizeof *scratch);
+    if (!scratch) return hsadb_fail(ENOMEM, "search: out of memory");
+    int update_only = 0;
+    for (size_t q = 0; q < s->n_terms && !rc; q++) {
+        const tlist *t = &s->terms[q];
+        if (!update_only && t->n > 4096 && left < kth_score(s, nc, m, scratch)) update_only = 1;
+        left -= t->ub;
+        if (t->n == 0 || t->idf <= 0) continue;
+        size_t nt = 0;
+        for (size_t i = 0; i < t->n; i++) {
+            const uint64_t u = t->pl[i].unit;
+            const uint64_t lo = u + 1 >= s->W ? u + 1 - s->W : 0, hi = u < s->N - 1 ? u : s->N - 1;
             for (uint64_t w = lo; w <= hi; w++) {
+                if (update_only && s->lex[w] == 0) continue;   /* only candidates can make the top M */
                 if (s->wtf[w] == 0) s->touched[nt++] = (uint32_t)w;
-                s->wtf[w] += (float)pl[i].tf;
+                s->wtf[w] += (float)t->pl[i].tf;
             }
         }
-        const double idf = hsadb_bm25_idf((double)s->N, (double)df) * qt->qtf;
         for (size_t i = 0; i < nt; i++) {
             const uint32_t w = s->touched[i];
-            double dlw = 0;
-            for (uint64_t u = w; u < w + s->W && u < s->U; u++) dlw += s->dl[u];
-            const double add = idf * hsadb_bm25_tf(s->wtf[w], dlw, avg_w, k1, b);
+            double dlw;
+            if ((rc = window_dl(s, w, &dlw))) break;
+            const double add = t->idf * hsadb_bm25_tf(s->wtf[w], dlw, s->avg_w, k1, b);
             s->wtf[w] = 0;
             if (s->lex[w] == 0 && add > 0) s->cand[nc++] = w;
             s->lex[w] += (float)add;
         }
     }
-out:
-    free(pl);
+    free(scratch);
     *n_cand = nc;
     return rc;
+}
+
+/* The exact BM25 of window w (a hit the lexical top list does not hold). */
+static int lexical_of(search *s, uint32_t w, float *out) {
+    double sum = 0, dlw;
+    int rc;
+    *out = 0;
+    if (!s->terms) return 0;
+    if ((rc = window_dl(s, w, &dlw))) return rc;
+    for (size_t q = 0; q < s->n_terms; q++) {
+        const uint32_t tf = window_tf(s, &s->terms[q], w);
+        if (tf) sum += s->terms[q].idf * hsadb_bm25_tf(tf, dlw, s->avg_w, s->o.bm25_k1, s->o.bm25_b);
+    }
+    *out = (float)sum;
+    return 0;
 }
 
 /* ---- hit text ---- */
@@ -532,7 +635,9 @@ static void search_free(search *s) {
     hsadb_lex_tok_close(s->tok);
     free(s->iv), free(s->ust), free(s->qa), free(s->qt), free(s->qtab), free(s->live), free(s->live_tf);
     free(s->dl), free(s->buf), free(s->lex), free(s->wtf), free(s->mod), free(s->touched), free(s->chunk_p);
-    free(s->cand);
+    free(s->cand), free(s->dl_loaded);
+    for (size_t i = 0; s->terms && i < s->n_terms; i++) free(s->terms[i].pl);
+    free(s->terms);
 }
 
 static int check_options(hsadb_search_options *o) {
@@ -606,7 +711,8 @@ int hsadb_search_passages(hsadb_db *db, const char *name, const char *question, 
         !(s.qtab = calloc(4 * MAX_QTERMS, sizeof *s.qtab)) || !(s.dl = calloc((size_t)s.U + 1, sizeof *s.dl)) ||
         !(s.lex = calloc((size_t)s.N + 1, sizeof *s.lex)) || !(s.wtf = calloc((size_t)s.N + 1, sizeof *s.wtf)) ||
         !(s.mod = calloc((size_t)s.N + 1, sizeof *s.mod)) || !(s.touched = malloc(((size_t)s.N + 1) * 4)) || !(s.cand = malloc(((size_t)s.N + 1) * 4)) ||
-        !(s.chunk_p = calloc((size_t)(s.rec.n_chunks > s.N ? s.rec.n_chunks : s.N) + 1, sizeof *s.chunk_p))) {
+        !(s.dl_loaded = calloc((size_t)(s.U / HSADB_LEX_LEN_BLOCK) + 1, 1)) ||
+        (s.o.mode != HSADB_SEARCH_LEXICAL && !(s.chunk_p = calloc((size_t)s.rec.n_chunks + 1, sizeof *s.chunk_p)))) {
         rc = hsadb_fail(ENOMEM, "search: out of memory");
         goto done;
     }
@@ -623,12 +729,8 @@ int hsadb_search_passages(hsadb_db *db, const char *name, const char *question, 
     /* lexical signal */
     if (s.o.mode != HSADB_SEARCH_MODEL && s.N) {
         if ((rc = hsadb_lex_terms(s.tok, (const uint8_t *)question, qlen, 0, qlen, add_qterm, &s))) goto done;
-        if (s.n_idx && (rc = hsadb_lexidx_lengths(&s.lt, s.n_idx, s.dl))) goto done;
-        if (s.ust)
-            for (uint64_t u = 0; u < s.U; u++)
-                if (s.ust[u] == 0) s.dl[u] = 0;
-        if ((rc = live_units(&s))) goto done;
-        if (s.nq && (rc = score_lexical(&s, &n_cand))) goto done;
+        if ((rc = live_units(&s))) goto done;       /* lengths of indexed units load on demand */
+        if (s.nq && (rc = score_lexical(&s, M, &n_cand))) goto done;
         if (!(ltop = malloc((M + 1) * sizeof *ltop))) { rc = hsadb_fail(ENOMEM, "search: out of memory"); goto done; }
         nl = top_list(s.lex, s.N, s.cand, n_cand, M, ltop);
     }
@@ -700,6 +802,7 @@ int hsadb_search_passages(hsadb_db *db, const char *name, const char *question, 
         h->start = a, h->end = b;
         h->score = fu[i].s;
         h->lexical_score = s.lex[w];
+        if (fu[i].lr == 0 && s.o.mode == HSADB_SEARCH_HYBRID && (rc = lexical_of(&s, w, &h->lexical_score))) break;
         h->model_score = s.mod[w];
         h->lexical_rank = fu[i].lr, h->model_rank = fu[i].mr;
         if ((rc = append_of(&s, a, &h->append_id, &h->time))) break;

@@ -442,20 +442,22 @@ int hsadb_lexidx_postings(const hsadb_lexidx_txn *t, const char *term, size_t le
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-int hsadb_lexidx_lengths(const hsadb_lexidx_txn *t, uint64_t n, uint16_t *out) {
+int hsadb_lexidx_lengths(const hsadb_lexidx_txn *t, uint64_t first, uint64_t n, uint16_t *out) {
     uint8_t kb[9];
     MDB_val k, v;
     int rc;
-    for (uint64_t blk = 0; blk * HSADB_LEX_LEN_BLOCK < n; blk++) {
-        const uint64_t u0 = blk * HSADB_LEX_LEN_BLOCK, cnt = n - u0 < HSADB_LEX_LEN_BLOCK ? n - u0 : HSADB_LEX_LEN_BLOCK;
+    const uint64_t end = first + n;
+    for (uint64_t blk = first / HSADB_LEX_LEN_BLOCK; blk * HSADB_LEX_LEN_BLOCK < end; blk++) {
+        const uint64_t b0 = blk * HSADB_LEX_LEN_BLOCK, u0 = b0 > first ? b0 : first;
+        const uint64_t cnt = (end - b0 < HSADB_LEX_LEN_BLOCK ? end - b0 : HSADB_LEX_LEN_BLOCK) - (u0 - b0);
         be32(kb, t->id), kb[4] = 'L', be32(kb + 5, (uint32_t)blk);
         k = (MDB_val){ 9, kb };
         rc = mdb_get(t->txn, t->lex, &k, &v);
-        if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < 2 * cnt))
+        if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < 2 * (u0 - b0 + cnt)))
             return hsadb_fail(HSADB_ERR_CORRUPT, "lexical index of memory %u: lengths of units %llu.. missing",
                               t->id, (unsigned long long)u0);
         if (rc) return rc;
-        const uint8_t *p = v.mv_data;
+        const uint8_t *p = (const uint8_t *)v.mv_data + 2 * (u0 - b0);
         for (uint64_t i = 0; i < cnt; i++) out[u0 + i] = (uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
     }
     return 0;
@@ -516,7 +518,7 @@ int hsadb_lexidx_verify(hsadb_lexidx_writer *w, const hsadb_lexidx_txn *t, int *
     }
     uint64_t sum = 0;
     if (!(dl = malloc((size_t)target * sizeof *dl))) return hsadb_fail(ENOMEM, "verify: out of memory");
-    if ((rc = hsadb_lexidx_lengths(t, target, dl))) goto out;
+    if ((rc = hsadb_lexidx_lengths(t, 0, target, dl))) goto out;
     for (uint64_t u = 0; u < target; u++) {
         sum += w->dl[u];
         if (dl[u] != w->dl[u]) {

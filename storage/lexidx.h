@@ -85,8 +85,8 @@ typedef struct hsadb_lex_posting { uint32_t unit, tf; } hsadb_lex_posting;
 int hsadb_lexidx_postings(const hsadb_lexidx_txn *t, const char *term, size_t len, uint64_t max_unit,
                           hsadb_lex_posting **v, size_t *n, size_t *cap);
 
-/* Term counts of units [0, n) into out[n]. */
-int hsadb_lexidx_lengths(const hsadb_lexidx_txn *t, uint64_t n, uint16_t *out);
+/* Term counts of units [first, first + n) into out[first .. first + n). */
+int hsadb_lexidx_lengths(const hsadb_lexidx_txn *t, uint64_t first, uint64_t n, uint16_t *out);
 
 /* Rebuilds the index of units 0..meta.n_units-1 in memory and compares it with the stored one,
  * record by record. 0 with *ok = 1 if equal and meta.n_units == hsadb_lexidx_units(n_chunks);
