@@ -159,7 +159,7 @@ def lat(xs):
 def recall(results, data, qs):
     r = {}
     for k in (1, 5, 10):
-        r[k] = sum(covers(sp, data, q["evidence"].encode(), k) for (_, sp), q in zip(results, qs)) / len(qs)
+        r[k] = sum(covers(sp, data, q["evidence"].encode(), k) for (_, sp, *_), q in zip(results, qs)) / len(qs)
     return r
 
 
