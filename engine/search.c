@@ -30,7 +30,7 @@
 #define MAX_K          (1 << 20)
 #define MAX_QTERMS     1024             /* distinct question terms used (the rest are ignored) */
 #define RRF_K          60.0
-#define FUSE_MIN       1000             /* each signal's top list for fusion: max(this, 4 k W) */
+#define FUSE_MIN       40               /* each signal's top list (the depth of the fusion): max(this, 4 k W) */
 #define SCAN_MAX       ((uint64_t)64 << 20) /* bytes a search tokenizes itself, at most */
 #define BUILD_UNITS    4096             /* units per transaction when building */
 #define CTX_DEFAULT    256
