@@ -718,7 +718,8 @@ int hsadb_search_passages(hsadb_db *db, const char *name, const char *question, 
     }
     s.qtab_cap = 4 * MAX_QTERMS;
     if ((rc = filters(&s))) goto done;
-    if (s.n_bytes - (s.n_idx * s.UB < s.n_bytes ? s.n_idx * s.UB : s.n_bytes) > SCAN_MAX) {
+    if (s.o.mode != HSADB_SEARCH_MODEL &&
+        s.n_bytes - (s.n_idx * s.UB < s.n_bytes ? s.n_idx * s.UB : s.n_bytes) > SCAN_MAX) {
         rc = hsadb_fail(HSADB_ERR_INVALID, "memory %s: %llu bytes are not lexically indexed yet (written before "
                         "the index existed): run `hsadb reindex %s` or append to it once", name,
                         (unsigned long long)(s.n_bytes - s.n_idx * s.UB), name);
