@@ -156,6 +156,8 @@ int hsadb_appender_open(hsadb_db *db, const char *name, hsadb_appender **out) {
     a->trace = (db->flags & HSADB_DB_TRACE_APPEND) != 0;
     if ((rc = hsadb_store_writer_begin(db->store, name, a->start_time, &a->w, &a->rec))) goto fail;
     if ((rc = hsadb_db_check_memory(db, name, &a->rec))) goto fail;
+    /* a memory written before the lexical index (or by another version of it) gets it now */
+    if (!(db->flags & HSADB_DB_NO_LEXICAL) && (rc = hsadb_lexical_catch_up(a->w, NULL, NULL))) goto fail;
     a->append_id = hsadb_store_writer_append_id(a->w);
     a->start_bytes = a->rec.n_bytes;
     if ((rc = hsadb_meta_clear_stale(db, a->rec.id, a->append_id))) goto fail;

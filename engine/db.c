@@ -34,6 +34,7 @@ int hsadb_db_open(const char *path, const hsadb_db_options *opts, hsadb_db **out
     if (opts->flags & HSADB_DB_RDONLY) sf |= HSADB_STORE_RDONLY;
     if (opts->flags & HSADB_DB_NOSYNC) sf |= HSADB_STORE_NOSYNC;
     if (opts->flags & HSADB_DB_CREATE) sf |= HSADB_STORE_CREATE;
+    if (opts->flags & HSADB_DB_NO_LEXICAL) sf |= HSADB_STORE_NOLEX;
     if ((rc = hsadb_store_open(path, sf, &db->store))) {
         free(db);
         return rc;

@@ -108,4 +108,15 @@ int hsadb_meta_set(hsadb_db *db, uint32_t memory_id, uint64_t append_id,
 /* Remove a record left at append_id by an append that never committed. */
 int hsadb_meta_clear_stale(hsadb_db *db, uint32_t memory_id, uint64_t append_id);
 
+/* ---- passage search (search.c) and the model's chunk scores it fuses (query.c) ---- */
+
+/* out[0..rec->n_chunks): the retrieval probability of each stored chunk for `question` (as
+ * hsadb_search scores them), read through reader r (borrowed) whose view is rec. */
+int hsadb_model_chunk_scores(hsadb_db *db, const char *name, hsadb_store_reader *r,
+                             const struct hsadb_memory_rec *rec, const char *question, size_t qlen,
+                             hsadb_cancel_fn cancel, void *cancel_ctx, float *out);
+/* Builds what the lexical index of the writer's memory lacks, in bounded transactions (an
+ * appender calls it when it opens; hsadb_lexical_build for reindex). */
+int hsadb_lexical_catch_up(hsadb_store_writer *w, hsadb_progress_fn progress, void *ctx);
+
 #endif

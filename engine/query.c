@@ -23,6 +23,7 @@ typedef struct qsession {
     const hsadb_model      *m;
     const char             *name;
     hsadb_store_reader     *r;
+    int                     r_borrowed; /* r belongs to the caller (passage search) */
     struct hsadb_memory_rec rec;
     hsadb_lmk_cache        *cache;     /* read-locked while the session lives */
     hsadb_run               run;
@@ -104,7 +105,7 @@ static int kv_records(void *ctx, const uint64_t *chunks, int n, uint16_t *dst) {
 
 static void session_close(qsession *q) {
     if (q->cache) pthread_rwlock_unlock(&q->cache->lock);
-    if (q->r) hsadb_store_reader_end(q->r);
+    if (q->r && !q->r_borrowed) hsadb_store_reader_end(q->r);
     hsadb_run_free(&q->run);
     hsadb_swa_state_free(&q->lower);
     hsadb_swa_state_free(&q->upper);
@@ -116,7 +117,9 @@ static void session_close(qsession *q) {
     memset(q, 0, sizeof *q);
 }
 
-static int session_open(qsession *q, hsadb_db *db, const char *name) {
+/* Opens a session on its own reader, or on reader r (borrowed, with its record) when given. */
+static int session_open_r(qsession *q, hsadb_db *db, const char *name, hsadb_store_reader *r,
+                          const struct hsadb_memory_rec *rrec) {
     memset(q, 0, sizeof *q);
     if (!db->model) return hsadb_fail(HSADB_ERR_NO_MODEL, "query needs a model");
     const hsadb_model *m = db->model;
@@ -125,7 +128,8 @@ static int session_open(qsession *q, hsadb_db *db, const char *name) {
     const size_t selw = (size_t)B * c->n_groups * Hm * c->topk;
     int rc;
     q->db = db, q->m = m, q->name = name;
-    if ((rc = hsadb_store_reader_begin(db->store, name, &q->r, &q->rec))) goto fail;
+    if (r) q->r = r, q->r_borrowed = 1, q->rec = *rrec;
+    else if ((rc = hsadb_store_reader_begin(db->store, name, &q->r, &q->rec))) goto fail;
     if ((rc = hsadb_db_check_memory(db, name, &q->rec))) goto fail;
     if ((rc = hsadb_run_init_dev(&q->run, m, B, db->device, &db->opts))) goto fail;
     rc = ENOMEM;
@@ -168,6 +172,10 @@ static int session_open(qsession *q, hsadb_db *db, const char *name) {
 fail:
     session_close(q);
     return rc;
+}
+
+static int session_open(qsession *q, hsadb_db *db, const char *name) {
+    return session_open_r(q, db, name, NULL, NULL);
 }
 
 /* Add an encoded chunk to the extra index. */
@@ -516,4 +524,40 @@ void hsadb_hits_free(hsadb_hits *h) {
     free(h->hits);
     free(box->arena);
     free(box);
+}
+
+/* ---- chunk scores for the passage search (engine/search.c) ------------------------------ */
+
+int hsadb_model_chunk_scores(hsadb_db *db, const char *name, hsadb_store_reader *r,
+                             const struct hsadb_memory_rec *rec, const char *question, size_t qlen,
+                             hsadb_cancel_fn cancel, void *cancel_ctx, float *out) {
+    qsession q;
+    int rc, n_prompt = 0, *prompt = NULL;
+    float *scores = NULL;
+    memset(out, 0, (size_t)rec->n_chunks * sizeof *out);
+    if ((rc = session_open_r(&q, db, name, r, rec))) return rc;
+    const hsadb_config *c = &db->model->c;
+    const int G = c->n_groups, Hm = c->n_mem_heads, dr = c->retr_dim;
+    rc = ENOMEM;
+    if (!(prompt = prompt_tokens(question, qlen, &n_prompt))) goto done;
+    if ((rc = feed_all(&q, prompt, n_prompt, cancel, cancel_ctx))) goto done;
+    const int64_t pos = q.tail.pos - 1;                 /* position of <answer> */
+    const int64_t ne = pos / c->chunk, nb = ne < (int64_t)q.rec.n_chunks ? ne : (int64_t)q.rec.n_chunks;
+    rc = ENOMEM;
+    if (!(scores = malloc((size_t)(ne + 1) * 4))) goto done;
+    for (int g = 0; g < G && ne > 0; g++)
+        for (int m = 0; m < Hm; m++) {
+            const float *qr = q.tr.qr + ((size_t)q.last_row * G + g) * Hm * dr + (size_t)m * dr;
+            hsadb_index_scores(&q.cache->index, m, qr, nb, scores);
+            if (ne > nb) hsadb_index_scores(&q.extra, m, qr, ne - nb, scores + nb);
+            float mx = -INFINITY, sum = 0.f;
+            for (int64_t i = 0; i < ne; i++) mx = scores[i] > mx ? scores[i] : mx;
+            for (int64_t i = 0; i < ne; i++) sum += (scores[i] = expf(scores[i] - mx));
+            for (int64_t i = 0; i < nb; i++) out[i] += scores[i] / sum / (float)(G * Hm);
+        }
+    rc = 0;
+done:
+    free(prompt), free(scores);
+    session_close(&q);
+    return rc;
 }

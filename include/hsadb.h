@@ -108,6 +108,8 @@ enum hsadb_db_flags {
     HSADB_DB_CREATE = 1 << 2, /* create the directory if it does not exist */
     HSADB_DB_TRACE_APPEND = 1 << 3, /* diagnostics: appends print one line per commit on stderr
                                        (forward + staging, waiting, puts, mdb_txn_commit) */
+    HSADB_DB_NO_LEXICAL = 1 << 4, /* appends leave the lexical index behind (benchmarks); the
+                                     next append or hsadb_lexical_build catches up */
 };
 
 enum hsadb_device { HSADB_DEVICE_AUTO = 0, HSADB_DEVICE_CPU = 1, HSADB_DEVICE_CUDA = 2 };
@@ -356,6 +358,96 @@ int  hsadb_search(hsadb_db *db, const char *name, const char *question, size_t q
 int  hsadb_search_cancellable(hsadb_db *db, const char *name, const char *question, size_t qlen,
                               int k, hsadb_cancel_fn cancel, void *ctx, hsadb_hits **out);
 void hsadb_hits_free(hsadb_hits *h);
+
+/* ---- passage search: lexical (BM25), model, hybrid ----------------------------------------
+ *
+ * Every memory keeps a lexical index (docs/storage.md, "Lexical index") written in the same
+ * transaction as its chunk records: what an append committed is searchable at once. Terms are
+ * words, numbers and identifiers (paths, versions, hex ids, e-mail addresses, dotted names:
+ * whole and split), case-folded, Snowball-stemmed (English). A *passage* is a window of
+ * passage_bytes (whole 256-byte units of 4 chunks) that starts every 256 bytes, so a fact of
+ * up to 256 bytes cut by a chunk or unit boundary still lies whole in one passage. Hits never
+ * overlap each other. */
+
+enum hsadb_search_mode {
+    HSADB_SEARCH_HYBRID  = 0,  /* reciprocal rank fusion (k = 60) of the two rankings below */
+    HSADB_SEARCH_LEXICAL = 1,  /* BM25 over the passages; needs no model */
+    HSADB_SEARCH_MODEL   = 2,  /* the model's retrieval probability (hsadb_search), summed over
+                                  the chunks of each passage */
+};
+
+#define HSADB_SEARCH_NO_CONTEXT (-1)   /* context_bytes: the hit text is the passage alone */
+
+typedef struct hsadb_search_options {
+    int      mode;           /* hsadb_search_mode; 0 = hybrid */
+    int      k;              /* hits wanted, 1..1048576; 0 = 8 */
+    float    bm25_k1;        /* BM25 k1 > 0; 0 = the defaults k1 = 1.2 and b = 0.75 */
+    float    bm25_b;         /* BM25 b in 0..1, used when bm25_k1 is set */
+    int      passage_bytes;  /* passage length: 256..4096, a multiple of 256; 0 = 512 */
+    int      context_bytes;  /* the hit text grows by at most this many bytes on each side, to
+                                the nearest line or sentence end: 0..65536; 0 = 256;
+                                HSADB_SEARCH_NO_CONTEXT = none */
+    /* filters (0 = no bound): only bytes of appends first_append..last_append, whose start
+     * time lies in time_from..time_to (unix seconds, inclusive), and at or before as_of_append
+     * are searched and shown. A passage partly outside is cut to its visible bytes and scored
+     * on them alone; term statistics (idf) stay those of the whole memory. */
+    uint64_t first_append, last_append, as_of_append;
+    int64_t  time_from, time_to;
+    /* checked while the model scores the question (modes hybrid and model): when it returns
+     * non-zero the search stops with HSADB_ERR_CANCELLED (NULL: never) */
+    hsadb_cancel_fn cancel;
+    void           *cancel_ctx;
+} hsadb_search_options;
+
+typedef struct hsadb_passage_hit {
+    uint64_t       start, end;      /* the passage: stream bytes [start, end) */
+    uint64_t       text_start;      /* text = stream bytes [text_start, text_start + text_len): */
+    const uint8_t *text;            /*   the passage grown to line/sentence ends; owned by the result */
+    size_t         text_len;
+    uint64_t       append_id;       /* provenance of byte `start`: its append, */
+    int64_t        time;            /*   and that append's start time (unix seconds) */
+    uint64_t       last_append_id;  /* the append of byte end - 1 */
+    float          score;           /* the mode's score: fused RRF, BM25 or model probability */
+    float          lexical_score;   /* BM25 (0: no query term in it, or mode model) */
+    float          model_score;     /* retrieval probability summed over its chunks (0: lexical) */
+    int            lexical_rank;    /* 1-based rank in the lexical / model ranking; 0 = not in */
+    int            model_rank;      /*   the top list of that signal (or mode without it) */
+} hsadb_passage_hit;
+
+typedef struct hsadb_passages {
+    size_t             n;
+    hsadb_passage_hit *hits;        /* [n], best first */
+    uint64_t           scanned_bytes; /* bytes tokenized at search time (the unindexed end) */
+} hsadb_passages;
+
+/* The k passages of memory `name` best matching `question` (1..65536 bytes of any content:
+ * invalid UTF-8 is a separator). opts may be NULL (hybrid, k 8). HSADB_ERR_INVALID for an
+ * empty or longer question and out-of-range options; HSADB_ERR_NO_MODEL for modes that need
+ * the model on a db without one. A question with no term ranks nothing lexically (hybrid then
+ * ranks by the model alone). *out is owned by the caller: hsadb_passages_free(). */
+int  hsadb_search_passages(hsadb_db *db, const char *name, const char *question, size_t qlen,
+                           const hsadb_search_options *opts, hsadb_passages **out);
+void hsadb_passages_free(hsadb_passages *p);                /* NULL is a no-op */
+
+typedef struct hsadb_lexical_info {
+    uint64_t units;          /* 256-byte units the memory's complete chunks make */
+    uint64_t indexed_units;  /* units in its lexical index */
+    uint64_t index_bytes;    /* key and value bytes of its index records (pages not counted) */
+    int      consistent;     /* 1: the index equals one rebuilt from the chunk records */
+    char     detail[160];    /* what differs, when not consistent */
+} hsadb_lexical_info;
+
+/* Build what the lexical index of memory `name` lacks (all of it for a memory written before
+ * the index existed, or by another index version), in transactions of at most 4096 units,
+ * calling progress (may be NULL; nonzero stops with HSADB_ERR_CANCELLED, keeping what was
+ * built) after each. Takes the memory's appender lock: HSADB_ERR_BUSY during an append. An
+ * appender does the same when it opens. */
+typedef int (*hsadb_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+int hsadb_lexical_build(hsadb_db *db, const char *name, hsadb_progress_fn progress, void *ctx);
+
+/* Checks the lexical index of `name` against its chunk records (one read transaction: it
+ * rebuilds the index in RAM, so it costs about what building does). */
+int hsadb_lexical_check(hsadb_db *db, const char *name, hsadb_lexical_info *out);
 
 /* ---- snapshot and restore -------------------------------------------------------------- */
 

@@ -382,10 +382,19 @@ static int h_search(rpc_call *c, const ProtobufCMessage *msg)
         return code;
     if (r->k < 0 || r->k > MAX_SEARCH_K)
         return rpc_call_status(c, RPC_INVALID_ARGUMENT, "k must be in 0..%d", MAX_SEARCH_K);
-    hsadb_hits *h = NULL;
-    int rc = hsadb_search_cancellable(rpc_call_db(c), r->memory, r->question,
-                                      strlen(r->question), r->k ? r->k : 8,
-                                      rpc_call_cancel_fn, c, &h);
+    if (r->context_bytes < -1)
+        return rpc_call_status(c, RPC_INVALID_ARGUMENT, "context_bytes must be -1 (none), 0 (256) or more");
+    hsadb_search_options o = {
+        .mode = (int)r->mode, .k = r->k ? r->k : 8, .bm25_k1 = r->bm25_k1, .bm25_b = r->bm25_b,
+        .passage_bytes = r->passage_bytes,
+        .context_bytes = r->context_bytes < 0 ? HSADB_SEARCH_NO_CONTEXT : r->context_bytes,
+        .first_append = r->first_append, .last_append = r->last_append, .as_of_append = r->as_of_append,
+        .time_from = r->time_from, .time_to = r->time_to,
+        .cancel = rpc_call_cancel_fn, .cancel_ctx = c,
+    };
+    hsadb_passages *h = NULL;
+    rpc_call_note(c, "memory=%s mode=%d", r->memory, (int)r->mode);
+    int rc = hsadb_search_passages(rpc_call_db(c), r->memory, r->question, strlen(r->question), &o, &h);
     if (rc == HSADB_ERR_CANCELLED)
         return rpc_call_stopped(c, "search stopped");
     if (rc)
@@ -396,8 +405,25 @@ static int h_search(rpc_call *c, const ProtobufCMessage *msg)
         code = rpc_call_status(c, RPC_RESOURCE_EXHAUSTED, "out of memory");
     } else {
         for (size_t i = 0; i < h->n; i++) {
-            fill_chunk(&chunks[i], &h->hits[i]);
-            cp[i] = &chunks[i];
+            const hsadb_passage_hit *x = &h->hits[i];
+            Hsadb__V1__Chunk *m = &chunks[i];
+            hsadb__v1__chunk__init(m);
+            m->chunk = x->start / 64;
+            m->score = x->score;
+            m->persisted = 1;
+            m->append_id = x->append_id;
+            m->byte_offset = x->start;
+            m->time = x->time;
+            m->text.data = (uint8_t *)x->text;
+            m->text.len = x->text_len;
+            m->end_offset = x->end;
+            m->text_offset = x->text_start;
+            m->lexical_score = x->lexical_score;
+            m->model_score = x->model_score;
+            m->lexical_rank = x->lexical_rank;
+            m->model_rank = x->model_rank;
+            m->last_append_id = x->last_append_id;
+            cp[i] = m;
         }
         Hsadb__V1__SearchResponse out = HSADB__V1__SEARCH_RESPONSE__INIT;
         out.n_hits = h->n;
@@ -406,7 +432,7 @@ static int h_search(rpc_call *c, const ProtobufCMessage *msg)
     }
     free(chunks);
     free(cp);
-    hsadb_hits_free(h);
+    hsadb_passages_free(h);
     return code;
 }
 

@@ -22,7 +22,7 @@
 set -euo pipefail
 
 RUNTIME=(liblmdb0 liburing2 libopenblas0-pthread libgrpc29 libprotobuf-c1 libssl3 libjansson4 libxxhash0
-         libutf8proc2)
+         libutf8proc2 libstemmer0d)
 BUILD=(
   build-essential cmake pkg-config
   liblmdb-dev liburing-dev libopenblas-dev libprotobuf-c-dev protobuf-c-compiler libgrpc-dev
@@ -30,6 +30,7 @@ BUILD=(
   libjansson-dev  # config.json and the safetensors header (untrusted input), MCP messages
   libxxhash-dev   # XXH3: snapshot digests and per-record checksums (storage/store.c)
   libutf8proc-dev # tokenizer/: Unicode categories and NFC of the BPE pre-tokenizer
+  libstemmer-dev  # the lexical index: Snowball's English stemmer
 )
 TEST=(python3-pytest python3-numpy python3-grpcio python3-protobuf protobuf-compiler
       protobuf-compiler-grpc lmdb-utils man-db python3-venv)

@@ -38,6 +38,7 @@
 #include <xxhash.h>
 
 #include "hsadb.h"
+#include "lexidx.h"
 #include "util.h"
 
 /* The record structs are the on-disk format: pin their layout. */
@@ -78,14 +79,16 @@ _Static_assert(offsetof(struct hsadb_append_rec, state) == 40, "hsadb_append_rec
 /* ---- the sub-databases ----------------------------------------------------------------- */
 
 enum { DB_META, DB_MEMORIES, DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_TAILS, DB_APPENDS, DB_APPEND_IDS,
+       DB_LEX, /* the lexical index (lexidx.h) */
        DB_COUNT };
 
 static const char *const db_name[DB_COUNT] = {
     "meta", "memories", "landmarks", "kv", "chunks", "tails", "appends", "append_ids",
+    "lex",
 };
 
 /* The databases keyed by memory id (key prefix = 4-byte big-endian id). */
-static const int keyed_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_APPENDS, DB_TAILS, DB_APPEND_IDS };
+static const int keyed_dbs[] = { DB_LANDMARKS, DB_KV, DB_CHUNKS, DB_APPENDS, DB_TAILS, DB_APPEND_IDS, DB_LEX };
 #define N_KEYED ((int)(sizeof keyed_dbs / sizeof keyed_dbs[0]))
 
 #define KEY_FORMAT  "format"
@@ -124,6 +127,7 @@ struct hsadb_store {
     int               lock_fd;            /* data.mdb fd for OFD appender locks, -1: none */
     int               broken;             /* a remap failed: the env has no map any more */
     _Atomic int       damaged;            /* a check found damage: writes are refused */
+    int               no_lex;             /* read-only store made before the "lex" database */
     uint32_t          format;             /* the store's format (meta 'format') */
     int               has_ids;            /* "append_ids" exists (created by a writable open;
                                              a read-only open of an older store lacks it) */
@@ -165,6 +169,7 @@ struct hsadb_store_writer {
     int                      append_ok[DB_COUNT]; /* MDB_APPEND still worth trying */
     uint8_t                  id[STORE_ID_MAX];    /* the append's idempotency id, if any */
     size_t                   id_len;              /* 0: none */
+    hsadb_lexidx_writer     *lex;         /* scratch of the lexical index's commit hook */
 };
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -662,6 +667,10 @@ static int init_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
         rc = mdb_dbi_open(txn, db_name[i], dbflags, &st->dbi[i]);
         if (rc == MDB_NOTFOUND && i == DB_APPEND_IDS) {   /* added later: optional when read-only */
             st->has_ids = 0;
+            continue;
+        }
+        if (rc == MDB_NOTFOUND && i == DB_LEX) {   /* lexical index: a store made before it */
+            st->no_lex = 1;
             continue;
         }
         if (rc == MDB_NOTFOUND)
@@ -1174,7 +1183,7 @@ static int sweep_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if (c->n_live) qsort(c->live, c->n_live, sizeof *c->live, cmp_u32);
 
     for (i = 0; i < N_KEYED; i++) {
-        if (keyed_dbs[i] == DB_APPEND_IDS && !st->has_ids) continue;
+        if ((keyed_dbs[i] == DB_APPEND_IDS && !st->has_ids) || (keyed_dbs[i] == DB_LEX && st->no_lex)) continue;
         if ((rc = mdb_cursor_open(txn, st->dbi[keyed_dbs[i]], &cur))) return rc;
         for (next = 0; next <= UINT32_MAX; next = (uint64_t)id + 1) {
             k = key_mem(kb, (uint32_t)next);
@@ -1222,7 +1231,7 @@ int hsadb_store_memory_delete(hsadb_store *st, const char *name) {
     rc = store_write(st, del_rec_fn, &c, what, 4096);
     for (i = 0; rc == 0 && i < N_KEYED; i++) {
         c.db = keyed_dbs[i];
-        if (c.db == DB_APPEND_IDS && !st->has_ids) continue;
+        if ((c.db == DB_APPEND_IDS && !st->has_ids) || (c.db == DB_LEX && st->no_lex)) continue;
         do {
             rc = store_write(st, del_range_fn, &c, what, 4096);
         } while (rc == 0 && !c.done);
@@ -1778,6 +1787,10 @@ int hsadb_store_writer_begin(hsadb_store *st, const char *name, int64_t now,
     w->next_chunk = r1.n_chunks;
     w->chunk_size = r1.chunk_size;
     for (i = 0; i < DB_COUNT; i++) w->append_ok[i] = 1;
+    if ((rc = hsadb_lexidx_writer_open(&w->lex))) {
+        free(w);
+        goto fail;
+    }
     if (rec) *rec = r1;
     *out = w;
     return 0;
@@ -2004,6 +2017,13 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
         if ((rc = put_seq(txn, st->dbi[DB_CHUNKS], &k, &v, &w->append_ok[DB_CHUNKS])))
             return rc;
     }
+    /* ---- lexical index hook: the units these chunks complete, in this same txn (lexidx.h) */
+    if (w->lex && !(st->flags & HSADB_STORE_NOLEX)) {
+        const hsadb_lexidx_txn lt = { txn, st->dbi[DB_CHUNKS], st->dbi[DB_LEX], cur.id,
+                                      cur.chunk_size, cur.n_chunks + c->n };
+        if ((rc = hsadb_lexidx_update(w->lex, &lt, 0, NULL, NULL))) return rc;
+    }
+    /* ---- end of the lexical index hook */
 
     k = key_mem(tb, cur.id);
     if (c->tail_len) {
@@ -2126,6 +2146,7 @@ int hsadb_store_writer_commit_sealed(hsadb_store_writer *w, const void *tail, si
 void hsadb_store_writer_end(hsadb_store_writer *w) {
     if (!w) return;
     memory_unlock(w->st, w->rec.id);
+    hsadb_lexidx_writer_close(w->lex);
     free(w->buf), free(w->sbuf);
     free(w);
 }
@@ -2199,7 +2220,8 @@ struct copy_ctx {
     MDB_txn *stxn;          /* the source read txn: one view for the whole copy */
     int db;
     uint32_t id;
-    uint8_t start[4 + STORE_ID_MAX]; /* first key of the current batch (4 bytes: the id prefix) */
+    uint8_t start[512];     /* first key of the current batch (4 bytes: the id prefix); LMDB
+                               keys are at most 511 bytes (the lexical index's are longer than 12) */
     size_t start_len;
     int done;
 };
@@ -2303,6 +2325,7 @@ static int snapshot_memory(hsadb_store *st, const char *name, size_t len, const 
     c.stxn = txn;
     c.id = rec.id;
     for (i = 0; i < N_KEYED; i++) {
+        if (keyed_dbs[i] == DB_LEX && st->no_lex) continue;   /* made before the lexical index */
         c.db = keyed_dbs[i];
         if (c.db == DB_APPEND_IDS && !st->has_ids) continue;
         key_mem(c.start, rec.id);
@@ -2940,4 +2963,48 @@ done:
     out->n_records += w.n_records;
     out->n_damaged += w.n_damaged;
     return 0;
+}
+
+/* ---- the lexical index's access to transactions (lexidx.h) ------------------------------ */
+
+int hsadb_store_reader_lex(hsadb_store_reader *r, hsadb_lexidx_txn *out) {
+    if (!r || !out) return hsadb_fail(HSADB_ERR_INVALID, "reader lex: NULL argument");
+    if (r->st->no_lex)
+        return hsadb_fail(HSADB_ERR_NOTFOUND, "store %s has no lexical index (made by an older build; "
+                          "open it writable once)", r->st->dir);
+    *out = (hsadb_lexidx_txn){ r->txn, r->st->dbi[DB_CHUNKS], r->st->dbi[DB_LEX], r->rec.id,
+                               r->rec.chunk_size, r->rec.n_chunks };
+    return 0;
+}
+
+struct lex_ctx {
+    hsadb_store_writer *w;
+    hsadb_store_lex_fn fn;
+    void *ctx;
+};
+
+/* One write txn for a lexical-index step: the memory must still be as the writer last saw it. */
+static int lex_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
+    struct lex_ctx *c = ctx;
+    hsadb_store_writer *w = c->w;
+    struct hsadb_memory_rec cur;
+    int rc = mem_lookup(st, txn, w->name, w->name_len, &cur, NULL);
+    if (rc == HSADB_ERR_NOTFOUND || (rc == 0 && cur.id != w->rec.id))
+        return hsadb_fail(HSADB_ERR_NOTFOUND, "memory '%s' was deleted", w->name);
+    if (rc) return rc;
+    if (cur.n_chunks != w->rec.n_chunks || cur.n_appends != w->rec.n_appends)
+        return hsadb_fail(HSADB_ERR_BUSY, "memory %s was modified by another writer", w->name);
+    const hsadb_lexidx_txn lt = { txn, st->dbi[DB_CHUNKS], st->dbi[DB_LEX], cur.id, cur.chunk_size,
+                                  cur.n_chunks };
+    return c->fn(&lt, w->lex, c->ctx);
+}
+
+int hsadb_store_writer_lex(hsadb_store_writer *w, hsadb_store_lex_fn fn, void *ctx) {
+    char what[HSADB_NAME_MAX + 48];
+    if (!w || !fn) return hsadb_fail(HSADB_ERR_INVALID, "writer lex: NULL argument");
+    if (w->n_staged || w->n_sealed)
+        return hsadb_fail(HSADB_ERR_INVALID, "memory '%s': lexical index step with chunks staged", w->name);
+    struct lex_ctx c = { w, fn, ctx };
+    snprintf(what, sizeof what, "lexical index of memory '%s'", w->name);
+    return store_write(w->st, lex_fn, &c, what, (size_t)16 << 20);
 }

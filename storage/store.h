@@ -93,6 +93,8 @@ enum hsadb_store_flags {
                                             commit-time check can be tested; nothing outside
                                             this internal API (no option, no environment
                                             variable) sets it */
+    HSADB_STORE_NOLEX  = 1 << 4, /* commits do not extend the lexical index (benchmarks); it
+                                    lags, and a later hsadb_store_writer_lex step catches up */
 };
 
 /* Open the environment in `dir`. Checks the "format" key (HSADB_ERR_VERSION if newer,
@@ -255,5 +257,21 @@ struct hsadb_store_check_result {
  * (HSADB_ERR_NOTFOUND for an unknown memory, ENOMEM, ...). */
 int hsadb_store_check(hsadb_store *st, const char *name, hsadb_store_damage_fn fn, void *ctx,
                       struct hsadb_store_check_result *out);
+
+/* ---- the lexical index (storage/lexidx.h) ----
+ * Its records live in the sub-database "lex", keyed by memory id like the others (delete,
+ * the orphan sweep and snapshots carry them). Every commit of a writer extends it in the same
+ * transaction as the chunk records (the commit hook in store.c). */
+struct hsadb_lexidx_txn;
+struct hsadb_lexidx_writer;
+/* The reader's transaction as the lexical index reads it (valid until reader_end).
+ * HSADB_ERR_NOTFOUND for a read-only store made before the index existed. */
+int hsadb_store_reader_lex(hsadb_store_reader *r, struct hsadb_lexidx_txn *out);
+/* Runs fn in one write transaction of the writer's memory (nothing staged), after checking the
+ * memory is still as the writer last committed it: catching the index up, or dropping a stale
+ * one, in bounded steps. Retried from scratch after map growth, like every write. */
+typedef int (*hsadb_store_lex_fn)(const struct hsadb_lexidx_txn *t, struct hsadb_lexidx_writer *w,
+                                  void *ctx);
+int hsadb_store_writer_lex(hsadb_store_writer *w, hsadb_store_lex_fn fn, void *ctx);
 
 #endif /* HSADB_STORE_H */

@@ -294,18 +294,25 @@ def test_query_sampling_is_seeded(notes):
 
 
 def test_search(notes):
+    """Every mode lists non-overlapping passages, best first, whose text is the stored bytes."""
     data = notes.read("notes")
     st = notes.stat("notes")
-    r = notes.json("search", "notes", "courier", "code", "North", "-k", 3)
-    assert 1 <= len(r["hits"]) <= 3
-    scores = [x["score"] for x in r["hits"]]
-    assert scores == sorted(scores, reverse=True)
-    assert len({x["chunk"] for x in r["hits"]}) == len(r["hits"])
-    for x in r["hits"]:
-        assert x["persisted"]
-        check_ref(x, data, st["n_appends"], "score")
+    for mode in ("hybrid", "lexical", "model"):
+        r = notes.json("search", "notes", "courier", "code", "North", "-k", 3, "--mode", mode)
+        assert r["mode"] == mode and 1 <= len(r["hits"]) <= 3, r
+        scores = [x["score"] for x in r["hits"]]
+        assert scores == sorted(scores, reverse=True)
+        spans = sorted((x["start"], x["end"]) for x in r["hits"])
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+        for x in r["hits"]:
+            assert 0 <= x["start"] < x["end"] <= len(data) and x["end"] - x["start"] <= 512, x
+            text = x["text"].encode("utf-8")  # TEXT is ASCII, so the JSON string is exact
+            assert text == data[x["text_start"]: x["text_start"] + len(text)], x
+            assert x["text_start"] <= x["start"] and x["text_start"] + len(text) >= x["end"], x
+            assert 1 <= x["append_id"] <= x["last_append_id"] <= st["n_appends"], x
+            assert abs(x["time"] - time.time()) < 3600, x
     out = notes("search", "notes", "Dana", "-k", 2).stdout.decode()
-    assert len([l for l in out.splitlines() if re.match(r"^\s+[0-9.]+\s+\d+\s+\d+", l)]) == 2
+    assert len(re.findall(r"^\d+\. bytes \d+-\d+ ", out, re.M)) == 2, out
 
 
 def test_search_short_memory(h):

@@ -90,10 +90,19 @@ def test_every_rpc(srv, tmp_path):
                 assert c.byte_offset == c.chunk * CHUNK and c.append_id in (1, 2) and c.time > 0
     # search
     hits = m.Search(pb.SearchRequest(memory="notes", question="pass key", k=5), timeout=T).hits
-    assert len(hits) == 5
+    assert 1 <= len(hits) <= 5
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     for h in hits:
-        assert h.text == data[h.chunk * CHUNK:(h.chunk + 1) * CHUNK] and h.append_id in (1, 2)
+        assert h.text == data[h.text_offset:h.text_offset + len(h.text)] and h.append_id in (1, 2)
+        assert h.text_offset <= h.byte_offset < h.end_offset <= h.text_offset + len(h.text)
+        assert h.chunk == h.byte_offset // CHUNK and h.model_rank >= 1
+    for mode in (pb.SEARCH_MODE_LEXICAL, pb.SEARCH_MODE_MODEL):
+        r = m.Search(pb.SearchRequest(memory="notes", question="pass key", k=3, mode=mode,
+                                      context_bytes=-1), timeout=T).hits
+        assert r and all(h.text == data[h.byte_offset:h.end_offset] for h in r)
+        assert all((h.lexical_rank >= 1) == (mode == pb.SEARCH_MODE_LEXICAL) for h in r)
+    assert code_of(m.Search, pb.SearchRequest(memory="notes", question="q", passage_bytes=100), timeout=T) == \
+        grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(m.Search, pb.SearchRequest(memory="notes", question="q", k=5000), timeout=T) == \
         grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(m.Search, pb.SearchRequest(memory="absent", question="q"), timeout=T) == \

@@ -75,6 +75,9 @@ enum opt_id {
     OPT_APPEND_ID,
     OPT_MAX_CONNECTIONS, OPT_HANDSHAKE_TIMEOUT, OPT_FIRST_MESSAGE_TIMEOUT,
     OPT_MAX_STREAMS_PER_KEY, OPT_MAX_MESSAGE_BYTES, OPT_MAX_QUESTION_BYTES, OPT_GRACE,
+    /* search and reindex (the lexical index) */
+    OPT_MODE, OPT_CONTEXT, OPT_PASSAGE, OPT_K1, OPT_B, OPT_FIRST_APPEND, OPT_LAST_APPEND, OPT_AS_OF,
+    OPT_SINCE, OPT_UNTIL, OPT_CHECK, OPT_NO_LEXICAL,
 };
 
 typedef struct optdef {
@@ -89,7 +92,8 @@ static const optdef global_opts[] = {
     { "device", 0, 1, OPT_DEVICE },   { "threads", 0, 1, OPT_THREADS },
     { "json", 0, 0, OPT_JSON },       { "nosync", 0, 0, OPT_NOSYNC },
     { "quiet", 'q', 0, OPT_QUIET },   { "help", 'h', 0, OPT_HELP },
-    { "version", 'V', 0, OPT_VERSION }, { NULL, 0, 0, 0 },
+    { "version", 'V', 0, OPT_VERSION }, { "no-lexical-index", 0, 0, OPT_NO_LEXICAL },
+    { NULL, 0, 0, 0 },
 };
 
 typedef struct cli cli;
@@ -133,6 +137,11 @@ struct cli {
     const char    *append_id;       /* append --id */
     int            max_connections, max_streams_per_key, max_message_bytes, max_question_bytes;
     double         handshake_timeout, first_message_timeout, grace;
+    /* search and reindex */
+    int            mode, context, passage, check, b_set, no_lexical;
+    double         k1, b;
+    uint64_t       first_append, last_append, as_of;
+    int64_t        since, until;
     /* positional arguments */
     char         **args;
     int            nargs;
@@ -449,7 +458,8 @@ static int open_db(cli *c, const hsadb_model *m, int mode, hsadb_db **db)
     if (mode == DB_READ)
         o.flags = HSADB_DB_RDONLY;
     else
-        o.flags = (mode == DB_CREATE ? HSADB_DB_CREATE : 0) | (c->nosync ? HSADB_DB_NOSYNC : 0);
+        o.flags = (mode == DB_CREATE ? HSADB_DB_CREATE : 0) | (c->nosync ? HSADB_DB_NOSYNC : 0) |
+                  (c->no_lexical ? HSADB_DB_NO_LEXICAL : 0);
     o.model = m;
     o.device = c->device;
     o.threads = c->threads;
@@ -982,6 +992,38 @@ out:
     return ec;
 }
 
+static const char *mode_name(int m)
+{
+    return m == HSADB_SEARCH_LEXICAL ? "lexical" : m == HSADB_SEARCH_MODEL ? "model" : "hybrid";
+}
+
+static void json_passage(jw *w, const hsadb_passage_hit *h)
+{
+    char t[32];
+    jw_begin_obj(w);
+    jw_key(w, "score");          jw_double(w, h->score);
+    jw_key(w, "start");          jw_uint(w, h->start);
+    jw_key(w, "end");            jw_uint(w, h->end);
+    jw_key(w, "append_id");      jw_uint(w, h->append_id);
+    jw_key(w, "last_append_id"); jw_uint(w, h->last_append_id);
+    jw_key(w, "time");           jw_int(w, h->time);
+    fmt_time(t, sizeof t, h->time);
+    jw_key(w, "time_utc");       jw_str(w, t);
+    jw_key(w, "scores");
+    jw_begin_obj(w);
+    jw_key(w, "lexical");        jw_double(w, h->lexical_score);
+    jw_key(w, "model");          jw_double(w, h->model_score);
+    jw_end_obj(w);
+    jw_key(w, "ranks");
+    jw_begin_obj(w);
+    jw_key(w, "lexical");        jw_int(w, h->lexical_rank);
+    jw_key(w, "model");          jw_int(w, h->model_rank);
+    jw_end_obj(w);
+    jw_key(w, "text_start");     jw_uint(w, h->text_start);
+    jw_key(w, "text");           jw_bytes(w, h->text, h->text_len);
+    jw_end_obj(w);
+}
+
 static int cmd_search(cli *c)
 {
     const char *name = c->args[0];
@@ -993,12 +1035,28 @@ static int cmd_search(cli *c)
         return fail_cli(ENOMEM, "question");
     hsadb_model *m = NULL;
     hsadb_db *db = NULL;
-    hsadb_hits *h = NULL;
-    if ((ec = load_model(c, &m)))
+    hsadb_passages *h = NULL;
+    /* lexical search needs no model */
+    if (c->mode != HSADB_SEARCH_LEXICAL && (ec = load_model(c, &m)))
         goto out;
     if ((ec = open_db(c, m, DB_READ, &db)))
         goto out;
-    int rc = hsadb_search(db, name, q, strlen(q), c->k ? c->k : 8, &h);
+    hsadb_search_options o;
+    memset(&o, 0, sizeof o);
+    o.mode = c->mode;
+    o.k = c->k ? c->k : 8;
+    if (c->k1 > 0 || c->b_set) {
+        o.bm25_k1 = c->k1 > 0 ? (float)c->k1 : 1.2f;
+        o.bm25_b = c->b_set ? (float)c->b : 0.75f;
+    }
+    o.passage_bytes = c->passage;
+    o.context_bytes = c->context < 0 ? HSADB_SEARCH_NO_CONTEXT : c->context;
+    o.first_append = c->first_append;
+    o.last_append = c->last_append;
+    o.as_of_append = c->as_of;
+    o.time_from = c->since;
+    o.time_to = c->until;
+    int rc = hsadb_search_passages(db, name, q, strlen(q), &o, &h);
     if (rc) {
         ec = fail(rc, "memory '%s'", name);
         goto out;
@@ -1007,27 +1065,96 @@ static int cmd_search(cli *c)
         jw w;
         jw_init(&w, stdout);
         jw_begin_obj(&w);
-        jw_key(&w, "memory");   jw_str(&w, name);
-        jw_key(&w, "question"); jw_str(&w, q);
+        jw_key(&w, "memory");        jw_str(&w, name);
+        jw_key(&w, "question");      jw_str(&w, q);
+        jw_key(&w, "mode");          jw_str(&w, mode_name(c->mode));
+        jw_key(&w, "scanned_bytes"); jw_uint(&w, h->scanned_bytes);
         jw_key(&w, "hits");
         jw_begin_arr(&w);
         for (size_t i = 0; i < h->n; i++)
-            json_chunk(&w, &h->hits[i], "score");
+            json_passage(&w, &h->hits[i]);
         jw_end_arr(&w);
         jw_end_obj(&w);
         jw_end(&w);
     } else if (h->n == 0) {
-        note(c, "no chunk of memory '%s' can be retrieved (fewer than 64 bytes stored?)", name);
+        note(c, "no passage of memory '%s' matches (mode %s)", name, mode_name(c->mode));
     } else {
-        print_chunk_header("score");
-        for (size_t i = 0; i < h->n; i++)
-            print_chunk(&h->hits[i]);
+        for (size_t i = 0; i < h->n; i++) {
+            const hsadb_passage_hit *x = &h->hits[i];
+            char t[32];
+            fmt_time(t, sizeof t, x->time);
+            printf("%zu. bytes %" PRIu64 "-%" PRIu64 "  append %" PRIu64 "  %s  score %.4g (lexical %.4g #%d, "
+                   "model %.4g #%d)\n   \"", i + 1, x->start, x->end, x->append_id, t, x->score,
+                   x->lexical_score, x->lexical_rank, x->model_score, x->model_rank);
+            print_escaped(stdout, x->text, x->text_len);
+            fputs("\"\n", stdout);
+        }
     }
 out:
-    hsadb_hits_free(h);
+    hsadb_passages_free(h);
     hsadb_db_close(db);
     hsadb_model_close(m);
     free(q);
+    return ec;
+}
+
+static int reindex_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    progress *pg = ctx;
+    progress_update(pg, done * 256, done, done >= total);   /* the last step always draws */
+    return g_signal != 0;
+}
+
+static int cmd_reindex(cli *c)
+{
+    const char *name = c->args[0];
+    hsadb_db *db = NULL;
+    hsadb_memory_info s;
+    int ec = open_memory(c, name, c->check ? DB_READ : DB_WRITE, &db, &s);
+    if (ec)
+        return ec;
+    int rc = 0;
+    if (!c->check) {
+        char label[160];
+        snprintf(label, sizeof label, "reindex %s", name);
+        progress pg;
+        progress_start(&pg, !c->quiet, label, s.n_chunks * 64, 1);
+        catch_signals();
+        rc = hsadb_lexical_build(db, name, reindex_progress, &pg);
+        progress_clear(&pg);
+        if (rc) {
+            ec = fail(rc, "memory '%s'", name);
+            if (rc == HSADB_ERR_CANCELLED)
+                ec = interrupted_exit();
+            goto out;
+        }
+    }
+    hsadb_lexical_info li;
+    rc = hsadb_lexical_check(db, name, &li);
+    if (rc) {
+        ec = fail(rc, "memory '%s'", name);
+        goto out;
+    }
+    if (c->json) {
+        jw w;
+        jw_init(&w, stdout);
+        jw_begin_obj(&w);
+        jw_key(&w, "memory");        jw_str(&w, name);
+        jw_key(&w, "units");         jw_uint(&w, li.units);
+        jw_key(&w, "indexed_units"); jw_uint(&w, li.indexed_units);
+        jw_key(&w, "index_bytes");   jw_uint(&w, li.index_bytes);
+        jw_key(&w, "consistent");    jw_bool(&w, li.consistent);
+        jw_key(&w, "detail");        jw_str(&w, li.detail);
+        jw_end_obj(&w);
+        jw_end(&w);
+    } else if (!c->quiet || !li.consistent) {
+        printf("memory '%s': lexical index of %" PRIu64 " of %" PRIu64 " units, %" PRIu64 " bytes of records: %s\n",
+               name, li.indexed_units, li.units, li.index_bytes, li.detail);
+    }
+    if (!li.consistent)
+        ec = fail_cli(HSADB_ERR_CORRUPT, "memory '%s': lexical index: %s", name, li.detail);
+out:
+    hsadb_db_close(db);
     return ec;
 }
 
@@ -1552,7 +1679,15 @@ static const optdef query_opts[] = {
     { "evidence", 0, 1, OPT_EVIDENCE },     { "no-evidence", 0, 0, OPT_NO_EVIDENCE },
     { NULL, 0, 0, 0 },
 };
-static const optdef search_opts[] = { { "k", 'k', 1, OPT_K }, { NULL, 0, 0, 0 } };
+static const optdef search_opts[] = {
+    { "k", 'k', 1, OPT_K },                 { "mode", 0, 1, OPT_MODE },
+    { "context", 0, 1, OPT_CONTEXT },       { "passage", 0, 1, OPT_PASSAGE },
+    { "k1", 0, 1, OPT_K1 },                 { "b", 0, 1, OPT_B },
+    { "first-append", 0, 1, OPT_FIRST_APPEND }, { "last-append", 0, 1, OPT_LAST_APPEND },
+    { "as-of", 0, 1, OPT_AS_OF },           { "since", 0, 1, OPT_SINCE },
+    { "until", 0, 1, OPT_UNTIL },           { NULL, 0, 0, 0 },
+};
+static const optdef reindex_opts[] = { { "check", 0, 0, OPT_CHECK }, { NULL, 0, 0, 0 } };
 static const optdef read_opts[] = {
     { "offset", 0, 1, OPT_OFFSET }, { "length", 0, 1, OPT_LENGTH }, { NULL, 0, 0, 0 },
 };
@@ -1627,13 +1762,33 @@ static const command commands[] = {
       "  --seed S          sampling seed (default: a fixed seed)\n"
       "  --evidence K      chunks listed per layer (default 8)\n"
       "  --no-evidence     print the answer only\n" },
-    { "search", cmd_search, 2, -1, search_opts, "search NAME QUESTION... [-k K]",
-      "the chunks most relevant to a question (no generation)",
-      "Scores every stored chunk of NAME against QUESTION (retrieval probability averaged\n"
-      "over HSA layers and memory heads) and lists the K best with their provenance.\n"
+    { "search", cmd_search, 2, -1, search_opts, "search NAME QUESTION... [-k K] [--mode M]",
+      "the passages that best match a question (no generation)",
+      "Ranks the passages of NAME (windows of 512 bytes starting every 256) against QUESTION\n"
+      "and lists the K best, none overlapping another: byte range, append and time, the\n"
+      "score of each signal, and the text grown to the nearest line or sentence ends.\n"
+      "Modes: lexical (BM25 over the memory's lexical index; needs no model), model (the\n"
+      "model's retrieval probability summed over each passage's chunks), hybrid (default:\n"
+      "reciprocal rank fusion, k = 60, of the two).\n"
       "\n"
       "Options:\n"
-      "  -k K              number of chunks (default 8)\n" },
+      "  -k K              number of passages (default 8)\n"
+      "  --mode M          hybrid (default), lexical or model\n"
+      "  --context N       grow the text by at most N bytes each side (default 256; 0 = none)\n"
+      "  --passage N       passage length: a multiple of 256 in 256..4096 (default 512)\n"
+      "  --k1 X, --b Y     BM25 parameters (default 1.2 and 0.75)\n"
+      "  --first-append A, --last-append B   only bytes of appends A..B\n"
+      "  --as-of A         only what was appended up to append A (nothing later is shown)\n"
+      "  --since T, --until T   only appends that began in [T, T] (unix seconds)\n" },
+    { "reindex", cmd_reindex, 1, 1, reindex_opts, "reindex NAME [--check]",
+      "build (or check) the lexical index of a memory",
+      "Builds what the lexical index of NAME lacks: all of it for a memory written before\n"
+      "the index existed (an append does the same when it starts), with progress on stderr.\n"
+      "Then checks the index against the chunk records and reports it (exit 6 if they\n"
+      "differ). --check only checks (read-only). Does not load the model.\n"
+      "\n"
+      "Options:\n"
+      "  --check           check only\n" },
     { "read", cmd_read, 1, 1, read_opts, "read NAME [--offset N] [--length N]",
       "write stored bytes of a memory to stdout",
       "Writes the bytes of memory NAME exactly as appended (all appends concatenated), from\n"
@@ -1764,6 +1919,8 @@ static const char *global_help =
     "                    loses nothing, but an OS crash or power loss may drop the last\n"
     "                    commits or, on ext4, damage the file: for data you can re-append\n"
     "  -q, --quiet       no progress, notes or summaries of action commands\n"
+    "  --no-lexical-index  appends leave the lexical index behind (benchmarks); the\n"
+    "                    next append or hsadb reindex catches up\n"
     "  -h, --help        help (hsadb COMMAND --help for one command)\n"
     "  -V, --version     print the version\n";
 
@@ -1869,6 +2026,26 @@ static int set_opt(cli *c, const optdef *o, const char *shown, const char *v)
     case OPT_MAX_MESSAGE_BYTES: rc = parse_int(shown, v, 1024, 1 << 30, &c->max_message_bytes); break;
     case OPT_MAX_QUESTION_BYTES: rc = parse_int(shown, v, 1, 1 << 30, &c->max_question_bytes); break;
     case OPT_GRACE:       rc = parse_double(shown, v, 0.001, 3600, &c->grace); break;
+    case OPT_MODE:
+        if (strcmp(v, "hybrid") == 0)       c->mode = HSADB_SEARCH_HYBRID;
+        else if (strcmp(v, "lexical") == 0) c->mode = HSADB_SEARCH_LEXICAL;
+        else if (strcmp(v, "model") == 0)   c->mode = HSADB_SEARCH_MODEL;
+        else return usage_error("--mode expects hybrid, lexical or model, got '%s'", v);
+        break;
+    case OPT_CONTEXT:
+        rc = parse_int(shown, v, 0, 65536, &c->context);
+        if (!rc && c->context == 0) c->context = -1;   /* 0 = none; unset (0) = the default */
+        break;
+    case OPT_PASSAGE:     rc = parse_int(shown, v, 256, 4096, &c->passage); break;
+    case OPT_K1:          rc = parse_double(shown, v, 0.001, 100, &c->k1); break;
+    case OPT_B:           rc = parse_double(shown, v, 0, 1, &c->b); c->b_set = 1; break;
+    case OPT_FIRST_APPEND: rc = parse_u64(shown, v, UINT64_MAX, &c->first_append); break;
+    case OPT_LAST_APPEND: rc = parse_u64(shown, v, UINT64_MAX, &c->last_append); break;
+    case OPT_AS_OF:       rc = parse_u64(shown, v, UINT64_MAX, &c->as_of); break;
+    case OPT_SINCE:       rc = parse_u64(shown, v, INT64_MAX, &u); c->since = (int64_t)u; break;
+    case OPT_UNTIL:       rc = parse_u64(shown, v, INT64_MAX, &u); c->until = (int64_t)u; break;
+    case OPT_CHECK:       c->check = 1; break;
+    case OPT_NO_LEXICAL:  c->no_lexical = 1; break;
     }
     return rc;
 }
