@@ -200,7 +200,7 @@ static int read_chunks(hsadb_lexidx_writer *w, const hsadb_lexidx_txn *t, uint64
             rc = MDB_NOTFOUND;
         if (rc == MDB_NOTFOUND) rc = hsadb_fail(HSADB_ERR_CORRUPT, "lexical index of memory %u: chunk %llu missing",
                                                t->id, (unsigned long long)c);
-        else if (rc == 0 && v.mv_size != CHUNK_META + S)
+        else if (rc == 0 && v.mv_size != CHUNK_META + S + t->value_tail)
             rc = hsadb_fail(HSADB_ERR_CORRUPT, "lexical index of memory %u: chunk %llu has %zu bytes", t->id,
                             (unsigned long long)c, v.mv_size);
         if (rc == 0) memcpy(w->bytes + (size_t)(c - c0) * S, (const uint8_t *)v.mv_data + CHUNK_META, S);

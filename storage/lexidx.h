@@ -51,6 +51,7 @@ typedef struct hsadb_lexidx_txn {
     uint32_t id;
     uint32_t chunk_size;   /* S */
     uint64_t n_chunks;     /* chunk records 0..n_chunks-1 exist in txn */
+    uint32_t value_tail;   /* bytes after a chunk record's bytes (the store's checksum, format 3) */
 } hsadb_lexidx_txn;
 
 /* Units that a memory of n_chunks chunks indexes (each unit needs one chunk of lookahead). */

@@ -2020,7 +2020,7 @@ static int commit_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     /* ---- lexical index hook: the units these chunks complete, in this same txn (lexidx.h) */
     if (w->lex && !(st->flags & HSADB_STORE_NOLEX)) {
         const hsadb_lexidx_txn lt = { txn, st->dbi[DB_CHUNKS], st->dbi[DB_LEX], cur.id,
-                                      cur.chunk_size, cur.n_chunks + c->n };
+                                      cur.chunk_size, cur.n_chunks + c->n, (uint32_t)store_sum_bytes(st) };
         if ((rc = hsadb_lexidx_update(w->lex, &lt, 0, NULL, NULL))) return rc;
     }
     /* ---- end of the lexical index hook */
@@ -2973,7 +2973,7 @@ int hsadb_store_reader_lex(hsadb_store_reader *r, hsadb_lexidx_txn *out) {
         return hsadb_fail(HSADB_ERR_NOTFOUND, "store %s has no lexical index (made by an older build; "
                           "open it writable once)", r->st->dir);
     *out = (hsadb_lexidx_txn){ r->txn, r->st->dbi[DB_CHUNKS], r->st->dbi[DB_LEX], r->rec.id,
-                               r->rec.chunk_size, r->rec.n_chunks };
+                               r->rec.chunk_size, r->rec.n_chunks, (uint32_t)store_sum_bytes(r->st) };
     return 0;
 }
 
@@ -2995,7 +2995,7 @@ static int lex_fn(hsadb_store *st, MDB_txn *txn, void *ctx) {
     if (cur.n_chunks != w->rec.n_chunks || cur.n_appends != w->rec.n_appends)
         return hsadb_fail(HSADB_ERR_BUSY, "memory %s was modified by another writer", w->name);
     const hsadb_lexidx_txn lt = { txn, st->dbi[DB_CHUNKS], st->dbi[DB_LEX], cur.id, cur.chunk_size,
-                                  cur.n_chunks };
+                                  cur.n_chunks, (uint32_t)store_sum_bytes(st) };
     return c->fn(&lt, w->lex, c->ctx);
 }
 
