@@ -12,7 +12,7 @@ mb=${1:-40}
 vocab=${2:-8192}
 out=.carry/v2
 mkdir -p "$out/lib"
-[ -s "$out/corpus.txt.gz" ] || python3 tools/train/make_corpus.py --out "$out/corpus.txt" --max-mb "$mb" --unicode
+[ -s "$out/corpus.txt.gz" ] || python3 tools/train/make_corpus.py --out "$out/corpus.txt" --max-mb "$mb" --unicode --gz-max-mb 14
 rm -f "$out/corpus.txt"
 [ -s "$out/sources.tar.gz" ] || python3 tools/train/make_sources.py --out "$out/sources.tar.gz"
 if [ ! -s "$out/tokenizer.json" ]; then
