@@ -222,21 +222,28 @@ def test_query_cancel(db, srv):
 
 def test_search(db, srv):
     db.create("s")
-    data = rand_bytes(3000, 5)
+    words = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+    data = "".join("Line %d says %s.\n" % (i, words[i % 8]) for i in range(300)).encode()
     db.append("s", data)
-    hits = db.search("s", "anything at all", k=5)
+    hits = db.search("s", "which line says foxtrot", k=5, mode="lexical")
     assert isinstance(hits, hsadb.SearchResult) and len(hits) == 5 and hits.extra == {}
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     for h in hits:
-        if h.persisted:
-            assert h.data == data[h.byte_offset:h.byte_offset + CHUNK] and h.append_id == 1
-    assert len(db.search("s", "q")) == 8   # k = 0: the server's default
+        assert isinstance(h, hsadb.Passage) and h.extra == {} and h.append_id == 1
+        assert b"foxtrot" in data[h.start:h.end] and h.lexical_rank >= 1 and h.lexical_score > 0
+        assert h.data == data[h.text_offset:h.text_offset + len(h.data)]
+        assert h.text_offset <= h.start and h.end <= h.text_offset + len(h.data)
+    spans = sorted((h.start, h.end) for h in hits)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))      # hits never overlap
+    both = db.search("s", "which line says foxtrot", k=3)              # hybrid: both signals shown
+    assert len(both) == 3 and all(h.lexical_rank or h.model_rank for h in both)
+    assert len(db.search("s", "line")) == 8   # k = 0: the server's default
     with pytest.raises(InvalidArgumentError):
         db.search("s", "q", k=5000)
     with pytest.raises(NotFoundError):
         db.search("nosuch", "q")
-    with pytest.raises(TypeError, match="SearchRequest has no field 'mode'"):
-        db.search("s", "q", mode="hybrid")   # passes through once the proto has it
+    with pytest.raises(ValueError, match="mode must be one of"):
+        db.search("s", "q", mode="fuzzy")
 
 
 def test_snapshot_and_restore(db, srv, tmp_path):

@@ -12,7 +12,7 @@ from .client import Client, QueryStream
 from .errors import (AlreadyExistsError, FailedPreconditionError, HsadbError,
                      InvalidArgumentError, NotFoundError, PermissionDeniedError,
                      UnauthenticatedError, UnavailableError)
-from .types import (Answer, AppendResult, Chunk, LayerEvidence, MemoryInfo, RestoreResult,
+from .types import (Answer, AppendResult, Chunk, LayerEvidence, MemoryInfo, Passage, RestoreResult,
                     SearchResult, SnapshotResult)
 
 __version__ = "0.1.0"
@@ -20,4 +20,4 @@ __version__ = "0.1.0"
 __all__ = ["Client", "QueryStream", "HsadbError", "InvalidArgumentError", "NotFoundError",
            "AlreadyExistsError", "PermissionDeniedError", "UnauthenticatedError",
            "FailedPreconditionError", "UnavailableError", "Answer", "AppendResult", "Chunk",
-           "LayerEvidence", "MemoryInfo", "RestoreResult", "SearchResult", "SnapshotResult"]
+           "LayerEvidence", "MemoryInfo", "Passage", "RestoreResult", "SearchResult", "SnapshotResult"]

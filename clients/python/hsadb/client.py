@@ -271,10 +271,16 @@ class Client:
             raise HsadbError(grpc.StatusCode.INTERNAL, "the query stream ended without a result")
         return s.result
 
-    def search(self, name: str, question: str, k: int = 0, *, timeout=None, **fields) -> SearchResult:
-        """The k chunks most relevant to the question (0 = 8). Further keyword arguments are
-        fields of SearchRequest that the server may have (e.g. a search mode)."""
-        req = _request(pb.SearchRequest, fields, memory=name, question=question, k=k)
+    _MODES = {"hybrid": 0, "lexical": 1, "model": 2}
+
+    def search(self, name: str, question: str, k: int = 0, *, mode: str = "hybrid", timeout=None,
+               **fields) -> SearchResult:
+        """The k passages most relevant to the question (0 = 8), by mode "hybrid" (default),
+        "lexical" or "model". Further keyword arguments are fields of SearchRequest (filters,
+        passage_bytes, context_bytes, bm25_k1/bm25_b; docs/rpc.md)."""
+        if mode not in self._MODES:
+            raise ValueError("mode must be one of %s, not %r" % (", ".join(self._MODES), mode))
+        req = _request(pb.SearchRequest, fields, memory=name, question=question, k=k, mode=self._MODES[mode])
         return SearchResult.from_pb(self._call("Search", req, timeout))
 
     # ---- snapshot and restore ----

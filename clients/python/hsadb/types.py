@@ -128,9 +128,42 @@ class Answer:
 
 
 @dataclass
+class Passage:
+    """A search hit: stream bytes [start, end) of the memory, with its text grown to the nearest
+    line or sentence ends (bytes [text_offset, text_offset + len(data))), provenance, and the
+    score of each signal (search modes: docs/rpc.md)."""
+    start: int
+    end: int
+    score: float              # the mode's score: fused rank (hybrid), BM25 (lexical), probability (model)
+    lexical_score: float      # BM25 (0: no question term in it, or mode model)
+    model_score: float        # retrieval probability summed over its chunks (0: mode lexical)
+    lexical_rank: int         # 1-based rank in each signal's list; 0 = not in it
+    model_rank: int
+    append_id: int            # the append of byte `start`, and its unix time
+    time: int
+    last_append_id: int       # the append of byte end - 1
+    text_offset: int
+    data: bytes
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS = ("chunk", "score", "persisted", "append_id", "byte_offset", "time", "text", "end_offset",
+               "text_offset", "lexical_score", "model_score", "lexical_rank", "model_rank", "last_append_id")
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+    @classmethod
+    def from_pb(cls, m) -> "Passage":
+        return cls(m.byte_offset, m.end_offset, m.score, m.lexical_score, m.model_score, m.lexical_rank,
+                   m.model_rank, m.append_id, m.time, m.last_append_id, m.text_offset, bytes(m.text),
+                   extra=_extra(m, cls._FIELDS))
+
+
+@dataclass
 class SearchResult:
     """The hits of a search, most relevant first; iterates, indexes and len()s as the list."""
-    hits: List[Chunk]
+    hits: List[Passage]
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self):
@@ -144,7 +177,7 @@ class SearchResult:
 
     @classmethod
     def from_pb(cls, m) -> "SearchResult":
-        return cls([Chunk.from_pb(c) for c in m.hits], extra=_extra(m, ("hits",)))
+        return cls([Passage.from_pb(c) for c in m.hits], extra=_extra(m, ("hits",)))
 
 
 @dataclass
