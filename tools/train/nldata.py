@@ -223,8 +223,8 @@ def _make(rng, tok, L, src, fam, S, max_questions):
     for q, spans in qspans:
         if len(blocks) >= max_questions:
             break
-        if q["kind"] == "absent":
-            if n_absent >= 1 and rng.random() < 0.7:
+        if q["kind"] == "absent":     # at most one, in half the samples: ~1 question in 5 abstains
+            if n_absent >= 1 or rng.random() < 0.5:
                 continue
             n_absent += 1
         qt = tok.encode(q["q"].encode())

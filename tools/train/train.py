@@ -403,7 +403,7 @@ def fresh_acc():
                 t0=time.time())
 
 
-def answer_weights(tok, ans, first_weight=1.0, eos_weight=1.0, stop_weight=1.0):
+def answer_weights(tok, ans, first_weight=1.0, eos_weight=1.0, stop_weight=1.0, ids=None):
     """Per-position weights of the answer loss. tok, ans: [B, T] (ans: 1 where the *next* token is an
     answer byte, as collate builds it). Returns (am, first, aw), each [B, T-1] float: the answer mask,
     the positions that predict the first byte of an answer part (the input token there is <answer> or
@@ -413,12 +413,14 @@ def answer_weights(tok, ans, first_weight=1.0, eos_weight=1.0, stop_weight=1.0):
     that it is complete (vt's misses stop early); weighting it alone biases that decision towards
     stopping (session 8). stop_weight weights both sides of the decision: the positions that predict
     the <eos> and those that predict a list separator (' ' or ','; inside a value of several words
-    a space is weighted too)."""
+    a space is weighted too). ids: (answer, eos, value ends) of the vocabulary (default the byte
+    vocabulary's; a BPE's for --data nl, where its <answer> starts every answer)."""
+    answer_id, eos_id, value_end = ids or (D.ANSWER, D.EOS, D.VALUE_END)
     am = ans[:, :-1].float()
-    first = am * ((tok[:, :-1] == D.ANSWER) | (tok[:, :-1] == 32)).float()
+    first = am * ((tok[:, :-1] == answer_id) | (tok[:, :-1] == 32)).float()
     nxt = tok[:, 1:]
-    eos = am * (nxt == D.EOS).float()
-    stop = am * sum((nxt == x) for x in D.VALUE_END).float()
+    eos = am * (nxt == eos_id).float()
+    stop = am * sum((nxt == x) for x in value_end).float()
     return am, first, am + (first_weight - 1.0) * first + (eos_weight - 1.0) * eos + (stop_weight - 1.0) * stop
 
 
@@ -554,9 +556,13 @@ def main():
         cfgd = json.load(open(os.path.join(resume, "state.json")))["config"]
     if args.residual:
         cfgd["hsa_residual"] = args.residual
-    if args.data == "nl" and not resume:
+    vocab_ids = None   # answer_weights' token ids: the byte vocabulary's unless --data nl
+    if args.data == "nl":
         import nldata
-        cfgd["vocab_size"] = nldata.load_tokenizer(args.tokenizer).vocab_size
+        tokz = nldata.load_tokenizer(args.tokenizer)
+        vocab_ids = (tokz.answer, tokz.eos, (tokz.eos,))
+        if not resume:
+            cfgd["vocab_size"] = tokz.vocab_size
     cfg = HSAConfig(**cfgd)
     model = HSAModel(cfg).to(dev)
     model.mem_round_bf16 = args.mem_round_bf16
@@ -672,7 +678,7 @@ def main():
         logits = out["logits"][:, :-1].float()
         tgt = tok[:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
-        am, first, aw = answer_weights(tok, ans, args.first_weight, args.eos_weight, args.stop_weight)
+        am, first, aw = answer_weights(tok, ans, args.first_weight, args.eos_weight, args.stop_weight, vocab_ids)
         cross = am * xmask[:, :-1].float()
         aw = aw + (args.cross_weight - 1.0) * cross
         lm = 1.0 - am
