@@ -456,6 +456,27 @@ int hsadb_search(hsadb_db *db, const char *name, const char *question, size_t ql
     return hsadb_search_cancellable(db, name, question, qlen, k, NULL, NULL, out);
 }
 
+/*
+ * The retrieval probability of each eligible chunk at the question's <answer> position
+ * (q.last_row), averaged over HSA layers and memory heads, added to acc[0..n_acc). ne chunks
+ * are eligible, the first nb of them stored (the others completed by the question); scores is
+ * scratch of ne floats. What hsadb_search ranks and the passage search fuses.
+ */
+static void add_retrieval_probs(qsession *q, const hsadb_config *c, int64_t ne, int64_t nb, float *scores,
+                                float *acc, int64_t n_acc) {
+    const int G = c->n_groups, Hm = c->n_mem_heads, dr = c->retr_dim;
+    for (int g = 0; g < G && ne > 0; g++)
+        for (int m = 0; m < Hm; m++) {
+            const float *qr = q->tr.qr + ((size_t)q->last_row * G + g) * Hm * dr + (size_t)m * dr;
+            hsadb_index_scores(&q->cache->index, m, qr, nb, scores);
+            if (ne > nb) hsadb_index_scores(&q->extra, m, qr, ne - nb, scores + nb);
+            float mx = -INFINITY, sum = 0.f;
+            for (int64_t i = 0; i < ne; i++) mx = scores[i] > mx ? scores[i] : mx;
+            for (int64_t i = 0; i < ne; i++) sum += (scores[i] = expf(scores[i] - mx));
+            for (int64_t i = 0; i < n_acc; i++) acc[i] += scores[i] / sum / (float)(G * Hm);
+        }
+}
+
 int hsadb_search_cancellable(hsadb_db *db, const char *name, const char *question, size_t qlen,
                              int k, hsadb_cancel_fn cancel, void *ctx, hsadb_hits **out) {
     qsession q;
@@ -469,7 +490,6 @@ int hsadb_search_cancellable(hsadb_db *db, const char *name, const char *questio
     if (k <= 0) return hsadb_fail(HSADB_ERR_INVALID, "k must be positive");
     if ((rc = session_open(&q, db, name))) return rc;
     const hsadb_config *c = &db->model->c;
-    const int G = c->n_groups, Hm = c->n_mem_heads, dr = c->retr_dim;
     rc = ENOMEM;
     if (!(prompt = prompt_tokens(question, qlen, &n_prompt))) goto done;
     if ((rc = feed_all(&q, prompt, n_prompt, cancel, ctx))) goto done;
@@ -479,16 +499,7 @@ int hsadb_search_cancellable(hsadb_db *db, const char *name, const char *questio
     if (!(scores = malloc((size_t)(ne + 1) * 4)) || !(acc = calloc((size_t)(ne + 1), 4)) ||
         !(box = calloc(1, sizeof *box)))
         goto done;
-    for (int g = 0; g < G && ne > 0; g++)
-        for (int m = 0; m < Hm; m++) {
-            const float *qr = q.tr.qr + ((size_t)q.last_row * G + g) * Hm * dr + (size_t)m * dr;
-            hsadb_index_scores(&q.cache->index, m, qr, nb, scores);
-            if (ne > nb) hsadb_index_scores(&q.extra, m, qr, ne - nb, scores + nb);
-            float mx = -INFINITY, sum = 0.f;
-            for (int64_t i = 0; i < ne; i++) mx = scores[i] > mx ? scores[i] : mx;
-            for (int64_t i = 0; i < ne; i++) sum += (scores[i] = expf(scores[i] - mx));
-            for (int64_t i = 0; i < ne; i++) acc[i] += scores[i] / sum / (float)(G * Hm);
-        }
+    add_retrieval_probs(&q, c, ne, nb, scores, acc, ne);
     int n = (int)(ne < k ? ne : k);
     rc = ENOMEM;
     if (!(best = malloc((size_t)(n + 1) * sizeof *best))) goto done;
@@ -537,7 +548,6 @@ int hsadb_model_chunk_scores(hsadb_db *db, const char *name, hsadb_store_reader 
     memset(out, 0, (size_t)rec->n_chunks * sizeof *out);
     if ((rc = session_open_r(&q, db, name, r, rec))) return rc;
     const hsadb_config *c = &db->model->c;
-    const int G = c->n_groups, Hm = c->n_mem_heads, dr = c->retr_dim;
     rc = ENOMEM;
     if (!(prompt = prompt_tokens(question, qlen, &n_prompt))) goto done;
     if ((rc = feed_all(&q, prompt, n_prompt, cancel, cancel_ctx))) goto done;
@@ -545,16 +555,7 @@ int hsadb_model_chunk_scores(hsadb_db *db, const char *name, hsadb_store_reader 
     const int64_t ne = pos / c->chunk, nb = ne < (int64_t)q.rec.n_chunks ? ne : (int64_t)q.rec.n_chunks;
     rc = ENOMEM;
     if (!(scores = malloc((size_t)(ne + 1) * 4))) goto done;
-    for (int g = 0; g < G && ne > 0; g++)
-        for (int m = 0; m < Hm; m++) {
-            const float *qr = q.tr.qr + ((size_t)q.last_row * G + g) * Hm * dr + (size_t)m * dr;
-            hsadb_index_scores(&q.cache->index, m, qr, nb, scores);
-            if (ne > nb) hsadb_index_scores(&q.extra, m, qr, ne - nb, scores + nb);
-            float mx = -INFINITY, sum = 0.f;
-            for (int64_t i = 0; i < ne; i++) mx = scores[i] > mx ? scores[i] : mx;
-            for (int64_t i = 0; i < ne; i++) sum += (scores[i] = expf(scores[i] - mx));
-            for (int64_t i = 0; i < nb; i++) out[i] += scores[i] / sum / (float)(G * Hm);
-        }
+    add_retrieval_probs(&q, c, ne, nb, scores, out, nb);
     rc = 0;
 done:
     free(prompt), free(scores);
