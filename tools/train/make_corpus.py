@@ -52,11 +52,8 @@ import unicodedata
 _CTRL = re.compile(r"[^\x20-\x7e\n]")
 
 
-def to_ascii(s):
-    s = s.replace("\t", "    ").replace("\r\n", "\n").replace("\r", "\n")
-    s = unicodedata.normalize("NFKD", s)
-    s = s.encode("ascii", "ignore").decode("ascii")
-    s = _CTRL.sub("", s)
+def squeeze_lines(s):
+    """Trailing spaces dropped, runs of blank lines kept as one, one newline at the end."""
     lines = [ln.rstrip() for ln in s.split("\n")]
     out, blank = [], 0
     for ln in lines:
@@ -69,6 +66,14 @@ def to_ascii(s):
             blank = 0
             out.append(ln)
     return "\n".join(out).strip() + "\n"
+
+
+def to_ascii(s):
+    s = s.replace("\t", "    ").replace("\r\n", "\n").replace("\r", "\n")
+    s = unicodedata.normalize("NFKD", s)
+    s = s.encode("ascii", "ignore").decode("ascii")
+    s = _CTRL.sub("", s)
+    return squeeze_lines(s)
 
 
 def read_any(path, limit=400_000):
@@ -184,18 +189,7 @@ def to_unicode(s):
         return r
 
     s = _NONASCII.sub(one, s)
-    lines = [ln.rstrip() for ln in s.split("\n")]
-    out, blank = [], 0
-    for ln in lines:
-        if not ln.strip():
-            blank += 1
-            if blank > 1:
-                continue
-            out.append("")
-        else:
-            blank = 0
-            out.append(ln)
-    return "\n".join(out).strip() + "\n"
+    return squeeze_lines(s)
 
 
 def decode_text(b):
