@@ -450,6 +450,17 @@ static void text_chunk(text *t, const hsadb_chunk_ref *r, meta_cache *mc)
     free(ms);
 }
 
+/* A tool's result from its text block t (freed here) and its structured content (its
+ * reference is taken, also when t ran out of memory, which answers NULL). */
+static json_t *text_result(server *s, text *t, json_t *structured)
+{
+    json_t *r = t->oom ? NULL : tool_ok(s, t->p, t->n, structured);
+    if (t->oom)
+        json_decref(structured);
+    free(t->p);
+    return r;
+}
+
 /* ---- tools ------------------------------------------------------------------------------- */
 
 static json_t *tool_list_memories(server *s, json_t *args)
@@ -481,11 +492,7 @@ static json_t *tool_list_memories(server *s, json_t *args)
     hsadb_free(st);
     if (shown == 0)
         text_add(&t, "no memories\n");
-    json_t *r = t.oom ? NULL : tool_ok(s, t.p, t.n, json_pack("{s:o}", "memories", arr));
-    if (t.oom)
-        json_decref(arr);
-    free(t.p);
-    return r;
+    return text_result(s, &t, json_pack("{s:o}", "memories", arr));
 }
 
 /* The optional `metadata` argument: an object of string values, as pairs pointing into it
@@ -649,10 +656,7 @@ static json_t *tool_recall(server *s, json_t *args)
                            "answer", json_bytes(a->text, a->len), "n_tokens", a->n_tokens,
                            "stop", stop, "prompt_seconds", a->prompt_seconds,
                            "generate_seconds", a->generate_seconds, "evidence", layers);
-    json_t *r = t.oom ? NULL : tool_ok(s, t.p, t.n, st);
-    if (t.oom)
-        json_decref(st);
-    free(t.p);
+    json_t *r = text_result(s, &t, st);
     meta_cache_free(&mc);
     hsadb_answer_free(a);
     return r;
@@ -684,10 +688,7 @@ static json_t *tool_search(server *s, json_t *args)
     for (size_t i = 0; i < h->n; i++)
         text_chunk(&t, &h->hits[i], &mc);
     json_t *st = json_pack("{s:s, s:o}", "memory", name, "hits", chunks_json(h->hits, h->n, &mc));
-    json_t *r = t.oom ? NULL : tool_ok(s, t.p, t.n, st);
-    if (t.oom)
-        json_decref(st);
-    free(t.p);
+    json_t *r = text_result(s, &t, st);
     meta_cache_free(&mc);
     hsadb_hits_free(h);
     return r;
